@@ -1,0 +1,336 @@
+"""Face clips from one source in a single decode pass.
+
+decode (video + audio, once) -> detect -> track -> smooth crop -> 24 fps -> H.264 + 16 kHz audio.
+
+Frames are held only while an active track may still need them (at most the bridging
+gap plus the smoothing look-ahead), so memory does not grow with the source's length.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from pipelines import __version__
+from pipelines.config import PipelineConfig
+from pipelines.faces.crop import fit_square, square_params
+from pipelines.faces.detectors import FaceDetector, filter_detections
+from pipelines.faces.tracking import IouTracker, Track
+from pipelines.media import (Frame, MediaRejection, ProbeInfo, WavSink, decode_source, frames_needed,
+                             read_wav_slice, run_ffmpeg, write_wav)
+from pipelines.records import SegmentRecord, SourceRecord, SourceRef
+
+ProgressFn = Callable[[float, float], None]  # (seconds decoded, declared duration)
+
+
+class ClipEncoder:
+    """Turns source-rate crops into an H.264 stream at a fixed output rate.
+
+    Output frame k shows the source frame displayed at the centre of its slot,
+    ``start + (k + 0.5) / fps``, which resamples any input rate (VFR included) without
+    drift. ffmpeg is started only once ``start_after`` frames exist, so spurious short
+    tracks never spawn an encoder.
+    """
+
+    def __init__(self, path: Path, config: PipelineConfig, start_s: float, start_after: int):
+        self.path = path
+        self.config = config
+        self.start_s = start_s
+        self.start_after = start_after
+        self.frames_out = 0
+        self._pending: list[np.ndarray] = []
+        self._proc: subprocess.Popen | None = None
+        self._log = None
+
+    def _spawn(self) -> None:
+        size, enc = self.config.crops.size_px, self.config.encode
+        self._log = open(self.path.with_suffix(".ffmpeg.log"), "w")
+        self._proc = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size}x{size}", "-r", f"{self.config.crops.fps:g}",
+             "-i", "-", "-an", "-c:v", enc.video_codec, "-preset", enc.preset, "-crf", str(enc.crf),
+             "-pix_fmt", "yuv420p", "-threads", str(enc.threads), "-x264-params", f"threads={enc.threads}",
+             "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", str(self.path)],
+            stdin=subprocess.PIPE, stderr=self._log,
+        )
+
+    def _write(self, rgb: np.ndarray) -> None:
+        if self._proc is None:
+            self._pending.append(rgb)
+            if len(self._pending) < self.start_after:
+                return
+            self._spawn()
+            pending, self._pending = self._pending, []
+            for item in pending:
+                self._proc.stdin.write(item.tobytes())
+            return
+        self._proc.stdin.write(rgb.tobytes())
+
+    def add(self, time_s: float, duration_s: float, rgb: np.ndarray) -> None:
+        fps = self.config.crops.fps
+        end = time_s + duration_s
+        while self.start_s + (self.frames_out + 0.5) / fps < end:
+            self._write(rgb)
+            self.frames_out += 1
+
+    def finish(self) -> bool:
+        """Close the stream; False when too few frames arrived to be worth encoding."""
+        if self._proc is None:
+            self._pending = []
+            return False
+        self._proc.stdin.close()
+        code = self._proc.wait()
+        self._log.close()
+        if code != 0:
+            raise RuntimeError(f"ffmpeg encoder failed for {self.path}: "
+                               f"{self.path.with_suffix('.ffmpeg.log').read_text()[-2000:]}")
+        self.path.with_suffix(".ffmpeg.log").unlink(missing_ok=True)
+        return True
+
+    def abort(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._log:
+            self._log.close()
+
+
+@dataclass
+class TrackCropper:
+    """Emits the smoothed square crop of each frame of one track once its look-ahead is known."""
+
+    track: Track
+    frame_w: int
+    frame_h: int
+    radius: int
+    encoder: ClipEncoder
+    scale: float
+    size_px: int
+    params: list[tuple[float, float, float]] = field(default_factory=list)
+    boxes: list[tuple[float, ...]] = field(default_factory=list)
+    crops: list[tuple[int, int, int]] = field(default_factory=list)
+    next_pos: int = 0
+
+    def _extend_params(self) -> None:
+        """Fill square parameters up to the track's last detection, interpolating bridged gaps."""
+        obs = self.track.observations
+        last = self.track.last_detected
+        prev = len(self.params) - 1
+        if last <= prev:
+            return
+        end_box = np.array(obs[last].detection.box)
+        if prev >= 0:
+            start_box, t0 = np.array(self.boxes[prev][:4]), obs[prev].time_s
+        for pos in range(prev + 1, last + 1):
+            det = obs[pos].detection
+            if det is not None:
+                box, score = np.array(det.box), det.score
+            else:
+                w = (obs[pos].time_s - t0) / (obs[last].time_s - t0)
+                box, score = start_box + w * (end_box - start_box), -1.0
+            self.boxes.append((*map(float, box), float(score)))
+            self.params.append(square_params(tuple(box), self.scale))
+
+    def next_frame_index(self) -> int:
+        obs = self.track.observations
+        return obs[self.next_pos].frame_index if self.next_pos < len(obs) else obs[-1].frame_index + 1
+
+    def emit(self, frames: dict[int, Frame], final: bool) -> None:
+        self._extend_params()
+        last = len(self.params) - 1
+        limit = last if final else last - self.radius
+        arr = None
+        while self.next_pos <= limit:
+            if arr is None:
+                arr = np.asarray(self.params)
+            i = self.next_pos
+            idx = np.clip(np.arange(i - self.radius, i + self.radius + 1), 0, last)
+            cx, cy, side = arr[idx].mean(axis=0)
+            square = fit_square(cx, cy, side, self.frame_w, self.frame_h)
+            obs = self.track.observations[i]
+            frame = frames[obs.frame_index]
+            crop = square.apply(frame.rgb)
+            interp = cv2.INTER_AREA if square.side > self.size_px else cv2.INTER_CUBIC
+            crop = cv2.resize(crop, (self.size_px, self.size_px), interpolation=interp)
+            self.encoder.add(obs.time_s, obs.duration_s, crop)
+            self.crops.append((square.x, square.y, square.side))
+            self.next_pos += 1
+
+
+def _summarise_track(cropper: TrackCropper) -> dict:
+    boxes = np.asarray(cropper.boxes, dtype=np.float64)
+    detected = boxes[:, 4] >= 0
+    sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    crops = np.asarray(cropper.crops, dtype=np.float64)
+    return {
+        "source_frames": int(len(boxes)),
+        "detected_frames": int(detected.sum()),
+        "bridged_frames": int((~detected).sum()),
+        "longest_gap_s": round(cropper.track.longest_gap_s, 4),
+        "mean_score": round(float(boxes[detected, 4].mean()), 4),
+        "face_size_px": {"min": round(float(sizes.min()), 1), "mean": round(float(sizes.mean()), 1),
+                         "max": round(float(sizes.max()), 1)},
+        "crop_side_px": {"min": int(crops[:, 2].min()), "mean": round(float(crops[:, 2].mean()), 1),
+                         "max": int(crops[:, 2].max())},
+        "first_box": [round(v, 1) for v in boxes[0, :4].tolist()],
+        "last_box": [round(v, 1) for v in boxes[-1, :4].tolist()],
+    }
+
+
+def extract_face_clips(
+    source: SourceRef,
+    probe_info: ProbeInfo,
+    detector: FaceDetector,
+    config: PipelineConfig,
+    out_dir: Path,
+    progress: ProgressFn | None = None,
+) -> SourceRecord:
+    """Write one mp4 + wav + json + boxes.npy per accepted face segment of ``source`` into ``out_dir``.
+
+    Returns the source record that accounts for every candidate segment. A corrupt
+    source raises :class:`MediaRejection`; the caller records it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    crop_cfg, track_cfg = config.crops, config.tracking
+    sink = WavSink(out_dir / "_source_audio.wav", config.audio.sample_rate)
+    tracker = IouTracker(track_cfg.iou_threshold, track_cfg.max_gap_s)
+    nominal_dt = 1.0 / probe_info.frame_rate if probe_info.frame_rate > 0 else 1 / 25
+    radius = int(round(crop_cfg.smoothing_window_s / 2 / nominal_dt))
+    start_after = max(1, int(np.ceil(track_cfg.min_segment_s * crop_cfg.fps)))
+    croppers: dict[int, TrackCropper] = {}
+    finished: list[TrackCropper] = []
+    frames: dict[int, Frame] = {}
+    decoded_frames, decoded_until, last_report = 0, 0.0, time.monotonic()
+    frame_w = frame_h = 0
+
+    def close_track(track: Track) -> None:
+        cropper = croppers.pop(track.track_id)
+        cropper.emit(frames, final=True)
+        finished.append(cropper)
+
+    try:
+        for frame in decode_source(source.path, sink, probe_info.rotation_deg):
+            decoded_frames += 1
+            decoded_until = frame.time_s + frame.duration_s
+            frame_h, frame_w = frame.rgb.shape[:2]
+            frames[frame.index] = frame
+            detections = filter_detections(detector.detect(frame.rgb), config.faces)
+            ended, started = tracker.step(frame.time_s, frame.duration_s, frame.index, detections)
+            for track in started:
+                encoder = ClipEncoder(out_dir / f"_track{track.track_id:04d}.video.mp4", config,
+                                      track.observations[0].time_s, start_after)
+                croppers[track.track_id] = TrackCropper(track, frame_w, frame_h, radius, encoder,
+                                                        crop_cfg.scale, crop_cfg.size_px)
+            for track in ended:
+                close_track(track)
+            for cropper in croppers.values():
+                cropper.emit(frames, final=False)
+            keep_from = min((c.next_frame_index() for c in croppers.values()), default=frame.index + 1)
+            for index in [i for i in frames if i < keep_from]:
+                del frames[index]
+            if progress and time.monotonic() - last_report > 5:
+                progress(decoded_until, probe_info.duration_s)
+                last_report = time.monotonic()
+        for track in tracker.finish():
+            close_track(track)
+    except BaseException:
+        for cropper in list(croppers.values()) + finished:
+            cropper.encoder.abort()
+        sink.close()
+        raise
+    sink.close()
+    if progress:
+        progress(decoded_until, probe_info.duration_s)
+
+    declared = probe_info.duration_s
+    decode_numbers = {"decoded_frames": decoded_frames, "decoded_duration_s": round(decoded_until, 4),
+                      "declared_duration_s": round(declared, 4),
+                      "audio_seconds": round(sink.samples / sink.sample_rate, 4)}
+    if decoded_frames == 0:
+        raise MediaRejection("no_decodable_frames", "no video frame could be decoded", **decode_numbers)
+    if declared > 0 and decoded_until < config.ingest.min_decoded_fraction * declared:
+        for cropper in finished:
+            cropper.encoder.abort()
+        raise MediaRejection(
+            "truncated_stream",
+            f"decoded {decoded_until:.2f} s of a declared {declared:.2f} s",
+            **decode_numbers, min_decoded_fraction=config.ingest.min_decoded_fraction,
+        )
+
+    segments = _finalise_segments(source, probe_info, detector, config, out_dir, finished, sink, frame_w, frame_h)
+    (out_dir / "_source_audio.wav").unlink(missing_ok=True)
+    return SourceRecord.from_segments(source, probe_info, segments, decode_numbers)
+
+
+def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceDetector, config: PipelineConfig,
+                       out_dir: Path, finished: list[TrackCropper], sink: WavSink,
+                       frame_w: int, frame_h: int) -> list[SegmentRecord]:
+    crop_cfg = config.crops
+    ordered = sorted(finished, key=lambda c: (c.track.observations[0].time_s, c.boxes[0][0]))
+    segments: list[SegmentRecord] = []
+    for number, cropper in enumerate(ordered):
+        obs = cropper.track.observations
+        start_s, end_s = obs[0].time_s, obs[-1].end_s
+        key = f"{source.source_id}_s{number:03d}"
+        numbers = {"duration_s": round(end_s - start_s, 4), **_summarise_track(cropper)}
+        encoded = cropper.encoder.finish()
+        tmp_video = cropper.encoder.path
+        if not encoded or end_s - start_s < config.tracking.min_segment_s:
+            tmp_video.unlink(missing_ok=True)
+            segments.append(SegmentRecord(key, cropper.track.track_id, start_s, end_s, "rejected", "segment_too_short",
+                                          {**numbers, "min_segment_s": config.tracking.min_segment_s}))
+            continue
+        n_expected = frames_needed(start_s, end_s, crop_cfg.fps)
+        samples, padded = read_wav_slice(sink.path, sink.sample_rate, start_s, end_s, sink.start_time_s or 0.0)
+        wav_path = out_dir / f"{key}.wav"
+        write_wav(wav_path, samples, sink.sample_rate)
+        mp4_path = out_dir / f"{key}.mp4"
+        run_ffmpeg(["-i", str(tmp_video), "-i", str(wav_path), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                    "-c:a", config.encode.audio_codec, "-b:a", config.encode.audio_bitrate,
+                    "-ar", str(config.audio.sample_rate), "-ac", "1", "-fflags", "+bitexact",
+                    "-flags:a", "+bitexact", "-map_metadata", "-1", "-movflags", "+faststart", str(mp4_path)])
+        tmp_video.unlink()
+        out_times = start_s + (np.arange(cropper.encoder.frames_out) + 0.5) / crop_cfg.fps
+        src_times = np.array([o.time_s for o in obs])
+        src_pos = np.clip(np.searchsorted(src_times, out_times, side="right") - 1, 0, len(obs) - 1)
+        boxes = np.asarray(cropper.boxes, dtype=np.float32)[src_pos]
+        crops = np.asarray(cropper.crops, dtype=np.float32)[src_pos]
+        table = np.concatenate([out_times[:, None].astype(np.float32), boxes, crops], axis=1)
+        np.save(out_dir / f"{key}.boxes.npy", table)
+        record = {
+            "key": key,
+            "schema": "talkinghead.sample/1",
+            "pipeline_version": __version__,
+            "config_hash": config.content_hash(),
+            "source": source.as_dict(),
+            "source_probe": probe_info.as_dict(),
+            "time_range_s": {"start": round(start_s, 6), "end": round(end_s, 6), "duration": round(end_s - start_s, 6)},
+            "video": {"file": f"{key}.mp4", "width": crop_cfg.size_px, "height": crop_cfg.size_px,
+                      "fps": crop_cfg.fps, "frames": cropper.encoder.frames_out, "codec": "h264",
+                      "frames_expected": n_expected},
+            "fps_conversion": {"source_fps": round(probe_info.frame_rate, 6), "output_fps": crop_cfg.fps,
+                               "source_frames": len(obs), "output_frames": cropper.encoder.frames_out,
+                               "method": "output frame k shows the source frame displayed at start+(k+0.5)/fps"},
+            "audio": {"file": f"{key}.wav", "sample_rate": sink.sample_rate, "channels": 1,
+                      "samples": int(len(samples)), "padded_samples": int(padded)},
+            "faces": {"detector": detector.name, "detector_sha256": detector.model_sha256,
+                      "track_id": cropper.track.track_id, "frame_size": [frame_w, frame_h],
+                      "crop_scale": crop_cfg.scale, "smoothing_window_s": crop_cfg.smoothing_window_s,
+                      "boxes_file": f"{key}.boxes.npy",
+                      "boxes_columns": ["t_out", "x1", "y1", "x2", "y2", "score_or_-1_if_bridged",
+                                        "crop_x", "crop_y", "crop_side"],
+                      **numbers},
+            "filters": [{"stage": "faces", "decision": "accepted", "numbers": numbers}],
+        }
+        (out_dir / f"{key}.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+        segments.append(SegmentRecord(key, cropper.track.track_id, start_s, end_s, "accepted", None, numbers,
+                                      files={"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json",
+                                             "boxes.npy": f"{key}.boxes.npy"}))
+    return segments

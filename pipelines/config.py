@@ -1,0 +1,152 @@
+"""One validated configuration object holding every threshold and path.
+
+Load it with :func:`load_config` (YAML file and/or environment variables); every stage
+takes the sub-config it needs. ``config/example.yaml`` documents each field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CONFIG_ENV = "TALKINGHEAD_CONFIG"
+MODEL_DIR_ENV = "TALKINGHEAD_MODEL_DIR"
+DATA_DIR_ENV = "TALKINGHEAD_DATA_DIR"
+INPUT_DIR_ENV = "TALKINGHEAD_INPUT_DIR"
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos: fail loudly instead of silently ignoring a threshold.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Strict):
+    input_dir: Path = Field(Path("data/input"), description="Folder watched for source videos.")
+    data_dir: Path = Field(Path("data"), description="Root for work files, shards and reports.")
+    model_dir: Path = Field(Path("models"), description="Folder holding model weights (see `talkinghead models status`).")
+
+    @field_validator("input_dir", "data_dir", "model_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Resolve once at load time so a later chdir cannot move outputs.
+        return Path(value).expanduser().resolve()
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.data_dir / "shards"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "sources.json"
+
+
+class IngestConfig(_Strict):
+    extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v")
+    min_duration_s: float = Field(0.5, gt=0, description="Sources shorter than this are rejected.")
+    min_decoded_fraction: float = Field(
+        0.9, gt=0, le=1, description="Reject as truncated when less than this share of the declared duration decodes."
+    )
+
+
+class FaceDetectionConfig(_Strict):
+    backend: Literal["scrfd", "mediapipe"] = "scrfd"
+    score_threshold: float = Field(0.5, ge=0, le=1)
+    scrfd_input_size: int = Field(640, description="SCRFD letterbox size; the mirrored ONNX files are fixed at 640.")
+    mediapipe_model: Literal["short_range", "full_range"] = "short_range"
+    min_face_size_px: int = Field(24, ge=1, description="Detections whose longer side is smaller are ignored.")
+
+
+class TrackingConfig(_Strict):
+    iou_threshold: float = Field(0.3, gt=0, le=1, description="Minimum IoU to continue a track.")
+    max_gap_s: float = Field(
+        1.0, ge=0, description="A face missing for longer than this ends its track (24 frames at 24 fps)."
+    )
+    min_segment_s: float = Field(1.0, gt=0, description="Face segments shorter than this are rejected.")
+
+
+class CropConfig(_Strict):
+    scale: float = Field(1.5, ge=1.0, description="The square's side is the box's longer side times this.")
+    size_px: int = Field(384, ge=16)
+    fps: float = Field(24.0, gt=0)
+    smoothing_window_s: float = Field(
+        0.4, ge=0, description="Centred moving-average window over crop centre and side, so crops do not jitter."
+    )
+
+
+class AudioConfig(_Strict):
+    sample_rate: int = 16000
+    channels: Literal[1] = 1
+
+
+class EncodeConfig(_Strict):
+    video_codec: Literal["libx264"] = "libx264"
+    crf: int = Field(18, ge=0, le=51)
+    preset: str = "veryfast"
+    # x264's output depends on its thread count: pin it so shards are byte-identical
+    # across machines with different core counts.
+    threads: int = Field(2, ge=1)
+    audio_codec: Literal["aac"] = "aac"
+    audio_bitrate: str = "64k"
+
+
+class ShardConfig(_Strict):
+    max_samples_per_shard: int = Field(500, ge=1)
+    max_bytes_per_shard: int = Field(1_000_000_000, ge=1_000_000)
+    name_pattern: str = "shard-{index:06d}.tar"
+
+
+class PipelineConfig(_Strict):
+    paths: PathsConfig = PathsConfig()
+    ingest: IngestConfig = IngestConfig()
+    faces: FaceDetectionConfig = FaceDetectionConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    crops: CropConfig = CropConfig()
+    audio: AudioConfig = AudioConfig()
+    encode: EncodeConfig = EncodeConfig()
+    shards: ShardConfig = ShardConfig()
+
+    @model_validator(mode="after")
+    def _check_crop_fps(self) -> "PipelineConfig":
+        if self.tracking.min_segment_s * self.crops.fps < 1:
+            raise ValueError("tracking.min_segment_s must cover at least one output frame")
+        return self
+
+    def content_hash(self) -> str:
+        """Hash of every setting that changes outputs (paths excluded), recorded in each sample."""
+        payload = self.model_dump(mode="json", exclude={"paths"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides) -> PipelineConfig:
+    """Read a YAML config (argument, else $TALKINGHEAD_CONFIG, else defaults).
+
+    Environment variables TALKINGHEAD_MODEL_DIR / _DATA_DIR / _INPUT_DIR override the
+    paths section, so a deployment can move folders without editing the file.
+    Relative paths are resolved against the current directory.
+    """
+    path = path or os.environ.get(CONFIG_ENV)
+    raw: dict = {}
+    if path:
+        text = Path(path).read_text()
+        raw = yaml.safe_load(text) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"config {path}: expected a mapping at the top level, got {type(raw).__name__}")
+    paths = dict(raw.get("paths") or {})
+    for env, key in ((MODEL_DIR_ENV, "model_dir"), (DATA_DIR_ENV, "data_dir"), (INPUT_DIR_ENV, "input_dir")):
+        if os.environ.get(env):
+            paths[key] = os.environ[env]
+    paths.update(overrides.pop("paths", {}))
+    raw["paths"] = paths
+    for section, values in overrides.items():
+        raw[section] = {**(raw.get(section) or {}), **values}
+    return PipelineConfig.model_validate(raw)

@@ -1,0 +1,1 @@
+"""Face detection backends, IoU tracking and the square crop rule."""

@@ -1,0 +1,52 @@
+"""The square crop rule and its temporal smoothing.
+
+Rule (DESIGN.md): a square centred on the face whose side is the box's longer side times
+``scale`` (a 224x168 box gives 224, then 336). Where the square leaves the frame it is
+shifted back inside; only when it is larger than the frame's shorter side is it shrunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SquareCrop:
+    x: int
+    y: int
+    side: int
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb[self.y: self.y + self.side, self.x: self.x + self.side]
+
+
+def square_params(box: tuple[float, float, float, float], scale: float) -> tuple[float, float, float]:
+    """(centre x, centre y, side) of the enlarged square, before fitting to the frame."""
+    x1, y1, x2, y2 = box
+    return (x1 + x2) / 2.0, (y1 + y2) / 2.0, max(x2 - x1, y2 - y1) * scale
+
+
+def fit_square(cx: float, cy: float, side: float, frame_w: int, frame_h: int) -> SquareCrop:
+    """Integer square of (about) ``side`` centred at (cx, cy), shrunk/shifted to lie inside the frame."""
+    side_px = int(round(min(side, frame_w, frame_h)))
+    side_px = max(1, side_px)
+    x = int(round(cx - side_px / 2.0))
+    y = int(round(cy - side_px / 2.0))
+    x = min(max(x, 0), frame_w - side_px)
+    y = min(max(y, 0), frame_h - side_px)
+    return SquareCrop(x, y, side_px)
+
+
+def square_crop(box: tuple[float, float, float, float], frame_w: int, frame_h: int, scale: float) -> SquareCrop:
+    return fit_square(*square_params(box, scale), frame_w, frame_h)
+
+
+def smooth_params(params: np.ndarray, radius: int) -> np.ndarray:
+    """Centred moving average over time of (N, 3) square parameters, edges padded by repetition."""
+    if radius <= 0 or len(params) < 2:
+        return params.copy()
+    padded = np.pad(params, ((radius, radius), (0, 0)), mode="edge")
+    kernel = np.ones(2 * radius + 1) / (2 * radius + 1)
+    return np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(params.shape[1])], axis=1)

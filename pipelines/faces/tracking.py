@@ -1,0 +1,130 @@
+"""IoU tracking of face detections into tracks, with time-based gap bridging.
+
+A track continues while a detection overlaps its last box by at least the IoU
+threshold. Frames where its face is missing are kept as gaps; when the face returns
+within ``max_gap_s`` the gap is bridged (boxes interpolated), otherwise the track ends at
+its last detection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.faces.detectors import Detection
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Observation:
+    frame_index: int
+    time_s: float
+    duration_s: float
+    detection: Detection | None  # None: face missing in this frame (a gap)
+
+    @property
+    def end_s(self) -> float:
+        return self.time_s + self.duration_s
+
+
+@dataclass
+class Track:
+    track_id: int
+    observations: list[Observation] = field(default_factory=list)
+    last_detected: int = -1  # position in observations of the latest detection
+    longest_gap_s: float = 0.0
+    bridged_frames: int = 0
+
+    @property
+    def last_box(self) -> tuple[float, float, float, float]:
+        return self.observations[self.last_detected].detection.box  # type: ignore[union-attr]
+
+    def missing_s(self, now: Observation) -> float:
+        """Time during which the face has not been shown, up to the end of ``now``."""
+        return now.end_s - self.observations[self.last_detected].end_s
+
+    def trim_to_last_detection(self) -> None:
+        del self.observations[self.last_detected + 1:]
+
+    def boxes(self) -> np.ndarray:
+        """(N, 4) boxes for observations up to the last detection; gaps linearly interpolated in time."""
+        obs = self.observations[: self.last_detected + 1]
+        times = np.array([o.time_s for o in obs])
+        known = np.array([o.detection is not None for o in obs])
+        raw = np.array([o.detection.box if o.detection else (np.nan,) * 4 for o in obs], dtype=np.float64)
+        if not known.all():
+            for c in range(4):
+                raw[~known, c] = np.interp(times[~known], times[known], raw[known, c])
+        return raw
+
+
+class IouTracker:
+    """Online greedy IoU tracker; :meth:`step` returns tracks that ended at this frame."""
+
+    def __init__(self, iou_threshold: float, max_gap_s: float):
+        self.iou_threshold = iou_threshold
+        self.max_gap_s = max_gap_s
+        self.active: list[Track] = []
+        self._next_id = 0
+
+    def step(self, obs_time: float, obs_duration: float, frame_index: int,
+             detections: list[Detection]) -> tuple[list[Track], list[Track]]:
+        """Assign detections; return (tracks ended here, tracks started here)."""
+        # Sorting makes ids independent of the detector's output order.
+        detections = sorted(detections, key=lambda d: (d.box[0], d.box[1]))
+        pairs = sorted(
+            ((iou(t.last_box, d.box), ti, di) for ti, t in enumerate(self.active) for di, d in enumerate(detections)),
+            key=lambda p: (-p[0], p[1], p[2]),
+        )
+        matched_tracks: dict[int, int] = {}
+        used: set[int] = set()
+        for overlap, ti, di in pairs:
+            if overlap < self.iou_threshold:
+                break
+            if ti in matched_tracks or di in used:
+                continue
+            matched_tracks[ti] = di
+            used.add(di)
+        ended, still_active = [], []
+        for ti, track in enumerate(self.active):
+            det = detections[matched_tracks[ti]] if ti in matched_tracks else None
+            obs = Observation(frame_index, obs_time, obs_duration, det)
+            if det is not None:
+                gap = obs.time_s - track.observations[track.last_detected].end_s
+                if gap > 1e-9:
+                    track.longest_gap_s = max(track.longest_gap_s, gap)
+                    track.bridged_frames += len(track.observations) - 1 - track.last_detected
+                track.observations.append(obs)
+                track.last_detected = len(track.observations) - 1
+                still_active.append(track)
+            else:
+                track.observations.append(obs)
+                if track.missing_s(obs) > self.max_gap_s + 1e-9:
+                    track.trim_to_last_detection()
+                    ended.append(track)
+                else:
+                    still_active.append(track)
+        started = []
+        for di, det in enumerate(detections):
+            if di in used:
+                continue
+            track = Track(self._next_id, [Observation(frame_index, obs_time, obs_duration, det)], 0)
+            self._next_id += 1
+            started.append(track)
+        self.active = still_active + started
+        return ended, started
+
+    def finish(self) -> list[Track]:
+        ended = self.active
+        for track in ended:
+            track.trim_to_last_detection()
+        self.active = []
+        return ended

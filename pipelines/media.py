@@ -1,0 +1,245 @@
+"""Media IO: probing with ffprobe, one decode pass of a source with PyAV, ffmpeg encoding.
+
+Times are seconds on the source's own clock, counted from the container's start time,
+so video at any frame rate and audio at any sample rate line up without frame-index drift.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import subprocess
+import wave
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import ffmpeg
+import numpy as np
+
+# Source decodes per path: a performance figure (goal: one per source), read by bench/.
+DECODE_COUNTS: collections.Counter[str] = collections.Counter()
+
+
+class MediaRejection(Exception):
+    """A source that cannot be used; ``reason`` is machine-readable, ``numbers`` decided it."""
+
+    def __init__(self, reason: str, detail: str, **numbers):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.numbers = numbers
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    format_name: str
+    duration_s: float
+    start_time_s: float
+    width: int  # display size, after rotation
+    height: int
+    rotation_deg: int
+    video_codec: str
+    frame_rate: float
+    audio_codec: str
+    audio_sample_rate: int
+    audio_channels: int
+    size_bytes: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _rotation(stream: dict) -> int:
+    for side in stream.get("side_data_list", []) or []:
+        if "rotation" in side:
+            return int(round(float(side["rotation"]))) % 360
+    tag = (stream.get("tags") or {}).get("rotate")
+    return int(tag) % 360 if tag else 0
+
+
+def _classify_probe_error(stderr: str) -> str:
+    text = stderr.lower()
+    if "moov atom not found" in text or "end of file" in text or "truncat" in text:
+        return "truncated_container"
+    if "invalid data found" in text:
+        return "not_a_media_file"
+    return "unreadable_container"
+
+
+def probe(path: Path) -> ProbeInfo:
+    """Probe a source with ffprobe; raise :class:`MediaRejection` with a specific reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaRejection("missing_file", f"{path} is not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise MediaRejection("empty_file", f"{path} has zero bytes", size_bytes=0)
+    try:
+        info = ffmpeg.probe(str(path))
+    except ffmpeg.Error as error:
+        stderr = (error.stderr or b"").decode(errors="replace").strip()
+        raise MediaRejection(_classify_probe_error(stderr), stderr.splitlines()[-1] if stderr else "ffprobe failed",
+                             size_bytes=size) from None
+    streams = info.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    fmt = info.get("format", {})
+    if video is None:
+        raise MediaRejection("no_video_stream", "the container has no video stream", size_bytes=size)
+    if audio is None:
+        raise MediaRejection("no_audio_stream", "the container has no audio stream", size_bytes=size)
+    duration = float(fmt.get("duration") or video.get("duration") or 0.0)
+    rotation = _rotation(video)
+    width, height = int(video.get("width", 0)), int(video.get("height", 0))
+    if rotation in (90, 270):
+        width, height = height, width
+    rate = video.get("avg_frame_rate") or video.get("r_frame_rate") or "0/1"
+    try:
+        frame_rate = float(Fraction(rate)) if rate != "0/0" else 0.0
+    except (ValueError, ZeroDivisionError):
+        frame_rate = 0.0
+    return ProbeInfo(
+        format_name=fmt.get("format_name", ""),
+        duration_s=duration,
+        start_time_s=float(fmt.get("start_time") or 0.0),
+        width=width,
+        height=height,
+        rotation_deg=rotation,
+        video_codec=video.get("codec_name", ""),
+        frame_rate=frame_rate,
+        audio_codec=audio.get("codec_name", ""),
+        audio_sample_rate=int(audio.get("sample_rate", 0) or 0),
+        audio_channels=int(audio.get("channels", 0) or 0),
+        size_bytes=size,
+    )
+
+
+@dataclass
+class Frame:
+    """One decoded video frame: RGB pixels shown from ``time_s`` for ``duration_s``."""
+
+    index: int
+    time_s: float
+    duration_s: float
+    rgb: np.ndarray  # (H, W, 3) uint8, display orientation
+
+
+class WavSink:
+    """Collects 16-bit PCM into a WAV file as audio frames arrive (no whole-file buffer)."""
+
+    def __init__(self, path: Path, sample_rate: int):
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self._wav = wave.open(str(self.path), "wb")
+        self._wav.setnchannels(1)
+        self._wav.setsampwidth(2)
+        self._wav.setframerate(sample_rate)
+        self.start_time_s: float | None = None
+        self.samples = 0
+
+    def write(self, time_s: float | None, pcm: np.ndarray) -> None:
+        if self.start_time_s is None:
+            self.start_time_s = time_s if time_s is not None else 0.0
+        self._wav.writeframes(pcm.astype("<i2").tobytes())
+        self.samples += len(pcm)
+
+    def close(self) -> None:
+        self._wav.close()
+
+
+def _rotate(rgb: np.ndarray, rotation_deg: int) -> np.ndarray:
+    # The display matrix angle is counter-clockwise; np.rot90 with k>0 is counter-clockwise too.
+    k = {0: 0, 90: 1, 180: 2, 270: 3}.get(rotation_deg % 360, 0)
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
+def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0) -> Iterator[Frame]:
+    """Decode video and audio of ``path`` in one demux pass.
+
+    Yields video frames (RGB, display orientation) with presentation times; audio is
+    resampled to the sink's rate, mono, and written to the sink on the way. Raises
+    :class:`MediaRejection` ("decode_error") when the stream is corrupt.
+    """
+    DECODE_COUNTS[str(path)] += 1
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise MediaRejection("unreadable_container", str(error)) from None
+    with container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        video.thread_type = "AUTO"
+        origin = (container.start_time or 0) / av.time_base
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_sink.sample_rate)
+        pending: Frame | None = None
+        nominal = float(video.average_rate) if video.average_rate else 25.0
+        index = 0
+        try:
+            for packet in container.demux(video, audio):
+                for decoded in packet.decode():
+                    if packet.stream.type == "audio":
+                        t = decoded.time - origin if decoded.time is not None else None
+                        for out in resampler.resample(decoded):
+                            audio_sink.write(t, out.to_ndarray().reshape(-1))
+                        continue
+                    if decoded.time is None:
+                        continue
+                    frame = Frame(index, decoded.time - origin, 1.0 / nominal,
+                                  _rotate(decoded.to_ndarray(format="rgb24"), rotation_deg))
+                    index += 1
+                    if pending is not None:
+                        # A frame lasts until the next one starts (variable frame rate safe).
+                        step = frame.time_s - pending.time_s
+                        if step > 0:
+                            pending.duration_s = step
+                        yield pending
+                    pending = frame
+            for out in resampler.resample(None):
+                audio_sink.write(None, out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as error:
+            raise MediaRejection("decode_error", str(error), decoded_frames=index) from None
+        if pending is not None:
+            yield pending
+
+
+def read_wav_slice(path: Path, sample_rate: int, start_s: float, end_s: float, origin_s: float) -> tuple[np.ndarray, int]:
+    """Samples of [start_s, end_s) from a mono WAV that begins at ``origin_s``.
+
+    Time outside the recorded audio is filled with silence; returns (int16 samples, padded count).
+    """
+    first = int(round((start_s - origin_s) * sample_rate))
+    count = int(round((end_s - start_s) * sample_rate))
+    out = np.zeros(count, dtype=np.int16)
+    with wave.open(str(path), "rb") as wav:
+        total = wav.getnframes()
+        lo, hi = max(first, 0), min(first + count, total)
+        if hi > lo:
+            wav.setpos(lo)
+            data = np.frombuffer(wav.readframes(hi - lo), dtype="<i2")
+            out[lo - first: lo - first + len(data)] = data
+            return out, count - len(data)
+    return out, count
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(samples.astype("<i2").tobytes())
+
+
+def run_ffmpeg(args: list[str]) -> None:
+    """Run ffmpeg quietly; raise with its last error lines on failure."""
+    proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+
+
+def frames_needed(start_s: float, end_s: float, fps: float) -> int:
+    """Output frames whose centre falls inside [start_s, end_s) at ``fps``."""
+    return max(0, math.ceil((end_s - start_s) * fps - 0.5))

@@ -1,0 +1,195 @@
+"""Model registry: every model a stage can use, with its files and sha256.
+
+Weights are read from a model directory (config ``paths.model_dir``, env
+``TALKINGHEAD_MODEL_DIR``); nothing is ever downloaded. A missing or corrupt file is a
+clear error that names the file and says how to obtain it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    relpath: str
+    # None: no reference hash is published for this file; it is used but reported unpinned.
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: str
+    description: str
+    # Alternatives in order of preference: the first one present is used.
+    candidates: tuple[ModelFile, ...]
+    how_to_obtain: str
+    licence: str
+    extra_files: tuple[ModelFile, ...] = field(default_factory=tuple)
+
+
+class ModelError(RuntimeError):
+    """A model file is missing or does not match its registered hash."""
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="scrfd_500m",
+            task="face_detection",
+            description="InsightFace SCRFD-500M face detector with 5 keypoints (the detector of buffalo_sc).",
+            candidates=(
+                ModelFile("buffalo_sc/det_500m.onnx", None),
+                ModelFile("scrfd/scrfd_500m_kps.onnx", "517cb1980c72422e676738fc45431700fb7cbee56d0f825b623ee427b3e5ce58"),
+            ),
+            how_to_obtain="unzip InsightFace's buffalo_sc.zip into <model_dir>/buffalo_sc/, "
+            "or place scrfd_500m_kps.onnx under <model_dir>/scrfd/",
+            licence="InsightFace weights: non-commercial research use only",
+        ),
+        ModelSpec(
+            name="scrfd_2.5g",
+            task="face_detection",
+            description="SCRFD-2.5G with 5 keypoints: slower, better on small faces.",
+            candidates=(
+                ModelFile("scrfd/scrfd_2.5g_kps.onnx", "32d20c77b9e2dc1d07e94c2ab9d25bdd5cd05eddbe0b46e7b38e7a1eca22e99a"),
+            ),
+            how_to_obtain="place scrfd_2.5g_kps.onnx under <model_dir>/scrfd/",
+            licence="InsightFace weights: non-commercial research use only",
+        ),
+        ModelSpec(
+            name="mediapipe_short_range",
+            task="face_detection",
+            description="MediaPipe BlazeFace short-range detector for the Tasks API FaceDetector.",
+            candidates=(
+                ModelFile(
+                    "mediapipe/face_detection_short_range.tflite",
+                    "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+                ),
+            ),
+            how_to_obtain="`pip download --no-deps mediapipe==0.10.21`, then copy "
+            "mediapipe/modules/face_detection/face_detection_short_range.tflite to <model_dir>/mediapipe/",
+            licence="Apache-2.0",
+        ),
+        ModelSpec(
+            name="mediapipe_full_range",
+            task="face_detection",
+            description="MediaPipe BlazeFace full-range (sparse) detector for faces far from the camera.",
+            candidates=(
+                ModelFile(
+                    "mediapipe/face_detection_full_range_sparse.tflite",
+                    "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+                ),
+            ),
+            how_to_obtain="as for mediapipe_short_range (face_detection_full_range_sparse.tflite)",
+            licence="Apache-2.0",
+        ),
+        ModelSpec(
+            name="light_asd_ava",
+            task="active_speaker_detection",
+            description="Light-ASD trained on AVA-ActiveSpeaker (PyTorch state_dict).",
+            candidates=(
+                ModelFile("light-asd/pretrain_AVA_CVPR.model", "d44bc3ea7baa8e0946fa3921311714a630ed8b90a1928fab0dbe30d918909317"),
+            ),
+            how_to_obtain="download weight/pretrain_AVA_CVPR.model from the Light-ASD repository into <model_dir>/light-asd/",
+            licence="MIT",
+        ),
+        ModelSpec(
+            name="light_asd_talkset",
+            task="active_speaker_detection",
+            description="Light-ASD fine-tuned on TalkSet.",
+            candidates=(
+                ModelFile("light-asd/finetuning_TalkSet.model", "efc375833887eefa9d209dc92810e18519b04c3c73ea35a549f2a7f40b7d94d5"),
+            ),
+            how_to_obtain="download weight/finetuning_TalkSet.model from the Light-ASD repository into <model_dir>/light-asd/",
+            licence="MIT",
+        ),
+    )
+}
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    state: str  # "ok", "unpinned", "missing", "hash_mismatch"
+    path: Path | None
+    sha256: str | None
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "state": self.state, "path": str(self.path) if self.path else None,
+                "sha256": self.sha256, "detail": self.detail}
+
+
+class ModelStore:
+    """Resolves registry entries to verified files inside one model directory."""
+
+    def __init__(self, model_dir: Path | str, registry: dict[str, ModelSpec] | None = None):
+        self.model_dir = Path(model_dir)
+        self.registry = registry if registry is not None else REGISTRY
+        self._verified: dict[Path, str] = {}
+
+    def spec(self, name: str) -> ModelSpec:
+        try:
+            return self.registry[name]
+        except KeyError:
+            raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(self.registry))}") from None
+
+    def _hash(self, path: Path) -> str:
+        if path not in self._verified:
+            self._verified[path] = sha256_file(path)
+        return self._verified[path]
+
+    def status(self, name: str) -> ModelStatus:
+        spec = self.spec(name)
+        for candidate in spec.candidates:
+            path = self.model_dir / candidate.relpath
+            if not path.is_file():
+                continue
+            actual = self._hash(path)
+            if candidate.sha256 is None:
+                return ModelStatus(name, "unpinned", path, actual, "present; no reference hash is registered for this file")
+            if actual != candidate.sha256:
+                return ModelStatus(
+                    name, "hash_mismatch", path, actual,
+                    f"expected sha256 {candidate.sha256}; replace the file ({spec.how_to_obtain})",
+                )
+            return ModelStatus(name, "ok", path, actual, "present, sha256 verified")
+        wanted = " or ".join(str(self.model_dir / c.relpath) for c in spec.candidates)
+        return ModelStatus(name, "missing", None, None, f"missing {wanted}; to obtain: {spec.how_to_obtain}")
+
+    def path(self, name: str) -> Path:
+        """The verified file for ``name``, or a :class:`ModelError` that says what to do."""
+        status = self.status(name)
+        if status.state in ("ok", "unpinned"):
+            return status.path  # type: ignore[return-value]
+        raise ModelError(f"model {name!r}: {status.detail}")
+
+    def report(self) -> list[ModelStatus]:
+        return [self.status(name) for name in sorted(self.registry)]
+
+
+def format_report(statuses: list[ModelStatus], model_dir: Path) -> str:
+    lines = [f"model directory: {model_dir}"]
+    width = max(len(s.name) for s in statuses)
+    for status in statuses:
+        lines.append(f"  {status.name:<{width}}  {status.state:<13}  {status.detail}")
+        if status.path:
+            lines.append(f"  {'':<{width}}  {'':<13}  {status.path}")
+    return "\n".join(lines)
+
+
+def report_json(statuses: list[ModelStatus]) -> str:
+    return json.dumps([s.as_dict() for s in statuses], indent=2)

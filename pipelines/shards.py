@@ -1,0 +1,168 @@
+"""WebDataset shards, their index, dataset statistics and the manifest.
+
+Shards are plain (uncompressed) tars with fixed metadata (mtime 0, fixed owner), samples
+sorted by key, so the same accepted clips always give byte-identical shards. Each file is
+written under a temporary name and renamed; ``index.json`` is written last and is the
+entry point for readers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+
+from pipelines.config import PipelineConfig
+from pipelines.ingest import atomic_write_text
+from pipelines.records import ACCEPTED, SourceRecord
+from pipelines.sources import source_dir
+
+INDEX_FILE = "index.json"
+STATS_FILE = "stats.json"
+MANIFEST_FILE = "manifest.jsonl"
+
+
+@dataclass
+class ShardSummary:
+    shards: list[dict]
+    index: dict[str, str]
+    stats: dict
+    manifest_path: Path
+    shards_dir: Path
+
+
+def _sample_bytes(config: PipelineConfig, source_id: str, segment: dict) -> dict:
+    folder = source_dir(config, source_id)
+    sample = {"__key__": segment["key"]}
+    for ext, name in sorted(segment["files"].items()):
+        sample[ext] = (folder / name).read_bytes()
+    return sample
+
+
+def _plan_shards(sizes: list[tuple[str, int]], max_samples: int, max_bytes: int) -> list[list[str]]:
+    shards: list[list[str]] = [[]]
+    used = 0
+    for key, size in sizes:
+        if shards[-1] and (len(shards[-1]) >= max_samples or used + size > max_bytes):
+            shards.append([])
+            used = 0
+        shards[-1].append(key)
+        used += size
+    return [s for s in shards if s]
+
+
+def manifest_rows(records: list[SourceRecord]) -> list[dict]:
+    """One row per source and one per candidate segment, each with status and reason."""
+    rows = []
+    for rec in records:
+        rows.append({"kind": "source", "source_id": rec.source_id, "relpath": rec.source.get("relpath"),
+                     "status": rec.status, "reason": rec.reason, "detail": rec.detail, "numbers": rec.numbers})
+        for seg in rec.segments:
+            rows.append({"kind": "segment", "source_id": rec.source_id, "key": seg["key"], "status": seg["status"],
+                         "reason": seg["reason"], "start_s": seg["start_s"], "end_s": seg["end_s"],
+                         "numbers": seg["numbers"]})
+    return rows
+
+
+def dataset_stats(records: list[SourceRecord], shards: list[dict]) -> dict:
+    segments = [s for r in records for s in r.segments]
+    accepted = [s for s in segments if s["status"] == ACCEPTED]
+    durations = np.array([s["numbers"]["duration_s"] for s in accepted]) if accepted else np.zeros(0)
+    return {
+        "sources": {"total": len(records),
+                    "accepted": sum(r.status == ACCEPTED for r in records),
+                    "rejected_by_reason": dict(sorted(Counter(r.reason for r in records if r.status != ACCEPTED).items()))},
+        "segments": {"total": len(segments), "accepted": len(accepted),
+                     "rejected_by_reason": dict(sorted(Counter(s["reason"] for s in segments
+                                                               if s["status"] != ACCEPTED).items()))},
+        "accepted_duration_s": {"total": round(float(durations.sum()), 3),
+                                "mean": round(float(durations.mean()), 3) if len(durations) else 0.0,
+                                "min": round(float(durations.min()), 3) if len(durations) else 0.0,
+                                "max": round(float(durations.max()), 3) if len(durations) else 0.0},
+        "shards": {"count": len(shards), "bytes": sum(s["bytes"] for s in shards)},
+    }
+
+
+def write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSummary:
+    """Pack every accepted segment of ``records`` into shards; write index, stats and manifest."""
+    shards_dir = config.paths.shards_dir
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    records = sorted(records, key=lambda r: r.source_id)
+    owner = {seg["key"]: rec.source_id for rec in records if rec.status == ACCEPTED for seg in rec.accepted_segments()}
+    segs = {seg["key"]: seg for rec in records for seg in rec.accepted_segments()}
+    sizes = []
+    for key in sorted(segs):
+        folder = source_dir(config, owner[key])
+        sizes.append((key, sum((folder / name).stat().st_size for name in segs[key]["files"].values())))
+    plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
+
+    shard_entries, index = [], {}
+    for number, keys in enumerate(plan):
+        name = config.shards.name_pattern.format(index=number)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=shards_dir)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                writer = wds.TarWriter(handle, user="talkinghead", group="talkinghead", mtime=0.0, encoder=False)
+                for key in keys:
+                    writer.write(_sample_bytes(config, owner[key], segs[key]))
+                    index[key] = name
+                writer.close()
+            digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, shards_dir / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        shard_entries.append({"name": name, "samples": len(keys), "bytes": (shards_dir / name).stat().st_size,
+                              "sha256": digest})
+
+    stats = dataset_stats(records, shard_entries)
+    manifest_path = shards_dir / MANIFEST_FILE
+    atomic_write_text(manifest_path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in manifest_rows(records)))
+    atomic_write_text(shards_dir / STATS_FILE, json.dumps(stats, indent=1, sort_keys=True))
+    atomic_write_text(shards_dir / INDEX_FILE, json.dumps(
+        {"config_hash": config.content_hash(), "shards": shard_entries, "samples": dict(sorted(index.items()))},
+        indent=1, sort_keys=True))
+    # Shards from an earlier, larger dataset are no longer indexed: remove them last.
+    keep = {entry["name"] for entry in shard_entries}
+    for stale in shards_dir.glob(config.shards.name_pattern.split("{")[0] + "*.tar"):
+        if stale.name not in keep:
+            stale.unlink()
+    return ShardSummary(shard_entries, index, stats, manifest_path, shards_dir)
+
+
+def verify_shards(shards_dir: Path) -> list[str]:
+    """Problems found when opening every shard listed in the index (empty list: all good)."""
+    problems = []
+    index_path = Path(shards_dir) / INDEX_FILE
+    if not index_path.exists():
+        return [f"{index_path} is missing"]
+    index = json.loads(index_path.read_text())
+    seen: dict[str, set[str]] = {}
+    for entry in index["shards"]:
+        path = Path(shards_dir) / entry["name"]
+        try:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                problems.append(f"{entry['name']}: sha256 differs from the index")
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                for member in tar.getmembers():
+                    key, _, ext = member.name.partition(".")
+                    seen.setdefault(key, set()).add(ext)
+        except (OSError, tarfile.TarError) as error:
+            problems.append(f"{entry['name']}: cannot be opened ({error})")
+    for key, shard in index["samples"].items():
+        exts = seen.get(key, set())
+        missing = {"mp4", "wav", "json"} - exts
+        if missing:
+            problems.append(f"{key} in {shard}: missing {sorted(missing)}")
+    return problems

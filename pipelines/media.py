@@ -60,9 +60,17 @@ def _rotation(stream: dict) -> int:
     return int(tag) % 360 if tag else 0
 
 
-def _classify_probe_error(stderr: str) -> str:
+# First box types of an ISO-BMFF (mp4/mov) file: only such a file can be a truncated one.
+_ISO_BMFF_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"}
+
+
+def _classify_probe_error(stderr: str, head: bytes = b"") -> str:
     text = stderr.lower()
-    if "moov atom not found" in text or "end of file" in text or "truncat" in text:
+    if "moov atom not found" in text:
+        # ffprobe picks the mov demuxer from a .mp4/.mov name even for a text file, which then
+        # reports "moov atom not found" too: look at the first box before calling it truncated.
+        return "truncated_container" if head[4:8] in _ISO_BMFF_BOXES else "not_a_media_file"
+    if "end of file" in text or "truncat" in text:
         return "truncated_container"
     if "invalid data found" in text:
         return "not_a_media_file"
@@ -81,7 +89,9 @@ def probe(path: Path) -> ProbeInfo:
         info = ffmpeg.probe(str(path))
     except ffmpeg.Error as error:
         stderr = (error.stderr or b"").decode(errors="replace").strip()
-        raise MediaRejection(_classify_probe_error(stderr), stderr.splitlines()[-1] if stderr else "ffprobe failed",
+        with open(path, "rb") as handle:
+            head = handle.read(12)
+        raise MediaRejection(_classify_probe_error(stderr, head), stderr.splitlines()[-1] if stderr else "ffprobe failed",
                              size_bytes=size) from None
     streams = info.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")), None)

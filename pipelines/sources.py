@@ -15,7 +15,7 @@ from pathlib import Path
 from pipelines.clips import ProgressFn, extract_face_clips
 from pipelines.config import PipelineConfig
 from pipelines.faces.detectors import FaceDetector
-from pipelines.media import MediaRejection, probe
+from pipelines.media import MediaRejection, ProbeInfo, probe
 from pipelines.records import SourceRecord, SourceRef
 
 RECORD_FILE = "record.json"
@@ -39,20 +39,21 @@ def probe_source(source: SourceRef, config: PipelineConfig) -> tuple[dict | None
 
 
 def process_source(source: SourceRef, config: PipelineConfig, detector: FaceDetector,
-                   progress: ProgressFn | None = None) -> SourceRecord:
+                   progress: ProgressFn | None = None,
+                   probed: tuple[dict | None, SourceRecord | None] | None = None) -> SourceRecord:
     """Probe, decode once, track faces and write clips for ``source``; publish atomically.
+
+    ``probed`` is the result of :func:`probe_source` when the caller already has it.
 
     The work folder ``<work>/sources/<id>`` is replaced as a whole: it is built under a
     temporary name and renamed into place, so a crash never leaves a half-written clip
     visible and a re-run starts clean.
     """
-    from pipelines.media import ProbeInfo
-
     final = source_dir(config, source.source_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{source.source_id}.tmp-", dir=final.parent))
     try:
-        probe_dict, record = probe_source(source, config)
+        probe_dict, record = probed if probed is not None else probe_source(source, config)
         if record is None:
             try:
                 record = extract_face_clips(source, ProbeInfo(**probe_dict), detector, config, stage, progress)

@@ -1,0 +1,29 @@
+"""The Dagster code location: ``dagster dev -w workspace.yaml`` loads ``defs`` from here."""
+
+import dagster as dg
+
+from assets.faces import face_clips
+from assets.partitions import source_partitions
+from assets.resources import PipelineSettings
+from assets.shards import dataset_shards, every_source_accounted_for, shards_open
+from assets.sources import source_probe, watch_input_folder
+
+process_sources_job = dg.define_asset_job(
+    "process_sources", selection=dg.AssetSelection.groups("ingest", "faces"), partitions_def=source_partitions,
+    description="Probe and cut face clips for selected source partitions.",
+)
+build_dataset_job = dg.define_asset_job(
+    "build_dataset", selection=dg.AssetSelection.assets(dataset_shards),
+    description="Pack all processed sources into shards and run the dataset checks.",
+)
+
+ALL_ASSETS = [source_probe, face_clips, dataset_shards]
+ALL_CHECKS = [every_source_accounted_for, shards_open]
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
+    sensors=[watch_input_folder],
+    jobs=[process_sources_job, build_dataset_job],
+    resources={"settings": PipelineSettings()},
+)

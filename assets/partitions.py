@@ -1,0 +1,6 @@
+"""One dynamic partition per registered source video."""
+
+import dagster as dg
+
+SOURCE_PARTITIONS_NAME = "source_videos"
+source_partitions = dg.DynamicPartitionsDefinition(name=SOURCE_PARTITIONS_NAME)

@@ -1,0 +1,89 @@
+"""Dataset: WebDataset shards, index, statistics, manifest and QC report, plus their checks."""
+
+import json
+
+import dagster as dg
+
+from assets.faces import _png_markdown, face_clips
+from assets.partitions import SOURCE_PARTITIONS_NAME
+from assets.resources import PipelineSettings
+from pipelines.config import PipelineConfig
+from pipelines.ingest import SourceRegistry, atomic_write_text
+from pipelines.records import SourceRecord
+from pipelines.reports import qc_plot_png
+from pipelines.shards import INDEX_FILE, MANIFEST_FILE, verify_shards, write_shards
+from pipelines.sources import load_record
+
+
+def _records(config: PipelineConfig, source_ids: list[str]) -> tuple[list[SourceRecord], list[str]]:
+    """Records of processed sources, and the ids still waiting for processing."""
+    records, pending = [], []
+    for sid in source_ids:
+        record = load_record(config, sid)
+        (records.append(record) if record is not None else pending.append(sid))
+    return records, pending
+
+
+@dg.asset(
+    group_name="dataset",
+    deps=[face_clips],
+    kinds={"webdataset"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dict:
+    """Every accepted clip of every registered source packed into tar shards, with index and stats."""
+    config = settings.load()
+    source_ids = sorted(context.instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
+    records, pending = _records(config, source_ids)
+    if pending:
+        context.log.warning(f"{len(pending)} registered source(s) not processed yet: {', '.join(pending[:10])}")
+    summary = write_shards(records, config)
+    durations = [s["numbers"]["duration_s"] for r in records for s in r.accepted_segments()]
+    png = qc_plot_png(summary.stats, durations)
+    (config.paths.shards_dir / "qc").mkdir(exist_ok=True)
+    (config.paths.shards_dir / "qc" / "overview.png").write_bytes(png)
+    atomic_write_text(config.paths.shards_dir / "qc" / "pending.json", json.dumps(pending))
+    stats = summary.stats
+    reasons = {**{f"source: {k}": v for k, v in stats["sources"]["rejected_by_reason"].items()},
+               **{f"segment: {k}": v for k, v in stats["segments"]["rejected_by_reason"].items()}}
+    table = "\n".join(["| reason | count |", "|---|---|"] + [f"| {k} | {v} |" for k, v in reasons.items()])
+    context.add_output_metadata({
+        "sources": stats["sources"]["total"],
+        "sources_accepted": stats["sources"]["accepted"],
+        "sources_pending": len(pending),
+        "samples": len(summary.index),
+        "accepted_minutes": round(stats["accepted_duration_s"]["total"] / 60, 3),
+        "shards": dg.MetadataValue.json(summary.shards),
+        "rejections": dg.MetadataValue.md(table if reasons else "no rejections"),
+        "shards_dir": dg.MetadataValue.path(str(summary.shards_dir)),
+        "qc_overview": _png_markdown(png, "QC overview"),
+    })
+    return {"shards_dir": str(summary.shards_dir), "samples": len(summary.index), "stats": stats}
+
+
+@dg.asset_check(asset=dataset_shards, description="Every registered source appears in the manifest with a status.")
+def every_source_accounted_for(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
+    config = settings.load()
+    registered = set(context.instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
+    on_disk = {ref.source_id for ref in SourceRegistry(config.paths.registry_path).scan(
+        config.paths.input_dir, config.ingest.extensions)} if config.paths.input_dir.is_dir() else set()
+    manifest = config.paths.shards_dir / MANIFEST_FILE
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.exists() else []
+    listed = {row["source_id"] for row in rows if row["kind"] == "source"}
+    missing = sorted((registered | on_disk) - listed)
+    unregistered = sorted(on_disk - registered)
+    return dg.AssetCheckResult(
+        passed=not missing,
+        metadata={"registered": len(registered), "in_input_folder": len(on_disk), "in_manifest": len(listed),
+                  "missing": dg.MetadataValue.json(missing[:50]), "not_registered": dg.MetadataValue.json(unregistered[:50])},
+    )
+
+
+@dg.asset_check(asset=dataset_shards, description="Every shard opens, matches its sha256, and holds every indexed sample.")
+def shards_open(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
+    config = settings.load()
+    problems = verify_shards(config.paths.shards_dir)
+    index_path = config.paths.shards_dir / INDEX_FILE
+    samples = len(json.loads(index_path.read_text())["samples"]) if index_path.exists() else 0
+    return dg.AssetCheckResult(passed=not problems,
+                               metadata={"samples": samples, "problems": dg.MetadataValue.json(problems[:50])})

@@ -1,0 +1,78 @@
+"""`talkinghead` command line: model status and engine-free runs of the stage library.
+
+    talkinghead models status [--json]
+    talkinghead scan                       # register the input folder's videos
+    talkinghead run [--input DIR]          # process every source and write shards, no Dagster
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pipelines.config import INPUT_DIR_ENV, load_config
+from pipelines.models import ModelStore, format_report, report_json
+
+
+def _models_status(args, config) -> int:
+    store = ModelStore(config.paths.model_dir)
+    statuses = store.report()
+    print(report_json(statuses) if args.json else format_report(statuses, config.paths.model_dir))
+    needed = "scrfd_500m" if config.faces.backend == "scrfd" else f"mediapipe_{config.faces.mediapipe_model}"
+    return 0 if next(s for s in statuses if s.name == needed).state in ("ok", "unpinned") else 1
+
+
+def _scan(args, config) -> int:
+    from pipelines.ingest import SourceRegistry
+
+    for ref in SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions):
+        print(f"{ref.source_id}\t{ref.relpath}")
+    return 0
+
+
+def _run(args, config) -> int:
+    from pipelines.faces.detectors import build_detector
+    from pipelines.ingest import SourceRegistry
+    from pipelines.shards import write_shards
+    from pipelines.sources import process_source
+
+    refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions)
+    detector = build_detector(config.faces, ModelStore(config.paths.model_dir))
+    records = []
+    try:
+        for n, ref in enumerate(refs, 1):
+            record = process_source(ref, config, detector)
+            records.append(record)
+            print(f"[{n}/{len(refs)}] {ref.source_id}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
+    finally:
+        detector.close()
+    summary = write_shards(records, config)
+    print(json.dumps(summary.stats, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="talkinghead", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (default: $TALKINGHEAD_CONFIG or built-in defaults)")
+    parser.add_argument("--input", help="override paths.input_dir")
+    sub = parser.add_subparsers(dest="command", required=True)
+    models = sub.add_parser("models", help="model directory")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    status = models_sub.add_parser("status", help="list models present, missing or with a wrong hash")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_models_status)
+    sub.add_parser("scan", help="register the input folder's videos").set_defaults(func=_scan)
+    sub.add_parser("run", help="process all sources and write shards without Dagster").set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    if args.input:
+        os.environ[INPUT_DIR_ENV] = str(Path(args.input).resolve())
+    config = load_config(args.config)
+    return args.func(args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

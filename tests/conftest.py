@@ -1,0 +1,82 @@
+"""Shared fixtures: the ../shared folder (real media, real weights), composed media, one detector.
+
+Media and weights are never copied into the repository; composed media is made once per
+session under pytest's tmp folder (see tests/media_factory.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from media_factory import MediaCache
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ENV = "TALKINGHEAD_SHARED_DIR"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    path = Path(os.environ.get(SHARED_ENV) or REPO.parent / "shared").expanduser().resolve()
+    if not path.is_dir():
+        pytest.skip(f"shared folder {path} not found: set ${SHARED_ENV} to the folder holding media/ and models/")
+    return path
+
+
+@pytest.fixture(scope="session")
+def grid_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "media" / "grid"
+    if not sorted(path.glob("*.mpg")):
+        pytest.skip(f"no GRID clips (*.mpg) in {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def grid_clips(grid_dir: Path) -> list[Path]:
+    return sorted(grid_dir.glob("*.mpg"))
+
+
+@pytest.fixture(scope="session")
+def grid_clip(grid_clips: list[Path]) -> Path:
+    """One GRID clip: 360x288, 25 fps, 3.00 s, one frontal face, MP2 audio."""
+    return grid_clips[0]
+
+
+@pytest.fixture(scope="session")
+def model_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "models"
+    if not path.is_dir():
+        pytest.skip(f"model folder {path} not found (real weights are needed for this test)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def scrfd_model(model_dir: Path) -> Path:
+    path = model_dir / "scrfd" / "scrfd_500m_kps.onnx"
+    if not path.is_file():
+        pytest.skip(f"SCRFD weights {path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
+def scrfd_detector(model_dir: Path, scrfd_model: Path):
+    """The SCRFD-500M detector, built once through build_detector and shared by all tests."""
+    from pipelines.config import FaceDetectionConfig
+    from pipelines.faces.detectors import build_detector
+    from pipelines.models import ModelStore
+
+    detector = build_detector(FaceDetectionConfig(backend="scrfd"), ModelStore(model_dir))
+    yield detector
+    detector.close()
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory) -> MediaCache:
+    """Session cache of composed media: ``media.get(name, make, *args)`` builds each file once."""
+    for tool in ("ffmpeg", "ffprobe"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    return MediaCache(tmp_path_factory.mktemp("composed-media"))

@@ -1,0 +1,85 @@
+"""Model registry: files resolved in the model folder, verified by sha256, never downloaded."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.models import REGISTRY, ModelError, ModelStore, format_report, sha256_file
+
+SCRFD_REL = "scrfd/scrfd_500m_kps.onnx"
+BUFFALO_REL = "buffalo_sc/det_500m.onnx"
+
+
+def test_real_scrfd_weights_are_ok(model_dir: Path, scrfd_model: Path):
+    store = ModelStore(model_dir)
+    status = store.status("scrfd_500m")
+    assert status.state == "ok", status.detail
+    assert status.path == model_dir / SCRFD_REL
+    assert status.sha256 == sha256_file(scrfd_model)
+    assert store.path("scrfd_500m") == model_dir / SCRFD_REL
+
+
+def test_real_mediapipe_weights_are_ok(model_dir: Path):
+    if not (model_dir / "mediapipe" / "face_detection_short_range.tflite").is_file():
+        pytest.skip("MediaPipe short-range weights not in the model folder")
+    assert ModelStore(model_dir).status("mediapipe_short_range").state == "ok"
+
+
+def test_missing_model_names_the_file_and_how_to_obtain_it(tmp_path: Path):
+    store = ModelStore(tmp_path)
+    status = store.status("scrfd_500m")
+    assert status.state == "missing"
+    assert status.path is None and status.sha256 is None
+    assert str(tmp_path / SCRFD_REL) in status.detail
+    assert str(tmp_path / BUFFALO_REL) in status.detail
+    with pytest.raises(ModelError) as raised:
+        store.path("scrfd_500m")
+    message = str(raised.value)
+    assert "scrfd_500m_kps.onnx" in message
+    assert "scrfd_500m" in message
+    assert REGISTRY["scrfd_500m"].how_to_obtain in message
+
+
+def test_wrong_bytes_are_a_hash_mismatch(tmp_path: Path):
+    target = tmp_path / SCRFD_REL
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not really an onnx model")
+    store = ModelStore(tmp_path)
+    status = store.status("scrfd_500m")
+    assert status.state == "hash_mismatch"
+    assert status.path == target
+    assert status.sha256 == sha256_file(target)
+    assert REGISTRY["scrfd_500m"].candidates[1].sha256 in status.detail
+    with pytest.raises(ModelError, match="hash_mismatch|expected sha256"):
+        store.path("scrfd_500m")
+
+
+def test_unpinned_buffalo_file_is_used_and_preferred(tmp_path: Path, scrfd_model: Path):
+    for rel in (BUFFALO_REL, SCRFD_REL):
+        (tmp_path / rel).parent.mkdir(parents=True)
+    shutil.copyfile(scrfd_model, tmp_path / BUFFALO_REL)
+    (tmp_path / SCRFD_REL).symlink_to(scrfd_model)
+    store = ModelStore(tmp_path)
+    status = store.status("scrfd_500m")
+    assert status.state == "unpinned"
+    assert status.path == tmp_path / BUFFALO_REL  # first candidate wins over the pinned scrfd file
+    assert status.sha256 == sha256_file(scrfd_model)
+    assert store.path("scrfd_500m") == tmp_path / BUFFALO_REL
+
+
+def test_unknown_model_lists_the_registered_ones(tmp_path: Path):
+    with pytest.raises(ModelError, match="scrfd_500m"):
+        ModelStore(tmp_path).status("no_such_model")
+
+
+def test_report_covers_every_registered_model(tmp_path: Path):
+    statuses = ModelStore(tmp_path).report()
+    assert [s.name for s in statuses] == sorted(REGISTRY)
+    assert {s.state for s in statuses} == {"missing"}
+    text = format_report(statuses, tmp_path)
+    assert str(tmp_path) in text
+    for name in REGISTRY:
+        assert name in text

@@ -3,13 +3,12 @@
 import dagster as dg
 
 from assets.faces import face_clips
-from assets.partitions import source_partitions
 from assets.resources import PipelineSettings
 from assets.shards import dataset_shards, every_source_accounted_for, shards_open
 from assets.sources import source_probe, watch_input_folder
 
 process_sources_job = dg.define_asset_job(
-    "process_sources", selection=dg.AssetSelection.groups("ingest", "faces"), partitions_def=source_partitions,
+    "process_sources", selection=dg.AssetSelection.groups("ingest", "faces"),
     description="Probe and cut face clips for selected source partitions.",
 )
 build_dataset_job = dg.define_asset_job(

@@ -197,22 +197,24 @@ def time_crop_encode_floor(video: Path, frames: int, crop_filter: str, config: P
 
 
 def bench_video(video: Path, config: PipelineConfig, detector: TimedDetector, repeat: int) -> VideoResult:
+    """Best-of-``repeat`` pipeline and floor timings; each repetition runs both, so they share the machine's load."""
     info = media.probe(video)
     result = VideoResult(str(video), info.duration_s, info.width, info.height, runs=[])
-    for _ in range(repeat):
-        result.runs.append(run_pipeline_once(video, config, detector))
-    best = result.best
-    # Without any output clip the floor is a plain decode: there is nothing to encode.
-    result.floor_frames = best.output_frames
-    crop_filter = floor_crop_filter(info.width, info.height, best.crop_side_px, config.crops.size_px, config.crops.fps)
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        crop_filter = None
         for _ in range(repeat):
+            run = run_pipeline_once(video, config, detector)
+            result.runs.append(run)
+            if crop_filter is None:  # the pipeline is deterministic: the first run fixes the floor's work
+                result.floor_frames = run.output_frames
+                crop_filter = floor_crop_filter(info.width, info.height, run.crop_side_px,
+                                                config.crops.size_px, config.crops.fps)
             decode_s = time_decode_only(video)
             result.decode_only_s.append(decode_s)
             if result.floor_frames > 0:
                 result.floor_s.append(time_crop_encode_floor(video, result.floor_frames, crop_filter, config,
                                                              Path(tmp) / "floor.mp4"))
-            else:
+            else:  # no clip written: there is nothing to encode, the floor is a plain decode
                 result.floor_s.append(decode_s)
     return result
 
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(totals(results))
     print(f"backend={config.faces.backend} ({detector.name})  repeat={args.repeat} (best)  "
           f"x264 preset={config.encode.preset} crf={config.encode.crf} threads={config.encode.threads}  "
-          f"cpus={os.cpu_count()}")
+          f"cpus={os.cpu_count()}  loadavg(1m, at end)={os.getloadavg()[0]:.2f}")
     print(format_table(rows))
     print("RTF = wall / duration; floor = one ffmpeg decoding the source and encoding the same number of "
           f"{config.crops.size_px}x{config.crops.size_px} {config.crops.fps:g} fps crop frames; "
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                        "encode": config.encode.model_dump(), "crops": config.crops.model_dump(),
                        "config_hash": config.content_hash()},
             "repeat": args.repeat,
-            "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "host": {"cpus": os.cpu_count(), "loadavg_1m_at_end": os.getloadavg()[0], "platform": platform.platform(), "python": platform.python_version()},
             "videos": [{**r.summary(), "runs": [asdict(run) | {"non_model_s": run.non_model_s} for run in r.runs],
                         "decode_only_runs_s": r.decode_only_s, "floor_runs_s": r.floor_s} for r in results],
             "totals": totals(results) if len(results) > 1 else None,

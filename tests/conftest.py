@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
-import pytest
-
-from media_factory import MediaCache
-
 REPO = Path(__file__).resolve().parents[1]
+# tests/pipelines mirrors the package and has no __init__.py: with only tests/ on sys.path
+# (pytest's rootdir-based import mode) `pipelines` would resolve to that folder as a
+# namespace package. The repository root on sys.path makes the real package win.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import pytest  # noqa: E402
+
+from media_factory import MediaCache  # noqa: E402
 SHARED_ENV = "TALKINGHEAD_SHARED_DIR"
 
 
@@ -74,8 +80,8 @@ def scrfd_detector(model_dir: Path, scrfd_model: Path):
 
 
 @pytest.fixture(scope="session")
-def media(tmp_path_factory) -> MediaCache:
-    """Session cache of composed media: ``media.get(name, make, *args)`` builds each file once."""
+def composed(tmp_path_factory) -> MediaCache:
+    """Session cache of composed media: ``composed.get(name, make, *args)`` builds each file once."""
     for tool in ("ffmpeg", "ffprobe"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")

@@ -1,0 +1,115 @@
+"""The Dagster code location: definitions, the sensor, and whole-graph materialisation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.definitions import ALL_ASSETS, ALL_CHECKS, defs
+from assets.demo import run_demo
+from assets.partitions import SOURCE_PARTITIONS_NAME
+from assets.resources import PipelineSettings
+from assets.sources import watch_input_folder
+
+
+def _write_config(tmp_path: Path, input_dir: Path, model_dir: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps({"paths": {"input_dir": str(input_dir), "data_dir": str(tmp_path / "data"),
+                                          "model_dir": str(model_dir)}}))
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_definitions_list_the_graph():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"source_probe", "face_clips", "dataset_shards"}
+    assert {j.name for j in defs.jobs} >= {"process_sources", "build_dataset"}
+    assert "watch_input_folder" in {s.name for s in defs.sensors}
+    checks = {k.name for k in graph.asset_check_keys}
+    assert checks == {"every_source_accounted_for", "shards_open"}
+
+
+def test_sensor_registers_each_new_video_once(tmp_path, grid_clips, model_dir):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for clip in grid_clips[:2]:
+        shutil.copy(clip, inputs / clip.name)
+    (inputs / "notes.txt").write_text("not a video")
+    settings = PipelineSettings(config_path=str(_write_config(tmp_path, inputs, model_dir)))
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"settings": settings})
+        result = watch_input_folder(context)
+        keys = sorted(r.partition_key for r in result.run_requests)
+        assert len(keys) == 2 and all(k.startswith(("bbaf2n-", "brbk7n-")) for k in keys)
+        assert result.dynamic_partitions_requests[0].partition_keys == keys
+        instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, keys)
+        again = watch_input_folder(dg.build_sensor_context(instance=instance, resources={"settings": settings}))
+        assert not again.run_requests and "no new" in again.skip_reason.skip_message
+
+
+def test_face_clips_asset_called_directly(tmp_path, grid_clip, model_dir):
+    """Assets are thin functions: call them with a built context, no run needed."""
+    from assets.faces import face_clips
+    from assets.sources import source_probe
+    from pipelines.config import load_config
+    from pipelines.ingest import SourceRegistry
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(grid_clip, inputs / grid_clip.name)
+    settings = PipelineSettings(config_path=str(_write_config(tmp_path, inputs, model_dir)))
+    config = settings.load()
+    (ref,) = SourceRegistry(config.paths.registry_path).scan(inputs, config.ingest.extensions)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, [ref.source_id])
+        probed = source_probe(dg.build_asset_context(partition_key=ref.source_id, instance=instance), settings)
+        assert probed["rejection"] is None and probed["probe"]["width"] == 360
+        record = face_clips(dg.build_asset_context(partition_key=ref.source_id, instance=instance),
+                            settings, probed)
+    assert record["status"] == "accepted" and len(record["segments"]) == 1
+    assert (load_config(settings.config_path).paths.work_dir / "sources" / ref.source_id / "record.json").exists()
+
+
+@pytest.mark.slow
+def test_whole_graph_materialises_and_rerun_changes_no_shard_byte(tmp_path, grid_clips, model_dir):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for clip in grid_clips[:2]:
+        shutil.copy(clip, inputs / clip.name)
+    (inputs / "broken.mp4").write_text("this is a text file, not a video\n")
+    config_path = str(_write_config(tmp_path, inputs, model_dir))
+    with dg.instance_for_test() as instance:
+        first = run_demo(config_path, instance, log=lambda *_: None)
+        assert first["dataset_run_ok"] and not first["failed_runs"]
+        assert first["checks"] == {"every_source_accounted_for": True, "shards_open": True}
+        stats = first["stats"]
+        assert stats["sources"]["total"] == 3
+        assert stats["segments"]["accepted"] == 2
+        assert stats["sources"]["rejected_by_reason"] == {"not_a_media_file": 1}
+        hashes = {p: _sha(Path(p)) for p in first["shards"]}
+        index = (tmp_path / "data" / "shards" / "index.json").read_bytes()
+
+        second = run_demo(config_path, instance, log=lambda *_: None)
+        assert {p: _sha(Path(p)) for p in second["shards"]} == hashes
+        assert (tmp_path / "data" / "shards" / "index.json").read_bytes() == index
+
+        # Every run is recorded in the instance with its metadata: what the UI shows.
+        event = instance.get_latest_materialization_event(dg.AssetKey("dataset_shards"))
+        meta = event.asset_materialization.metadata
+        assert meta["samples"].value == 2 and "qc_overview" in meta
+        assert len(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME)) == 3
+
+
+def test_every_asset_and_check_is_in_the_demo_selection():
+    assert {a.key.to_user_string() for a in ALL_ASSETS} == {
+        k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert len(ALL_CHECKS) == 2

@@ -20,11 +20,11 @@ import numpy as np
 
 from pipelines import __version__
 from pipelines.config import PipelineConfig
-from pipelines.faces.crop import fit_square, square_params
+from pipelines.faces.crop import fit_square, square_params, window_mean
 from pipelines.faces.detectors import FaceDetector, filter_detections
 from pipelines.faces.tracking import IouTracker, Track
-from pipelines.media import (Frame, MediaRejection, ProbeInfo, WavSink, decode_source, frames_needed,
-                             read_wav_slice, run_ffmpeg, write_wav)
+from pipelines.media import (DecodeOutcome, Frame, MediaRejection, ProbeInfo, WavSink, decode_source,
+                             frames_needed, read_wav_slice, run_ffmpeg, write_wav)
 from pipelines.records import SegmentRecord, SourceRecord, SourceRef
 
 ProgressFn = Callable[[float, float], None]  # (seconds decoded, declared duration)
@@ -151,8 +151,7 @@ class TrackCropper:
             if arr is None:
                 arr = np.asarray(self.params)
             i = self.next_pos
-            idx = np.clip(np.arange(i - self.radius, i + self.radius + 1), 0, last)
-            cx, cy, side = arr[idx].mean(axis=0)
+            cx, cy, side = window_mean(arr[: last + 1], i, self.radius)
             square = fit_square(cx, cy, side, self.frame_w, self.frame_h)
             obs = self.track.observations[i]
             frame = frames[obs.frame_index]
@@ -215,8 +214,9 @@ def extract_face_clips(
         cropper.emit(frames, final=True)
         finished.append(cropper)
 
+    outcome = DecodeOutcome()
     try:
-        for frame in decode_source(source.path, sink, probe_info.rotation_deg):
+        for frame in decode_source(source.path, sink, probe_info.rotation_deg, outcome):
             decoded_frames += 1
             decoded_until = frame.time_s + frame.duration_s
             frame_h, frame_w = frame.rgb.shape[:2]
@@ -253,20 +253,30 @@ def extract_face_clips(
     decode_numbers = {"decoded_frames": decoded_frames, "decoded_duration_s": round(decoded_until, 4),
                       "declared_duration_s": round(declared, 4),
                       "audio_seconds": round(sink.samples / sink.sample_rate, 4)}
-    if decoded_frames == 0:
-        raise MediaRejection("no_decodable_frames", "no video frame could be decoded", **decode_numbers)
-    if declared > 0 and decoded_until < config.ingest.min_decoded_fraction * declared:
+    rejection = _decode_rejection(outcome, decoded_until, declared, config.ingest.min_decoded_fraction,
+                                  decode_numbers)
+    if rejection is not None:
         for cropper in finished:
             cropper.encoder.abort()
-        raise MediaRejection(
-            "truncated_stream",
-            f"decoded {decoded_until:.2f} s of a declared {declared:.2f} s",
-            **decode_numbers, min_decoded_fraction=config.ingest.min_decoded_fraction,
-        )
+        raise rejection
 
     segments = _finalise_segments(source, probe_info, detector, config, out_dir, finished, sink, frame_w, frame_h)
     (out_dir / "_source_audio.wav").unlink(missing_ok=True)
     return SourceRecord.from_segments(source, probe_info, segments, decode_numbers)
+
+
+def _decode_rejection(outcome: DecodeOutcome, decoded_s: float, declared_s: float, min_fraction: float,
+                      numbers: dict) -> MediaRejection | None:
+    """Why a decode cannot be used, or None. Short decodes are truncation; errors later are corruption."""
+    if outcome.frames == 0:
+        return MediaRejection("no_decodable_frames", outcome.error or "no video frame could be decoded", **numbers)
+    if declared_s > 0 and decoded_s < min_fraction * declared_s:
+        cause = f" ({outcome.error})" if outcome.error else ""
+        return MediaRejection("truncated_stream", f"decoded {decoded_s:.2f} s of a declared {declared_s:.2f} s{cause}",
+                              **numbers, min_decoded_fraction=min_fraction)
+    if outcome.error:
+        return MediaRejection("decode_error", outcome.error, **numbers)
+    return None
 
 
 def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceDetector, config: PipelineConfig,

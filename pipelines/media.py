@@ -166,14 +166,25 @@ def _rotate(rgb: np.ndarray, rotation_deg: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
-def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0) -> Iterator[Frame]:
+@dataclass
+class DecodeOutcome:
+    """Filled in by :func:`decode_source` as it runs: the error that stopped decoding, if any."""
+
+    error: str | None = None
+    frames: int = 0
+
+
+def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
+                  outcome: DecodeOutcome | None = None) -> Iterator[Frame]:
     """Decode video and audio of ``path`` in one demux pass.
 
     Yields video frames (RGB, display orientation) with presentation times; audio is
-    resampled to the sink's rate, mono, and written to the sink on the way. Raises
-    :class:`MediaRejection` ("decode_error") when the stream is corrupt.
+    resampled to the sink's rate, mono, and written to the sink on the way. A corrupt or
+    cut-off stream ends the iteration early with the decoder's error in ``outcome``, so
+    the caller can weigh how much decoded before deciding (truncated vs corrupt).
     """
     DECODE_COUNTS[str(path)] += 1
+    outcome = outcome if outcome is not None else DecodeOutcome()
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as error:
@@ -186,7 +197,6 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0) -> Ite
         resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_sink.sample_rate)
         pending: Frame | None = None
         nominal = float(video.average_rate) if video.average_rate else 25.0
-        index = 0
         try:
             for packet in container.demux(video, audio):
                 for decoded in packet.decode():
@@ -197,9 +207,9 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0) -> Ite
                         continue
                     if decoded.time is None:
                         continue
-                    frame = Frame(index, decoded.time - origin, 1.0 / nominal,
+                    frame = Frame(outcome.frames, decoded.time - origin, 1.0 / nominal,
                                   _rotate(decoded.to_ndarray(format="rgb24"), rotation_deg))
-                    index += 1
+                    outcome.frames += 1
                     if pending is not None:
                         # A frame lasts until the next one starts (variable frame rate safe).
                         step = frame.time_s - pending.time_s
@@ -210,7 +220,7 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0) -> Ite
             for out in resampler.resample(None):
                 audio_sink.write(None, out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as error:
-            raise MediaRejection("decode_error", str(error), decoded_frames=index) from None
+            outcome.error = f"{type(error).__name__}: {error}"
         if pending is not None:
             yield pending
 

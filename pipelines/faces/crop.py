@@ -43,10 +43,19 @@ def square_crop(box: tuple[float, float, float, float], frame_w: int, frame_h: i
     return fit_square(*square_params(box, scale), frame_w, frame_h)
 
 
+def window_mean(params: np.ndarray, i: int, radius: int) -> np.ndarray:
+    """Centred moving average of row ``i`` of (N, 3) square parameters, edges padded by repetition.
+
+    Only rows up to ``i + radius`` are read, which is what lets the streaming cropper
+    emit a frame as soon as its look-ahead is known.
+    """
+    idx = np.clip(np.arange(i - radius, i + radius + 1), 0, len(params) - 1)
+    return params[idx].mean(axis=0)
+
+
 def smooth_params(params: np.ndarray, radius: int) -> np.ndarray:
-    """Centred moving average over time of (N, 3) square parameters, edges padded by repetition."""
+    """The whole (N, 3) series smoothed with :func:`window_mean`."""
+    params = np.asarray(params, dtype=np.float64)
     if radius <= 0 or len(params) < 2:
         return params.copy()
-    padded = np.pad(params, ((radius, radius), (0, 0)), mode="edge")
-    kernel = np.ones(2 * radius + 1) / (2 * radius + 1)
-    return np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(params.shape[1])], axis=1)
+    return np.stack([window_mean(params, i, radius) for i in range(len(params))])

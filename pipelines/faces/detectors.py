@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +57,8 @@ class MediaPipeDetector:
     """MediaPipe Tasks ``FaceDetector`` (BlazeFace) from a local .tflite file."""
 
     def __init__(self, model_path, score_threshold: float, model_sha256: str | None = None):
+        # MediaPipe's native logging prints INFO lines per graph start; keep warnings and up.
+        os.environ.setdefault("GLOG_minloglevel", "2")
         from mediapipe.tasks.python import BaseOptions, vision
 
         self.name = f"mediapipe-blazeface:{model_path.name}"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
+import subprocess
+import wave
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import webdataset as wds
 
 from assets.definitions import ALL_ASSETS, ALL_CHECKS, defs
 from assets.demo import run_demo
@@ -79,11 +83,17 @@ def test_face_clips_asset_called_directly(tmp_path, grid_clip, model_dir):
     assert (load_config(settings.config_path).paths.work_dir / "sources" / ref.source_id / "record.json").exists()
 
 
+def _ffprobe(path: Path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
 @pytest.mark.slow
-def test_whole_graph_materialises_and_rerun_changes_no_shard_byte(tmp_path, grid_clips, model_dir):
+def test_whole_graph_on_every_grid_clip_and_rerun_changes_no_shard_byte(tmp_path, grid_clips, model_dir):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for clip in grid_clips[:2]:
+    for clip in grid_clips:
         shutil.copy(clip, inputs / clip.name)
     (inputs / "broken.mp4").write_text("this is a text file, not a video\n")
     config_path = str(_write_config(tmp_path, inputs, model_dir))
@@ -92,8 +102,8 @@ def test_whole_graph_materialises_and_rerun_changes_no_shard_byte(tmp_path, grid
         assert first["dataset_run_ok"] and not first["failed_runs"]
         assert first["checks"] == {"every_source_accounted_for": True, "shards_open": True}
         stats = first["stats"]
-        assert stats["sources"]["total"] == 3
-        assert stats["segments"]["accepted"] == 2
+        assert stats["sources"]["total"] == len(grid_clips) + 1
+        assert stats["segments"]["accepted"] == len(grid_clips) == 6
         assert stats["sources"]["rejected_by_reason"] == {"not_a_media_file": 1}
         hashes = {p: _sha(Path(p)) for p in first["shards"]}
         index = (tmp_path / "data" / "shards" / "index.json").read_bytes()
@@ -105,8 +115,26 @@ def test_whole_graph_materialises_and_rerun_changes_no_shard_byte(tmp_path, grid
         # Every run is recorded in the instance with its metadata: what the UI shows.
         event = instance.get_latest_materialization_event(dg.AssetKey("dataset_shards"))
         meta = event.asset_materialization.metadata
-        assert meta["samples"].value == 2 and "qc_overview" in meta
-        assert len(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME)) == 3
+        assert meta["samples"].value == 6 and "qc_overview" in meta
+        assert len(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME)) == len(grid_clips) + 1
+
+    # Read the shards back with webdataset's own reader and check each sample's media.
+    samples = list(wds.WebDataset(first["shards"], shardshuffle=False))
+    assert len(samples) == 6
+    for sample in samples:
+        record = json.loads(sample["json"])
+        mp4 = tmp_path / f"{sample['__key__']}.mp4"
+        mp4.write_bytes(sample["mp4"])
+        info = _ffprobe(mp4)
+        video = next(s for s in info["streams"] if s["codec_type"] == "video")
+        audio = next(s for s in info["streams"] if s["codec_type"] == "audio")
+        assert (video["width"], video["height"], video["r_frame_rate"]) == (384, 384, "24/1")
+        source_duration = record["source_probe"]["duration_s"]
+        assert abs(float(video["duration"]) - source_duration) <= 1 / 24 + 1e-6
+        assert (int(audio["sample_rate"]), audio["channels"]) == (16000, 1)
+        with wave.open(io.BytesIO(sample["wav"])) as wav:
+            assert (wav.getframerate(), wav.getnchannels()) == (16000, 1)
+            assert abs(wav.getnframes() / 16000 - record["time_range_s"]["duration"]) < 1e-3
 
 
 def test_every_asset_and_check_is_in_the_demo_selection():

@@ -19,6 +19,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 setup:
 	@bash scripts/setup.sh
 	@mkdir -p $(DAGSTER_HOME)
+	@[ -f $(DAGSTER_HOME)/dagster.yaml ] || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
 
 demo: setup
 	TALKINGHEAD_INPUT_DIR=$(SAMPLES) TALKINGHEAD_DATA_DIR=$(CURDIR)/data/demo $(PY) -m assets.demo

@@ -146,12 +146,11 @@ class TrackCropper:
         self._extend_params()
         last = len(self.params) - 1
         limit = last if final else last - self.radius
-        arr = None
         while self.next_pos <= limit:
-            if arr is None:
-                arr = np.asarray(self.params)
             i = self.next_pos
-            cx, cy, side = window_mean(arr[: last + 1], i, self.radius)
+            # Only the window is converted: a long track must not cost O(length) per frame.
+            lo, hi = max(0, i - self.radius), min(last, i + self.radius)
+            cx, cy, side = window_mean(np.asarray(self.params[lo: hi + 1]), i - lo, self.radius)
             square = fit_square(cx, cy, side, self.frame_w, self.frame_h)
             obs = self.track.observations[i]
             frame = frames[obs.frame_index]

@@ -3,20 +3,22 @@
 import dagster as dg
 
 from assets.faces import face_clips
+from assets.partitions import PER_SOURCE_GROUPS
 from assets.resources import PipelineSettings
 from assets.shards import dataset_shards, every_source_accounted_for, shards_open
 from assets.sources import source_probe, watch_input_folder
+from assets.speech import speech_analysis
 
 process_sources_job = dg.define_asset_job(
-    "process_sources", selection=dg.AssetSelection.groups("ingest", "faces"),
-    description="Probe and cut face clips for selected source partitions.",
+    "process_sources", selection=dg.AssetSelection.groups(*PER_SOURCE_GROUPS),
+    description="Probe, cut face clips and analyse speech for selected source partitions.",
 )
 build_dataset_job = dg.define_asset_job(
     "build_dataset", selection=dg.AssetSelection.assets(dataset_shards),
     description="Pack all processed sources into shards and run the dataset checks.",
 )
 
-ALL_ASSETS = [source_probe, face_clips, dataset_shards]
+ALL_ASSETS = [source_probe, face_clips, speech_analysis, dataset_shards]
 ALL_CHECKS = [every_source_accounted_for, shards_open]
 
 defs = dg.Definitions(

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
-from assets.partitions import SOURCE_PARTITIONS_NAME
+from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
 from assets.sources import register_sources
 from pipelines.config import INPUT_DIR_ENV, load_config
@@ -35,7 +35,7 @@ def run_demo(config_path: str | None, instance: dg.DagsterInstance, log=print) -
     everything = [*ALL_ASSETS, *ALL_CHECKS]
     failed_runs = []
     for n, sid in enumerate(source_ids, 1):
-        result = dg.materialize(everything, selection=dg.AssetSelection.groups("ingest", "faces"),
+        result = dg.materialize(everything, selection=dg.AssetSelection.groups(*PER_SOURCE_GROUPS),
                                 partition_key=sid, instance=instance, resources=resources, raise_on_error=False,
                                 run_config=QUIET)
         record = result.output_for_node("face_clips") if result.success else None

@@ -7,6 +7,7 @@ import dagster as dg
 from assets.faces import _png_markdown, face_clips
 from assets.partitions import SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
+from assets.speech import speech_analysis
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry, atomic_write_text
 from pipelines.records import SourceRecord
@@ -26,7 +27,7 @@ def _records(config: PipelineConfig, source_ids: list[str]) -> tuple[list[Source
 
 @dg.asset(
     group_name="dataset",
-    deps=[face_clips],
+    deps=[face_clips, speech_analysis],
     kinds={"webdataset"},
     automation_condition=dg.AutomationCondition.eager(),
 )
@@ -38,8 +39,7 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
     if pending:
         context.log.warning(f"{len(pending)} registered source(s) not processed yet: {', '.join(pending[:10])}")
     summary = write_shards(records, config)
-    durations = [s["numbers"]["duration_s"] for r in records for s in r.accepted_segments()]
-    png = qc_plot_png(summary.stats, durations)
+    png = qc_plot_png(summary.stats, [s for r in summary.records for s in r.segments])
     (config.paths.shards_dir / "qc").mkdir(exist_ok=True)
     (config.paths.shards_dir / "qc" / "overview.png").write_bytes(png)
     atomic_write_text(config.paths.shards_dir / "qc" / "pending.json", json.dumps(pending))

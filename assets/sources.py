@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.partitions import SOURCE_PARTITIONS_NAME, source_partitions
+from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME, source_partitions
 from assets.resources import PipelineSettings
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
@@ -19,7 +19,7 @@ def register_sources(config: PipelineConfig, instance: dg.DagsterInstance) -> tu
 
 @dg.sensor(
     name="watch_input_folder",
-    target=dg.AssetSelection.groups("ingest", "faces"),
+    target=dg.AssetSelection.groups(*PER_SOURCE_GROUPS),
     minimum_interval_seconds=30,
     description="Registers one dynamic partition per new video in the input folder and requests its processing.",
 )

@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {"faces": {"backend": args.backend}} if args.backend else {}
     # input/data dirs are replaced per run by temporary folders.
+    # The face path is benchmarked here; the speech stage has bench/bench_speech.py.
+    overrides.setdefault("speech", {"enabled": False})
     config = load_config(paths={"model_dir": args.model_dir}, **overrides)
     videos = collect_videos(args.videos, config.ingest.extensions)
 

@@ -38,13 +38,17 @@ def _run(args, config) -> int:
     from pipelines.ingest import SourceRegistry
     from pipelines.shards import write_shards
     from pipelines.sources import process_source
+    from pipelines.speech.stage import build_backends, run_speech_stage
 
     refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions)
     detector = build_detector(config.faces, ModelStore(config.paths.model_dir))
+    speech = build_backends(config) if config.speech.enabled else None
     records = []
     try:
         for n, ref in enumerate(refs, 1):
             record = process_source(ref, config, detector)
+            if speech is not None:
+                run_speech_stage(ref, record, config, speech)
             records.append(record)
             print(f"[{n}/{len(refs)}] {ref.source_id}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
     finally:

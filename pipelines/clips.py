@@ -28,6 +28,8 @@ from pipelines.media import (DecodeOutcome, Frame, MediaRejection, ProbeInfo, Wa
 from pipelines.records import SegmentRecord, SourceRecord, SourceRef
 
 ProgressFn = Callable[[float, float], None]  # (seconds decoded, declared duration)
+# The source's audio at 16 kHz mono, kept from the one decode pass for the speech stage.
+SOURCE_AUDIO_FILE = "source_audio.wav"
 
 
 class ClipEncoder:
@@ -197,7 +199,7 @@ def extract_face_clips(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     crop_cfg, track_cfg = config.crops, config.tracking
-    sink = WavSink(out_dir / "_source_audio.wav", config.audio.sample_rate)
+    sink = WavSink(out_dir / SOURCE_AUDIO_FILE, config.audio.sample_rate)
     tracker = IouTracker(track_cfg.iou_threshold, track_cfg.max_gap_s)
     nominal_dt = 1.0 / probe_info.frame_rate if probe_info.frame_rate > 0 else 1 / 25
     radius = int(round(crop_cfg.smoothing_window_s / 2 / nominal_dt))
@@ -260,8 +262,8 @@ def extract_face_clips(
         raise rejection
 
     segments = _finalise_segments(source, probe_info, detector, config, out_dir, finished, sink, frame_w, frame_h)
-    (out_dir / "_source_audio.wav").unlink(missing_ok=True)
-    return SourceRecord.from_segments(source, probe_info, segments, decode_numbers)
+    numbers = {**decode_numbers, "audio_start_s": round(sink.start_time_s or 0.0, 6)}
+    return SourceRecord.from_segments(source, probe_info, segments, numbers)
 
 
 def _decode_rejection(outcome: DecodeOutcome, decoded_s: float, declared_s: float, min_fraction: float,

@@ -99,6 +99,34 @@ class EncodeConfig(_Strict):
     audio_bitrate: str = "64k"
 
 
+class SpeechConfig(_Strict):
+    """Speech filtering (FlowPortrait appendix B): drop overlapping or non-English speech."""
+
+    enabled: bool = Field(True, description="Run the speech stage; its decisions gate every sample.")
+    activity_backend: Literal["pyannote_segmentation", "pyannote_diarization"] = "pyannote_segmentation"
+    transcription_backend: Literal["pocketsphinx", "whisperx", "none"] = "pocketsphinx"
+    language_identifier: Literal["lingua", "none"] = "lingua"
+    sidecar_transcripts: bool = Field(
+        True, description="Use <video>.srt/.vtt/.txt beside a source as a transcript in its spoken language."
+    )
+    max_overlap_ratio: float = Field(0.10, ge=0, le=1, description="Overlapped / total speech above this: rejected.")
+    required_language: str = Field("en", description="ISO 639-1 code a segment's speech must be in.")
+    unknown_language_policy: Literal["keep", "reject"] = Field(
+        "keep", description="When no backend can tell the language: keep (flagged) or reject."
+    )
+    min_language_confidence: float = Field(0.5, ge=0, le=1)
+    min_language_chars: int = Field(20, ge=1, description="Shorter text is too little to identify a language.")
+    device: Literal["cpu", "cuda"] = "cpu"
+    segmentation_onset: float = Field(0.5, gt=0, lt=1, description="Speaker activation threshold.")
+    segmentation_step_s: float = Field(0.5, gt=0, description="Sliding-window step of the segmentation model.")
+    whisper_model: str = Field("faster-whisper", description="faster-whisper model folder inside the model dir.")
+    whisper_compute_type: str = "int8"
+    whisper_batch_size: int = Field(8, ge=1)
+    alignment_model: str | None = Field(None, description="wav2vec2 alignment folder inside the model dir.")
+    diarization_pipeline: str = Field("pyannote-diarization", description="pyannote pipeline folder (config.yaml).")
+    hf_token_env: str = Field("HF_TOKEN", description="Environment variable holding a Hugging Face token, if any.")
+
+
 class ShardConfig(_Strict):
     max_samples_per_shard: int = Field(500, ge=1)
     max_bytes_per_shard: int = Field(1_000_000_000, ge=1_000_000)
@@ -113,6 +141,7 @@ class PipelineConfig(_Strict):
     crops: CropConfig = CropConfig()
     audio: AudioConfig = AudioConfig()
     encode: EncodeConfig = EncodeConfig()
+    speech: SpeechConfig = SpeechConfig()
     shards: ShardConfig = ShardConfig()
 
     @model_validator(mode="after")

@@ -30,27 +30,55 @@ def preview_png(mp4: Path, max_frames: int = 4, thumb_px: int = 160) -> bytes:
     return out.getvalue()
 
 
-def qc_plot_png(stats: dict, durations: list[float]) -> bytes:
-    """Accepted clip durations and rejection reasons (sources and segments) side by side."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+def qc_plot_png(stats: dict, segments: list[dict]) -> bytes:
+    """Dataset QC at a glance: accepted durations, rejections by reason, and the speech
+    stage's overlap ratios and languages over every segment it decided."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    (durations_ax, reasons_ax), (overlap_ax, language_ax) = axes
+    durations = [s["numbers"]["duration_s"] for s in segments if s["status"] == "accepted"]
     if durations:
-        left.hist(durations, bins=min(30, max(5, len(durations))), color="#4c72b0")
-    left.set_title(f"accepted clips: {len(durations)} ({sum(durations) / 60:.1f} min)")
-    left.set_xlabel("clip duration (s)")
-    left.set_ylabel("clips")
+        durations_ax.hist(durations, bins=min(30, max(5, len(durations))), color="#4c72b0")
+    durations_ax.set_title(f"accepted clips: {len(durations)} ({sum(durations) / 60:.1f} min)")
+    durations_ax.set_xlabel("clip duration (s)")
+    durations_ax.set_ylabel("clips")
+
     reasons = {f"source: {k}": v for k, v in stats["sources"]["rejected_by_reason"].items()}
     reasons.update({f"segment: {k}": v for k, v in stats["segments"]["rejected_by_reason"].items()})
-    if reasons:
-        names = list(reasons)
-        right.barh(names, [reasons[n] for n in names], color="#dd8452")
-        right.invert_yaxis()
+    _bars(reasons_ax, reasons, "rejections by reason", "#dd8452", "no rejections")
+
+    ratios = [s["numbers"]["speech.overlap_ratio"] for s in segments if "speech.overlap_ratio" in s["numbers"]]
+    limit = next((s["numbers"]["speech.max_overlap_ratio"] for s in segments
+                  if "speech.max_overlap_ratio" in s["numbers"]), None)
+    if ratios:
+        overlap_ax.hist(ratios, bins=20, range=(0, 1), color="#55a868")
+        if limit is not None:
+            overlap_ax.axvline(limit, color="black", linestyle="--", label=f"limit {limit:.2f}")
+            overlap_ax.legend()
     else:
-        right.text(0.5, 0.5, "no rejections", ha="center", va="center")
-        right.set_yticks([])
-    right.set_title("rejections by reason")
-    right.set_xlabel("count")
+        overlap_ax.text(0.5, 0.5, "speech stage has not run", ha="center", va="center")
+    overlap_ax.set_title("overlapped / total speech per segment")
+    overlap_ax.set_xlabel("overlap ratio")
+    overlap_ax.set_ylabel("segments")
+
+    languages: dict[str, int] = {}
+    for s in segments:
+        if "speech.language" in s["numbers"]:
+            languages[s["numbers"]["speech.language"]] = languages.get(s["numbers"]["speech.language"], 0) + 1
+    _bars(language_ax, languages, "speech language per segment", "#8172b2", "speech stage has not run")
     fig.tight_layout()
     out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=90)
+    fig.savefig(out, format="png", dpi=80)
     plt.close(fig)
     return out.getvalue()
+
+
+def _bars(ax, counts: dict, title: str, colour: str, empty: str) -> None:
+    if counts:
+        names = list(counts)
+        ax.barh(names, [counts[n] for n in names], color=colour)
+        ax.invert_yaxis()
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center")
+        ax.set_yticks([])
+    ax.set_title(title)
+    ax.set_xlabel("count")

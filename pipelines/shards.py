@@ -25,6 +25,7 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import atomic_write_text
 from pipelines.records import ACCEPTED, SourceRecord
 from pipelines.sources import source_dir
+from pipelines.stages import apply_stages, sample_json
 
 INDEX_FILE = "index.json"
 STATS_FILE = "stats.json"
@@ -33,6 +34,7 @@ MANIFEST_FILE = "manifest.jsonl"
 
 @dataclass
 class ShardSummary:
+    records: list[SourceRecord]  # after the later stages' decisions
     shards: list[dict]
     index: dict[str, str]
     stats: dict
@@ -45,6 +47,7 @@ def _sample_bytes(config: PipelineConfig, source_id: str, segment: dict) -> dict
     sample = {"__key__": segment["key"]}
     for ext, name in sorted(segment["files"].items()):
         sample[ext] = (folder / name).read_bytes()
+    sample["json"] = sample_json(sample["json"], segment)
     return sample
 
 
@@ -93,10 +96,13 @@ def dataset_stats(records: list[SourceRecord], shards: list[dict]) -> dict:
 
 
 def write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSummary:
-    """Pack every accepted segment of ``records`` into shards; write index, stats and manifest."""
+    """Pack every accepted segment of ``records`` into shards; write index, stats and manifest.
+
+    Segments are first re-decided by the required later stages (:func:`apply_stages`).
+    """
     shards_dir = config.paths.shards_dir
     shards_dir.mkdir(parents=True, exist_ok=True)
-    records = sorted(records, key=lambda r: r.source_id)
+    records = sorted((apply_stages(r, config) for r in records), key=lambda r: r.source_id)
     owner = {seg["key"]: rec.source_id for rec in records if rec.status == ACCEPTED for seg in rec.accepted_segments()}
     segs = {seg["key"]: seg for rec in records for seg in rec.accepted_segments()}
     sizes = []
@@ -137,7 +143,7 @@ def write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSu
     for stale in shards_dir.glob(config.shards.name_pattern.split("{")[0] + "*.tar"):
         if stale.name not in keep:
             stale.unlink()
-    return ShardSummary(shard_entries, index, stats, manifest_path, shards_dir)
+    return ShardSummary(records, shard_entries, index, stats, manifest_path, shards_dir)
 
 
 def verify_shards(shards_dir: Path) -> list[str]:

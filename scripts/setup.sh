@@ -28,11 +28,17 @@ fi
 
 # Reinstall only when the dependency declarations change.
 stamp="$VENV/.setup-stamp"
-want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages (pinned by constraints.txt)"
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -c constraints.txt -e '.[dev]'
+  # whisperx pins torch~=2.8 and friends; its code runs with the versions above.
+  "$VENV/bin/pip" install -q --no-deps whisperx==3.8.6
+  # The registry's torchaudio is a CUDA build whose compiled libs cannot load on a CPU
+  # machine; without them it imports in pure-Python mode and loads audio via torchcodec.
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  rm -f "$site"/torchaudio/lib/*.so
   echo "$want" > "$stamp"
 else
   echo "setup: Python packages up to date"

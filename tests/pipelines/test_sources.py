@@ -42,6 +42,8 @@ class Run:
 
 
 def _config(root: Path, model_dir: Path, **overrides) -> PipelineConfig:
+    # These tests cover the face stage alone: the speech stage (tests/pipelines/speech) is off.
+    overrides.setdefault("speech", {"enabled": False})
     return load_config(paths={"input_dir": root / "input", "data_dir": root / "data", "model_dir": model_dir},
                        **overrides)
 

@@ -1,0 +1,142 @@
+"""The speech stage for one source: activity, transcript, language, and a decision per segment.
+
+It reads the 16 kHz audio the face stage kept from its one decode pass, so the source is
+not decoded again, and writes ``speech.json`` beside the face record.
+"""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.clips import SOURCE_AUDIO_FILE
+from pipelines.config import PipelineConfig
+from pipelines.records import ACCEPTED, SourceRecord, SourceRef
+from pipelines.speech.base import (SAMPLE_RATE, ActivityBackend, LanguageIdentifier, SpeakerActivity, Transcript,
+                                   TranscriptionBackend, Turn)
+from pipelines.speech.decide import decide_segment
+from pipelines.speech.overlap import overlap_stats
+from pipelines.speech.sidecar import find_sidecar, read_sidecar
+from pipelines.sources import source_dir
+from pipelines.stages import write_stage_result
+
+STAGE = "speech"
+
+
+@dataclass
+class SpeechBackends:
+    activity: ActivityBackend
+    transcriber: TranscriptionBackend | None
+    identifier: LanguageIdentifier | None
+
+    def names(self) -> dict:
+        return {"activity": self.activity.name,
+                "transcription": self.transcriber.name if self.transcriber else None,
+                "language": self.identifier.name if self.identifier else None}
+
+
+def build_backends(config: PipelineConfig) -> SpeechBackends:
+    """The backends named in ``config.speech``, loaded from the model directory."""
+    speech, model_dir = config.speech, Path(config.paths.model_dir)
+    if speech.activity_backend == "pyannote_segmentation":
+        from pipelines.speech.segmentation import PyannoteSegmentationActivity
+
+        activity = PyannoteSegmentationActivity(onset=speech.segmentation_onset, step_s=speech.segmentation_step_s,
+                                                device=speech.device)
+    else:
+        from pipelines.speech.diarization import PyannoteDiarizationActivity
+
+        activity = PyannoteDiarizationActivity(model_dir / speech.diarization_pipeline,
+                                               hf_token_env=speech.hf_token_env, device=speech.device)
+    transcriber = None
+    if speech.transcription_backend == "pocketsphinx":
+        from pipelines.speech.asr_pocketsphinx import PocketsphinxTranscriber
+
+        transcriber = PocketsphinxTranscriber()
+    elif speech.transcription_backend == "whisperx":
+        from pipelines.speech.asr_whisperx import WhisperxTranscriber
+
+        transcriber = WhisperxTranscriber(
+            model_dir / speech.whisper_model, device=speech.device, compute_type=speech.whisper_compute_type,
+            batch_size=speech.whisper_batch_size,
+            alignment_model_dir=model_dir / speech.alignment_model if speech.alignment_model else None)
+    identifier = None
+    if speech.language_identifier == "lingua":
+        from pipelines.speech.language import LinguaIdentifier
+
+        identifier = LinguaIdentifier()
+    return SpeechBackends(activity, transcriber, identifier)
+
+
+def read_audio(path: Path) -> np.ndarray:
+    with wave.open(str(path), "rb") as wav:
+        if wav.getframerate() != SAMPLE_RATE or wav.getnchannels() != 1:
+            raise ValueError(f"{path}: expected 16 kHz mono, got {wav.getframerate()} Hz x{wav.getnchannels()}")
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    return (data.astype(np.float32) / 32768.0).copy()
+
+
+def _shift_transcript(t: Transcript, offset: float) -> Transcript:
+    if not offset:
+        return t
+    return replace(t, words=[replace(w, start=w.start + offset, end=w.end + offset) for w in t.words])
+
+
+def _shift_activity(a: SpeakerActivity, offset: float) -> SpeakerActivity:
+    if not offset:
+        return a
+    return replace(a, start_s=a.start_s + offset,
+                   turns=[Turn(t.speaker, t.start + offset, t.end + offset) for t in a.turns])
+
+
+def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConfig,
+                   backends: SpeechBackends) -> dict:
+    """Run the speech backends over the source's audio and decide every face-accepted segment."""
+    audio = read_audio(source_dir(config, source.source_id) / SOURCE_AUDIO_FILE)
+    offset = float(record.numbers.get("audio_start_s", 0.0))
+    duration = len(audio) / SAMPLE_RATE
+    activity = _shift_activity(backends.activity.activity(audio, SAMPLE_RATE), offset)
+
+    transcript, sidecar = None, find_sidecar(source.path) if config.speech.sidecar_transcripts else None
+    if sidecar is not None:
+        transcript = read_sidecar(sidecar, duration)  # subtitle times are on the source clock already
+    elif backends.transcriber is not None:
+        transcript = _shift_transcript(backends.transcriber.transcribe(audio, SAMPLE_RATE), offset)
+
+    decisions = {}
+    for segment in record.segments:
+        if segment["status"] != ACCEPTED:
+            continue
+        start, end = segment["start_s"], segment["end_s"]
+        audio_language = None
+        detect = getattr(backends.transcriber, "detect_language", None)
+        if sidecar is None and detect is not None:
+            lo, hi = int(max(0.0, start - offset) * SAMPLE_RATE), int(max(0.0, end - offset) * SAMPLE_RATE)
+            audio_language = detect(audio[lo:hi])
+        decisions[segment["key"]] = decide_segment(start, end, activity, transcript, backends.identifier,
+                                                   config.speech, audio_language).as_dict()
+    whole = overlap_stats(activity)
+    return {
+        "stage": STAGE,
+        "backends": {**backends.names(), "transcription": transcript.backend if transcript else None},
+        "audio_seconds": round(duration, 4),
+        "source": {**whole.as_dict(), "transcript": transcript.text if transcript else None,
+                   "language": transcript.language if transcript else None},
+        "activity": activity.as_dict(),
+        "segments": decisions,
+    }
+
+
+def run_speech_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig,
+                     backends: SpeechBackends) -> dict:
+    """Analyse and write ``speech.json``; a source with no accepted face segment gets an empty result."""
+    if record.status != ACCEPTED:
+        result = {"stage": STAGE, "backends": backends.names(), "segments": {},
+                  "skipped": f"source {record.status} ({record.reason})"}
+    else:
+        result = analyse_speech(source, record, config, backends)
+    write_stage_result(config, source.source_id, STAGE, result)
+    return result

@@ -8,9 +8,15 @@ clear error that names the file and says how to obtain it.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+# A relpath starting with this prefix names a file inside an installed Python package
+# ("package:whisperx/assets/pytorch_model.bin"): weights that ship in a wheel.
+PACKAGE_PREFIX = "package:"
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,15 @@ class ModelFile:
     relpath: str
     # None: no reference hash is published for this file; it is used but reported unpinned.
     sha256: str | None
+
+    def resolve(self, model_dir: Path) -> Path | None:
+        if not self.relpath.startswith(PACKAGE_PREFIX):
+            return model_dir / self.relpath
+        package, _, inner = self.relpath[len(PACKAGE_PREFIX):].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        return Path(list(spec.submodule_search_locations)[0]) / inner
 
 
 @dataclass(frozen=True)
@@ -108,6 +123,40 @@ REGISTRY: dict[str, ModelSpec] = {
             how_to_obtain="download weight/finetuning_TalkSet.model from the Light-ASD repository into <model_dir>/light-asd/",
             licence="MIT",
         ),
+        ModelSpec(
+            name="pyannote_segmentation_whisperx",
+            task="speech_activity",
+            description="pyannote/segmentation (v2, 3 speakers, 5 s windows) shipped inside the whisperx wheel; "
+            "voice activity and overlapped speech offline.",
+            candidates=(
+                ModelFile("package:whisperx/assets/pytorch_model.bin",
+                          "0b5b3216d60a2d32fc086b47ea8c67589aaeb26b7e07fcbe620d6d0b83e209ea"),
+            ),
+            how_to_obtain="`pip install --no-deps whisperx==3.8.6` (scripts/setup.sh does this)",
+            licence="MIT",
+        ),
+        ModelSpec(
+            name="faster_whisper",
+            task="speech_recognition",
+            description="A faster-whisper (CTranslate2) Whisper model folder for the whisperx backend; "
+            "the size is the user's choice, so it is not pinned.",
+            candidates=(ModelFile("faster-whisper/model.bin", None),),
+            how_to_obtain="convert a Whisper checkpoint with `ct2-transformers-converter --model openai/whisper-large-v3 "
+            "--output_dir <model_dir>/faster-whisper --copy_files tokenizer.json preprocessor_config.json` "
+            "on a machine with hub access (or copy Systran/faster-whisper-* there); set speech.whisper_model",
+            licence="MIT (Whisper weights)",
+        ),
+        ModelSpec(
+            name="pyannote_diarization",
+            task="speaker_diarization",
+            description="A pyannote.audio SpeakerDiarization pipeline folder whose config.yaml points at local "
+            "segmentation and embedding checkpoints.",
+            candidates=(ModelFile("pyannote-diarization/config.yaml", None),),
+            how_to_obtain="on a machine with hub access and accepted conditions, download "
+            "pyannote/speaker-diarization-community-1 (or 3.1) and its models into <model_dir>/pyannote-diarization/ "
+            "and make config.yaml's paths relative to that folder; set speech.diarization_pipeline",
+            licence="MIT / CC-BY-4.0 (pyannote models; gated)",
+        ),
     )
 }
 
@@ -155,8 +204,8 @@ class ModelStore:
     def status(self, name: str) -> ModelStatus:
         spec = self.spec(name)
         for candidate in spec.candidates:
-            path = self.model_dir / candidate.relpath
-            if not path.is_file():
+            path = candidate.resolve(self.model_dir)
+            if path is None or not path.is_file():
                 continue
             actual = self._hash(path)
             if candidate.sha256 is None:
@@ -167,7 +216,7 @@ class ModelStore:
                     f"expected sha256 {candidate.sha256}; replace the file ({spec.how_to_obtain})",
                 )
             return ModelStatus(name, "ok", path, actual, "present, sha256 verified")
-        wanted = " or ".join(str(self.model_dir / c.relpath) for c in spec.candidates)
+        wanted = " or ".join(str(c.resolve(self.model_dir) or c.relpath) for c in spec.candidates)
         return ModelStatus(name, "missing", None, None, f"missing {wanted}; to obtain: {spec.how_to_obtain}")
 
     def path(self, name: str) -> Path:

@@ -124,6 +124,33 @@ def rotated_copy(clip: Path, out: Path, degrees: int = 90) -> Path:
     return out
 
 
+def mixed_speakers(clip: Path, other: Path, out: Path, delay_s: float = 0.0) -> Path:
+    """``clip``'s video with its audio mixed with ``other``'s speech (optionally delayed): two voices at once."""
+    delay_ms = int(delay_s * 1000)
+    run_ffmpeg(["-i", str(clip), "-i", str(other), "-filter_complex",
+                f"[1:a]adelay={delay_ms}|{delay_ms}[b];[0:a][b]amix=inputs=2:duration=first:normalize=0[a]",
+                "-map", "0:v", "-map", "[a]", *H264_AAC, str(out)])
+    return out
+
+
+def espeak_wav(text: str, voice: str, out: Path) -> Path:
+    """Synthetic speech from espeak-ng (a real voice for ``voice``: en, de, fr, ...)."""
+    proc = subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(out), text], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"espeak-ng failed: {proc.stderr}")
+    return out
+
+
+def dubbed(clip: Path, speech: Path, out: Path, lead_in_s: float = 0.3, loops: int = 1) -> Path:
+    """``clip``'s video (played ``loops`` + 1 times) with its audio replaced by ``speech`` after
+    ``lead_in_s`` of silence, cut to the video."""
+    delay_ms = int(lead_in_s * 1000)
+    run_ffmpeg(["-stream_loop", str(loops), "-i", str(clip), "-i", str(speech), "-filter_complex",
+                f"[1:a]aresample={AUDIO_RATE},adelay={delay_ms}|{delay_ms},apad[a]",
+                "-map", "0:v", "-map", "[a]", "-shortest", *H264_AAC, str(out)])
+    return out
+
+
 class MediaCache:
     """Makes each named composed file once in ``root`` and hands back its path afterwards."""
 

@@ -74,7 +74,9 @@ def decide_segment(start: float, end: float, activity: SpeakerActivity, transcri
     words = transcript.words_in(start, end) if transcript else []
     payload = {
         "transcript": " ".join(w.text for w in words),
-        "words": [{**asdict(w), "start": round(w.start - start, 4), "end": round(w.end - start, 4)} for w in words],
+        # Words are picked by their midpoint, so one may straddle a clip edge: clip it to the clip.
+        "words": [{**asdict(w), "start": round(max(w.start, start) - start, 4), "end": round(min(w.end, end) - start, 4)}
+                  for w in words],
         "turns": [{"speaker": t.speaker, "start": round(max(t.start, start) - start, 4),
                    "end": round(min(t.end, end) - start, 4)}
                   for t in activity.turns if t.end > start and t.start < end],

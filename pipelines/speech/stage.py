@@ -14,6 +14,7 @@ import numpy as np
 
 from pipelines.clips import SOURCE_AUDIO_FILE
 from pipelines.config import PipelineConfig
+from pipelines.models import ModelStore
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.speech.base import (SAMPLE_RATE, ActivityBackend, LanguageIdentifier, SpeakerActivity, Transcript,
                                    TranscriptionBackend, Turn)
@@ -44,8 +45,9 @@ def build_backends(config: PipelineConfig) -> SpeechBackends:
     if speech.activity_backend == "pyannote_segmentation":
         from pipelines.speech.segmentation import PyannoteSegmentationActivity
 
-        activity = PyannoteSegmentationActivity(onset=speech.segmentation_onset, step_s=speech.segmentation_step_s,
-                                                device=speech.device)
+        activity = PyannoteSegmentationActivity(
+            ModelStore(model_dir).path("pyannote_segmentation_whisperx"),  # sha256-verified
+            onset=speech.segmentation_onset, step_s=speech.segmentation_step_s, device=speech.device)
     else:
         from pipelines.speech.diarization import PyannoteDiarizationActivity
 
@@ -118,10 +120,13 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
             audio_language = detect(audio[lo:hi])
         decisions[segment["key"]] = decide_segment(start, end, activity, transcript, backends.identifier,
                                                    config.speech, audio_language).as_dict()
+    names = {**backends.names(), "transcription": transcript.backend if transcript else None}
+    for decision in decisions.values():
+        decision["payload"]["backends"] = names
     whole = overlap_stats(activity)
     return {
         "stage": STAGE,
-        "backends": {**backends.names(), "transcription": transcript.backend if transcript else None},
+        "backends": names,
         "audio_seconds": round(duration, 4),
         "source": {**whole.as_dict(), "transcript": transcript.text if transcript else None,
                    "language": transcript.language if transcript else None},

@@ -35,7 +35,7 @@ def _sha(path: Path) -> str:
 def test_definitions_list_the_graph():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"source_probe", "face_clips", "dataset_shards"}
+    assert keys == {"source_probe", "face_clips", "speech_analysis", "dataset_shards"}
     assert {j.name for j in defs.jobs} >= {"process_sources", "build_dataset"}
     assert "watch_input_folder" in {s.name for s in defs.sensors}
     checks = {k.name for k in graph.asset_check_keys}

@@ -1,0 +1,130 @@
+"""The speech stage end to end on composed media: real audio, the configured offline backends.
+
+Default backends: pyannote segmentation (the model inside the whisperx wheel) for activity
+and overlap, pocketsphinx for English words, lingua for the language of language-capable
+transcripts (here: subtitles written beside the video).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import media_factory as mf
+from pipelines.config import PipelineConfig, load_config
+from pipelines.ingest import SourceRegistry
+from pipelines.records import SourceRecord
+from pipelines.shards import MANIFEST_FILE, write_shards
+from pipelines.sources import process_source
+from pipelines.speech.stage import build_backends, run_speech_stage
+
+GERMAN = "Guten Morgen, wir treffen uns heute Abend im kleinen Garten hinter dem Haus."
+FRENCH = "Bonjour, nous allons nous retrouver ce soir dans le petit jardin derrière la maison."
+ENGLISH = "Good morning, we will meet tonight in the small garden behind the old house."
+
+
+@dataclass
+class SpeechRun:
+    cfg: PipelineConfig
+    records: dict[str, SourceRecord]
+    speech: dict[str, dict]
+    summary: object
+
+
+def _decision(run: SpeechRun, name: str) -> dict:
+    (decision,) = run.speech[name]["segments"].values()
+    return decision
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> SpeechRun:
+    pytest.importorskip("pyannote.audio")
+    root = tmp_path_factory.mktemp("speech-stage")
+    inputs = root / "input"
+    inputs.mkdir()
+    male, female = grid_clips[0], grid_clips[1]  # bbaf2n and brbk7n: two different speakers
+    sources = {
+        "grid.mpg": male,
+        "two_voices.mp4": composed.get("two_voices.mp4", mf.mixed_speakers, male, female),
+    }
+    for name, text, voice in (("german.mp4", GERMAN, "de"), ("french.mp4", FRENCH, "fr"),
+                              ("english.mp4", ENGLISH, "en")):
+        wav = composed.get(f"{voice}.wav", mf.espeak_wav, text, voice)
+        sources[name] = composed.get(name, mf.dubbed, male, wav)
+        (inputs / name).with_suffix(".txt").write_text(text + "\n")  # subtitles in the spoken language
+    for name, path in sources.items():
+        (inputs / name).symlink_to(path)
+    cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir})
+    backends = build_backends(cfg)
+    refs = {ref.relpath: ref for ref in SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)}
+    records, speech = {}, {}
+    for name, ref in refs.items():
+        records[name] = process_source(ref, cfg, scrfd_detector)
+        assert records[name].status == "accepted", (name, records[name].reason)
+        speech[name] = run_speech_stage(ref, records[name], cfg, backends)
+    return SpeechRun(cfg, records, speech, write_shards(list(records.values()), cfg))
+
+
+def test_a_single_grid_speaker_is_kept(run):
+    decision = _decision(run, "grid.mpg")
+    print(f"\nGRID alone: overlap ratio {decision['numbers']['overlap_ratio']:.3f}, "
+          f"speech {decision['numbers']['speech_s']:.2f} s, words: {decision['payload']['transcript']!r}")
+    assert decision["decision"] == "accepted"
+    assert decision["numbers"]["overlap_ratio"] <= run.cfg.speech.max_overlap_ratio
+    assert decision["numbers"]["speech_s"] > 0.8  # GRID speech runs from about 1.0 to 2.2 s
+    # pocketsphinx is English-only: the language is honestly unknown, kept and flagged.
+    assert decision["numbers"]["language"] == "unknown" and decision["flags"] == ["language_unknown"]
+    assert decision["payload"]["words"], "pocketsphinx found words with times"
+
+
+def test_two_voices_at_once_are_rejected_for_overlap(run):
+    decision = _decision(run, "two_voices.mp4")
+    print(f"\ntwo GRID speakers mixed: overlap ratio {decision['numbers']['overlap_ratio']:.3f}")
+    assert decision["decision"] == "rejected" and decision["reason"] == "overlapping_speech"
+    assert decision["numbers"]["overlap_ratio"] > run.cfg.speech.max_overlap_ratio
+
+
+@pytest.mark.parametrize("name, code", [("german.mp4", "de"), ("french.mp4", "fr")])
+def test_non_english_speech_with_subtitles_is_rejected(run, name, code):
+    decision = _decision(run, name)
+    assert decision["decision"] == "rejected" and decision["reason"] == "non_english_speech"
+    assert decision["numbers"]["language"] == code
+    assert decision["numbers"]["language_source"] == "text:lingua"
+    assert run.speech[name]["backends"]["transcription"] == "sidecar:txt"
+
+
+def test_english_speech_with_subtitles_is_kept_with_its_language(run):
+    decision = _decision(run, "english.mp4")
+    assert decision["decision"] == "accepted" and decision["numbers"]["language"] == "en"
+    assert decision["flags"] == []
+
+
+def test_shard_json_carries_the_speech_results(run):
+    import webdataset as wds
+
+    samples = {s["__key__"]: json.loads(s["json"]) for s in
+               wds.WebDataset([str(run.cfg.paths.shards_dir / e["name"]) for e in run.summary.shards],
+                              shardshuffle=False)}
+    assert len(samples) == 2  # the GRID clip and the English dub
+    for record in samples.values():
+        speech = record["speech"]
+        assert {"transcript", "words", "turns", "overlap_ratio", "language", "backends"} <= set(speech)
+        assert speech["backends"]["activity"].startswith("pyannote-segmentation")
+        assert [f["stage"] for f in record["filters"]] == ["faces", "speech"]
+        for word in speech["words"]:
+            assert 0 <= word["start"] <= word["end"] <= record["time_range_s"]["duration"] + 1e-6
+
+
+def test_manifest_shows_speech_rejections_with_their_numbers(run):
+    rows = [json.loads(line) for line in (run.cfg.paths.shards_dir / MANIFEST_FILE).read_text().splitlines()]
+    segments = {row["key"].split("-")[0]: row for row in rows if row["kind"] == "segment"}
+    assert segments["two"]["reason"] == "overlapping_speech"
+    assert segments["two"]["numbers"]["speech.overlap_ratio"] > 0.1
+    assert segments["german"]["reason"] == segments["french"]["reason"] == "non_english_speech"
+    assert segments["german"]["numbers"]["speech.language"] == "de"
+    sources = {row["relpath"]: row for row in rows if row["kind"] == "source"}
+    assert sources["two_voices.mp4"]["status"] == "rejected"
+    assert sources["grid.mpg"]["status"] == "accepted"

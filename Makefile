@@ -36,6 +36,7 @@ models: setup
 
 bench: setup
 	$(PY) bench/bench_pipeline.py $(SAMPLES)
+	$(PY) bench/bench_speech.py
 
 clean:
 	rm -rf data/demo .dagster_home

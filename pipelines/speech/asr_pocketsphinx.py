@@ -79,7 +79,8 @@ def speech_regions(pcm: bytes, vad_mode: int = 0, window: float = 0.3,
                 regions.append((endpointer.speech_start, endpointer.speech_end, b"".join(current)))
                 current = []
     if endpointer.in_speech:
-        speech = endpointer.end_stream(b"")
+        # end_stream(b"") raises IndexError in pocketsphinx 5.1.1: close with one silent sample.
+        speech = endpointer.end_stream(b"\x00\x00")
         if speech is not None:
             current.append(speech)
         regions.append((endpointer.speech_start, endpointer.speech_end, b"".join(current)))

@@ -247,3 +247,13 @@ def test_pocketsphinx_result_does_not_depend_on_what_came_before(sphinx, bbaf2n,
     first = sphinx.transcribe(bbaf2n)
     sphinx.transcribe(media_audio_16k(grid_dir / "brbk7n.mpg"))
     assert sphinx.transcribe(bbaf2n) == first
+
+
+def test_pocketsphinx_audio_ending_mid_speech_on_a_frame_boundary(sphinx, bbaf2n):
+    """The stream ends inside speech with a length that is an exact number of VAD frames."""
+    from pocketsphinx import Endpointer
+
+    frame_samples = Endpointer(sample_rate=SAMPLE_RATE).frame_bytes // 2
+    cut = (int(1.8 * SAMPLE_RATE) // frame_samples) * frame_samples  # GRID speech runs ~1.0-2.2 s
+    transcript = sphinx.transcribe(bbaf2n[:cut])
+    assert transcript.words and transcript.words[-1].end <= cut / SAMPLE_RATE + 1e-6

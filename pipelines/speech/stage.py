@@ -94,6 +94,19 @@ def _shift_activity(a: SpeakerActivity, offset: float) -> SpeakerActivity:
                    turns=[Turn(t.speaker, t.start + offset, t.end + offset) for t in a.turns])
 
 
+def assign_speakers(transcript: Transcript, turns: list[Turn]) -> Transcript:
+    """Each word gets the speaker whose turns overlap it longest (None when no turn does)."""
+    def speaker_of(word) -> str | None:
+        best, best_overlap = None, 0.0
+        for turn in turns:
+            overlap = min(word.end, turn.end) - max(word.start, turn.start)
+            if overlap > best_overlap:
+                best, best_overlap = turn.speaker, overlap
+        return best
+
+    return replace(transcript, words=[replace(w, speaker=speaker_of(w)) for w in transcript.words])
+
+
 def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConfig,
                    backends: SpeechBackends) -> dict:
     """Run the speech backends over the source's audio and decide every face-accepted segment."""
@@ -108,6 +121,8 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
     elif backends.transcriber is not None:
         transcript = _shift_transcript(backends.transcriber.transcribe(audio, SAMPLE_RATE), offset)
 
+    if transcript is not None and activity.turns:
+        transcript = assign_speakers(transcript, activity.turns)
     decisions = {}
     for segment in record.segments:
         if segment["status"] != ACCEPTED:

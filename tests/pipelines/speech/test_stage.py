@@ -128,3 +128,40 @@ def test_manifest_shows_speech_rejections_with_their_numbers(run):
     sources = {row["relpath"]: row for row in rows if row["kind"] == "source"}
     assert sources["two_voices.mp4"]["status"] == "rejected"
     assert sources["grid.mpg"]["status"] == "accepted"
+
+
+def test_whisperx_and_diarization_backends_run_through_the_config(tmp_path, grid_clip, model_dir, scrfd_detector):
+    """The with-weights path: config names the backends, build_backends loads them from the model
+    dir (tiny random Whisper + alignment model + random diarization pipeline built here), and the
+    stage records which backend decided what. Outputs are noise; the wiring and structure are real."""
+    pytest.importorskip("whisperx")
+    from speech_fixtures import build_random_diarization_pipeline, build_tiny_alignment_model, build_tiny_whisper
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "faster-whisper").symlink_to(build_tiny_whisper(tmp_path / "whisper-build"))
+    (models / "alignment-en").symlink_to(build_tiny_alignment_model(tmp_path / "align-build"))
+    build_random_diarization_pipeline(models / "pyannote-diarization")
+    (models / "scrfd").mkdir()
+    (models / "scrfd" / "scrfd_500m_kps.onnx").symlink_to(model_dir / "scrfd" / "scrfd_500m_kps.onnx")
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    (inputs / grid_clip.name).symlink_to(grid_clip)
+    cfg = load_config(paths={"input_dir": inputs, "data_dir": tmp_path / "data", "model_dir": models},
+                      speech={"activity_backend": "pyannote_diarization", "transcription_backend": "whisperx",
+                              "alignment_model": "alignment-en"})
+    backends = build_backends(cfg)
+    (ref,) = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)
+    record = process_source(ref, cfg, scrfd_detector)
+    result = run_speech_stage(ref, record, cfg, backends)
+    assert result["backends"]["activity"].startswith("pyannote-diarization")
+    assert result["backends"]["transcription"] == "whisperx:faster-whisper"
+    (decision,) = result["segments"].values()
+    # Whisper detected a language from the segment's audio: the language comes from the ASR.
+    assert decision["numbers"]["language_source"] == "asr:whisperx:faster-whisper"
+    assert isinstance(decision["numbers"]["language"], str) and decision["numbers"]["language"] != "unknown"
+    assert decision["decision"] in ("accepted", "rejected")
+    for turn in decision["payload"]["turns"]:
+        assert 0 <= turn["start"] < turn["end"] <= 3.0 + 1e-6
+    speakers = {t["speaker"] for t in decision["payload"]["turns"]}
+    assert all(w["speaker"] in speakers | {None} for w in decision["payload"]["words"])

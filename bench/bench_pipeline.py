@@ -305,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = {"faces": {"backend": args.backend}} if args.backend else {}
     # input/data dirs are replaced per run by temporary folders.
-    # The face path is benchmarked here; the speech stage has bench/bench_speech.py.
+    # The face path is benchmarked here; later stages have bench/bench_speech.py and bench_asd.py.
     overrides.setdefault("speech", {"enabled": False})
+    overrides.setdefault("asd", {"enabled": False})
     config = load_config(paths={"model_dir": args.model_dir}, **overrides)
     videos = collect_videos(args.videos, config.ingest.extensions)
 

@@ -164,6 +164,15 @@ class TrackCropper:
             self.next_pos += 1
 
 
+def mux_clip(video_only: Path, wav: Path, out: Path, config: PipelineConfig) -> None:
+    """Final clip: the encoded video stream copied, the audio as AAC mono; bit-exact, temp video removed."""
+    run_ffmpeg(["-i", str(video_only), "-i", str(wav), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                "-c:a", config.encode.audio_codec, "-b:a", config.encode.audio_bitrate,
+                "-ar", str(config.audio.sample_rate), "-ac", "1", "-fflags", "+bitexact",
+                "-flags:a", "+bitexact", "-map_metadata", "-1", "-movflags", "+faststart", str(out)])
+    video_only.unlink()
+
+
 def _summarise_track(cropper: TrackCropper) -> dict:
     boxes = np.asarray(cropper.boxes, dtype=np.float64)
     detected = boxes[:, 4] >= 0
@@ -302,12 +311,7 @@ def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceD
         samples, padded = read_wav_slice(sink.path, sink.sample_rate, start_s, end_s, sink.start_time_s or 0.0)
         wav_path = out_dir / f"{key}.wav"
         write_wav(wav_path, samples, sink.sample_rate)
-        mp4_path = out_dir / f"{key}.mp4"
-        run_ffmpeg(["-i", str(tmp_video), "-i", str(wav_path), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-                    "-c:a", config.encode.audio_codec, "-b:a", config.encode.audio_bitrate,
-                    "-ar", str(config.audio.sample_rate), "-ac", "1", "-fflags", "+bitexact",
-                    "-flags:a", "+bitexact", "-map_metadata", "-1", "-movflags", "+faststart", str(mp4_path)])
-        tmp_video.unlink()
+        mux_clip(tmp_video, wav_path, out_dir / f"{key}.mp4", config)
         out_times = start_s + (np.arange(cropper.encoder.frames_out) + 0.5) / crop_cfg.fps
         src_times = np.array([o.time_s for o in obs])
         src_pos = np.clip(np.searchsorted(src_times, out_times, side="right") - 1, 0, len(obs) - 1)

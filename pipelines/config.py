@@ -99,6 +99,21 @@ class EncodeConfig(_Strict):
     audio_bitrate: str = "64k"
 
 
+class AsdConfig(_Strict):
+    """Active speaker detection with Light-ASD: keep only frames where the visible face speaks."""
+
+    enabled: bool = False
+    model: Literal["light_asd_ava", "light_asd_talkset"] = Field(
+        "light_asd_ava", description="Registry name of the checkpoint (the TalkSet one is less discriminative)."
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="Frames whose speaking probability is below this are dropped.")
+    smoothing_window_s: float = Field(0.2, ge=0, description="Centred moving average of the probability before the threshold.")
+    min_segment_s: float = Field(1.0, gt=0, description="Kept runs shorter than this are dropped.")
+    window_frames: int = Field(100, ge=8, description="Inference window at 25 fps (4 s).")
+    overlap_frames: int = Field(25, ge=0, description="Overlap between windows; overlapping scores are averaged.")
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
 class SpeechConfig(_Strict):
     """Speech filtering (FlowPortrait appendix B): drop overlapping or non-English speech."""
 
@@ -141,6 +156,7 @@ class PipelineConfig(_Strict):
     crops: CropConfig = CropConfig()
     audio: AudioConfig = AudioConfig()
     encode: EncodeConfig = EncodeConfig()
+    asd: AsdConfig = AsdConfig()
     speech: SpeechConfig = SpeechConfig()
     shards: ShardConfig = ShardConfig()
 

@@ -25,7 +25,7 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import atomic_write_text
 from pipelines.records import ACCEPTED, SourceRecord
 from pipelines.sources import source_dir
-from pipelines.stages import apply_stages, sample_json
+from pipelines.stages import SPLIT, apply_stages, sample_json
 
 INDEX_FILE = "index.json"
 STATS_FILE = "stats.json"
@@ -72,7 +72,7 @@ def manifest_rows(records: list[SourceRecord]) -> list[dict]:
         for seg in rec.segments:
             rows.append({"kind": "segment", "source_id": rec.source_id, "key": seg["key"], "status": seg["status"],
                          "reason": seg["reason"], "start_s": seg["start_s"], "end_s": seg["end_s"],
-                         "numbers": seg["numbers"]})
+                         "parent": seg.get("parent"), "numbers": seg["numbers"]})
     return rows
 
 
@@ -85,8 +85,9 @@ def dataset_stats(records: list[SourceRecord], shards: list[dict]) -> dict:
                     "accepted": sum(r.status == ACCEPTED for r in records),
                     "rejected_by_reason": dict(sorted(Counter(r.reason for r in records if r.status != ACCEPTED).items()))},
         "segments": {"total": len(segments), "accepted": len(accepted),
+                     "split": sum(s["status"] == SPLIT for s in segments),
                      "rejected_by_reason": dict(sorted(Counter(s["reason"] for s in segments
-                                                               if s["status"] != ACCEPTED).items()))},
+                                                               if s["status"] not in (ACCEPTED, SPLIT)).items()))},
         "accepted_duration_s": {"total": round(float(durations.sum()), 3),
                                 "mean": round(float(durations.mean()), 3) if len(durations) else 0.0,
                                 "min": round(float(durations.min()), 3) if len(durations) else 0.0,

@@ -22,7 +22,7 @@ from pipelines.speech.decide import decide_segment
 from pipelines.speech.overlap import overlap_stats
 from pipelines.speech.sidecar import find_sidecar, read_sidecar
 from pipelines.sources import source_dir
-from pipelines.stages import write_stage_result
+from pipelines.stages import candidate_segments, write_stage_result
 
 STAGE = "speech"
 
@@ -124,9 +124,7 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
     if transcript is not None and activity.turns:
         transcript = assign_speakers(transcript, activity.turns)
     decisions = {}
-    for segment in record.segments:
-        if segment["status"] != ACCEPTED:
-            continue
+    for segment in candidate_segments(record, config, STAGE):
         start, end = segment["start_s"], segment["end_s"]
         audio_language = None
         detect = getattr(backends.transcriber, "detect_language", None)

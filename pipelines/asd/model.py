@@ -1,0 +1,208 @@
+"""Light-ASD (Liao et al., CVPR 2023) as a plain torch module that loads the published weights.
+
+The layout follows the published checkpoint's state_dict exactly (192 tensors), so
+``load_state_dict(strict=True)`` checks every name and shape:
+
+- ``model.visualEncoder.block{1,2,3}``: 1 -> 32 -> 64 -> 128 channels over (B, C, T, H, W).
+  Each block has two branches, one with 3-wide and one with 5-wide kernels; a branch is a
+  spatial conv (1, k, k) then a temporal conv (k, 1, 1), each followed by BatchNorm and ReLU.
+  The branch sum goes through a 1x1x1 conv, BatchNorm and ReLU. Only block1 strides
+  spatially (1, 2, 2). A 3x3 spatial max pool with stride 2 follows block1 and block2;
+  after block3 every frame is max-pooled over all of its positions -> (B, T, 128).
+- ``model.audioEncoder.block{1,2,3}``: the same design in 2-D over (B, C, 13 MFCC bins, Ta):
+  ``m`` convs (k, 1) mix MFCC bins, ``t`` convs (1, k) mix time. A max pool of 3 with
+  stride 2 over time follows block1 and block2 (Ta -> Ta/4 = T); the mean over the
+  13 bins gives (B, T, 128).
+- fusion by element-wise sum, then ``model.GRU``: a forward GRU, GELU, the time axis
+  flipped, a second GRU, flipped back, GELU (a bidirectional GRU run in sequence).
+- heads ``lossAV.FC`` (the audio-visual speaking score) and ``lossV.FC`` (visual only,
+  used in training; kept so that the checkpoint loads strictly).
+
+Every conv is bias-free and every BatchNorm uses eps=1e-3, momentum=0.01.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+# Grayscale face statistics used for training (pixel values scaled to 0..1).
+VIDEO_MEAN = 0.4161
+VIDEO_STD = 0.1688
+STATE_TENSORS = 192
+
+
+def _bn3d(channels: int) -> nn.BatchNorm3d:
+    return nn.BatchNorm3d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+def _bn2d(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class VisualBlock(nn.Module):
+    """Two (spatial conv -> temporal conv) branches of width 3 and 5, summed and mixed 1x1x1."""
+
+    def __init__(self, in_channels: int, out_channels: int, spatial_stride: int = 1):
+        super().__init__()
+        stride = (1, spatial_stride, spatial_stride)
+        self.s_3 = nn.Conv3d(in_channels, out_channels, (1, 3, 3), stride=stride, padding=(0, 1, 1), bias=False)
+        self.bn_s_3 = _bn3d(out_channels)
+        self.t_3 = nn.Conv3d(out_channels, out_channels, (3, 1, 1), padding=(1, 0, 0), bias=False)
+        self.bn_t_3 = _bn3d(out_channels)
+        self.s_5 = nn.Conv3d(in_channels, out_channels, (1, 5, 5), stride=stride, padding=(0, 2, 2), bias=False)
+        self.bn_s_5 = _bn3d(out_channels)
+        self.t_5 = nn.Conv3d(out_channels, out_channels, (5, 1, 1), padding=(2, 0, 0), bias=False)
+        self.bn_t_5 = _bn3d(out_channels)
+        self.last = nn.Conv3d(out_channels, out_channels, (1, 1, 1), bias=False)
+        self.bn_last = _bn3d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = F.relu(self.bn_t_3(self.t_3(F.relu(self.bn_s_3(self.s_3(x))))))
+        b5 = F.relu(self.bn_t_5(self.t_5(F.relu(self.bn_s_5(self.s_5(x))))))
+        return F.relu(self.bn_last(self.last(b3 + b5)))
+
+
+class AudioBlock(nn.Module):
+    """Two (MFCC-axis conv -> time conv) branches of width 3 and 5, summed and mixed 1x1."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.m_3 = nn.Conv2d(in_channels, out_channels, (3, 1), padding=(1, 0), bias=False)
+        self.bn_m_3 = _bn2d(out_channels)
+        self.t_3 = nn.Conv2d(out_channels, out_channels, (1, 3), padding=(0, 1), bias=False)
+        self.bn_t_3 = _bn2d(out_channels)
+        self.m_5 = nn.Conv2d(in_channels, out_channels, (5, 1), padding=(2, 0), bias=False)
+        self.bn_m_5 = _bn2d(out_channels)
+        self.t_5 = nn.Conv2d(out_channels, out_channels, (1, 5), padding=(0, 2), bias=False)
+        self.bn_t_5 = _bn2d(out_channels)
+        self.last = nn.Conv2d(out_channels, out_channels, (1, 1), bias=False)
+        self.bn_last = _bn2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = F.relu(self.bn_t_3(self.t_3(F.relu(self.bn_m_3(self.m_3(x))))))
+        b5 = F.relu(self.bn_t_5(self.t_5(F.relu(self.bn_m_5(self.m_5(x))))))
+        return F.relu(self.bn_last(self.last(b3 + b5)))
+
+
+class VisualEncoder(nn.Module):
+    """(B, T, 112, 112) normalised grayscale faces -> (B, T, 128)."""
+
+    def __init__(self):
+        super().__init__()
+        self.block1 = VisualBlock(1, 32, spatial_stride=2)
+        self.pool1 = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.block2 = VisualBlock(32, 64)
+        self.pool2 = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.block3 = VisualBlock(64, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.unsqueeze(1)  # (B, 1, T, H, W)
+        x = self.pool1(self.block1(x))
+        x = self.pool2(self.block2(x))
+        x = self.block3(x)  # (B, 128, T, h, w)
+        x = torch.amax(x, dim=(3, 4))  # per-frame global spatial max -> (B, 128, T)
+        return x.transpose(1, 2)
+
+
+class AudioEncoder(nn.Module):
+    """(B, Ta, 13) MFCC -> (B, Ta/4, 128)."""
+
+    def __init__(self):
+        super().__init__()
+        self.block1 = AudioBlock(1, 32)
+        self.pool1 = nn.MaxPool2d((1, 3), stride=(1, 2), padding=(0, 1))
+        self.block2 = AudioBlock(32, 64)
+        self.pool2 = nn.MaxPool2d((1, 3), stride=(1, 2), padding=(0, 1))
+        self.block3 = AudioBlock(64, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2).unsqueeze(1)  # (B, 1, 13, Ta)
+        x = self.pool1(self.block1(x))
+        x = self.pool2(self.block2(x))
+        x = self.block3(x)  # (B, 128, 13, Ta/4)
+        x = x.mean(dim=2)  # average over the MFCC bins -> (B, 128, Ta/4)
+        return x.transpose(1, 2)
+
+
+class SequentialBiGRU(nn.Module):
+    """Forward GRU, GELU, then a second GRU over the reversed sequence, GELU."""
+
+    def __init__(self, channels: int = 128):
+        super().__init__()
+        self.gru_forward = nn.GRU(channels, channels, num_layers=1, batch_first=True)
+        self.gru_backward = nn.GRU(channels, channels, num_layers=1, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, _ = self.gru_forward(x)
+        x = F.gelu(x)
+        x, _ = self.gru_backward(torch.flip(x, dims=[1]))
+        return F.gelu(torch.flip(x, dims=[1]))
+
+
+class _Backbone(nn.Module):
+    """The ``model.*`` part of the checkpoint: both encoders and the fusion GRU."""
+
+    def __init__(self):
+        super().__init__()
+        self.visualEncoder = VisualEncoder()
+        self.audioEncoder = AudioEncoder()
+        self.GRU = SequentialBiGRU(128)
+
+
+class _Head(nn.Module):
+    """A ``loss*`` entry of the checkpoint: only its ``FC`` layer matters at inference."""
+
+    def __init__(self):
+        super().__init__()
+        self.FC = nn.Linear(128, 2)
+
+
+class LightASD(nn.Module):
+    """Light-ASD with the published checkpoint's parameter names.
+
+    ``forward(audio_mfcc, video)`` takes MFCC features (B, 4T, 13) at 100 frames/s and
+    grayscale face crops (B, T, 112, 112) at 25 fps with raw pixel values 0..255 (float),
+    and returns the audio-visual head's logits (B, T, 2); index 1 is "speaking".
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.model = _Backbone()
+        self.lossAV = _Head()
+        self.lossV = _Head()
+
+    def embed(self, audio_mfcc: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        """Fused audio-visual features after the GRU, (B, T, 128)."""
+        if video.ndim != 4 or audio_mfcc.ndim != 3 or audio_mfcc.shape[-1] != 13:
+            raise ValueError(f"expected audio (B, 4T, 13) and video (B, T, H, W), got "
+                             f"{tuple(audio_mfcc.shape)} and {tuple(video.shape)}")
+        if audio_mfcc.shape[1] != 4 * video.shape[1]:
+            raise ValueError(f"audio has {audio_mfcc.shape[1]} MFCC frames for {video.shape[1]} video frames "
+                             "(need exactly 4 per video frame)")
+        video = (video / 255.0 - VIDEO_MEAN) / VIDEO_STD
+        fused = self.model.audioEncoder(audio_mfcc) + self.model.visualEncoder(video)
+        return self.model.GRU(fused)
+
+    def forward(self, audio_mfcc: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        return self.lossAV.FC(self.embed(audio_mfcc, video))
+
+
+def load_light_asd(path: str | Path, device: str | torch.device = "cpu") -> LightASD:
+    """Build :class:`LightASD`, load a published checkpoint strictly, move it to ``device``, eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Light-ASD weights not found: {path} (expected a state_dict such as "
+            "light-asd/pretrain_AVA_CVPR.model in the model directory)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a state_dict (got {type(state).__name__})")
+    model = LightASD()
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()

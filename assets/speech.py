@@ -6,6 +6,7 @@ from functools import lru_cache
 
 import dagster as dg
 
+from assets.asd import active_speakers
 from assets.partitions import source_partitions
 from assets.resources import PipelineSettings
 from pipelines.config import PipelineConfig, SpeechConfig
@@ -19,7 +20,7 @@ def _cached_backends(speech: SpeechConfig, model_dir: str) -> SpeechBackends:
     return build_backends(PipelineConfig(speech=speech, paths={"model_dir": model_dir}))
 
 
-@dg.asset(partitions_def=source_partitions, group_name="speech", kinds={"pytorch"})
+@dg.asset(partitions_def=source_partitions, group_name="speech", kinds={"pytorch"}, deps=[active_speakers])
 def speech_analysis(context: dg.AssetExecutionContext, settings: PipelineSettings, face_clips: dict) -> dict:
     """Speaker activity, transcript and language of one source; a speech decision per face segment."""
     config = settings.load()

@@ -102,7 +102,7 @@ class EncodeConfig(_Strict):
 class AsdConfig(_Strict):
     """Active speaker detection with Light-ASD: keep only frames where the visible face speaks."""
 
-    enabled: bool = False
+    enabled: bool = True
     model: Literal["light_asd_ava", "light_asd_talkset"] = Field(
         "light_asd_ava", description="Registry name of the checkpoint (the TalkSet one is less discriminative)."
     )

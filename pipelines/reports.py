@@ -82,3 +82,28 @@ def _bars(ax, counts: dict, title: str, colour: str, empty: str) -> None:
         ax.set_yticks([])
     ax.set_title(title)
     ax.set_xlabel("count")
+
+
+def asd_plot_png(plots: dict, threshold: float) -> bytes:
+    """Speaking probability over time for each face segment of a source, with the kept runs shaded."""
+    keys = sorted(plots)
+    fig, axes = plt.subplots(len(keys) or 1, 1, figsize=(9, 1.9 * max(1, len(keys))), squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        data = plots[key]
+        ax.plot(data["times"], data["raw"], color="#999999", linewidth=0.8, label="per frame")
+        ax.plot(data["times"], data["smooth"], color="#4c72b0", linewidth=1.6, label="smoothed")
+        ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
+        for lo, hi in data["runs"]:
+            ax.axvspan(data["times"][lo], data["times"][hi - 1], color="#55a868", alpha=0.2)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("P(speaking)")
+        ax.set_title(key, fontsize=9)
+    if not keys:
+        axes[0, 0].text(0.5, 0.5, "no face segment scored", ha="center", va="center")
+    axes[-1, 0].set_xlabel("source time (s); green: kept")
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=80)
+    plt.close(fig)
+    return out.getvalue()

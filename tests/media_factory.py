@@ -59,11 +59,18 @@ def concat_with_gap(clip: Path, gap_s: float, out: Path) -> Path:
     return out
 
 
-def side_by_side(left: Path, right: Path, out: Path) -> Path:
-    """Two clips of equal height next to each other (two faces), audio from ``left``."""
+def side_by_side(left: Path, right: Path, out: Path, audio_from: str = "left") -> Path:
+    """Two clips of equal height next to each other (two faces), audio from one of them only."""
     run_ffmpeg(["-i", str(left), "-i", str(right),
                 "-filter_complex", "[0:v][1:v]hstack=inputs=2,format=yuv420p[v]",
-                "-map", "[v]", "-map", "0:a:0", *H264_AAC, "-shortest", str(out)])
+                "-map", "[v]", "-map", "0:a:0" if audio_from == "left" else "1:a:0", *H264_AAC, "-shortest", str(out)])
+    return out
+
+
+def silenced(clip: Path, out: Path) -> Path:
+    """``clip``'s video with its audio replaced by digital silence of the same length."""
+    run_ffmpeg(["-i", str(clip), "-f", "lavfi", "-i", f"anullsrc=r={AUDIO_RATE}:cl=mono",
+                "-map", "0:v", "-map", "1:a", "-shortest", *H264_AAC, str(out)])
     return out
 
 

@@ -26,6 +26,8 @@ def mfcc(audio_int16_16k: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio_int16_16k)
     if audio.ndim != 1:
         raise ValueError(f"expected mono audio (N,), got shape {audio.shape}")
+    if len(audio) == 0:
+        return np.zeros((0, 13), dtype=np.float32)
     features = python_speech_features.mfcc(
         audio.astype(np.float64), samplerate=SAMPLE_RATE, winlen=WINDOW_SAMPLES / SAMPLE_RATE,
         winstep=STEP_SAMPLES / SAMPLE_RATE, numcep=13, nfilt=26, nfft=512, preemph=0.97, ceplifter=22,

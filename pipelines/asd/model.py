@@ -63,9 +63,17 @@ class VisualBlock(nn.Module):
         self.bn_last = _bn3d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b3 = F.relu(self.bn_t_3(self.t_3(F.relu(self.bn_s_3(self.s_3(x))))))
-        b5 = F.relu(self.bn_t_5(self.t_5(F.relu(self.bn_s_5(self.s_5(x))))))
+        b3 = F.relu(self.bn_t_3(_temporal_conv(self.t_3, F.relu(self.bn_s_3(self.s_3(x))))))
+        b5 = F.relu(self.bn_t_5(_temporal_conv(self.t_5, F.relu(self.bn_s_5(self.s_5(x))))))
         return F.relu(self.bn_last(self.last(b3 + b5)))
+
+
+def _temporal_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a (k, 1, 1) kernel, run as a 2-D conv over (T, H*W): same result, and
+    about twice as fast on CPU as the generic 3-D convolution."""
+    b, c, t, h, w = x.shape
+    y = F.conv2d(x.reshape(b, c, t, h * w), conv.weight.squeeze(-1), padding=(conv.padding[0], 0))
+    return y.reshape(b, y.shape[1], t, h, w)
 
 
 class AudioBlock(nn.Module):

@@ -87,16 +87,21 @@ class ActiveSpeakerScorer:
 
     ``faces``: (T, 112, 112) uint8 grayscale crops from :func:`pipelines.asd.features.face_crop_112`
     at 25 fps; ``audio``: int16 mono 16 kHz samples starting at the first face frame's time.
+    ``batch_windows`` windows go through the network at once (default: 8 on a GPU, 1 on CPU).
     """
 
     def __init__(self, model_path: str | Path, device: str = "cpu", window_frames: int = 100,
-                 overlap_frames: int = 25, batch_windows: int = 8):
+                 overlap_frames: int = 25, batch_windows: int | None = None):
         if window_frames < 1 or not 0 <= overlap_frames < window_frames:
             raise ValueError(f"need window_frames >= 1 and 0 <= overlap_frames < window_frames, "
                              f"got {window_frames} and {overlap_frames}")
+        self.device = torch.device(device)
+        if batch_windows is None:
+            # On CPU a batch of windows is no faster per frame than one window at a time (the
+            # activations of a 100-frame window already exceed the caches); a GPU gains from it.
+            batch_windows = 1 if self.device.type == "cpu" else 8
         if batch_windows < 1:
             raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
-        self.device = torch.device(device)
         self.window_frames = window_frames
         self.overlap_frames = overlap_frames
         self.batch_windows = batch_windows

@@ -35,7 +35,7 @@ def _sha(path: Path) -> str:
 def test_definitions_list_the_graph():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"source_probe", "face_clips", "speech_analysis", "dataset_shards"}
+    assert keys == {"source_probe", "face_clips", "active_speakers", "speech_analysis", "dataset_shards"}
     assert {j.name for j in defs.jobs} >= {"process_sources", "build_dataset"}
     assert "watch_input_folder" in {s.name for s in defs.sensors}
     checks = {k.name for k in graph.asset_check_keys}
@@ -129,8 +129,11 @@ def test_whole_graph_on_every_grid_clip_and_rerun_changes_no_shard_byte(tmp_path
         video = next(s for s in info["streams"] if s["codec_type"] == "video")
         audio = next(s for s in info["streams"] if s["codec_type"] == "audio")
         assert (video["width"], video["height"], video["r_frame_rate"]) == (384, 384, "24/1")
-        source_duration = record["source_probe"]["duration_s"]
-        assert abs(float(video["duration"]) - source_duration) <= 1 / 24 + 1e-6
+        # Active speaker detection cuts each clip to its speaking frames (about 1-2.2 s of 3 s).
+        span = record["time_range_s"]
+        assert 0 <= span["start"] < span["end"] <= record["source_probe"]["duration_s"] + 1e-6
+        assert abs(float(video["duration"]) - span["duration"]) <= 1 / 24 + 1e-6
+        assert [f["stage"] for f in record["filters"]] == ["faces", "asd", "speech"]
         assert (int(audio["sample_rate"]), audio["channels"]) == (16000, 1)
         with wave.open(io.BytesIO(sample["wav"])) as wav:
             assert (wav.getframerate(), wav.getnchannels()) == (16000, 1)

@@ -20,13 +20,14 @@ import pytest
 
 from pipelines.asd.features import SAMPLE_RATE, face_crop_112
 from pipelines.asd.model import STATE_TENSORS, LightASD, load_light_asd
-from pipelines.asd.score import ActiveSpeakerScorer, window_starts
+from pipelines.asd.score import ActiveSpeakerScorer, probability_from_logits, window_starts
 
 pytestmark = pytest.mark.real_weights
 
 LEAD_IN_END_S = 0.5  # frames before this are silent lead-in
 TAIL_START_S = 2.6  # frames after this are silent tail
 SPEAKING_S = (1.2, 2.0)  # every GRID speaker talks in this span
+BBAF2N_SPEECH_S = (1.0, 2.2)  # silero VAD on bbaf2n
 
 
 @dataclass
@@ -126,13 +127,27 @@ def test_silenced_audio_is_never_speaking(tracks, scorer):
 
 
 def test_dubbed_audio_scores_lower(tracks, scorer):
+    """bbaf2n's face with brbk7n's voice scores lower than with its own while bbaf2n speaks.
+
+    The comparison is over bbaf2n's speech (silero VAD: 1.0-2.2 s), where brbk7n's audio is
+    speech too, so it measures lip sync rather than how much of each track is speech.
+    Over the whole clip the dubbed version scores higher (measured 0.51 vs 0.40), because
+    brbk7n starts speaking about 0.5 s earlier and Light-ASD follows voice activity in the
+    audio strongly on a single frontal face: not a useful sync measure.
+    """
     if not {"bbaf2n", "brbk7n"} <= tracks.keys():
         pytest.skip("needs the GRID clips bbaf2n and brbk7n")
     face = tracks["bbaf2n"]
-    own = scorer.probabilities(face.faces, face.audio).mean()
-    dubbed = scorer.probabilities(face.faces, tracks["brbk7n"].audio).mean()
-    print(f"bbaf2n mean probability: own audio {own:.3f}, brbk7n's audio {dubbed:.3f}")
-    assert dubbed < own
+    speech = (face.times >= BBAF2N_SPEECH_S[0] - 1e-6) & (face.times <= BBAF2N_SPEECH_S[1] + 1e-6)
+    own_logits = scorer.logits(face.faces, face.audio)
+    dubbed_logits = scorer.logits(face.faces, tracks["brbk7n"].audio)
+    own, dubbed = probability_from_logits(own_logits), probability_from_logits(dubbed_logits)
+    margin = lambda logits: float((logits[:, 1] - logits[:, 0])[speech].mean())  # noqa: E731
+    print(f"bbaf2n during its speech: own audio p {own[speech].mean():.3f} (logit margin {margin(own_logits):.2f}), "
+          f"brbk7n's audio p {dubbed[speech].mean():.3f} (margin {margin(dubbed_logits):.2f}); whole clip: "
+          f"own {own.mean():.3f}, dubbed {dubbed.mean():.3f}")
+    assert dubbed[speech].mean() < own[speech].mean()
+    assert margin(dubbed_logits) < margin(own_logits)
 
 
 def test_windowed_inference_matches_whole_pass_and_is_deterministic(tracks, scorer, ava_weights):
@@ -147,6 +162,8 @@ def test_windowed_inference_matches_whole_pass_and_is_deterministic(tracks, scor
     windowed = scorer.probabilities(faces, audio)
     again = scorer.probabilities(faces, audio)
     assert np.array_equal(windowed, again)
+    batched = ActiveSpeakerScorer(ava_weights, batch_windows=len(starts)).probabilities(faces, audio)
+    assert np.allclose(batched, windowed, atol=1e-4)  # windows through the network together or one by one
     whole = ActiveSpeakerScorer(ava_weights, window_frames=frames).probabilities(faces, audio)
 
     # The GRUs run both ways over a window, so frames near a window's inner edge lack context;

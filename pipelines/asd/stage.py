@@ -1,0 +1,197 @@
+"""The active speaker stage for one source: keep only the frames where the visible face speaks.
+
+It reads the small 384 px, 24 fps crops the face stage wrote (never the source), samples
+them at Light-ASD's 25 fps by time, crops each face with the training-time rule from the
+per-frame boxes, and scores it against the clip's audio. The speaking probability (softmax
+of the audio-visual head) is mapped back to the 24 fps frames, smoothed, and compared with
+the threshold; where several faces are visible at once, the time they share goes to the
+face that speaks most over it. Contiguous kept runs of at least ``min_segment_s`` become the clips:
+a segment kept whole stays as it is, otherwise it is split into children.
+"""
+
+from __future__ import annotations
+
+import json
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipelines.clips import ClipEncoder, mux_clip
+from pipelines.config import PipelineConfig
+from pipelines.faces.crop import smooth_params
+from pipelines.media import write_wav
+from pipelines.records import ACCEPTED, SourceRecord, SourceRef
+from pipelines.sources import source_dir
+from pipelines.stages import candidate_segments, write_stage_result
+
+STAGE = "asd"
+ASD_FPS = 25.0
+CHILD_TAG = "_a"
+
+
+@dataclass
+class ScoredSegment:
+    segment: dict
+    times: np.ndarray  # absolute centre time of each 24 fps frame
+    raw: np.ndarray  # speaking probability per 24 fps frame
+    smooth: np.ndarray
+
+    def smooth_at(self, times: np.ndarray) -> np.ndarray:
+        """This face's smoothed probability at ``times``; 0 where the face is not on screen."""
+        inside = (times >= self.segment["start_s"]) & (times < self.segment["end_s"])
+        return np.where(inside, np.interp(times, self.times, self.smooth), 0.0)
+
+
+def read_frames(mp4: Path) -> list[np.ndarray]:
+    with av.open(str(mp4)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def read_pcm(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path), "rb") as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").copy(), wav.getframerate()
+
+
+def face_boxes_in_crop(boxes: np.ndarray, size_px: int) -> np.ndarray:
+    """Face boxes in the 384 px crop's pixels, from the source-pixel boxes and crop squares (boxes.npy)."""
+    x1, y1, x2, y2 = boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
+    cx, cy, side = boxes[:, 6], boxes[:, 7], boxes[:, 8]
+    scale = size_px / side
+    return np.stack([(x1 - cx) * scale, (y1 - cy) * scale, (x2 - cx) * scale, (y2 - cy) * scale], axis=1)
+
+
+def score_segment(folder: Path, segment: dict, scorer, config: PipelineConfig) -> ScoredSegment:
+    from pipelines.asd.features import face_crop_112
+
+    fps = config.crops.fps
+    frames = read_frames(folder / segment["files"]["mp4"])
+    boxes = face_boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
+    n = min(len(frames), len(boxes))
+    # Light-ASD was trained at 25 fps: sample the 24 fps clip at 25 fps by time.
+    t25 = np.arange(int(np.floor(n / fps * ASD_FPS + 1e-6))) / ASD_FPS
+    at = np.minimum((t25 * fps + 1e-9).astype(int), n - 1)
+    faces = np.stack([face_crop_112(frames[j], tuple(boxes[j])) for j in at])
+    pcm, rate = read_pcm(folder / segment["files"]["wav"])
+    if rate != 16000:
+        raise ValueError(f"{segment['files']['wav']}: expected 16 kHz audio, got {rate} Hz")
+    p25 = np.asarray(scorer.probabilities(faces, pcm), dtype=np.float64)
+    centres = (np.arange(n) + 0.5) / fps
+    raw = p25[np.clip((centres * ASD_FPS).astype(int), 0, len(p25) - 1)]
+    radius = int(round(config.asd.smoothing_window_s / 2 * fps))
+    smooth = smooth_params(raw[:, None], radius)[:, 0]
+    return ScoredSegment(segment, segment["start_s"] + centres, raw, smooth)
+
+
+def kept_runs(keep: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
+    """[start, end) frame runs of True at least ``min_frames`` long."""
+    edges = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(a), int(b)) for a, b in zip(starts, ends) if b - a >= min_frames]
+
+
+def _write_child(folder: Path, parent: dict, key: str, lo: int, hi: int, frames: list[np.ndarray],
+                 config: PipelineConfig) -> dict:
+    fps = config.crops.fps
+    start_s, end_s = parent["start_s"] + lo / fps, parent["start_s"] + hi / fps
+    video_tmp = folder / f".{key}.video.mp4"
+    encoder = ClipEncoder(video_tmp, config, start_s=0.0, start_after=1)
+    for j in range(lo, hi):
+        encoder.add((j - lo) / fps, 1.0 / fps, frames[j])
+    encoder.finish()
+    pcm, rate = read_pcm(folder / parent["files"]["wav"])
+    samples = pcm[int(round(lo / fps * rate)): int(round(hi / fps * rate))]
+    write_wav(folder / f"{key}.wav", samples, rate)
+    mux_clip(video_tmp, folder / f"{key}.wav", folder / f"{key}.mp4", config)
+    np.save(folder / f"{key}.boxes.npy", np.load(folder / parent["files"]["boxes.npy"])[lo:hi])
+    record = json.loads((folder / parent["files"]["json"]).read_text())
+    record.update(key=key, parent_key=parent["key"])
+    record["time_range_s"] = {"start": round(start_s, 6), "end": round(end_s, 6), "duration": round(end_s - start_s, 6)}
+    record["video"].update(file=f"{key}.mp4", frames=hi - lo, frames_expected=hi - lo)
+    record["audio"].update(file=f"{key}.wav", samples=int(len(samples)))
+    record["faces"]["boxes_file"] = f"{key}.boxes.npy"
+    (folder / f"{key}.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+    return {"key": key, "start_s": round(start_s, 6), "end_s": round(end_s, 6),
+            "files": {"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json", "boxes.npy": f"{key}.boxes.npy"}}
+
+
+def lost_to_rivals(item: ScoredSegment, scored: list[ScoredSegment], threshold: float) -> np.ndarray:
+    """Frames of ``item`` shared with a face that speaks more over their common time.
+
+    Decided per pair of tracks, not per frame: over the frames both are on screen and either
+    is above the threshold, the face with the higher mean probability keeps that time. A
+    per-frame argmax fragments the runs when two faces move their lips at once (measured on
+    all 15 GRID pairs x 2 audio choices: 10/30 right per frame, 19/30 per track).
+    """
+    lost = np.zeros(len(item.times), dtype=bool)
+    for other in scored:
+        if other is item:
+            continue
+        shared = (item.times >= other.segment["start_s"]) & (item.times < other.segment["end_s"])
+        rival = other.smooth_at(item.times)
+        active = shared & ((item.smooth >= threshold) | (rival >= threshold))
+        if active.any() and rival[active].mean() > item.smooth[active].mean():
+            lost |= shared
+    return lost
+
+
+def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path) -> tuple[dict, dict]:
+    """Decisions per segment (writing child clips where a segment splits), and plot data."""
+    fps, threshold = config.crops.fps, config.asd.threshold
+    min_frames = max(1, int(np.ceil(config.asd.min_segment_s * fps)))
+    decisions, plots = {}, {}
+    for item in scored:
+        speaking = item.smooth >= threshold
+        keep = speaking & ~lost_to_rivals(item, scored, threshold)
+        runs = kept_runs(keep, min_frames)
+        n = len(item.smooth)
+        kept = sum(b - a for a, b in runs)
+        numbers = {"mean_probability": round(float(item.raw.mean()), 4), "max_probability": round(float(item.raw.max()), 4),
+                   "kept_s": round(kept / fps, 4), "dropped_s": round((n - kept) / fps, 4),
+                   "threshold": threshold, "lost_to_other_face_s": round(float((speaking & ~keep).sum()) / fps, 4)}
+        payload = {"model": config.asd.model, "probability_definition": "softmax of Light-ASD's audio-visual logits",
+                   "probability": [round(float(p), 3) for p in item.smooth], "fps": fps, **numbers}
+        key = item.segment["key"]
+        plots[key] = {"times": item.times, "raw": item.raw, "smooth": item.smooth, "runs": runs}
+        if not runs:
+            reason = ("no_active_speaker" if not speaking.any()
+                      else "another_face_speaking" if (speaking & ~keep).any() and not keep.any()
+                      else "active_speech_too_short")
+            decisions[key] = {"decision": "rejected", "reason": reason, "numbers": numbers, "flags": [], "payload": payload}
+            continue
+        decision = {"decision": ACCEPTED, "reason": None, "numbers": numbers, "flags": [], "payload": payload}
+        if runs != [(0, n)]:
+            frames = read_frames(folder / item.segment["files"]["mp4"])
+            decision["children"] = []
+            for number, (lo, hi) in enumerate(runs):
+                child = _write_child(folder, item.segment, f"{key}{CHILD_TAG}{number:02d}", lo, hi, frames, config)
+                child_numbers = {**numbers, "kept_s": round((hi - lo) / fps, 4), "dropped_s": 0.0,
+                                 "mean_probability": round(float(item.raw[lo:hi].mean()), 4)}
+                child.update(numbers=child_numbers,
+                             payload={**payload, **child_numbers, "parent": key,
+                                      "probability": payload["probability"][lo:hi]})
+                decision["children"].append(child)
+        decisions[key] = decision
+    return decisions, plots
+
+
+def run_asd_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig, scorer) -> tuple[dict, dict]:
+    """Score every candidate segment of ``source``; write child clips and ``asd.json``.
+
+    Returns (the stage result, plot data per segment key).
+    """
+    folder = source_dir(config, source.source_id)
+    for stale in folder.glob(f"*{CHILD_TAG}[0-9][0-9].*"):
+        stale.unlink()  # children of an earlier run are rewritten below
+    plots: dict = {}
+    if record.status != ACCEPTED:
+        result = {"stage": STAGE, "model": config.asd.model, "segments": {},
+                  "skipped": f"source {record.status} ({record.reason})"}
+    else:
+        scored = [score_segment(folder, seg, scorer, config) for seg in candidate_segments(record, config, STAGE)]
+        decisions, plots = decide(scored, config, folder)
+        result = {"stage": STAGE, "model": config.asd.model, "segments": decisions}
+    write_stage_result(config, source.source_id, STAGE, result)
+    return result, plots

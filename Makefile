@@ -37,6 +37,7 @@ models: setup
 bench: setup
 	$(PY) bench/bench_pipeline.py $(SAMPLES)
 	$(PY) bench/bench_speech.py
+	$(PY) bench/bench_asd.py
 
 clean:
 	rm -rf data/demo .dagster_home

@@ -38,15 +38,22 @@ def _run(args, config) -> int:
     from pipelines.ingest import SourceRegistry
     from pipelines.shards import write_shards
     from pipelines.sources import process_source
+    from pipelines.asd.score import ActiveSpeakerScorer
+    from pipelines.asd.stage import run_asd_stage
     from pipelines.speech.stage import build_backends, run_speech_stage
 
     refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions)
     detector = build_detector(config.faces, ModelStore(config.paths.model_dir))
     speech = build_backends(config) if config.speech.enabled else None
+    scorer = ActiveSpeakerScorer(ModelStore(config.paths.model_dir).path(config.asd.model), device=config.asd.device,
+                                 window_frames=config.asd.window_frames,
+                                 overlap_frames=config.asd.overlap_frames) if config.asd.enabled else None
     records = []
     try:
         for n, ref in enumerate(refs, 1):
             record = process_source(ref, config, detector)
+            if scorer is not None:
+                run_asd_stage(ref, record, config, scorer)
             if speech is not None:
                 run_speech_stage(ref, record, config, speech)
             records.append(record)

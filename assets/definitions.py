@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from assets.annotate import expression_captions, flame_parameters
 from assets.asd import active_speakers
 from assets.faces import face_clips
 from assets.partitions import PER_SOURCE_GROUPS
@@ -12,14 +13,15 @@ from assets.speech import speech_analysis
 
 process_sources_job = dg.define_asset_job(
     "process_sources", selection=dg.AssetSelection.groups(*PER_SOURCE_GROUPS),
-    description="Probe, cut face clips, detect active speakers and analyse speech for selected source partitions.",
+    description="Every per-source stage (probe, faces, active speakers, speech, FLAME, captions) for selected partitions.",
 )
 build_dataset_job = dg.define_asset_job(
     "build_dataset", selection=dg.AssetSelection.assets(dataset_shards),
     description="Pack all processed sources into shards and run the dataset checks.",
 )
 
-ALL_ASSETS = [source_probe, face_clips, active_speakers, speech_analysis, dataset_shards]
+ALL_ASSETS = [source_probe, face_clips, active_speakers, speech_analysis, flame_parameters, expression_captions,
+              dataset_shards]
 ALL_CHECKS = [every_source_accounted_for, shards_open]
 
 defs = dg.Definitions(

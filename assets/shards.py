@@ -4,6 +4,7 @@ import json
 
 import dagster as dg
 
+from assets.annotate import expression_captions, flame_parameters
 from assets.asd import active_speakers
 from assets.faces import _png_markdown, face_clips
 from assets.partitions import SOURCE_PARTITIONS_NAME
@@ -28,7 +29,7 @@ def _records(config: PipelineConfig, source_ids: list[str]) -> tuple[list[Source
 
 @dg.asset(
     group_name="dataset",
-    deps=[face_clips, active_speakers, speech_analysis],
+    deps=[face_clips, active_speakers, speech_analysis, flame_parameters, expression_captions],
     kinds={"webdataset"},
     automation_condition=dg.AutomationCondition.eager(),
 )

@@ -142,6 +142,37 @@ class SpeechConfig(_Strict):
     hf_token_env: str = Field("HF_TOKEN", description="Environment variable holding a Hugging Face token, if any.")
 
 
+class FlameConfig(_Strict):
+    """Per-frame FLAME parameters from SHeaP, smoothed with a Savitzky-Golay filter."""
+
+    enabled: bool = True
+    model: str = Field("sheap", description="Registry name of the SHeaP TorchScript checkpoint.")
+    device: Literal["cpu", "cuda"] = "cpu"
+    batch_size: int = Field(32, ge=1)
+    # 24 fps: a 9-frame (0.375 s) cubic window removes frame-to-frame jitter of the
+    # per-frame regressor but keeps blinks (~0.1-0.4 s) and syllable-rate jaw motion (4-6 Hz).
+    savgol_window_s: float = Field(0.375, gt=0, description="Savitzky-Golay window; rounded to an odd frame count.")
+    savgol_polyorder: int = Field(3, ge=1, le=5)
+
+
+class CaptionConfig(_Strict):
+    """One expression caption per 200-frame window from 8 frames, by a Qwen-VL model."""
+
+    enabled: bool = True
+    backend: Literal["qwen_vl", "openai_chat"] = "qwen_vl"
+    model: str = Field("qwen_vl", description="Registry name of the local Qwen-VL folder (backend qwen_vl).")
+    device: Literal["cpu", "cuda"] = "cpu"
+    max_new_tokens: int = Field(60, ge=8)
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible server (e.g. vLLM) for openai_chat.")
+    served_model: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="Model name the server knows.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key, if any.")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    max_concurrency: int = Field(4, ge=1)
+    window_frames: int = Field(200, ge=8)
+    frames_per_window: int = Field(8, ge=1)
+
+
 class ShardConfig(_Strict):
     max_samples_per_shard: int = Field(500, ge=1)
     max_bytes_per_shard: int = Field(1_000_000_000, ge=1_000_000)
@@ -158,6 +189,8 @@ class PipelineConfig(_Strict):
     encode: EncodeConfig = EncodeConfig()
     asd: AsdConfig = AsdConfig()
     speech: SpeechConfig = SpeechConfig()
+    flame: FlameConfig = FlameConfig()
+    captions: CaptionConfig = CaptionConfig()
     shards: ShardConfig = ShardConfig()
 
     @model_validator(mode="after")

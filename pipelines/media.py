@@ -263,3 +263,9 @@ def run_ffmpeg(args: list[str]) -> None:
 def frames_needed(start_s: float, end_s: float, fps: float) -> int:
     """Output frames whose centre falls inside [start_s, end_s) at ``fps``."""
     return max(0, math.ceil((end_s - start_s) * fps - 0.5))
+
+
+def read_video_frames(path: Path) -> list[np.ndarray]:
+    """All frames of a small clip (the 384 px crops) as RGB arrays; never used on a source."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]

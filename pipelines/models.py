@@ -157,6 +157,24 @@ REGISTRY: dict[str, ModelSpec] = {
             "and make config.yaml's paths relative to that folder; set speech.diarization_pipeline",
             licence="MIT / CC-BY-4.0 (pyannote models; gated)",
         ),
+        ModelSpec(
+            name="sheap",
+            task="flame_regression",
+            description="SHeaP TorchScript checkpoint: (N,3,224,224) RGB head crops in [0,1] -> FLAME parameters.",
+            candidates=(ModelFile("sheap/sheap.pt", None),),
+            how_to_obtain="download the SHeaP TorchScript checkpoint (about 350 MB, CC BY-NC 4.0) from the "
+            "SHeaP authors' release and save it as <model_dir>/sheap/sheap.pt",
+            licence="CC BY-NC 4.0",
+        ),
+        ModelSpec(
+            name="qwen_vl",
+            task="captioning",
+            description="A Qwen2-VL / Qwen2.5-VL instruct checkpoint folder (Hugging Face layout) for expression captions.",
+            candidates=(ModelFile("qwen-vl/config.json", None),),
+            how_to_obtain="on a machine with hub access, `huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct "
+            "--local-dir <model_dir>/qwen-vl`; or serve it with vLLM and set captions.backend: openai_chat",
+            licence="Apache-2.0 (Qwen2.5-VL-7B)",
+        ),
     )
 }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import av
 import matplotlib
 
 matplotlib.use("Agg")
@@ -13,11 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from pipelines.media import read_video_frames  # noqa: E402
+
 
 def preview_png(mp4: Path, max_frames: int = 4, thumb_px: int = 160) -> bytes:
     """A strip of frames evenly spread over a (small, 384 px) clip, as PNG bytes."""
-    with av.open(str(mp4)) as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    frames = read_video_frames(mp4)
     if not frames:
         raise ValueError(f"{mp4} has no video frames")
     picks = np.linspace(0, len(frames) - 1, num=min(max_frames, len(frames))).round().astype(int)

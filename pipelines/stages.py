@@ -3,10 +3,11 @@
 Each such stage writes ``<work>/sources/<id>/<stage>.json`` holding a decision per
 candidate segment::
 
-    {"segments": {key: {"decision", "reason", "numbers", "flags", "payload", "children"?}}}
+    {"segments": {key: {"decision", "reason", "numbers", "flags", "payload", "children"?, "files"?}}}
 
 A decision may split its segment: ``children`` (each with key, start_s, end_s, files,
-numbers, payload) replace it, and the stages after it decide on the children. A segment
+numbers, payload) replace it, and the stages after it decide on the children; ``files``
+adds entries to the sample (extension -> file in the source's work folder). A segment
 reaches the shards only when the face stage and every required stage accepted it; its
 sample JSON gains each stage's payload. A required stage that has not run leaves the
 segment ``pending``: visible in the manifest, not in the shards.
@@ -27,8 +28,11 @@ SPLIT = "split"  # a parent whose children carry on; neither accepted nor reject
 
 
 def required_stages(config: PipelineConfig) -> list[str]:
-    """The later stages in the order they run: active speaker detection splits, speech decides."""
-    return [name for name, on in (("asd", config.asd.enabled), ("speech", config.speech.enabled)) if on]
+    """The later stages in the order they run: active speaker detection splits, speech decides,
+    FLAME and captions annotate what is left."""
+    order = (("asd", config.asd.enabled), ("speech", config.speech.enabled), ("flame", config.flame.enabled),
+             ("captions", config.captions.enabled))
+    return [name for name, on in order if on]
 
 
 def stage_path(config: PipelineConfig, source_id: str, stage: str):
@@ -64,7 +68,9 @@ def _apply(segment: dict, stages: list[str], results: dict, out: list[dict]) -> 
         if decision is None:
             segment.update(status=PENDING, reason=f"{stage}_not_run")
             break
-        segment.setdefault("stages", {})[stage] = {k: v for k, v in decision.items() if k != "children"}
+        segment.setdefault("stages", {})[stage] = {k: v for k, v in decision.items() if k not in ("children", "files")}
+        if decision.get("files"):  # e.g. FLAME arrays: extra entries of the sample
+            segment["files"] = {**segment["files"], **decision["files"]}
         segment["numbers"] = {**segment["numbers"], **{f"{stage}.{k}": v for k, v in decision["numbers"].items()}}
         if decision["decision"] != ACCEPTED:
             segment.update(status=REJECTED, reason=decision["reason"])
@@ -113,7 +119,7 @@ def candidate_segments(record: SourceRecord, config: PipelineConfig, stage: str)
 def sample_json(face_json: bytes, segment: dict) -> bytes:
     """The sample's JSON: its record plus each later stage's payload and decision."""
     record = json.loads(face_json)
-    for stage, decision in sorted(segment.get("stages", {}).items()):
+    for stage, decision in segment.get("stages", {}).items():  # in the order the stages ran
         record[stage] = {**decision["payload"], "flags": decision.get("flags", [])}
         record["filters"].append({"stage": stage, "decision": decision["decision"], "numbers": decision["numbers"]})
     return json.dumps(record, indent=1, sort_keys=True).encode()

@@ -16,13 +16,12 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
 from pipelines.clips import ClipEncoder, mux_clip
 from pipelines.config import PipelineConfig
-from pipelines.faces.crop import smooth_params
-from pipelines.media import write_wav
+from pipelines.faces.crop import boxes_in_crop, smooth_params
+from pipelines.media import read_video_frames, write_wav
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.sources import source_dir
 from pipelines.stages import candidate_segments, write_stage_result
@@ -45,30 +44,17 @@ class ScoredSegment:
         return np.where(inside, np.interp(times, self.times, self.smooth), 0.0)
 
 
-def read_frames(mp4: Path) -> list[np.ndarray]:
-    with av.open(str(mp4)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-
-
 def read_pcm(path: Path) -> tuple[np.ndarray, int]:
     with wave.open(str(path), "rb") as wav:
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").copy(), wav.getframerate()
-
-
-def face_boxes_in_crop(boxes: np.ndarray, size_px: int) -> np.ndarray:
-    """Face boxes in the 384 px crop's pixels, from the source-pixel boxes and crop squares (boxes.npy)."""
-    x1, y1, x2, y2 = boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
-    cx, cy, side = boxes[:, 6], boxes[:, 7], boxes[:, 8]
-    scale = size_px / side
-    return np.stack([(x1 - cx) * scale, (y1 - cy) * scale, (x2 - cx) * scale, (y2 - cy) * scale], axis=1)
 
 
 def score_segment(folder: Path, segment: dict, scorer, config: PipelineConfig) -> ScoredSegment:
     from pipelines.asd.features import face_crop_112
 
     fps = config.crops.fps
-    frames = read_frames(folder / segment["files"]["mp4"])
-    boxes = face_boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
+    frames = read_video_frames(folder / segment["files"]["mp4"])
+    boxes = boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
     n = min(len(frames), len(boxes))
     # Light-ASD was trained at 25 fps: sample the 24 fps clip at 25 fps by time.
     t25 = np.arange(int(np.floor(n / fps * ASD_FPS + 1e-6))) / ASD_FPS
@@ -163,7 +149,7 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path) ->
             continue
         decision = {"decision": ACCEPTED, "reason": None, "numbers": numbers, "flags": [], "payload": payload}
         if runs != [(0, n)]:
-            frames = read_frames(folder / item.segment["files"]["mp4"])
+            frames = read_video_frames(folder / item.segment["files"]["mp4"])
             decision["children"] = []
             for number, (lo, hi) in enumerate(runs):
                 child = _write_child(folder, item.segment, f"{key}{CHILD_TAG}{number:02d}", lo, hi, frames, config)

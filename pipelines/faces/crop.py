@@ -59,3 +59,12 @@ def smooth_params(params: np.ndarray, radius: int) -> np.ndarray:
     if radius <= 0 or len(params) < 2:
         return params.copy()
     return np.stack([window_mean(params, i, radius) for i in range(len(params))])
+
+
+def boxes_in_crop(table: np.ndarray, size_px: int) -> np.ndarray:
+    """Face boxes in a clip's crop pixels from a ``boxes.npy`` table (source-pixel boxes in
+    columns 1-4, the crop square x, y, side in columns 6-8)."""
+    x1, y1, x2, y2 = table[:, 1], table[:, 2], table[:, 3], table[:, 4]
+    cx, cy, side = table[:, 6], table[:, 7], table[:, 8]
+    scale = size_px / side
+    return np.stack([(x1 - cx) * scale, (y1 - cy) * scale, (x2 - cx) * scale, (y2 - cy) * scale], axis=1)

@@ -35,7 +35,8 @@ def _sha(path: Path) -> str:
 def test_definitions_list_the_graph():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"source_probe", "face_clips", "active_speakers", "speech_analysis", "dataset_shards"}
+    assert keys == {"source_probe", "face_clips", "active_speakers", "speech_analysis", "flame_parameters",
+                    "expression_captions", "dataset_shards"}
     assert {j.name for j in defs.jobs} >= {"process_sources", "build_dataset"}
     assert "watch_input_folder" in {s.name for s in defs.sensors}
     checks = {k.name for k in graph.asset_check_keys}
@@ -135,7 +136,10 @@ def test_whole_graph_on_every_grid_clip_and_rerun_changes_no_shard_byte(tmp_path
         span = record["time_range_s"]
         assert 0 <= span["start"] < span["end"] <= record["source_probe"]["duration_s"] + 1e-6
         assert abs(float(video["duration"]) - span["duration"]) <= 1 / 24 + 1e-6
-        assert [f["stage"] for f in record["filters"]] == ["faces", "asd", "speech"]
+        assert [f["stage"] for f in record["filters"]] == ["faces", "asd", "speech", "flame", "captions"]
+        # No SHeaP or Qwen-VL weights here: the stages ran and say so, the clip is kept.
+        assert record["flame"]["status"] == record["captions"]["status"] == "model not installed"
+        assert "flame_model_not_installed" in record["flame"]["flags"]
         assert (int(audio["sample_rate"]), audio["channels"]) == (16000, 1)
         with wave.open(io.BytesIO(sample["wav"])) as wav:
             assert (wav.getframerate(), wav.getnchannels()) == (16000, 1)
@@ -146,3 +150,37 @@ def test_every_asset_and_check_is_in_the_demo_selection():
     assert {a.key.to_user_string() for a in ALL_ASSETS} == {
         k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert len(ALL_CHECKS) == 2
+
+
+def test_flame_asset_on_a_demo_clip_with_the_scripted_model(tmp_path, grid_clip, model_dir):
+    """The flame_parameters asset, called directly, with a SHeaP-shaped scripted model in the model dir."""
+    import numpy as np
+
+    from assets.annotate import flame_parameters
+    from assets.faces import face_clips
+    from assets.sources import source_probe
+    from flame_fixtures import build_scripted_sheap
+    from pipelines.ingest import SourceRegistry
+
+    models = tmp_path / "models"
+    build_scripted_sheap(models / "sheap" / "sheap.pt")
+    (models / "scrfd").mkdir()
+    (models / "scrfd" / "scrfd_500m_kps.onnx").symlink_to(model_dir / "scrfd" / "scrfd_500m_kps.onnx")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(grid_clip, inputs / grid_clip.name)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(json.dumps({"paths": {"input_dir": str(inputs), "data_dir": str(tmp_path / "data"),
+                                                 "model_dir": str(models)},
+                                       "asd": {"enabled": False}, "speech": {"enabled": False}}))
+    settings = PipelineSettings(config_path=str(config_path))
+    config = settings.load()
+    (ref,) = SourceRegistry(config.paths.registry_path).scan(inputs, config.ingest.extensions)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, [ref.source_id])
+        context = lambda: dg.build_asset_context(partition_key=ref.source_id, instance=instance)  # noqa: E731
+        record = face_clips(context(), settings, source_probe(context(), settings))
+        result = flame_parameters(context(), settings, record)
+    (decision,) = result["segments"].values()
+    arrays = np.load(config.paths.work_dir / "sources" / ref.source_id / decision["files"]["flame.npz"])
+    assert arrays["smooth/expression"].shape == (72, 100) and arrays["raw/global_rotation"].shape == (72, 3)

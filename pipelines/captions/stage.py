@@ -1,0 +1,72 @@
+"""The caption stage for one source: one expression caption per 200-frame window of each clip.
+
+Frames come from the clip's 384 px crop (never the source). Captions are cached by (clip
+content hash, window, model, instruction version), so re-runs do not pay for them again.
+Without a configured model every clip is kept and flagged "model not installed".
+"""
+
+from __future__ import annotations
+
+from pipelines.config import PipelineConfig
+from pipelines.media import read_video_frames
+from pipelines.models import ModelStore, sha256_file
+from pipelines.records import ACCEPTED, SourceRecord, SourceRef
+from pipelines.sources import source_dir
+from pipelines.stages import candidate_segments, write_stage_result
+
+STAGE = "captions"
+
+
+def build_captioner(config: PipelineConfig):
+    """The configured captioner, or None when its local model is not installed."""
+    captions = config.captions
+    if captions.backend == "openai_chat":
+        from pipelines.captions.backends import OpenAIChatCaptioner
+
+        return OpenAIChatCaptioner(captions.base_url, captions.served_model, api_key_env=captions.api_key_env,
+                                   timeout_s=captions.timeout_s, max_retries=captions.max_retries,
+                                   max_concurrency=captions.max_concurrency)
+    store = ModelStore(config.paths.model_dir)
+    status = store.status(captions.model)
+    if status.state not in ("ok", "unpinned"):
+        return None
+    from pipelines.captions.backends import QwenVLCaptioner
+
+    return QwenVLCaptioner(status.path.parent, device=captions.device, max_new_tokens=captions.max_new_tokens)
+
+
+def caption_cache(config: PipelineConfig):
+    from pipelines.captions.cache import CaptionCache
+
+    return CaptionCache(config.paths.data_dir / "cache" / "captions")
+
+
+def run_caption_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig, captioner) -> dict:
+    from pipelines.captions.describe import describe_windows
+
+    folder = source_dir(config, source.source_id)
+    missing = None if captioner is not None else ModelStore(config.paths.model_dir).status(config.captions.model).detail
+    cache = caption_cache(config)
+    decisions = {}
+    if record.status == ACCEPTED:
+        for segment in candidate_segments(record, config, STAGE):
+            key = segment["key"]
+            if captioner is None:
+                decisions[key] = {"decision": ACCEPTED, "reason": None, "numbers": {"status": "model_not_installed"},
+                                  "flags": ["caption_model_not_installed"],
+                                  "payload": {"status": "model not installed", "detail": missing}}
+                continue
+            mp4 = folder / segment["files"]["mp4"]
+            frames = read_video_frames(mp4)
+            windows = describe_windows(frames, len(frames), captioner, cache, sha256_file(mp4),
+                                       window=config.captions.window_frames,
+                                       samples=config.captions.frames_per_window)
+            flagged = sum(bool(w["flagged"]) for w in windows)
+            decisions[key] = {"decision": ACCEPTED, "reason": None,
+                              "numbers": {"status": "ok", "windows": len(windows), "flagged": flagged},
+                              "flags": ["caption_flagged"] if flagged else [],
+                              "payload": {"status": "ok", "model": captioner.name, "windows": windows}}
+    result = {"stage": STAGE, "backend": config.captions.backend, "installed": captioner is not None,
+              "segments": decisions}
+    write_stage_result(config, source.source_id, STAGE, result)
+    return result

@@ -1,0 +1,10 @@
+"""FLAME stage: per-frame FLAME parameters from SHeaP on 224 px head crops, then smoothing.
+
+- ``groups``: the one mapping from SHeaP's output names to our motion groups and metadata.
+- ``sheap``: ``SheapBackend`` loads a SHeaP TorchScript checkpoint and runs batched inference.
+- ``headcrop``: ``head_crop_224`` cuts the head crop SHeaP expects from a frame and a face box.
+- ``smoothing``: ``savgol_groups`` Savitzky-Golay filters each group over time, rotations
+  through sign-continuous quaternions so a rotation crossing +-pi does not tear.
+
+No Dagster import here: every function is callable and testable alone.
+"""

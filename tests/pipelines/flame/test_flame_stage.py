@@ -1,0 +1,101 @@
+"""The FLAME stage on real clips: a scripted SHeaP-shaped model runs the real loading, crop,
+batching, smoothing and storage code; without weights the stage says so and keeps the clip."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+import media_factory as mf
+from pipelines.config import load_config
+from pipelines.flame.groups import MOTION_GROUPS
+from pipelines.flame.stage import build_backend, run_flame_stage
+from pipelines.ingest import SourceRegistry
+from pipelines.shards import write_shards
+from pipelines.sources import process_source, source_dir
+
+
+def _config(root, inputs, models):
+    # FLAME alone: the other later stages are off (each has its own tests).
+    return load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": models},
+                       asd={"enabled": False}, speech={"enabled": False}, captions={"enabled": False})
+
+
+@pytest.fixture(scope="module")
+def flame_run(tmp_path_factory, grid_clips, model_dir, scrfd_detector):
+    from flame_fixtures import build_scripted_sheap
+
+    root = tmp_path_factory.mktemp("flame-stage")
+    models = root / "models"
+    build_scripted_sheap(models / "sheap" / "sheap.pt")
+    inputs = root / "input"
+    inputs.mkdir()
+    for clip in grid_clips[:2]:
+        (inputs / clip.name).symlink_to(clip)
+    cfg = _config(root, inputs, models)
+    backend = build_backend(cfg)
+    assert backend is not None
+    refs = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)
+    records = [process_source(ref, cfg, scrfd_detector) for ref in refs]
+    results = [run_flame_stage(ref, rec, cfg, backend) for ref, rec in zip(refs, records)]
+    return cfg, refs, records, results, write_shards(records, cfg), backend
+
+
+def test_shards_hold_flame_arrays_with_the_mp4s_frame_count(flame_run, tmp_path):
+    import webdataset as wds
+
+    cfg, _, _, _, summary, _ = flame_run
+    samples = list(wds.WebDataset([str(cfg.paths.shards_dir / e["name"]) for e in summary.shards], shardshuffle=False))
+    assert len(samples) == 2
+    for sample in samples:
+        mp4 = tmp_path / "clip.mp4"
+        mp4.write_bytes(sample["mp4"])
+        frames = int(next(s for s in mf.ffprobe(mp4, "-count_frames")["streams"]
+                          if s["codec_type"] == "video")["nb_read_frames"])
+        arrays = np.load(io.BytesIO(sample["flame.npz"]))
+        for group, (_, dims) in MOTION_GROUPS.items():
+            for kind in ("raw", "smooth"):
+                array = arrays[f"{kind}/{group}"]
+                assert array.shape == (frames, dims) and array.dtype == np.float32
+                assert np.isfinite(array).all()
+        assert arrays["meta/shape"].shape == (300,)
+        record = json.loads(sample["json"])
+        assert record["flame"]["status"] == "ok" and record["flame"]["frames"] == frames
+        assert [f["stage"] for f in record["filters"]] == ["faces", "flame"]
+
+
+def test_smoothing_reduces_frame_to_frame_jitter(flame_run):
+    cfg, refs, _, results, _, _ = flame_run
+    (key, decision), = results[0]["segments"].items()
+    arrays = np.load(source_dir(cfg, refs[0].source_id) / decision["files"]["flame.npz"])
+    raw, smooth = arrays["raw/expression"], arrays["smooth/expression"]
+    assert np.abs(np.diff(smooth, axis=0)).mean() < np.abs(np.diff(raw, axis=0)).mean()
+
+
+def test_rerun_gives_identical_arrays(flame_run):
+    cfg, refs, records, results, _, backend = flame_run
+    name = next(iter(results[0]["segments"].values()))["files"]["flame.npz"]
+    path = source_dir(cfg, refs[0].source_id) / name
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    run_flame_stage(refs[0], records[0], cfg, backend)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_without_weights_clips_are_kept_and_flagged(tmp_path, grid_clip, model_dir, scrfd_detector):
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    (inputs / grid_clip.name).symlink_to(grid_clip)
+    cfg = _config(tmp_path, inputs, model_dir)  # the shared model dir has no SHeaP checkpoint
+    assert build_backend(cfg) is None
+    (ref,) = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)
+    record = process_source(ref, cfg, scrfd_detector)
+    result = run_flame_stage(ref, record, cfg, None)
+    (decision,) = result["segments"].values()
+    assert decision["decision"] == "accepted" and decision["flags"] == ["flame_model_not_installed"]
+    assert "sheap/sheap.pt" in decision["payload"]["detail"]
+    summary = write_shards([record], cfg)
+    assert len(summary.index) == 1

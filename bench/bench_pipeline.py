@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     # The face path is benchmarked here; later stages have bench/bench_speech.py and bench_asd.py.
     overrides.setdefault("speech", {"enabled": False})
     overrides.setdefault("asd", {"enabled": False})
+    overrides.setdefault("flame", {"enabled": False})
+    overrides.setdefault("captions", {"enabled": False})
     config = load_config(paths={"model_dir": args.model_dir}, **overrides)
     videos = collect_videos(args.videos, config.ingest.extensions)
 

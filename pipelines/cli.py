@@ -40,6 +40,9 @@ def _run(args, config) -> int:
     from pipelines.sources import process_source
     from pipelines.asd.score import ActiveSpeakerScorer
     from pipelines.asd.stage import run_asd_stage
+    from pipelines.captions.stage import build_captioner, run_caption_stage
+    from pipelines.flame.stage import build_backend as build_flame_backend
+    from pipelines.flame.stage import run_flame_stage
     from pipelines.speech.stage import build_backends, run_speech_stage
 
     refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions)
@@ -48,6 +51,8 @@ def _run(args, config) -> int:
     scorer = ActiveSpeakerScorer(ModelStore(config.paths.model_dir).path(config.asd.model), device=config.asd.device,
                                  window_frames=config.asd.window_frames,
                                  overlap_frames=config.asd.overlap_frames) if config.asd.enabled else None
+    flame = build_flame_backend(config) if config.flame.enabled else None
+    captioner = build_captioner(config) if config.captions.enabled else None
     records = []
     try:
         for n, ref in enumerate(refs, 1):
@@ -56,6 +61,10 @@ def _run(args, config) -> int:
                 run_asd_stage(ref, record, config, scorer)
             if speech is not None:
                 run_speech_stage(ref, record, config, speech)
+            if config.flame.enabled:
+                run_flame_stage(ref, record, config, flame)
+            if config.captions.enabled:
+                run_caption_stage(ref, record, config, captioner)
             records.append(record)
             print(f"[{n}/{len(refs)}] {ref.source_id}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
     finally:

@@ -52,7 +52,7 @@ def _child_segment(parent: dict, child: dict, stage: str) -> dict:
     return {
         "key": child["key"], "track_id": parent["track_id"], "start_s": child["start_s"], "end_s": child["end_s"],
         "status": ACCEPTED, "reason": None, "parent": parent["key"], "files": child["files"],
-        "numbers": {**parent["numbers"], **child["numbers"],
+        "numbers": {**parent["numbers"], **{f"{stage}.{k}": v for k, v in child["numbers"].items()},
                     "duration_s": round(child["end_s"] - child["start_s"], 4)},
         "stages": {**parent.get("stages", {}),
                    stage: {"decision": ACCEPTED, "reason": None, "numbers": child["numbers"],

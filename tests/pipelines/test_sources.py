@@ -42,9 +42,11 @@ class Run:
 
 
 def _config(root: Path, model_dir: Path, **overrides) -> PipelineConfig:
-    # These tests cover the face stage alone: the later stages (tests/pipelines/{asd,speech}) are off.
+    # These tests cover the face stage alone: the later stages (each tested in its own folder) are off.
     overrides.setdefault("speech", {"enabled": False})
     overrides.setdefault("asd", {"enabled": False})
+    overrides.setdefault("flame", {"enabled": False})
+    overrides.setdefault("captions", {"enabled": False})
     return load_config(paths={"input_dir": root / "input", "data_dir": root / "data", "model_dir": model_dir},
                        **overrides)
 

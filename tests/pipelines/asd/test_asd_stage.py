@@ -53,9 +53,9 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> As
     sources["dubbed.mp4"] = composed.get("dubbed_female.mp4", mf.dubbed, male, other_audio, lead_in_s=0.0, loops=0)
     for name, path in sources.items():
         (inputs / name).symlink_to(path)
-    # The ASD stage alone: speech (tests/pipelines/speech) is off.
+    # The ASD stage alone: the stages after it (each tested in its own folder) are off.
     cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir},
-                      speech={"enabled": False})
+                      speech={"enabled": False}, flame={"enabled": False}, captions={"enabled": False})
     scorer = ActiveSpeakerScorer(ModelStore(model_dir).path(cfg.asd.model))
     records, results = {}, {}
     for ref in SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions):

@@ -57,9 +57,9 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> Sp
         (inputs / name).with_suffix(".txt").write_text(text + "\n")  # subtitles in the spoken language
     for name, path in sources.items():
         (inputs / name).symlink_to(path)
-    # The speech stage alone: active speaker detection (tests/pipelines/asd) is off.
+    # The speech stage alone: the other later stages (each tested in its own folder) are off.
     cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir},
-                      asd={"enabled": False})
+                      asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False})
     backends = build_backends(cfg)
     refs = {ref.relpath: ref for ref in SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)}
     records, speech = {}, {}
@@ -150,7 +150,7 @@ def test_whisperx_and_diarization_backends_run_through_the_config(tmp_path, grid
     inputs.mkdir()
     (inputs / grid_clip.name).symlink_to(grid_clip)
     cfg = load_config(paths={"input_dir": inputs, "data_dir": tmp_path / "data", "model_dir": models},
-                      asd={"enabled": False}, speech={"activity_backend": "pyannote_diarization", "transcription_backend": "whisperx",
+                      asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False}, speech={"activity_backend": "pyannote_diarization", "transcription_backend": "whisperx",
                               "alignment_model": "alignment-en"})
     backends = build_backends(cfg)
     (ref,) = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)

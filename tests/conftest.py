@@ -21,6 +21,7 @@ if str(REPO) not in sys.path:
 import pytest  # noqa: E402
 
 from media_factory import MediaCache  # noqa: E402
+from pipelines.config import CONFIG_ENV, DATA_DIR_ENV, INPUT_DIR_ENV, MODEL_DIR_ENV  # noqa: E402
 SHARED_ENV = "TALKINGHEAD_SHARED_DIR"
 
 
@@ -86,3 +87,14 @@ def composed(tmp_path_factory) -> MediaCache:
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     return MediaCache(tmp_path_factory.mktemp("composed-media"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_talkinghead_env():
+    """Tests build their own configs: a developer's (or the Makefile's) TALKINGHEAD_* paths,
+    which override config files by design, must not leak into them. Session-scoped so that
+    module- and session-scoped fixtures calling load_config see it too."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in (CONFIG_ENV, MODEL_DIR_ENV, DATA_DIR_ENV, INPUT_DIR_ENV):
+            patch.delenv(name, raising=False)
+        yield

@@ -92,6 +92,9 @@ def dataset_stats(records: list[SourceRecord], shards: list[dict]) -> dict:
                                 "mean": round(float(durations.mean()), 3) if len(durations) else 0.0,
                                 "min": round(float(durations.min()), 3) if len(durations) else 0.0,
                                 "max": round(float(durations.max()), 3) if len(durations) else 0.0},
+        # Kept but worth knowing: e.g. language_unknown, flame_model_not_installed.
+        "accepted_flags": dict(sorted(Counter(flag for s in accepted for decision in s.get("stages", {}).values()
+                                              for flag in decision.get("flags", [])).items())),
         "shards": {"count": len(shards), "bytes": sum(s["bytes"] for s in shards)},
     }
 

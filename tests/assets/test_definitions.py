@@ -106,6 +106,8 @@ def test_whole_graph_on_every_grid_clip_and_rerun_changes_no_shard_byte(tmp_path
         assert stats["sources"]["total"] == len(grid_clips) + 1
         assert stats["segments"]["accepted"] == len(grid_clips) == 6
         assert stats["sources"]["rejected_by_reason"] == {"not_a_media_file": 1}
+        assert stats["accepted_flags"] == {"caption_model_not_installed": 6, "flame_model_not_installed": 6,
+                                           "language_unknown": 6}
         # Clips are cut to the speaking frames: about 1.2-1.9 s of each 3 s GRID clip.
         assert 6 < stats["accepted_duration_s"]["total"] < 6 * 2.5
         hashes = {p: _sha(Path(p)) for p in first["shards"]}

@@ -6,7 +6,6 @@ tests; the SCRFD detector is the session one.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import tarfile

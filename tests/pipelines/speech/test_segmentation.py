@@ -20,7 +20,7 @@ pytest.importorskip("pyannote.audio", reason="pyannote.audio is not installed")
 
 from speech_fixtures import pyannote_sample, read_rttm, read_wav_16k  # noqa: E402
 
-from pipelines.speech.base import SAMPLE_RATE  # noqa: E402
+from pipelines.speech.base import SAMPLE_RATE, Turn  # noqa: E402
 from pipelines.speech.overlap import activity_from_turns, overlap_stats  # noqa: E402
 from pipelines.speech.segmentation import (  # noqa: E402
     PyannoteSegmentationActivity,

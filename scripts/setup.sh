@@ -32,7 +32,7 @@ want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d'
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages (pinned by constraints.txt)"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -c constraints.txt -e '.[dev]'
+  "$VENV/bin/pip" install -q -c constraints.txt -e '.[dev,annotation]'
   # whisperx pins torch~=2.8 and friends; its code runs with the versions above.
   "$VENV/bin/pip" install -q --no-deps whisperx==3.8.6
   # The registry's torchaudio is a CUDA build whose compiled libs cannot load on a CPU

@@ -26,14 +26,12 @@ reminding the model of the format, and a second failure raises ``JudgeParseError
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import os
 import random
 import re
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -41,13 +39,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from annotation import judge_prompts as P
-from pipelines.captions.backends import (
-    RETRY_STATUS,
-    CaptionBackendError,
-    CaptionRetriesExhausted,
-    _check_frames,
-    parse_chat_completion,
-)
+from pipelines.chat_http import BackendError, RetryingJsonClient, check_frames, encode_jpeg, parse_chat_completion
 
 log = logging.getLogger(__name__)
 
@@ -175,62 +167,15 @@ def image_part(frame: np.ndarray) -> dict:
     return {"type": "image", "image": frame}
 
 
-def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
-    from PIL import Image
-
-    (arr,) = _check_frames([frame])
-    buffer = io.BytesIO()
-    Image.fromarray(arr, mode="RGB").save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 class _HTTPBackend:
-    """POST JSON with timeouts, retries (exponential backoff) and a concurrency bound."""
+    """A judge backend over the shared retrying JSON client."""
 
     def __init__(self, name: str, timeout_s: float, max_retries: int, backoff_s: float, max_concurrency: int):
         self.name = name
-        self.timeout_s = float(timeout_s)
-        self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
-        self._slots = threading.BoundedSemaphore(max(1, int(max_concurrency)))
-        self._local = threading.local()
-
-    def _session(self):
-        import requests
-
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
+        self._client = RetryingJsonClient(name, timeout_s, max_retries, backoff_s, max_concurrency)
 
     def _post_json(self, url: str, body: dict, headers: dict[str, str]):
-        import requests
-
-        last = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                delay = self.backoff_s * (2 ** (attempt - 1))
-                log.info("%s: retry %d/%d in %.2f s after %s", self.name, attempt, self.max_retries, delay, last)
-                time.sleep(delay)
-            try:
-                with self._slots:
-                    response = self._session().post(url, json=body, headers=headers, timeout=self.timeout_s)
-            except requests.Timeout:
-                last = f"timeout after {self.timeout_s:g} s"
-                continue
-            except requests.ConnectionError as exc:
-                last = f"connection error ({type(exc).__name__})"
-                continue
-            if response.status_code in RETRY_STATUS:
-                last = f"HTTP {response.status_code}"
-                continue
-            if response.status_code != 200:
-                raise CaptionBackendError(f"{self.name}: HTTP {response.status_code}: {response.text[:300]}")
-            try:
-                return response.json()
-            except ValueError:
-                raise CaptionBackendError(f"{self.name}: answer is not JSON: {response.text[:200]!r}") from None
-        raise CaptionRetriesExhausted(f"{self.name}: failed {self.max_retries + 1} times; last failure: {last}")
+        return self._client.post_json(url, body, headers)
 
 
 class OpenAIChatBackend(_HTTPBackend):
@@ -316,9 +261,9 @@ class GeminiBackend(_HTTPBackend):
             parts = payload["candidates"][0]["content"]["parts"]
             texts = [p["text"] for p in parts if isinstance(p, dict) and "text" in p and not p.get("thought")]
         except (KeyError, IndexError, TypeError) as exc:
-            raise CaptionBackendError(f"generateContent answer without candidates[0].content.parts: {exc!r}") from None
+            raise BackendError(f"generateContent answer without candidates[0].content.parts: {exc!r}") from None
         if not texts:
-            raise CaptionBackendError("generateContent answer has no text parts")
+            raise BackendError("generateContent answer has no text parts")
         return "".join(texts)
 
     def complete(self, messages: Sequence[dict]) -> str:
@@ -383,7 +328,7 @@ def _answer_rules(keys: Sequence[str]) -> str:
 
 
 def _frames_parts(video: Video) -> list[dict]:
-    return [image_part(f) for f in _check_frames(video.frames)]
+    return [image_part(f) for f in check_frames(video.frames)]
 
 
 def ask(backend: ChatBackend, messages: list[dict], keys: Sequence[str]) -> tuple[dict, str, list[str]]:

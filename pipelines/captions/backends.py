@@ -18,27 +18,24 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from pipelines.chat_http import (BackendError, RetriesExhausted, RetryingJsonClient, check_frames, jpeg_data_url,
+                                 parse_chat_completion)
+
 log = logging.getLogger(__name__)
 
 
-class CaptionBackendError(RuntimeError):
-    """A captioning backend failed or answered something unusable."""
-
-
-class CaptionRetriesExhausted(CaptionBackendError):
-    """A transient failure (timeout, connection, 429, 5xx) persisted through every retry."""
+# The shared HTTP errors under the names callers of this module know.
+CaptionBackendError = BackendError
+CaptionRetriesExhausted = RetriesExhausted
 
 
 @runtime_checkable
@@ -47,20 +44,6 @@ class Captioner(Protocol):
 
     def caption(self, frames: Sequence[np.ndarray], instruction: str) -> str:
         """One answer for RGB uint8 frames (H, W, 3) and an instruction."""
-
-
-def _check_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    if len(frames) == 0:
-        raise ValueError("no frames to caption")
-    out = []
-    for frame in frames:
-        arr = np.asarray(frame)
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise ValueError(f"frames must be RGB (H, W, 3); got shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        out.append(np.ascontiguousarray(arr))
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -133,7 +116,7 @@ class QwenVLCaptioner:
     def build_inputs(self, frames: Sequence[np.ndarray], instruction: str) -> dict:
         """Token ids, attention mask, pixel values and grid for one prompt (on the model's device)."""
         tokenizer, image_processor, model = self._load()
-        frames = _check_frames(frames)
+        frames = check_frames(frames)
         messages = [{"role": "user", "content": [{"type": "image"} for _ in frames]
                      + [{"type": "text", "text": instruction}]}]
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -168,31 +151,6 @@ class QwenVLCaptioner:
 # OpenAI-compatible chat completions
 # --------------------------------------------------------------------------------------
 
-RETRY_STATUS = frozenset({429}) | frozenset(range(500, 600))
-
-
-def encode_jpeg_data_url(frame: np.ndarray, quality: int = 90) -> str:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(frame, mode="RGB").save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def parse_chat_completion(payload) -> str:
-    """The first choice's message text; ``CaptionBackendError`` for anything else."""
-    try:
-        message = payload["choices"][0]["message"]
-        content = message["content"]
-    except (KeyError, IndexError, TypeError) as exc:
-        raise CaptionBackendError(f"chat completion without choices[0].message.content: {exc!r}") from None
-    if isinstance(content, list):  # some servers answer with content parts
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    if not isinstance(content, str):
-        raise CaptionBackendError(f"chat completion content is {type(content).__name__}, not text")
-    return content
-
-
 class OpenAIChatCaptioner:
     """Caption through an OpenAI-compatible ``POST {base_url}/chat/completions``."""
 
@@ -208,16 +166,7 @@ class OpenAIChatCaptioner:
         self.max_tokens = max_tokens
         self.jpeg_quality = jpeg_quality
         self.name = f"openai-chat:{model}"
-        self._slots = threading.BoundedSemaphore(max(1, int(max_concurrency)))
-        self._local = threading.local()
-
-    def _session(self):
-        import requests
-
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
+        self._client = RetryingJsonClient(self.name, timeout_s, max_retries, backoff_s, max_concurrency)
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -227,8 +176,8 @@ class OpenAIChatCaptioner:
         return headers
 
     def request_body(self, frames: Sequence[np.ndarray], instruction: str) -> dict:
-        frames = _check_frames(frames)
-        content = [{"type": "image_url", "image_url": {"url": encode_jpeg_data_url(f, self.jpeg_quality)}}
+        frames = check_frames(frames)
+        content = [{"type": "image_url", "image_url": {"url": jpeg_data_url(f, self.jpeg_quality)}}
                    for f in frames]
         content.append({"type": "text", "text": instruction})
         body = {"model": self.model, "messages": [{"role": "user", "content": content}], "temperature": 0}
@@ -237,36 +186,5 @@ class OpenAIChatCaptioner:
         return body
 
     def caption(self, frames: Sequence[np.ndarray], instruction: str) -> str:
-        import requests
-
-        body = self.request_body(frames, instruction)
-        last = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                delay = self.backoff_s * (2 ** (attempt - 1))
-                log.info("%s: retry %d/%d in %.1f s after %s", self.name, attempt, self.max_retries, delay, last)
-                time.sleep(delay)
-            try:
-                with self._slots:
-                    response = self._session().post(self.url, json=body, headers=self._headers(),
-                                                     timeout=self.timeout_s)
-            except requests.Timeout:
-                last = f"timeout after {self.timeout_s:g} s"
-                continue
-            except requests.ConnectionError as exc:
-                last = f"connection error ({type(exc).__name__})"
-                continue
-            if response.status_code in RETRY_STATUS:
-                last = f"HTTP {response.status_code}"
-                continue
-            if response.status_code != 200:
-                raise CaptionBackendError(
-                    f"{self.name}: HTTP {response.status_code} from {self.url}: {response.text[:300]}")
-            try:
-                payload = response.json()
-            except ValueError:
-                raise CaptionBackendError(
-                    f"{self.name}: answer is not JSON: {response.text[:200]!r}") from None
-            return parse_chat_completion(payload)
-        raise CaptionRetriesExhausted(
-            f"{self.name}: {self.url} failed {self.max_retries + 1} times; last failure: {last}")
+        payload = self._client.post_json(self.url, self.request_body(frames, instruction), self._headers())
+        return parse_chat_completion(payload)

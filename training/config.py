@@ -1,0 +1,150 @@
+"""One validated config per training run (YAML file -> pydantic), the single source of defaults.
+
+A run directory receives a copy of the resolved config (``config.yaml``), the normalisation
+statistics and the checkpoints. Unknown keys are errors (typos must not silently fall back
+to a default).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+# The FLAME motion groups in the order their columns are concatenated (names as stored in
+# the shards' ``<key>.flame.npz``: ``smooth/<group>``; see pipelines/flame/groups.py).
+DEFAULT_GROUPS = ("expression", "jaw", "neck", "eyelids", "eye_pose", "global_rotation")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    shards: str = Field("data/shards", description="Shard folder (with index.json), or a list file / glob of tars.")
+    eval_shards: str | None = Field(None, description="Held-out shards for metrics; none: metrics are skipped.")
+    fps: float = 24.0
+    sample_rate: int = 16000
+    window_frames: int = Field(200, ge=2)
+    groups: tuple[str, ...] = DEFAULT_GROUPS
+    array_prefix: Literal["smooth", "raw"] = "smooth"
+    batch_size: int = Field(8, ge=1)
+    shuffle_buffer: int = Field(64, ge=1, description="Samples held by the webdataset shuffle buffer.")
+    windows_per_clip: int = Field(1, ge=1, description="Random windows drawn from each clip per pass.")
+    num_workers: int = Field(0, ge=0)
+    stats_eps: float = Field(1e-4, gt=0, description="Floor on a channel's std (constant channels stay finite).")
+
+
+class VAEConfig(_Strict):
+    latent_rate: int = Field(8, ge=1, description="Frames per latent: 200 frames -> 25 latents.")
+    latent_dim: int = Field(64, ge=1)
+    width: int = Field(256, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    kl_weight: float = Field(1e-4, ge=0)
+    velocity_weight: float = Field(1.0, ge=0, description="Weight of the frame-velocity reconstruction term.")
+
+
+class FlowConfig(_Strict):
+    width: int = Field(512, ge=8)
+    layers: int = Field(6, ge=1)
+    heads: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    audio_drop: float = Field(0.1, ge=0, le=1, description="Condition dropout of the audio prefix (for CFG).")
+    text_drop: float = Field(0.1, ge=0, le=1, description="Condition dropout of the caption embedding (for CFG).")
+    guidance_scale: float = Field(2.0, description="CFG scale at sampling; 1 = no guidance.")
+    sample_steps: int = Field(10, ge=1, description="Euler steps per latent.")
+    vae_run: str | None = Field(None, description="Run directory of the trained VAE (checkpoint + stats).")
+
+
+class EncoderConfig(_Strict):
+    audio_path: str | None = Field(None, description="Local wav2vec2-family folder (from_pretrained).")
+    text_path: str | None = Field(None, description="Local T5-family folder (encoder + tokenizer).")
+    max_text_tokens: int = Field(64, ge=1)
+
+
+class OptimConfig(_Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    grad_accum: int = Field(1, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of the weights; none: off.")
+
+
+class RewardWeights(_Strict):
+    pos_var: float = 0.0
+    vel_var: float = 0.0
+    drift: float = 0.0
+    mse: float = 0.0
+
+
+def _default_reward_weights() -> dict[str, RewardWeights]:
+    return {"expression": RewardWeights(pos_var=1.0, vel_var=1.0, drift=0.5, mse=1.0),
+            "jaw": RewardWeights(pos_var=1.0, vel_var=1.0, drift=0.5, mse=1.0),
+            "global_rotation": RewardWeights(pos_var=0.5, vel_var=0.5, drift=0.5, mse=0.5)}
+
+
+class RLConfig(_Strict):
+    init_run: str | None = Field(None, description="SFT flow run directory whose checkpoint starts the policy.")
+    sde: Literal["em", "cps"] = Field("em", description="Euler-Maruyama or coefficients-preserving sampling.")
+    window: int = Field(1, ge=1, description="Denoising steps that are stochastic (the SDE window).")
+    window_start: int | None = Field(None, ge=0, description="First SDE step; none: random per rollout batch.")
+    eta: float = Field(0.5, gt=0, description="Noise level of the SDE steps.")
+    group_size: int = Field(4, ge=2, description="Rollouts per condition (G).")
+    clip_range: float = Field(1e-3, gt=0, description="PPO clip of the importance ratio.")
+    kl_beta: float = Field(0.01, ge=0)
+    inner_epochs: int = Field(1, ge=1, description="Updates replayed from each cached rollout batch.")
+    advantage: Literal["grpo", "gdpo"] = "gdpo"
+    adv_eps: float = Field(1e-6, gt=0, description="Added to the std (ddof=0) in every normalisation.")
+    rewards: dict[str, RewardWeights] = Field(default_factory=_default_reward_weights)
+
+
+class MetricsConfig(_Strict):
+    flame_model: str | None = Field(None, description="Linear blendshape npz for LVE/MHD (see training/metrics.py).")
+    max_windows: int = Field(64, ge=1)
+
+
+class RunConfig(_Strict):
+    kind: Literal["vae", "flow", "rl"] = "flow"
+    run_dir: str = "runs/default"
+    seed: int = 0
+    steps: int = Field(1000, ge=1)
+    log_every: int = Field(10, ge=1)
+    save_every: int = Field(500, ge=1)
+    eval_every: int | None = Field(None, ge=1)
+    cpu: bool = Field(False, description="Force CPU even when CUDA is available.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    vae: VAEConfig = Field(default_factory=VAEConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    encoders: EncoderConfig = Field(default_factory=EncoderConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @property
+    def latents_per_window(self) -> int:
+        return self.data.window_frames // self.vae.latent_rate
+
+
+def load_run_config(path: str | Path | None = None, **overrides) -> RunConfig:
+    """A RunConfig from a YAML file, with top-level ``overrides`` (nested dicts merge)."""
+    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    return RunConfig(**_merge(raw or {}, overrides))
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def save_run_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

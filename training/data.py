@@ -1,0 +1,202 @@
+"""Shard reading: webdataset pipelines of fixed-length motion windows with aligned audio and caption.
+
+Members used (as written by pipelines/shards.py): ``flame.npz`` (``smooth/<group>`` or
+``raw/<group>``, float32 (frames, dims)), ``wav`` (16 kHz mono PCM), ``json`` (the sample
+record; captions under ``captions.windows[*]``). Samples without ``flame.npz`` (FLAME model
+not installed) or shorter than one window are skipped.
+
+Training streams resample shards with a seeded RNG (``ResampledShards``, deterministic; the
+worker seed mixes in the node rank and worker id, so nodes and workers draw different
+streams), shuffle with a seeded buffer and draw random windows with a seeded RNG: the
+stream is a pure function of (seed, rank, worker), so resuming = rebuilding it and skipping
+the consumed batches. Finite passes (statistics, evaluation) split shards by node and worker.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import random
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from training.config import DataConfig
+
+FLAME_MEMBER = "flame.npz"
+
+
+def shard_urls(spec: str) -> list[str]:
+    """Tar paths from a shard folder (its index.json), a glob, or a single tar."""
+    path = Path(spec)
+    if path.is_dir():
+        index = path / "index.json"
+        if index.exists():
+            return [str(path / entry["name"]) for entry in json.loads(index.read_text())["shards"]]
+        return sorted(str(p) for p in path.glob("*.tar"))
+    urls = sorted(glob.glob(spec))
+    if not urls:
+        raise FileNotFoundError(f"no shards match {spec}")
+    return urls
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """Mono float32 in [-1, 1] and the sample rate of 16-bit PCM wav bytes."""
+    with wave.open(io.BytesIO(data)) as handle:
+        if handle.getsampwidth() != 2:
+            raise ValueError(f"expected 16-bit PCM, got {8 * handle.getsampwidth()}-bit")
+        frames = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
+        channels, rate = handle.getnchannels(), handle.getframerate()
+    audio = frames.reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768.0
+    return audio, rate
+
+
+def motion_array(npz_bytes: bytes, config: DataConfig) -> np.ndarray:
+    """(frames, dims) float32: the configured groups concatenated in config order."""
+    with np.load(io.BytesIO(npz_bytes)) as arrays:
+        parts = [arrays[f"{config.array_prefix}/{group}"] for group in config.groups]
+    frames = min(len(p) for p in parts)
+    return np.concatenate([p[:frames] for p in parts], axis=1).astype(np.float32)
+
+
+def group_slices(groups: tuple[str, ...], dims: dict[str, int]) -> dict[str, slice]:
+    """Column range of each group in the concatenated motion array."""
+    out, start = {}, 0
+    for group in groups:
+        out[group] = slice(start, start + dims[group])
+        start += dims[group]
+    return out
+
+
+def group_dims(npz_bytes: bytes, config: DataConfig) -> dict[str, int]:
+    with np.load(io.BytesIO(npz_bytes)) as arrays:
+        return {group: int(arrays[f"{config.array_prefix}/{group}"].shape[1]) for group in config.groups}
+
+
+def caption_for(record: dict, start: int, end: int) -> str:
+    """The caption whose window overlaps frames [start, end) most; "" when there is none."""
+    windows = (record.get("captions") or {}).get("windows") or []
+    best, overlap = "", 0
+    for window in windows:
+        shared = min(end, window["end"]) - max(start, window["start"])
+        if shared > overlap and window.get("caption"):
+            best, overlap = window["caption"], shared
+    return best
+
+
+@dataclass
+class Clip:
+    key: str
+    motion: np.ndarray  # (frames, dims)
+    audio: np.ndarray  # (samples,)
+    record: dict
+
+
+def decode_clip(sample: dict, config: DataConfig) -> Clip | None:
+    if FLAME_MEMBER not in sample:
+        return None
+    audio, rate = read_wav(sample["wav"])
+    if rate != config.sample_rate:
+        raise ValueError(f"{sample['__key__']}: audio at {rate} Hz, expected {config.sample_rate}")
+    return Clip(sample["__key__"], motion_array(sample[FLAME_MEMBER], config), audio, json.loads(sample["json"]))
+
+
+def cut_window(clip: Clip, start: int, config: DataConfig) -> dict:
+    """Frames [start, start + window) with the audio of the same time span (zero-padded)."""
+    frames = config.window_frames
+    per_frame = config.sample_rate / config.fps
+    a0, a1 = round(start * per_frame), round((start + frames) * per_frame)
+    audio = np.zeros(a1 - a0, dtype=np.float32)
+    piece = clip.audio[a0:a1]
+    audio[: len(piece)] = piece
+    return {"key": clip.key, "start": start, "motion": clip.motion[start:start + frames], "audio": audio,
+            "caption": caption_for(clip.record, start, start + frames)}
+
+
+def _clips(samples: Iterator[dict], config: DataConfig) -> Iterator[Clip]:
+    for sample in samples:
+        clip = decode_clip(sample, config)
+        if clip is not None and len(clip.motion) >= config.window_frames:
+            yield clip
+
+
+def _random_windows(config: DataConfig, seed: int):
+    def stage(samples: Iterator[dict]) -> Iterator[dict]:
+        rng = random.Random(f"windows-{seed}")
+        for number, clip in enumerate(_clips(samples, config)):
+            for repeat in range(config.windows_per_clip):
+                window = cut_window(clip, rng.randint(0, len(clip.motion) - config.window_frames), config)
+                # Per-window seed for noise, timesteps and condition dropout: the same window gets
+                # the same draws whatever the batch size or accumulation (see training/flow.py).
+                window["seed"] = hash((seed, number, repeat)) & 0x7FFFFFFF
+                yield window
+    return stage
+
+
+def _tiled_windows(config: DataConfig):
+    def stage(samples: Iterator[dict]) -> Iterator[dict]:
+        for number, clip in enumerate(_clips(samples, config)):
+            for start in range(0, len(clip.motion) - config.window_frames + 1, config.window_frames):
+                window = cut_window(clip, start, config)
+                window["seed"] = hash((number, start)) & 0x7FFFFFFF
+                yield window
+    return stage
+
+
+def train_pipeline(config: DataConfig, seed: int) -> wds.DataPipeline:
+    """Endless, seeded stream of random windows (resampled shards, shuffled samples)."""
+    return wds.DataPipeline(
+        wds.ResampledShards(shard_urls(config.shards), seed=seed, deterministic=True),
+        wds.tarfile_to_samples(),
+        wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer, rng=random.Random(f"shuffle-{seed}")),
+        _random_windows(config, seed),
+    )
+
+
+def finite_clips(spec: str, config: DataConfig) -> Iterator[Clip]:
+    """Every usable clip once (this node's and worker's share of the shards)."""
+    pipeline = wds.DataPipeline(wds.SimpleShardList(shard_urls(spec)), wds.split_by_node, wds.split_by_worker,
+                                wds.tarfile_to_samples())
+    return _clips(iter(pipeline), config)
+
+
+def eval_pipeline(spec: str, config: DataConfig) -> wds.DataPipeline:
+    """Non-overlapping windows from the start of every clip, in shard order."""
+    return wds.DataPipeline(wds.SimpleShardList(shard_urls(spec)), wds.split_by_node, wds.split_by_worker,
+                            wds.tarfile_to_samples(), _tiled_windows(config))
+
+
+def collate(windows: list[dict]) -> dict:
+    return {"key": [w["key"] for w in windows], "start": torch.tensor([w["start"] for w in windows]),
+            "motion": torch.from_numpy(np.stack([w["motion"] for w in windows])),
+            "audio": torch.from_numpy(np.stack([w["audio"] for w in windows])),
+            "caption": [w["caption"] for w in windows],
+            "seed": torch.tensor([w["seed"] for w in windows], dtype=torch.int64)}
+
+
+def batches(pipeline, config: DataConfig, skip: int = 0) -> Iterator[dict]:
+    """Batches of ``config.batch_size`` windows, after skipping ``skip`` batches (resume)."""
+    if config.num_workers:
+        loader = torch.utils.data.DataLoader(pipeline, batch_size=config.batch_size, collate_fn=collate,
+                                             num_workers=config.num_workers)
+        stream = iter(loader)
+    else:
+        stream = (collate(chunk) for chunk in _chunks(iter(pipeline), config.batch_size))
+    for number, batch in enumerate(stream):
+        if number >= skip:
+            yield batch
+
+
+def _chunks(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []

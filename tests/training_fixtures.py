@@ -12,6 +12,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from flame_fixtures import build_scripted_sheap
 
 WINDOW = 48  # GRID clips are 72 frames at 24 fps: windows shorter than the clip
@@ -101,3 +103,53 @@ def tiny_config(kind: str, run_dir: Path, shards: Path, encoders: tuple[Path, Pa
 def copy_run(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+# Session fixtures, imported by the tests/training modules. Each module that imports a fixture
+# gets its own copy of it, so the work is cached here, once per pytest session.
+_CACHE: dict[str, Path] = {}
+
+
+def _once(name: str, make) -> Path:
+    if name not in _CACHE:
+        _CACHE[name] = make()
+    return _CACHE[name]
+
+
+@pytest.fixture(scope="session")
+def flame_shards(tmp_path_factory, grid_clips, model_dir, scrfd_detector) -> Path:
+    """Pipeline-written shards of three GRID clips with FLAME arrays (72 frames each)."""
+    return _once("shards", lambda: build_flame_shards(tmp_path_factory.mktemp("train-shards"), grid_clips[:3],
+                                                      model_dir, scrfd_detector))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tmp_path_factory) -> tuple[Path, Path]:
+    return _once("encoders", lambda: build_tiny_encoders(tmp_path_factory.mktemp("encoders")))
+
+
+@pytest.fixture(scope="session")
+def vae_run(tmp_path_factory, flame_shards) -> Path:
+    """A tiny VAE trained for 20 steps on the fixture shards."""
+    from training.config import load_run_config
+    from training.sft import run_sft
+
+    def make() -> Path:
+        run_dir = tmp_path_factory.mktemp("vae-run")
+        run_sft(load_run_config(None, **tiny_config("vae", run_dir, flame_shards, steps=20, save_every=20)))
+        return run_dir
+    return _once("vae", make)
+
+
+@pytest.fixture(scope="session")
+def flow_run(tmp_path_factory, flame_shards, tiny_encoders, vae_run) -> Path:
+    """A tiny flow model trained for 4 steps on the VAE's latents (the RL starting point)."""
+    from training.config import load_run_config
+    from training.sft import run_sft
+
+    def make() -> Path:
+        run_dir = tmp_path_factory.mktemp("flow-run")
+        run_sft(load_run_config(None, **tiny_config("flow", run_dir, flame_shards, tiny_encoders, vae_run,
+                                                    steps=4, save_every=4)))
+        return run_dir
+    return _once("flow", make)

@@ -180,23 +180,27 @@ def collate(windows: list[dict]) -> dict:
             "seed": torch.tensor([w["seed"] for w in windows], dtype=torch.int64)}
 
 
-def batches(pipeline, config: DataConfig, skip: int = 0) -> Iterator[dict]:
-    """Batches of ``config.batch_size`` windows, after skipping ``skip`` batches (resume)."""
+def batches(pipeline, config: DataConfig, skip: int = 0, keep_last: bool = False) -> Iterator[dict]:
+    """Batches of ``config.batch_size`` windows, after skipping ``skip`` batches (resume).
+
+    ``keep_last``: also yield a final short batch (finite passes)."""
     if config.num_workers:
         loader = torch.utils.data.DataLoader(pipeline, batch_size=config.batch_size, collate_fn=collate,
-                                             num_workers=config.num_workers)
+                                             num_workers=config.num_workers, drop_last=not keep_last)
         stream = iter(loader)
     else:
-        stream = (collate(chunk) for chunk in _chunks(iter(pipeline), config.batch_size))
+        stream = (collate(chunk) for chunk in _chunks(iter(pipeline), config.batch_size, keep_last))
     for number, batch in enumerate(stream):
         if number >= skip:
             yield batch
 
 
-def _chunks(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
+def _chunks(items: Iterator[dict], size: int, keep_last: bool) -> Iterator[list[dict]]:
     chunk = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []
+    if chunk and keep_last:
+        yield chunk

@@ -7,6 +7,7 @@ VAE's), log.jsonl (losses per step) and checkpoints/ (resumed automatically).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,24 @@ def flow_task(config: RunConfig, device: torch.device):
     return model, loss, first_batch
 
 
+def flow_evaluator(config: RunConfig, device: torch.device):
+    """Held-out metrics of the (EMA, when kept) flow weights, or None for VAE runs."""
+    if config.kind != "flow" or not config.data.eval_shards:
+        return None
+    from training.evaluate import evaluate_flow
+
+    parts = flow_parts(config, device)
+
+    def run(trainer: Trainer) -> dict:
+        model = trainer.unwrapped
+        if trainer.ema is not None:
+            model = copy.deepcopy(model)
+            trainer.ema.copy_to(model)
+        return evaluate_flow(model.eval(), parts, config)
+
+    return run
+
+
 def run_sft(config: RunConfig, dry_run: bool = False, fixed_batch: dict | None = None) -> list[dict]:
     """Train ``config.steps`` optimizer steps (from the newest checkpoint when one exists).
 
@@ -110,6 +129,7 @@ def run_sft(config: RunConfig, dry_run: bool = False, fixed_batch: dict | None =
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     model, loss_fn, first_batch = TASKS[config.kind](config, accelerator.device)
     trainer = Trainer(config, model, accelerator)
+    evaluate = flow_evaluator(config, accelerator.device)
     resumed = None if dry_run else trainer.resume()
     accum = config.optim.grad_accum
     stream = (iter(lambda: fixed_batch, None) if fixed_batch is not None else
@@ -132,6 +152,8 @@ def run_sft(config: RunConfig, dry_run: bool = False, fixed_batch: dict | None =
         rows.append({"step": trainer.state.step, **row})
         if not dry_run and (trainer.state.step % config.save_every == 0 or trainer.state.step == config.steps):
             trainer.save()
+        if evaluate is not None and config.eval_every and trainer.state.step % config.eval_every == 0:
+            trainer.log({"eval": evaluate(trainer)})
     return rows
 
 

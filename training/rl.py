@@ -1,0 +1,235 @@
+"""RL post-training of the flow model with group-relative advantages (Flow-GRPO / GDPO style).
+
+``python -m training.rl --config training/configs/rl.yaml [--dry-run]``. Each step:
+
+1. draw B conditions (windows) and repeat each G times (``rl.group_size``);
+2. roll out without gradients: every latent is denoised with the ODE except inside the SDE
+   window (``rl.window`` steps from ``window_start``, random per batch when unset), where
+   ``training/sde.py`` samples with noise level ``rl.eta``; inputs and outputs of those
+   steps are cached;
+3. decode to FLAME parameters, score with the configured rewards against the ground truth,
+   turn rewards into advantages (GRPO or GDPO);
+4. replay the cached steps: old log-probabilities under the rollout parameters (no grad;
+   the same computation as the new ones, so the first ratio is exactly 1), then for
+   ``inner_epochs`` updates the clipped importance-ratio objective plus ``kl_beta`` times the
+   KL to the frozen reference policy (same std, so |mu - mu_ref|^2 / (2 std^2)).
+
+The policy starts from the newest checkpoint of the SFT flow run ``rl.init_run``; the VAE,
+the encoders and the statistics are that run's.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.advantages import ADVANTAGES
+from training.checkpoint import load_weights
+from training.config import RunConfig, load_run_config
+from training.data import batches, group_slices, train_pipeline
+from training.flow import MotionFlow, tau_grid
+from training.rewards import reward_columns
+from training.sde import gaussian_kl, log_prob, sde_step
+from training.sft import FlowParts, build_flow, flow_inputs, flow_parts
+from training.trainer_base import Trainer, config_from_args, make_accelerator, parse_args, seed_everything
+
+
+@dataclass
+class Rollouts:
+    audio: torch.Tensor  # (N, L, Da)
+    text: torch.Tensor  # (N, Dt)
+    latents: torch.Tensor  # (N, L, D) standardised, the final samples (history of every position)
+    inputs: torch.Tensor  # (W, N, L, D) noisy latents entering each SDE step
+    outputs: torch.Tensor  # (W, N, L, D) their stochastic successors
+    levels: list[tuple[float, float]]  # (tau, tau_next) of each SDE step
+    stds: list[float]
+
+
+def sde_window(config: RunConfig, steps: int, generator: torch.Generator) -> list[int]:
+    rl = config.rl
+    last_start = steps - rl.window - (1 if rl.sde == "cps" else 0)  # CPS has no noise on the final step
+    if last_start < 0:
+        raise ValueError(f"SDE window of {rl.window} does not fit {steps} sampling steps")
+    start = rl.window_start if rl.window_start is not None else int(
+        torch.randint(0, last_start + 1, (1,), generator=generator))
+    if start > last_start:
+        raise ValueError(f"rl.window_start {start} is past the last possible start {last_start}")
+    return list(range(start, start + rl.window))
+
+
+@torch.no_grad()
+def collect_rollouts(policy: MotionFlow, audio: torch.Tensor, text: torch.Tensor, config: RunConfig,
+                     generator: torch.Generator) -> Rollouts:
+    steps, scale = config.flow.sample_steps, config.flow.guidance_scale
+    grid = [float(t) for t in tau_grid(steps)]
+    window = sde_window(config, steps, generator)
+    n, length, dim = audio.shape[0], audio.shape[1], policy.latent_dim
+    out = torch.zeros(n, length, dim, device=audio.device)
+    inputs = torch.zeros(len(window), n, length, dim, device=audio.device)
+    outputs = torch.zeros_like(inputs)
+    stds = [0.0] * len(window)
+    for i in range(length):
+        x = torch.randn(n, dim, generator=generator).to(audio.device)
+        for k in range(steps):
+            noisy = out.clone()
+            noisy[:, i] = x
+            tau = torch.full((n, length), grid[k], device=audio.device)
+            v = policy.guided_velocity(noisy, tau, out, audio, text, scale)[:, i]
+            if k in window:
+                w = window.index(k)
+                noise = torch.randn(n, dim, generator=generator).to(audio.device)
+                new, _, stds[w] = sde_step(x, v, grid[k], grid[k + 1], config.rl.eta, config.rl.sde, noise, grid[1])
+                inputs[w, :, i], outputs[w, :, i] = x, new
+                x = new
+            else:
+                x = x + (grid[k + 1] - grid[k]) * v
+        out[:, i] = x
+    return Rollouts(audio, text, out, inputs, outputs, [(grid[k], grid[k + 1]) for k in window], stds)
+
+
+def step_means(model, rollouts: Rollouts, config: RunConfig, rows: slice = slice(None)) -> list[torch.Tensor]:
+    """Mean of every cached SDE step's transition, all positions in one forward per step: (N, L, D) each."""
+    grid1 = float(tau_grid(config.flow.sample_steps)[1])
+    means = []
+    for w, (tau, tau_next) in enumerate(rollouts.levels):
+        noisy = rollouts.inputs[w, rows]
+        taus = torch.full(noisy.shape[:2], tau, device=noisy.device)
+        v = _guided(model, noisy, taus, rollouts.latents[rows], rollouts.audio[rows], rollouts.text[rows],
+                    config.flow.guidance_scale)
+        _, mean, _ = sde_step(noisy, v, tau, tau_next, config.rl.eta, config.rl.sde, torch.zeros_like(noisy), grid1)
+        means.append(mean)
+    return means
+
+
+def _guided(model, noisy, taus, history, audio, text, scale: float) -> torch.Tensor:
+    # Through forward (the DDP wrapper), for the policy; the reference is a plain module.
+    return model("guided_velocity", noisy, taus, history, audio, text, scale)
+
+
+def log_probs(means: list[torch.Tensor], rollouts: Rollouts, rows: slice = slice(None)) -> torch.Tensor:
+    return torch.stack([log_prob(rollouts.outputs[w, rows], mean, rollouts.stds[w]) for w, mean in enumerate(means)])
+
+
+def rl_loss(model, reference: MotionFlow, rollouts: Rollouts, old_logp: torch.Tensor, advantages: torch.Tensor,
+            config: RunConfig, rows: slice) -> dict[str, torch.Tensor]:
+    means = step_means(model, rollouts, config, rows)
+    with torch.no_grad():
+        ref_means = step_means(reference, rollouts, config, rows)
+    ratio = torch.exp(log_probs(means, rollouts, rows) - old_logp[:, rows])  # (W, n, L)
+    adv = advantages[rows][None, :, None]
+    clip = config.rl.clip_range
+    policy_loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+    kl = torch.stack([gaussian_kl(m, r, s).mean() for m, r, s in zip(means, ref_means, rollouts.stds)]).mean()
+    return {"loss": policy_loss + config.rl.kl_beta * kl, "policy_loss": policy_loss.detach(), "kl": kl.detach(),
+            "ratio_dev": (ratio.detach() - 1).abs().max(), "clip_frac": ((ratio.detach() - 1).abs() > clip).float().mean()}
+
+
+def decode_motion(parts: FlowParts, policy: MotionFlow, latents: torch.Tensor) -> torch.Tensor:
+    """Standardised latents -> FLAME parameters (denormalised), (N, frames, channels)."""
+    with torch.no_grad():
+        return parts.stats.denormalise(parts.vae.decode(policy.unstandardise(latents)))
+
+
+def rl_parts(config: RunConfig, device: torch.device) -> tuple[RunConfig, FlowParts, MotionFlow, MotionFlow]:
+    """(SFT config, parts, policy, frozen reference) from the SFT flow run ``rl.init_run``."""
+    if not config.rl.init_run:
+        raise ValueError("rl.init_run is not set: point it at an SFT flow run folder")
+    init = load_run_config(Path(config.rl.init_run) / "config.yaml")
+    parts = flow_parts(init, device)
+    policy = build_flow(init, parts)
+    load_weights(Path(config.rl.init_run), policy)
+    if config.flow.guidance_scale == 1.0:
+        # Without guidance the null embeddings never enter a rollout: nothing to train there.
+        policy.null_audio.requires_grad_(False)
+        policy.null_text.requires_grad_(False)
+    reference = copy.deepcopy(policy).to(device).eval().requires_grad_(False)
+    parts.stats.save(Path(config.run_dir))
+    return init, parts, policy.to(device), reference
+
+
+class RLRun:
+    """One RL run: the trainer around the policy plus everything a step needs."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        accelerator = make_accelerator(config)
+        seed_everything(config, accelerator)
+        Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+        self.init, self.parts, policy, self.reference = rl_parts(config, accelerator.device)
+        self.trainer = Trainer(config, policy, accelerator)
+        self.slices = group_slices(self.parts.stats.groups, self.parts.stats.dims)
+
+    def stream(self, skip: int):
+        data = self.config.data.model_copy(update={"window_frames": self.init.data.window_frames})
+        return batches(train_pipeline(data, self.config.seed + self.trainer.accelerator.process_index), data, skip)
+
+    def step(self, batch: dict) -> dict:
+        """One rollout batch and its ``inner_epochs`` updates; returns numbers (and tensors) for logs and tests."""
+        config, trainer, device = self.config, self.trainer, self.trainer.device
+        group = config.rl.group_size
+        inputs = flow_inputs(self.parts, batch, device)
+        audio = inputs["audio"].repeat_interleave(group, 0)
+        text = inputs["text"].repeat_interleave(group, 0)
+        generator = torch.Generator().manual_seed(hash((config.seed, trainer.state.step)) & 0x7FFFFFFF)
+        policy = trainer.unwrapped
+        policy.eval()  # no dropout in RL: rollouts and replays must compute the same function
+        rollouts = collect_rollouts(policy, audio, text, config, generator)
+        pred = decode_motion(self.parts, policy, rollouts.latents)
+        truth = batch["motion"].to(device).repeat_interleave(group, 0)
+        rewards, weights, names = reward_columns(pred, truth, self.slices, config.rl.rewards)
+        advantages = ADVANTAGES[config.rl.advantage](rewards, weights.to(device), group, config.rl.adv_eps)
+        # With grad recording on, like the update below: PyTorch's no-grad inference fast path of
+        # the transformer layers rounds differently, and the first ratio must be exactly 1.
+        with torch.enable_grad():
+            old_logp = log_probs(step_means(trainer.model, rollouts, config), rollouts).detach()
+        accum = config.optim.grad_accum
+        chunk = -(-audio.shape[0] // accum)
+        first_ratio_dev = None
+        for _ in range(config.rl.inner_epochs):
+            pieces = iter(range(0, audio.shape[0], chunk))
+
+            def micro() -> dict[str, torch.Tensor]:
+                start = next(pieces)
+                return rl_loss(trainer.model, self.reference, rollouts, old_logp, advantages, config,
+                               slice(start, start + chunk))
+
+            losses = trainer.optimizer_step(micro)
+            trainer.state.step -= 1  # one RL step counts once, however many inner updates
+            if first_ratio_dev is None:
+                first_ratio_dev = losses["ratio_dev"]
+        trainer.state.step += 1
+        row = {**losses, "first_ratio_dev": first_ratio_dev, "reward": float((rewards * weights.to(device)).sum(-1).mean()),
+               **{f"r.{n}": float(rewards[:, j].mean()) for j, n in enumerate(names)}}
+        trainer.log(row)
+        return {**row, "advantages": advantages, "rewards": rewards, "rollouts": rollouts}
+
+
+def run_rl(config: RunConfig, dry_run: bool = False) -> list[dict]:
+    run = RLRun(config)
+    if not dry_run:
+        run.trainer.resume()
+    stream = run.stream(run.trainer.state.step)
+    rows = []
+    last = run.trainer.state.step + 1 if dry_run else config.steps
+    while run.trainer.state.step < last:
+        out = run.step(next(stream))
+        rows.append({k: v for k, v in out.items() if not isinstance(v, (torch.Tensor, Rollouts))})
+        if not dry_run and (run.trainer.state.step % config.save_every == 0 or run.trainer.state.step == config.steps):
+            run.trainer.save()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args("RL post-training of the flow model (GRPO / GDPO advantages).", argv)
+    config = config_from_args(args)
+    if config.kind != "rl":
+        raise SystemExit(f"kind {config.kind!r} is not an RL run (use training.sft)")
+    rows = run_rl(config, dry_run=args.dry_run)
+    print(f"done: {len(rows)} step(s), last reward {rows[-1]['reward']:.5g}, run folder {config.run_dir}")
+
+
+if __name__ == "__main__":
+    main()

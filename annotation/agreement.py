@@ -34,8 +34,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from itertools import combinations
-from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,14 +45,14 @@ OUTCOMES = ("A", "B", "tie")
 __all__ = [
     "ASPECTS",
     "OUTCOMES",
-    "krippendorff_alpha_ordinal",
-    "per_aspect_alpha",
-    "pair_outcomes",
-    "unanimous_pairs",
-    "scores_to_prediction",
-    "predictor_from_scores",
     "evaluate_scorer",
+    "krippendorff_alpha_ordinal",
     "mean_scores_table",
+    "pair_outcomes",
+    "per_aspect_alpha",
+    "predictor_from_scores",
+    "scores_to_prediction",
+    "unanimous_pairs",
 ]
 
 

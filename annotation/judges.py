@@ -39,7 +39,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from annotation import judge_prompts as P
-from pipelines.chat_http import BackendError, RetryingJsonClient, check_frames, encode_jpeg, parse_chat_completion
+from pipelines.chat_http import (
+    BackendError,
+    RetryingJsonClient,
+    check_frames,
+    encode_jpeg,
+    parse_chat_completion,
+)
 
 log = logging.getLogger(__name__)
 

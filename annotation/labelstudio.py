@@ -25,6 +25,7 @@ tidy rows ``{annotator, task_id, sample, version, aspect, score}``; the rank amo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -35,8 +36,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote
 
 from .rubric import ASPECTS, RANK_NAME, labeling_config
@@ -128,6 +130,10 @@ class LabelStudioServer:
             env["LOCAL_FILES_DOCUMENT_ROOT"] = str(self.media_root)
         return env
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -141,7 +147,7 @@ class LabelStudioServer:
                 continue
         return False
 
-    def start(self) -> "LabelStudioServer":
+    def start(self) -> LabelStudioServer:
         if self.is_running():
             return self
         self._log_file = open(self.log_path, "ab")
@@ -182,15 +188,116 @@ class LabelStudioServer:
             self._log_file.close()
             self._log_file = None
 
-    def restart(self) -> "LabelStudioServer":
+    def restart(self) -> LabelStudioServer:
         self.stop()
         return self.start()
 
-    def __enter__(self) -> "LabelStudioServer":
+    def __enter__(self) -> LabelStudioServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+PID_FILE = "server.pid"
+
+
+def read_pidfile(data_dir: Path | str) -> dict | None:
+    """``{pid, port, url}`` of a server started by the CLI, or None when none is recorded."""
+    path = Path(data_dir) / PID_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def write_pidfile(server: LabelStudioServer) -> Path:
+    path = server.data_dir / PID_FILE
+    tmp = path.with_name(f".{PID_FILE}.tmp")
+    tmp.write_text(json.dumps({"pid": server.pid, "port": server.port, "url": server.url}))
+    os.replace(tmp, path)
+    return path
+
+
+def stop_recorded_server(data_dir: Path | str, timeout: float = 30.0) -> bool:
+    """Stop the server recorded in ``data_dir/server.pid`` (its whole process group);
+    True when one was running. The pid file is removed either way."""
+    data_dir = Path(data_dir)
+    info = read_pidfile(data_dir)
+    (data_dir / PID_FILE).unlink(missing_ok=True)
+    if not info or not pid_alive(int(info["pid"])):
+        return False
+    pid = int(info["pid"])
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return True
+            time.sleep(0.2)
+    return True
+
+
+def create_annotator_account(base_url: str, email: str, password: str) -> str:
+    """Sign up an annotator through the server's own sign-up form and return their API token.
+
+    The open-source API has no call that sets another user's password or reads their token,
+    so an account that can both log in to the UI and call the API is made the way a person
+    would: sign-up form (with its CSRF token), then ``GET /api/current-user/token`` in that
+    session. An existing account is logged in instead.
+    """
+    import http.cookiejar
+    import re
+    from urllib.parse import urlencode
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    base = base_url.rstrip("/")
+
+    def form(path: str, fields: dict) -> None:
+        with opener.open(base + path, timeout=30) as r:
+            r.read()
+        csrf = next((c.value for c in jar if c.name == "csrftoken"), "")
+        body = urlencode({"csrfmiddlewaretoken": csrf, **fields}).encode()
+        req = urllib.request.Request(base + path, data=body, headers={"Referer": base + path})
+        with opener.open(req, timeout=30) as r:
+            r.read()
+
+    form("/user/signup/", {"email": email, "password": password, "allow_newsletters": "false"})
+    if not any(c.name == "sessionid" for c in jar) or _whoami(opener, base) != email:
+        form("/user/login/", {"email": email, "password": password})
+    if _whoami(opener, base) != email:
+        raise RuntimeError(f"could not sign up or log in {email} at {base}")
+    with opener.open(base + "/api/current-user/token", timeout=30) as r:
+        token = json.loads(r.read())["token"]
+    if not re.fullmatch(r"[0-9a-f]{40}", token or ""):
+        raise RuntimeError(f"unexpected token format for {email}")
+    return token
+
+
+def _whoami(opener, base: str) -> str | None:
+    try:
+        with opener.open(base + "/api/current-user/whoami", timeout=30) as r:
+            return json.loads(r.read()).get("email")
+    except (urllib.error.HTTPError, ValueError):
+        return None
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:

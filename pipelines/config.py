@@ -56,6 +56,16 @@ class IngestConfig(_Strict):
     min_decoded_fraction: float = Field(
         0.9, gt=0, le=1, description="Reject as truncated when less than this share of the declared duration decodes."
     )
+    # The face stage streams, but the speech stage holds a source's 16 kHz audio in memory
+    # (about 0.35 GB per hour as float32, more inside the models) and its CPU time grows with
+    # length: longer recordings are rejected from the header, before any decode. Split them
+    # upstream, or raise the limit on a machine sized for it.
+    max_duration_s: float = Field(3600.0, gt=0, description="Sources longer than this are rejected (source_too_long).")
+    # Frames are buffered for the gap bridging and the crop smoothing (about 1.2 s of frames):
+    # at 8K that is ~100 MB a frame, several GB per track. 4K UHD is the largest accepted.
+    max_frame_pixels: int = Field(
+        3840 * 2160, ge=1, description="Sources with more pixels per frame are rejected (resolution_too_large)."
+    )
 
 
 class FaceDetectionConfig(_Strict):
@@ -179,6 +189,48 @@ class ShardConfig(_Strict):
     name_pattern: str = "shard-{index:06d}.tar"
 
 
+class JudgeConfig(_Strict):
+    """Automatic (MLLM) judges scored against the human ratings."""
+
+    backend: Literal["none", "openai_chat", "gemini"] = Field(
+        "none", description="none: judge_scores records that no judge ran; openai_chat: vLLM/Qwen-VL; gemini."
+    )
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="openai_chat server, or the Gemini API root.")
+    model: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="Model name the server knows.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key, if any.")
+    kinds: tuple[Literal["holistic", "aspects", "specialist", "pairwise_direct", "pairwise_in_context",
+                         "pairwise_multi_agent"], ...] = (
+        "holistic", "aspects", "specialist", "pairwise_direct", "pairwise_in_context", "pairwise_multi_agent")
+    in_context_examples: int = Field(
+        2, ge=1, description="pairwise_in_context: solved pairs shown, taken from the unanimous pairs of other samples.")
+    frames_per_video: int = Field(8, ge=1, description="Frames sampled uniformly from each clip for the judge.")
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    max_concurrency: int = Field(4, ge=1)
+    seed: int = Field(0, description="Seeds the presentation order of compared videos.")
+
+
+class AnnotationConfig(_Strict):
+    """Human ratings in a local Label Studio, and the judges compared with them."""
+
+    server_dir: Path | None = Field(None, description="Label Studio state (SQLite, logs, token); default <data_dir>/labelstudio.")
+    port: int = Field(8080, ge=1, le=65535, description="Loopback port of the local server.")
+    url: str | None = Field(None, description="An already running server; default http://127.0.0.1:<port>.")
+    token_env: str = Field("LABEL_STUDIO_API_KEY", description="Variable with the API token; else <server_dir>/api_token.")
+    project_title: str = "talkinghead-ratings"
+    versions_dir: Path | None = Field(
+        None, description="Folder of versions to rate, <sample>/<version>.mp4; unset: the accepted clips in the shards.")
+    max_versions: int = Field(4, ge=1, le=20, description="Rank choices 1..N shown to annotators.")
+    min_annotators: int = Field(2, ge=1, description="A pair counts as unanimous only with this many rankers.")
+    judges: JudgeConfig = JudgeConfig()
+
+    @field_validator("server_dir", "versions_dir")
+    @classmethod
+    def _absolute_or_none(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(value).expanduser().resolve()
+
+
 class PipelineConfig(_Strict):
     paths: PathsConfig = PathsConfig()
     ingest: IngestConfig = IngestConfig()
@@ -192,6 +244,7 @@ class PipelineConfig(_Strict):
     flame: FlameConfig = FlameConfig()
     captions: CaptionConfig = CaptionConfig()
     shards: ShardConfig = ShardConfig()
+    annotation: AnnotationConfig = AnnotationConfig()
 
     @model_validator(mode="after")
     def _check_crop_fps(self) -> "PipelineConfig":
@@ -200,8 +253,9 @@ class PipelineConfig(_Strict):
         return self
 
     def content_hash(self) -> str:
-        """Hash of every setting that changes outputs (paths excluded), recorded in each sample."""
-        payload = self.model_dump(mode="json", exclude={"paths"})
+        """Hash of every setting that changes outputs (paths and annotation excluded), recorded in each sample."""
+        # Annotation settings never touch the shards.
+        payload = self.model_dump(mode="json", exclude={"paths", "annotation"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -7,6 +7,7 @@ from itertools import permutations
 
 import numpy as np
 import pytest
+from agreement_example import EXPECTED_UNANIMOUS, RANKINGS, SCORES
 
 from annotation.agreement import (
     evaluate_scorer,
@@ -127,54 +128,7 @@ def test_per_aspect_alpha_from_rows():
 # ----------------------------------------------------------------------------------------
 # Pairwise agreement + evaluator accuracy: 3 annotators x 2 samples x 4 versions
 # ----------------------------------------------------------------------------------------
-# Version names sorted: g1 < g2 < g3 < orig, so the 6 pairs per sample are
-# (g1,g2) (g1,g3) (g1,orig) (g2,g3) (g2,orig) (g3,orig).  Rank 1 = best.
-RANKINGS = {
-    "ann1": {"s1": {"orig": 1, "g1": 2, "g2": 3, "g3": 4},
-             "s2": {"orig": 2, "g1": 1, "g2": 3, "g3": 3}},
-    "ann2": {"s1": {"orig": 1, "g1": 2, "g2": 4, "g3": 3},
-             "s2": {"orig": 2, "g1": 1, "g2": 3, "g3": 3}},
-    "ann3": {"s1": {"orig": 1, "g1": 2, "g2": 3, "g3": 3},
-             "s2": {"orig": 1, "g1": 2, "g2": 3, "g3": 3}},
-}
-# s1: (g1,g2)   2<4,2<4,2<3           -> A,A,A     unanimous A
-#     (g1,g3)   2<4,2<3,2<3           -> A,A,A     unanimous A
-#     (g1,orig) 2>1 for all           -> B,B,B     unanimous B
-#     (g2,g3)   3<4, 4>3, 3=3         -> A,B,tie   DROPPED
-#     (g2,orig) B,B,B                              unanimous B
-#     (g3,orig) B,B,B                              unanimous B
-# s2: (g1,g2)   1<3,1<3,2<3           -> A,A,A     unanimous A
-#     (g1,g3)   A,A,A                              unanimous A
-#     (g1,orig) 1<2, 1<2, 2>1         -> A,A,B     DROPPED
-#     (g2,g3)   3=3 for all           -> tie x3    unanimous tie
-#     (g2,orig) B,B,B                              unanimous B
-#     (g3,orig) B,B,B                              unanimous B
-EXPECTED_UNANIMOUS = [
-    ("s1", "g1", "g2", "A"), ("s1", "g1", "g3", "A"), ("s1", "g1", "orig", "B"),
-    ("s1", "g2", "orig", "B"), ("s1", "g3", "orig", "B"),
-    ("s2", "g1", "g2", "A"), ("s2", "g1", "g3", "A"), ("s2", "g2", "g3", "tie"),
-    ("s2", "g2", "orig", "B"), ("s2", "g3", "orig", "B"),
-]
-
-# Automatic evaluator scores (higher = better).
-SCORES = {
-    ("s1", "orig"): 0.9, ("s1", "g1"): 0.5, ("s1", "g2"): 0.5, ("s1", "g3"): 0.7,
-    ("s2", "orig"): 0.8, ("s2", "g1"): 0.6, ("s2", "g2"): 0.4, ("s2", "g3"): 0.45,
-}
-# Predictions on the 10 unanimous pairs and their credit:
-#   s1 (g1,g2)   .5 vs .5   -> tie  (human A)   0.5
-#   s1 (g1,g3)   .5 vs .7   -> B    (human A)   0
-#   s1 (g1,orig) .5 vs .9   -> B    (human B)   1
-#   s1 (g2,orig) .5 vs .9   -> B    (human B)   1
-#   s1 (g3,orig) .7 vs .9   -> B    (human B)   1
-#   s2 (g1,g2)   .6 vs .4   -> A    (human A)   1
-#   s2 (g1,g3)   .6 vs .45  -> A    (human A)   1
-#   s2 (g2,g3)   .4 vs .45  -> B    (human tie) 0   (non-tied prediction on a human tie)
-#   s2 (g2,orig) .4 vs .8   -> B    (human B)   1
-#   s2 (g3,orig) .45 vs .8  -> B    (human B)   1
-# credit = 0.5 + 0 + 1 + 1 + 1 + 1 + 1 + 0 + 1 + 1 = 7.5  -> accuracy = 7.5 / 10 = 0.75
-# non-tied predictions = 10 - 1 = 9; correct among them = 3 (s1) + 4 (s2) = 7
-#   -> accuracy_non_tied = 7 / 9; coverage = 9 / 10 = 0.9
+# The hand example (3 annotators x 2 samples x 4 versions) lives in tests/agreement_example.py.
 
 
 def test_pair_outcomes_per_annotator():

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import json
-import threading
-import time
-from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from judge_server import ScriptedServer
 from PIL import Image
 
 from annotation import judge_prompts as P
@@ -38,79 +33,6 @@ def video(level: int, n: int = 2, audio: str | None = "a calm greeting") -> Vide
 
 def level_of(jpeg: bytes) -> float:
     return float(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).mean())
-
-
-class ScriptedServer:
-    """Replies in order from ``script``; then ``default``. A behaviour is answer text, an HTTP
-    status (int), ("sleep", seconds, text) or a callable(request body) -> behaviour."""
-
-    def __init__(self, kind: str, default="<think>fine</think>{\"score\": 3}"):
-        self.kind, self.script, self.default = kind, deque(), default
-        self.requests: list[tuple[str, dict]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append((self.path, body))
-                    behaviour = outer.script.popleft() if outer.script else outer.default
-                if callable(behaviour):
-                    behaviour = behaviour(body)
-                if isinstance(behaviour, tuple):
-                    time.sleep(behaviour[1])
-                    behaviour = behaviour[2]
-                try:
-                    if isinstance(behaviour, int):
-                        self._send(behaviour, {"error": "scripted"})
-                    else:
-                        self._send(200, outer.wrap(behaviour))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def wrap(self, text: str) -> dict:
-        if self.kind == "openai":
-            return {"choices": [{"message": {"role": "assistant", "content": text}}]}
-        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}}]}
-
-    def images(self, body: dict) -> list[bytes]:
-        """JPEG bytes of every image in the last user turn."""
-        if self.kind == "openai":
-            parts = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-            urls = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
-            return [base64.b64decode(u.split(",", 1)[1]) for u in urls]
-        parts = [c for c in body["contents"] if c["role"] == "user"][-1]["parts"]
-        return [base64.b64decode(p["inline_data"]["data"]) for p in parts if "inline_data" in p]
-
-    def texts(self, body: dict) -> str:
-        if self.kind == "openai":
-            out = []
-            for m in body["messages"]:
-                c = m["content"]
-                out.append(c if isinstance(c, str) else " ".join(p.get("text", "") for p in c))
-            return "\n".join(out)
-        return "\n".join(p.get("text", "") for c in body["contents"] for p in c["parts"])
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(params=["openai", "gemini"])

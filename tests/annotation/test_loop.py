@@ -1,0 +1,117 @@
+"""annotation.loop without a server: versions, tables, judges with failures, the report."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from agreement_example import CLIPS, EXPECTED_ALPHA, EXPECTED_JUDGE, JUDGE_SCORES, human_rows
+from judge_server import ScriptedServer
+
+from annotation import loop
+from pipelines.config import JudgeConfig
+
+GRID = Path(__file__).resolve().parents[3] / "shared" / "media" / "grid"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    if shutil.which("ffmpeg") is None or not GRID.is_dir():
+        pytest.skip("needs ffmpeg and ../shared/media/grid")
+    out = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(GRID / "bbaf2n.mpg"), "-t", "1",
+                    "-vf", "scale=96:-2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(out)],
+                   check=True)
+    return out
+
+
+def test_versions_from_folder_validates(tmp_path, clip):
+    with pytest.raises(loop.AnnotationInputError, match="does not exist"):
+        loop.versions_from_folder(tmp_path / "nope")
+    with pytest.raises(loop.AnnotationInputError, match="no videos"):
+        loop.versions_from_folder(tmp_path)
+    (tmp_path / "s1").mkdir()
+    shutil.copy(clip, tmp_path / "s1" / "orig.mp4")
+    shutil.copy(clip, tmp_path / "s1" / "g1.mp4")
+    (tmp_path / "s1" / "notes.txt").write_text("ignored")
+    got = loop.versions_from_folder(tmp_path)
+    assert [(c.sample, c.version) for c in got] == [("s1", "g1"), ("s1", "orig")]
+    shutil.copy(clip, tmp_path / "s1" / "bad name;rm.mp4")
+    with pytest.raises(loop.AnnotationInputError, match="letters, digits"):
+        loop.versions_from_folder(tmp_path)
+    (tmp_path / "s1" / "bad name;rm.mp4").unlink()
+    (tmp_path / "s1" / "empty.mp4").write_bytes(b"")
+    with pytest.raises(loop.AnnotationInputError, match="empty"):
+        loop.versions_from_folder(tmp_path)
+
+
+def test_versions_from_shards_extracts_clips_once(tmp_path, clip):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "shard-000000.tar", "w") as tar:
+        for name, data in (("k1_s000.mp4", clip.read_bytes()),
+                           ("k1_s000.json", json.dumps({"speech": {"transcript": "bin blue at f two now"}}).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(loop.AnnotationInputError, match="no shards yet"):
+        loop.versions_from_shards(shards, tmp_path / "media")
+    (shards / "index.json").write_text(json.dumps({"shard-000000.tar": "sha"}))
+    got = loop.versions_from_shards(shards, tmp_path / "media" / "clips")
+    assert [(c.sample, c.version, c.transcript) for c in got] == [("k1_s000", "original", "bin blue at f two now")]
+    assert got[0].path.read_bytes() == clip.read_bytes()
+    mtime = got[0].path.stat().st_mtime_ns
+    loop.versions_from_shards(shards, tmp_path / "media" / "clips")
+    assert got[0].path.stat().st_mtime_ns == mtime  # unchanged clips are not rewritten
+
+
+def test_tables_round_trip(tmp_path):
+    rows = human_rows()
+    path = loop.write_table(tmp_path / "h.csv", rows, loop.HUMAN_COLUMNS)
+    back = loop.read_table(path)
+    assert len(back) == len(rows) and back[0]["score"] == float(rows[0]["score"])
+    assert loop.read_table(tmp_path / "missing.csv") == []
+
+
+def test_judge_failures_are_rows_not_exceptions(tmp_path, clip):
+    srv = ScriptedServer("openai")
+    try:
+        srv.default = 500  # every call fails after its retries
+        srv.script.extend(['<think>ok</think>{"score": 4}'])
+        clips = [loop.VersionClip("s1", "g1", clip), loop.VersionClip("s1", "orig", clip)]
+        cfg = JudgeConfig(backend="openai_chat", base_url=srv.base_url, model="m", api_key_env="",
+                          kinds=("holistic", "pairwise_direct", "pairwise_in_context"), frames_per_video=2,
+                          timeout_s=5, max_retries=1, backoff_s=0.01)
+        scores, pairs = loop.run_judges(clips, cfg)
+    finally:
+        srv.close()
+    assert [(r["version"], r["score"], bool(r["error"])) for r in scores] == [("g1", 4.0, False), ("orig", None, True)]
+    assert pairs[0]["judge"] == "pairwise_direct" and pairs[0]["prediction"] is None and "500" in pairs[0]["error"]
+    # no other sample to borrow solved pairs from: recorded, not called
+    assert pairs[1]["error"] == "no solved pairs from other samples"
+    report = loop.compute_agreement(human_rows(), scores, pairs)
+    assert report["judges"]["holistic"]["failed_calls"] == 1
+    assert report["judges"]["pairwise_direct"]["coverage"] == 0.0  # failed calls count as ties
+
+
+def test_backend_none_makes_no_calls():
+    assert loop.run_judges([], JudgeConfig()) == ([], [])
+
+
+def test_report_files_from_the_hand_example(tmp_path):
+    scores = [{"judge": "holistic", "sample": s, "version": v, "aspect": "overall", "score": float(x), "error": None}
+              for (s, v), x in JUDGE_SCORES.items()]
+    report = loop.agreement_report(human_rows(), scores, [], tmp_path / "report")
+    assert report["alpha_ordinal"] == pytest.approx(EXPECTED_ALPHA)
+    for key, value in EXPECTED_JUDGE.items():
+        assert report["judges"]["holistic"][key] == pytest.approx(value)
+    assert report["rated_clips"] == len(CLIPS) and report["pairs_total"] == 12
+    md = (tmp_path / "report" / "agreement.md").read_text()
+    assert "| holistic | 0.750 | 0.778 | 0.900 | 10 | 0 |" in md
+    assert json.loads((tmp_path / "report" / "agreement.json").read_text())["pairs_unanimous"] == 10
+    assert (tmp_path / "report" / "agreement.png").read_bytes()[:4] == b"\x89PNG"

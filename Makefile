@@ -14,7 +14,7 @@ endif
 export TALKINGHEAD_SHARED_DIR := $(SHARED)
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: setup demo test dev models bench clean
+.PHONY: setup demo test dev models bench clean labelstudio labelstudio-stop
 
 setup:
 	@bash scripts/setup.sh
@@ -30,6 +30,12 @@ test: setup
 dev: setup
 	TALKINGHEAD_INPUT_DIR=$(SAMPLES) TALKINGHEAD_DATA_DIR=$(CURDIR)/data/demo \
 	  .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+labelstudio: setup
+	TALKINGHEAD_DATA_DIR=$(CURDIR)/data/demo $(PY) -m annotation server start
+
+labelstudio-stop: setup
+	TALKINGHEAD_DATA_DIR=$(CURDIR)/data/demo $(PY) -m annotation server stop
 
 models: setup
 	$(PY) -m pipelines models status

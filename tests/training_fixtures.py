@@ -16,6 +16,7 @@ import pytest
 
 from flame_fixtures import build_scripted_sheap
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 48  # GRID clips are 72 frames at 24 fps: windows shorter than the clip
 RATE = 8
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The FLAME motion groups in the order their columns are concatenated (names as stored in
 # the shards' ``<key>.flame.npz``: ``smooth/<group>``; see pipelines/flame/groups.py).
@@ -127,6 +127,13 @@ class RunConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @model_validator(mode="after")
+    def _whole_latents(self) -> "RunConfig":
+        if self.data.window_frames % self.vae.latent_rate:
+            raise ValueError(f"data.window_frames {self.data.window_frames} is not a multiple of "
+                             f"vae.latent_rate {self.vae.latent_rate}")
+        return self
 
     @property
     def latents_per_window(self) -> int:

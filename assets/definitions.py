@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.annotate import expression_captions, flame_parameters
 from assets.asd import active_speakers
+from assets.executors import build_executor
 from assets.faces import face_clips
 from assets.partitions import PER_SOURCE_GROUPS
 from assets.resources import PipelineSettings
@@ -30,4 +31,5 @@ defs = dg.Definitions(
     sensors=[watch_input_folder],
     jobs=[process_sources_job, build_dataset_job],
     resources={"settings": PipelineSettings()},
+    executor=build_executor(),  # $TALKINGHEAD_EXECUTOR: multiprocess (default), in_process, celery, k8s
 )

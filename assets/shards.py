@@ -10,6 +10,7 @@ from assets.faces import _png_markdown, face_clips
 from assets.partitions import SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
 from assets.speech import speech_analysis
+from pipelines.atomic import atomic_write_bytes
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry, atomic_write_text
 from pipelines.records import SourceRecord
@@ -42,8 +43,7 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         context.log.warning(f"{len(pending)} registered source(s) not processed yet: {', '.join(pending[:10])}")
     summary = write_shards(records, config)
     png = qc_plot_png(summary.stats, [s for r in summary.records for s in r.segments])
-    (config.paths.shards_dir / "qc").mkdir(exist_ok=True)
-    (config.paths.shards_dir / "qc" / "overview.png").write_bytes(png)
+    atomic_write_bytes(config.paths.shards_dir / "qc" / "overview.png", png)
     atomic_write_text(config.paths.shards_dir / "qc" / "pending.json", json.dumps(pending))
     stats = summary.stats
     reasons = {**{f"source: {k}": v for k, v in stats["sources"]["rejected_by_reason"].items()},

@@ -15,12 +15,15 @@ import os
 import tarfile
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
 
+from pipelines.atomic import file_lock
 from pipelines.config import PipelineConfig
 from pipelines.ingest import atomic_write_text
 from pipelines.records import ACCEPTED, SourceRecord
@@ -30,6 +33,15 @@ from pipelines.stages import SPLIT, apply_stages, sample_json
 INDEX_FILE = "index.json"
 STATS_FILE = "stats.json"
 MANIFEST_FILE = "manifest.jsonl"
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def shards_lock(shards_dir: Path, shared: bool = False) -> Iterator[None]:
+    """The shard folder's lock: one writer at a time; readers that need the index and the
+    shards to agree hold it shared (a writer replaces shards before it rewrites the index)."""
+    with file_lock(Path(shards_dir) / LOCK_FILE, shared=shared):
+        yield
 
 
 @dataclass
@@ -103,9 +115,17 @@ def write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSu
     """Pack every accepted segment of ``records`` into shards; write index, stats and manifest.
 
     Segments are first re-decided by the required later stages (:func:`apply_stages`).
+    Holds the shard folder's lock, so two packers never interleave their files.
     """
+    with shards_lock(config.paths.shards_dir):
+        return _write_shards(records, config)
+
+
+def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSummary:
     shards_dir = config.paths.shards_dir
     shards_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in shards_dir.glob(".*.tmp"):
+        leftover.unlink()  # temporaries of a packer that died; no live packer exists while we hold the lock
     records = sorted((apply_stages(r, config) for r in records), key=lambda r: r.source_id)
     owner = {seg["key"]: rec.source_id for rec in records if rec.status == ACCEPTED for seg in rec.accepted_segments()}
     segs = {seg["key"]: seg for rec in records for seg in rec.accepted_segments()}
@@ -152,6 +172,13 @@ def write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSu
 
 def verify_shards(shards_dir: Path) -> list[str]:
     """Problems found when opening every shard listed in the index (empty list: all good)."""
+    if not (Path(shards_dir) / INDEX_FILE).exists():
+        return [f"{Path(shards_dir) / INDEX_FILE} is missing"]
+    with shards_lock(shards_dir, shared=True):
+        return _verify_shards(Path(shards_dir))
+
+
+def _verify_shards(shards_dir: Path) -> list[str]:
     problems = []
     index_path = Path(shards_dir) / INDEX_FILE
     if not index_path.exists():

@@ -7,11 +7,15 @@ rejection with a machine-readable reason and the numbers that decided it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.atomic import file_lock
 from pipelines.clips import ProgressFn, extract_face_clips
 from pipelines.config import PipelineConfig
 from pipelines.faces.detectors import FaceDetector
@@ -23,6 +27,25 @@ RECORD_FILE = "record.json"
 
 def source_dir(config: PipelineConfig, source_id: str) -> Path:
     return config.paths.work_dir / "sources" / source_id
+
+
+@contextmanager
+def source_lock(config: PipelineConfig, source_id: str) -> Iterator[None]:
+    """Exclusive use of one source's work folder (``<work>/sources/.<id>.lock``).
+
+    Every stage that writes into the folder holds it, so two materialisations of the same
+    partition run one after the other instead of interleaving their writes.
+    """
+    folder = source_dir(config, source_id)
+    with file_lock(folder.parent / f".{source_id}.lock"):
+        yield
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Half-built or half-replaced folders of a writer that died (only called under the lock)."""
+    for pattern in (f".{final.name}.tmp-*", f".{final.name}.old-*"):
+        for leftover in final.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def probe_source(source: SourceRef, config: PipelineConfig) -> tuple[dict | None, SourceRecord | None]:
@@ -47,11 +70,20 @@ def process_source(source: SourceRef, config: PipelineConfig, detector: FaceDete
 
     The work folder ``<work>/sources/<id>`` is replaced as a whole: it is built under a
     temporary name and renamed into place, so a crash never leaves a half-written clip
-    visible and a re-run starts clean.
+    visible and a re-run starts clean. The source's lock is held throughout.
     """
     final = source_dir(config, source.source_id)
     final.parent.mkdir(parents=True, exist_ok=True)
+    with source_lock(config, source.source_id):
+        _remove_leftovers(final)
+        return _build_and_publish(source, config, detector, progress, probed, final)
+
+
+def _build_and_publish(source: SourceRef, config: PipelineConfig, detector: FaceDetector,
+                       progress: ProgressFn | None, probed: tuple[dict | None, SourceRecord | None] | None,
+                       final: Path) -> SourceRecord:
     stage = Path(tempfile.mkdtemp(prefix=f".{source.source_id}.tmp-", dir=final.parent))
+    os.chmod(stage, 0o755)  # mkdtemp makes 0700; the published folder is meant to be shared
     try:
         probe_dict, record = probed if probed is not None else probe_source(source, config)
         if record is None:

@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.atomic import atomic_path
 from pipelines.clips import ClipEncoder, mux_clip
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
 from pipelines.media import read_video_frames, write_wav
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
-from pipelines.sources import source_dir
-from pipelines.stages import candidate_segments, write_stage_result
+from pipelines.ingest import atomic_write_text
+from pipelines.sources import source_dir, source_lock
+from pipelines.stages import candidate_segments, stage_path, write_stage_result
 
 STAGE = "asd"
 ASD_FPS = 25.0
@@ -89,16 +91,20 @@ def _write_child(folder: Path, parent: dict, key: str, lo: int, hi: int, frames:
     encoder.finish()
     pcm, rate = read_pcm(folder / parent["files"]["wav"])
     samples = pcm[int(round(lo / fps * rate)): int(round(hi / fps * rate))]
-    write_wav(folder / f"{key}.wav", samples, rate)
-    mux_clip(video_tmp, folder / f"{key}.wav", folder / f"{key}.mp4", config)
-    np.save(folder / f"{key}.boxes.npy", np.load(folder / parent["files"]["boxes.npy"])[lo:hi])
+    # Each file appears under its final name only when complete (see pipelines/atomic.py).
+    with atomic_path(folder / f"{key}.wav") as tmp:
+        write_wav(tmp, samples, rate)
+    with atomic_path(folder / f"{key}.mp4") as tmp:
+        mux_clip(video_tmp, folder / f"{key}.wav", tmp, config)
+    with atomic_path(folder / f"{key}.boxes.npy") as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.load(folder / parent["files"]["boxes.npy"])[lo:hi])
     record = json.loads((folder / parent["files"]["json"]).read_text())
     record.update(key=key, parent_key=parent["key"])
     record["time_range_s"] = {"start": round(start_s, 6), "end": round(end_s, 6), "duration": round(end_s - start_s, 6)}
     record["video"].update(file=f"{key}.mp4", frames=hi - lo, frames_expected=hi - lo)
     record["audio"].update(file=f"{key}.wav", samples=int(len(samples)))
     record["faces"]["boxes_file"] = f"{key}.boxes.npy"
-    (folder / f"{key}.json").write_text(json.dumps(record, indent=1, sort_keys=True))
+    atomic_write_text(folder / f"{key}.json", json.dumps(record, indent=1, sort_keys=True))
     return {"key": key, "start_s": round(start_s, 6), "end_s": round(end_s, 6),
             "files": {"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json", "boxes.npy": f"{key}.boxes.npy"}}
 
@@ -169,15 +175,19 @@ def run_asd_stage(source: SourceRef, record: SourceRecord, config: PipelineConfi
     Returns (the stage result, plot data per segment key).
     """
     folder = source_dir(config, source.source_id)
-    for stale in folder.glob(f"*{CHILD_TAG}[0-9][0-9].*"):
-        stale.unlink()  # children of an earlier run are rewritten below
-    plots: dict = {}
-    if record.status != ACCEPTED:
-        result = {"stage": STAGE, "model": config.asd.model, "segments": {},
-                  "skipped": f"source {record.status} ({record.reason})"}
-    else:
-        scored = [score_segment(folder, seg, scorer, config) for seg in candidate_segments(record, config, STAGE)]
-        decisions, plots = decide(scored, config, folder)
-        result = {"stage": STAGE, "model": config.asd.model, "segments": decisions}
-    write_stage_result(config, source.source_id, STAGE, result)
+    with source_lock(config, source.source_id):
+        # The old result names the children about to be removed: withdraw it first, so no
+        # visible asd.json ever points at a missing or half-written file.
+        stage_path(config, source.source_id, STAGE).unlink(missing_ok=True)
+        for stale in folder.glob(f"*{CHILD_TAG}[0-9][0-9].*"):
+            stale.unlink()  # children of an earlier run are rewritten below
+        plots: dict = {}
+        if record.status != ACCEPTED:
+            result = {"stage": STAGE, "model": config.asd.model, "segments": {},
+                      "skipped": f"source {record.status} ({record.reason})"}
+        else:
+            scored = [score_segment(folder, seg, scorer, config) for seg in candidate_segments(record, config, STAGE)]
+            decisions, plots = decide(scored, config, folder)
+            result = {"stage": STAGE, "model": config.asd.model, "segments": decisions}
+        write_stage_result(config, source.source_id, STAGE, result)
     return result, plots

@@ -11,7 +11,7 @@ from pipelines.config import PipelineConfig
 from pipelines.media import read_video_frames
 from pipelines.models import ModelStore, sha256_file
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
-from pipelines.sources import source_dir
+from pipelines.sources import source_dir, source_lock
 from pipelines.stages import candidate_segments, write_stage_result
 
 STAGE = "captions"
@@ -42,6 +42,12 @@ def caption_cache(config: PipelineConfig):
 
 
 def run_caption_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig, captioner) -> dict:
+    """Caption every candidate clip and write ``captions.json``, holding the source's lock."""
+    with source_lock(config, source.source_id):
+        return _caption_clips(source, record, config, captioner)
+
+
+def _caption_clips(source: SourceRef, record: SourceRecord, config: PipelineConfig, captioner) -> dict:
     from pipelines.captions.describe import describe_windows
 
     folder = source_dir(config, source.source_id)

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop
 from pipelines.media import read_video_frames
 from pipelines.models import ModelStore
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
-from pipelines.sources import source_dir
+from pipelines.sources import source_dir, source_lock
 from pipelines.stages import candidate_segments, write_stage_result
 
 STAGE = "flame"
@@ -28,8 +29,11 @@ NOT_INSTALLED = "model_not_installed"
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An .npz with fixed member order and timestamps, so the same arrays give the same bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+    """An .npz with fixed member order and timestamps, so the same arrays give the same bytes.
+
+    Written under a temporary name and renamed, so a reader never sees a partial archive.
+    """
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
         for name in sorted(arrays):
             buffer = io.BytesIO()
             np.save(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
@@ -71,6 +75,12 @@ def build_backend(config: PipelineConfig):
 
 
 def run_flame_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig, backend) -> dict:
+    """FLAME arrays for every candidate clip and ``flame.json``, holding the source's lock."""
+    with source_lock(config, source.source_id):
+        return _flame_clips(source, record, config, backend)
+
+
+def _flame_clips(source: SourceRef, record: SourceRecord, config: PipelineConfig, backend) -> dict:
     folder = source_dir(config, source.source_id)
     decisions = {}
     missing = None if backend is not None else ModelStore(config.paths.model_dir).status(config.flame.model).detail

@@ -21,7 +21,7 @@ from pipelines.speech.base import (SAMPLE_RATE, ActivityBackend, LanguageIdentif
 from pipelines.speech.decide import decide_segment
 from pipelines.speech.overlap import overlap_stats
 from pipelines.speech.sidecar import find_sidecar, read_sidecar
-from pipelines.sources import source_dir
+from pipelines.sources import source_dir, source_lock
 from pipelines.stages import candidate_segments, write_stage_result
 
 STAGE = "speech"
@@ -151,10 +151,11 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
 def run_speech_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig,
                      backends: SpeechBackends) -> dict:
     """Analyse and write ``speech.json``; a source with no accepted face segment gets an empty result."""
-    if record.status != ACCEPTED:
-        result = {"stage": STAGE, "backends": backends.names(), "segments": {},
-                  "skipped": f"source {record.status} ({record.reason})"}
-    else:
-        result = analyse_speech(source, record, config, backends)
-    write_stage_result(config, source.source_id, STAGE, result)
+    with source_lock(config, source.source_id):
+        if record.status != ACCEPTED:
+            result = {"stage": STAGE, "backends": backends.names(), "segments": {},
+                      "skipped": f"source {record.status} ({record.reason})"}
+        else:
+            result = analyse_speech(source, record, config, backends)
+        write_stage_result(config, source.source_id, STAGE, result)
     return result

@@ -111,7 +111,8 @@ def cut_window(clip: Clip, start: int, config: DataConfig) -> dict:
     """Frames [start, start + window) with the audio of the same time span (zero-padded)."""
     frames = config.window_frames
     per_frame = config.sample_rate / config.fps
-    a0, a1 = round(start * per_frame), round((start + frames) * per_frame)
+    a0 = round(start * per_frame)
+    a1 = a0 + round(frames * per_frame)  # same length for every start (rounding must not vary it)
     audio = np.zeros(a1 - a0, dtype=np.float32)
     piece = clip.audio[a0:a1]
     audio[: len(piece)] = piece

@@ -96,3 +96,14 @@ def test_raw_arrays_are_selectable(tmp_path, flame_shards, prefix):
     smooth = _config(tmp_path, flame_shards)
     other = next(batches(train_pipeline(smooth.data, seed=0), smooth.data))
     assert batch["key"] == other["key"] and not np.array_equal(batch["motion"].numpy(), other["motion"].numpy())
+
+
+def test_audio_of_a_window_has_one_length_whatever_its_start():
+    from training.data import Clip, cut_window
+
+    config = load_run_config(None, data={"window_frames": 64}).data  # 64 / 24 s is not a whole sample count
+    clip = Clip("k", np.zeros((100, 3), np.float32), np.arange(70000, dtype=np.float32), {})
+    lengths = {len(cut_window(clip, start, config)["audio"]) for start in range(0, 37)}
+    assert lengths == {round(64 * 16000 / 24)}
+    window = cut_window(clip, 3, config)
+    assert window["audio"][0] == 2000.0 and window["motion"].shape == (64, 3)

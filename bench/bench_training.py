@@ -1,0 +1,131 @@
+"""Trainer throughput: SFT steps/s (VAE and flow) and RL rollouts/s, on whatever device accelerate picks.
+
+    python bench/bench_training.py [--shards DIR] [--preset tiny|medium] [--steps N] [--json OUT]
+
+Without --shards it builds pipeline shards from the GRID clips in ../shared/media/grid
+(face stage with the real SCRFD weights, FLAME stage with the scripted SHeaP stand-in of
+tests/flame_fixtures.py) and tiny random wav2vec2 / T5 encoders, none of it timed. The
+presets differ in model size (see PRESETS); windows are 64 frames (GRID clips are 72).
+Each figure leaves out setup and one warm-up step: SFT steps/s = optimizer steps / s (batch
+of the preset, frozen VAE and condition encoders included); RL rollouts/s = rollouts
+(conditions x group size) sampled per second, and RL steps/s for whole steps (rollouts,
+rewards, replay and update). CPU figures depend on the machine's load: the header prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "tests"):  # the shard and encoder builders live with the test helpers
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import torch  # noqa: E402
+
+from training.config import load_run_config  # noqa: E402
+
+WINDOW = 64
+PRESETS = {
+    "tiny": {"vae": {"latent_dim": 8, "width": 32, "layers": 1, "heads": 2},
+             "flow": {"width": 32, "layers": 2, "heads": 4, "sample_steps": 4},
+             "batch": 4, "conditions": 2},
+    "medium": {"vae": {"latent_dim": 32, "width": 128, "layers": 2, "heads": 4},
+               "flow": {"width": 256, "layers": 4, "heads": 8, "sample_steps": 10},
+               "batch": 16, "conditions": 4},
+}
+
+
+def build_inputs(root: Path) -> tuple[Path, tuple[Path, Path]]:
+    from pipelines.config import FaceDetectionConfig
+    from pipelines.faces.detectors import build_detector
+    from pipelines.models import ModelStore
+    from training_fixtures import build_flame_shards, build_tiny_encoders
+
+    shared = Path(os.environ.get("TALKINGHEAD_SHARED_DIR") or REPO.parent / "shared")
+    detector = build_detector(FaceDetectionConfig(backend="scrfd"), ModelStore(shared / "models"))
+    clips = sorted((shared / "media" / "grid").glob("*.mpg"))
+    shards = build_flame_shards(root / "data", clips, shared / "models", detector)
+    return shards, build_tiny_encoders(root / "encoders")
+
+
+def run_config(kind: str, root: Path, shards: Path, encoders, preset: dict, steps: int, batch: int, **extra):
+    return load_run_config(None, kind=kind, run_dir=str(root / kind), steps=steps, save_every=10 ** 6,
+                           log_every=10 ** 6, data={"shards": str(shards), "window_frames": WINDOW,
+                                                    "batch_size": batch, "shuffle_buffer": 8},
+                           vae={**preset["vae"], "latent_rate": 8}, flow={**preset["flow"], **extra.pop("flow", {})},
+                           encoders={"audio_path": str(encoders[0]), "text_path": str(encoders[1])}, **extra)
+
+
+def time_sft(config) -> float:
+    """Steps/s between the first and the last logged step (setup and the first step not counted)."""
+    from training.sft import run_sft
+    from training.trainer_base import LOG_FILE
+
+    run_sft(config)
+    rows = [json.loads(line) for line in (Path(config.run_dir) / LOG_FILE).read_text().splitlines()]
+    return (len(rows) - 1) / (rows[-1]["time"] - rows[0]["time"])
+
+
+def time_rl(config) -> tuple[float, float]:
+    from training.rl import RLRun, collect_rollouts
+    from training.sft import flow_inputs
+
+    run = RLRun(config)
+    stream = run.stream(0)
+    run.step(next(stream))  # warm-up
+    steps, start, rollouts, sampling = config.steps, time.perf_counter(), 0, 0.0
+    for _ in range(steps):
+        run.step(next(stream))
+    whole = time.perf_counter() - start
+    for _ in range(steps):
+        batch = next(stream)
+        inputs = flow_inputs(run.parts, batch, run.trainer.device)
+        group = config.rl.group_size
+        t0 = time.perf_counter()
+        collect_rollouts(run.trainer.unwrapped, inputs["audio"].repeat_interleave(group, 0),
+                         inputs["text"].repeat_interleave(group, 0), config, torch.Generator().manual_seed(0))
+        sampling += time.perf_counter() - t0
+        rollouts += len(batch["key"]) * group
+    return rollouts / sampling, steps / whole
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", help="pipeline shard folder with FLAME arrays (default: build from GRID)")
+    parser.add_argument("--encoders", nargs=2, metavar=("AUDIO", "TEXT"), help="local encoder folders")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--json", help="write the figures here too")
+    args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    root = Path(tempfile.mkdtemp(prefix="bench-training-"))
+    shards, encoders = build_inputs(root) if not args.shards else (Path(args.shards), tuple(args.encoders))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
+    print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.2f}, preset {args.preset}, window {WINDOW} frames")
+    figures = {"device": device, "preset": args.preset}
+    vae = run_config("vae", root, shards, encoders, preset, args.steps, preset["batch"])
+    figures["vae_sft_steps_per_s"] = time_sft(vae)
+    flow = run_config("flow", root, shards, encoders, preset, args.steps, preset["batch"],
+                      flow={"vae_run": str(root / "vae")})
+    figures["flow_sft_steps_per_s"] = time_sft(flow)
+    rl = run_config("rl", root, shards, encoders, preset, args.steps, preset["conditions"],
+                    rl={"init_run": str(root / "flow")})
+    figures["rl_rollouts_per_s"], figures["rl_steps_per_s"] = time_rl(rl)
+    for key, value in figures.items():
+        print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

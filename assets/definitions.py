@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.annotate import expression_captions, flame_parameters
+from assets.annotation import ANNOTATION_ASSETS, annotation_loop_job, new_annotations, refresh_annotations_job
 from assets.asd import active_speakers
 from assets.executors import build_executor
 from assets.faces import face_clips
@@ -11,6 +12,7 @@ from assets.resources import PipelineSettings
 from assets.shards import dataset_shards, every_source_accounted_for, shards_open
 from assets.sources import source_probe, watch_input_folder
 from assets.speech import speech_analysis
+from assets.training import train_job
 
 process_sources_job = dg.define_asset_job(
     "process_sources", selection=dg.AssetSelection.groups(*PER_SOURCE_GROUPS),
@@ -26,10 +28,11 @@ ALL_ASSETS = [source_probe, face_clips, active_speakers, speech_analysis, flame_
 ALL_CHECKS = [every_source_accounted_for, shards_open]
 
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
+    assets=[*ALL_ASSETS, *ANNOTATION_ASSETS],  # annotation assets need a Label Studio server
     asset_checks=ALL_CHECKS,
-    sensors=[watch_input_folder],
-    jobs=[process_sources_job, build_dataset_job],
+    sensors=[watch_input_folder, new_annotations],
+    jobs=[process_sources_job, build_dataset_job, annotation_loop_job, refresh_annotations_job,
+          train_job],
     resources={"settings": PipelineSettings()},
     executor=build_executor(),  # $TALKINGHEAD_EXECUTOR: multiprocess (default), in_process, celery, k8s
 )

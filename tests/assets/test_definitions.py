@@ -36,9 +36,11 @@ def test_definitions_list_the_graph():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"source_probe", "face_clips", "active_speakers", "speech_analysis", "flame_parameters",
-                    "expression_captions", "dataset_shards"}
-    assert {j.name for j in defs.jobs} >= {"process_sources", "build_dataset"}
-    assert "watch_input_folder" in {s.name for s in defs.sensors}
+                    "expression_captions", "dataset_shards", "annotation_tasks", "human_scores", "judge_scores",
+                    "agreement_report"}
+    assert {j.name for j in defs.jobs} >= {"process_sources", "build_dataset", "annotation_loop",
+                                          "refresh_annotations", "train_job"}
+    assert {"watch_input_folder", "new_annotations"} <= {s.name for s in defs.sensors}
     checks = {k.name for k in graph.asset_check_keys}
     assert checks == {"every_source_accounted_for", "shards_open"}
 

@@ -28,9 +28,9 @@ for path in (REPO, REPO / "tests"):  # the shard and encoder builders live with 
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-import torch  # noqa: E402
+import torch
 
-from training.config import load_run_config  # noqa: E402
+from training.config import load_run_config
 
 WINDOW = 64
 PRESETS = {
@@ -44,10 +44,11 @@ PRESETS = {
 
 
 def build_inputs(root: Path) -> tuple[Path, tuple[Path, Path]]:
+    from training_fixtures import build_flame_shards, build_tiny_encoders
+
     from pipelines.config import FaceDetectionConfig
     from pipelines.faces.detectors import build_detector
     from pipelines.models import ModelStore
-    from training_fixtures import build_flame_shards, build_tiny_encoders
 
     shared = Path(os.environ.get("TALKINGHEAD_SHARED_DIR") or REPO.parent / "shared")
     detector = build_detector(FaceDetectionConfig(backend="scrfd"), ModelStore(shared / "models"))

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from flame_fixtures import build_scripted_sheap
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +74,7 @@ def build_tiny_encoders(root: Path, seed: int = 0) -> tuple[Path, Path]:
         conv_dim=(16, 16, 16, 16, 16, 16, 16), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
         do_stable_layer_norm=True, feat_extract_norm="layer", apply_spec_augment=False))
     audio.save_pretrained(audio_dir)
-    words = "a the smiles frowns eyebrows raised eyes wide mouth neutral calm angry happy sad".split()
+    words = ["a", "the", "smiles", "frowns", "eyebrows", "raised", "eyes", "wide", "mouth", "neutral", "calm", "angry", "happy", "sad"]
     text = T5EncoderModel(T5Config(vocab_size=len(words) + 3, d_model=32, d_kv=8, d_ff=64, num_layers=1,
                                    num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     text.save_pretrained(text_dir)
@@ -106,8 +105,8 @@ def copy_run(source: Path, target: Path) -> Path:
     return target
 
 
-# Session fixtures, imported by the tests/training modules. Each module that imports a fixture
-# gets its own copy of it, so the work is cached here, once per pytest session.
+# Session fixtures: a test module imports ``<name>_fixture`` and asks for ``<name>``. Each module that
+# imports one gets its own copy of it, so the work is cached here, once per pytest session.
 _CACHE: dict[str, Path] = {}
 
 
@@ -117,20 +116,20 @@ def _once(name: str, make) -> Path:
     return _CACHE[name]
 
 
-@pytest.fixture(scope="session")
-def flame_shards(tmp_path_factory, grid_clips, model_dir, scrfd_detector) -> Path:
+@pytest.fixture(scope="session", name="flame_shards")
+def flame_shards_fixture(tmp_path_factory, grid_clips, model_dir, scrfd_detector) -> Path:
     """Pipeline-written shards of three GRID clips with FLAME arrays (72 frames each)."""
     return _once("shards", lambda: build_flame_shards(tmp_path_factory.mktemp("train-shards"), grid_clips[:3],
                                                       model_dir, scrfd_detector))
 
 
-@pytest.fixture(scope="session")
-def tiny_encoders(tmp_path_factory) -> tuple[Path, Path]:
+@pytest.fixture(scope="session", name="tiny_encoders")
+def tiny_encoders_fixture(tmp_path_factory) -> tuple[Path, Path]:
     return _once("encoders", lambda: build_tiny_encoders(tmp_path_factory.mktemp("encoders")))
 
 
-@pytest.fixture(scope="session")
-def vae_run(tmp_path_factory, flame_shards) -> Path:
+@pytest.fixture(scope="session", name="vae_run")
+def vae_run_fixture(tmp_path_factory, flame_shards) -> Path:
     """A tiny VAE trained for 20 steps on the fixture shards."""
     from training.config import load_run_config
     from training.sft import run_sft
@@ -142,8 +141,8 @@ def vae_run(tmp_path_factory, flame_shards) -> Path:
     return _once("vae", make)
 
 
-@pytest.fixture(scope="session")
-def flow_run(tmp_path_factory, flame_shards, tiny_encoders, vae_run) -> Path:
+@pytest.fixture(scope="session", name="flow_run")
+def flow_run_fixture(tmp_path_factory, flame_shards, tiny_encoders, vae_run) -> Path:
     """A tiny flow model trained for 4 steps on the VAE's latents (the RL starting point)."""
     from training.config import load_run_config
     from training.sft import run_sft

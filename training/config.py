@@ -129,7 +129,7 @@ class RunConfig(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @model_validator(mode="after")
-    def _whole_latents(self) -> "RunConfig":
+    def _whole_latents(self) -> RunConfig:
         if self.data.window_frames % self.vae.latent_rate:
             raise ValueError(f"data.window_frames {self.data.window_frames} is not a multiple of "
                              f"vae.latent_rate {self.vae.latent_rate}")

@@ -37,7 +37,7 @@ class FrozenEncoders(nn.Module):
     def text_dim(self) -> int:
         return int(self.text.config.d_model)
 
-    def train(self, mode: bool = True) -> "FrozenEncoders":
+    def train(self, mode: bool = True) -> FrozenEncoders:
         return super().train(False)  # frozen: dropout stays off whatever the trainer asks
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ The registry ``REWARDS`` maps each name to its function; the config gives a weig
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

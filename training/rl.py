@@ -34,7 +34,13 @@ from training.flow import MotionFlow, tau_grid
 from training.rewards import reward_columns
 from training.sde import gaussian_kl, log_prob, sde_step
 from training.sft import FlowParts, build_flow, flow_inputs, flow_parts
-from training.trainer_base import Trainer, config_from_args, make_accelerator, parse_args, seed_everything
+from training.trainer_base import (
+    Trainer,
+    config_from_args,
+    make_accelerator,
+    parse_args,
+    seed_everything,
+)
 
 
 @dataclass
@@ -166,6 +172,16 @@ class RLRun:
         data = self.config.data.model_copy(update={"window_frames": self.init.data.window_frames})
         return batches(train_pipeline(data, self.config.seed + self.trainer.accelerator.process_index), data, skip)
 
+    def _micro_losses(self, rollouts: Rollouts, old_logp: torch.Tensor, advantages: torch.Tensor, chunk: int):
+        """A callable giving the loss of the next ``chunk`` rollouts at each call (one per micro-batch)."""
+        starts = iter(range(0, advantages.shape[0], chunk))
+
+        def micro() -> dict[str, torch.Tensor]:
+            start = next(starts)
+            return rl_loss(self.trainer.model, self.reference, rollouts, old_logp, advantages, self.config,
+                           slice(start, start + chunk))
+        return micro
+
     def step(self, batch: dict) -> dict:
         """One rollout batch and its ``inner_epochs`` updates; returns numbers (and tensors) for logs and tests."""
         config, trainer, device = self.config, self.trainer, self.trainer.device
@@ -189,14 +205,7 @@ class RLRun:
         chunk = -(-audio.shape[0] // accum)
         first_ratio_dev = None
         for _ in range(config.rl.inner_epochs):
-            pieces = iter(range(0, audio.shape[0], chunk))
-
-            def micro() -> dict[str, torch.Tensor]:
-                start = next(pieces)
-                return rl_loss(trainer.model, self.reference, rollouts, old_logp, advantages, config,
-                               slice(start, start + chunk))
-
-            losses = trainer.optimizer_step(micro)
+            losses = trainer.optimizer_step(self._micro_losses(rollouts, old_logp, advantages, chunk))
             trainer.state.step -= 1  # one RL step counts once, however many inner updates
             if first_ratio_dev is None:
                 first_ratio_dev = losses["ratio_dev"]

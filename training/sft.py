@@ -18,7 +18,14 @@ from training.config import RunConfig, load_run_config
 from training.data import batches, train_pipeline
 from training.flow import MotionFlow
 from training.stats import MotionStats, compute_stats
-from training.trainer_base import Trainer, config_from_args, parse_args, register_task, seed_everything, TASKS
+from training.trainer_base import (
+    TASKS,
+    Trainer,
+    config_from_args,
+    parse_args,
+    register_task,
+    seed_everything,
+)
 from training.vae import MotionVAE
 
 

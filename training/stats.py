@@ -43,7 +43,7 @@ class MotionStats:
                 "std": self.std.tolist(), "frames": self.frames}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MotionStats":
+    def from_dict(cls, data: dict) -> MotionStats:
         return cls(tuple(data["groups"]), dict(data["dims"]), np.asarray(data["mean"], np.float64),
                    np.asarray(data["std"], np.float64), int(data["frames"]))
 
@@ -53,7 +53,7 @@ class MotionStats:
         return path
 
     @classmethod
-    def load(cls, folder: Path) -> "MotionStats":
+    def load(cls, folder: Path) -> MotionStats:
         return cls.from_dict(json.loads((Path(folder) / STATS_FILE).read_text()))
 
 

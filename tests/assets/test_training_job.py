@@ -6,8 +6,7 @@ import json
 
 import dagster as dg
 import yaml
-
-from training_fixtures import flame_shards, tiny_config  # noqa: F401
+from training_fixtures import flame_shards_fixture, tiny_config  # noqa: F401
 
 
 def test_training_job_trains_on_the_current_shards(tmp_path, flame_shards):

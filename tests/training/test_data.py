@@ -8,10 +8,17 @@ import tarfile
 
 import numpy as np
 import pytest
+from training_fixtures import RATE, WINDOW, flame_shards_fixture, tiny_config  # noqa: F401
 
-from training_fixtures import RATE, WINDOW, flame_shards, tiny_config  # noqa: F401
 from training.config import load_run_config
-from training.data import batches, caption_for, eval_pipeline, read_wav, shard_urls, train_pipeline
+from training.data import (
+    batches,
+    caption_for,
+    eval_pipeline,
+    read_wav,
+    shard_urls,
+    train_pipeline,
+)
 from training.stats import compute_stats
 
 
@@ -50,7 +57,7 @@ def test_the_stream_is_a_function_of_the_seed_and_skipping_resumes_it(tmp_path, 
     again = [b for _, b in zip(range(4), batches(train_pipeline(config.data, seed=3), config.data))]
     skipped = [b for _, b in zip(range(2), batches(train_pipeline(config.data, seed=3), config.data, skip=2))]
     other = [b for _, b in zip(range(4), batches(train_pipeline(config.data, seed=4), config.data))]
-    same = lambda a, b: a["key"] == b["key"] and bool((a["start"] == b["start"]).all())  # noqa: E731
+    same = lambda a, b: a["key"] == b["key"] and bool((a["start"] == b["start"]).all())
     assert all(same(a, b) for a, b in zip(first, again))
     assert same(first[2], skipped[0]) and same(first[3], skipped[1])
     assert not all(same(a, b) for a, b in zip(first, other))
@@ -103,7 +110,7 @@ def test_audio_of_a_window_has_one_length_whatever_its_start():
 
     config = load_run_config(None, data={"window_frames": 64}).data  # 64 / 24 s is not a whole sample count
     clip = Clip("k", np.zeros((100, 3), np.float32), np.arange(70000, dtype=np.float32), {})
-    lengths = {len(cut_window(clip, start, config)["audio"]) for start in range(0, 37)}
+    lengths = {len(cut_window(clip, start, config)["audio"]) for start in range(37)}
     assert lengths == {round(64 * 16000 / 24)}
     window = cut_window(clip, 3, config)
     assert window["audio"][0] == 2000.0 and window["motion"].shape == (64, 3)

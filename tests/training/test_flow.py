@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import torch
+from training_fixtures import (  # noqa: F401
+    flame_shards_fixture,
+    flow_run_fixture,
+    tiny_encoders_fixture,
+    vae_run_fixture,
+)
 
-from training_fixtures import flame_shards, flow_run, tiny_encoders, vae_run  # noqa: F401
 from training.config import FlowConfig, load_run_config
 from training.flow import MotionFlow, sample_long, sample_window
 
@@ -68,9 +73,9 @@ def test_long_sequences_slide_a_window_over_the_audio():
 
 
 def test_held_out_metrics_of_a_trained_flow_run(tmp_path, flame_shards, flow_run):
+    from training.checkpoint import load_weights
     from training.evaluate import evaluate_flow
     from training.sft import build_flow, flow_parts
-    from training.checkpoint import load_weights
 
     config = load_run_config(flow_run / "config.yaml", data={"eval_shards": str(flame_shards)})
     parts = flow_parts(config, torch.device("cpu"))

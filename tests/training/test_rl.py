@@ -6,11 +6,18 @@ import math
 
 import pytest
 import torch
+from training_fixtures import (  # noqa: F401
+    flame_shards_fixture,
+    flow_run_fixture,
+    tiny_config,
+    tiny_encoders_fixture,
+    vae_run_fixture,
+)
 
-from training_fixtures import flame_shards, flow_run, tiny_config, tiny_encoders, vae_run  # noqa: F401
 from training.advantages import gdpo, grpo
 from training.config import load_run_config
-from training.rl import RLRun, main as rl_main
+from training.rl import RLRun
+from training.rl import main as rl_main
 from training.sde import gaussian_kl, log_prob, sde_step
 
 
@@ -67,7 +74,7 @@ def test_sde_steps_keep_the_flow_marginals(kind):
     c, tau, tau_next, n = 0.7, 0.6, 0.59, 400_000
     x = (1 - tau) * c + tau * torch.randn(n, 1, generator=gen)
     v = (x - c) / tau
-    new, mean, std = sde_step(x, v, tau, tau_next, 0.5, kind, torch.randn(n, 1, generator=gen))
+    new, _, std = sde_step(x, v, tau, tau_next, 0.5, kind, torch.randn(n, 1, generator=gen))
     assert std > 0
     assert abs(float(new.mean()) - (1 - tau_next) * c) < 3e-3
     assert abs(float(new.std()) / tau_next - 1) < (3e-3 if kind == "cps" else 1e-2)

@@ -604,42 +604,51 @@ def machine_info() -> dict:
 def git_state() -> str:
     """The commit measured, with '+dirty' when the working tree has changes (others' work in progress)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False).stdout.strip()
 
     return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def memory_summary(runs: dict[str, dict]) -> dict:
-    """Peak memory per scale and stage, the largest scale over the smallest, and which stages grow."""
+    """Peak memory per scale and stage, the largest scale over the smallest, and which stages grow.
+
+    A scale's peak is the largest stage peak over the stages measured at every scale, so a
+    scale measured in parts is compared like for like; ``complete`` says whether all ran.
+    """
     scales = sorted(int(s) for s in runs)
     if not scales or any("peak_mib" not in r for s in scales for r in runs[str(s)]["stages"].values()):
         return {}
+    common = [stage for stage in STAGES if all(stage in runs[str(s)]["stages"] for s in scales)]
     per_stage = {stage: {str(s): runs[str(s)]["stages"][stage]["peak_mib"] for s in scales
                          if stage in runs[str(s)]["stages"]} for stage in STAGES}
-    peak = {str(s): max(r["peak_mib"] for r in runs[str(s)]["stages"].values()) for s in scales}
+    peak = {str(s): max((runs[str(s)]["stages"][stage]["peak_mib"] for stage in common), default=0.0)
+            for s in scales}
     lo, hi = str(scales[0]), str(scales[-1])
     ratios = {stage: values[hi] / values[lo] for stage, values in per_stage.items() if lo in values and hi in values}
-    ratio = peak[hi] / peak[lo]
+    ratio = peak[hi] / peak[lo] if peak[lo] else math.nan
+    several = len(scales) > 1 and bool(common)
     return {"metric": "per stage, the larger of the Python process's VmHWM and the polled summed RSS of its "
                       "process tree (MiB); per scale, the largest stage", "scales": scales,
+            "stages_compared": common, "complete": common == list(STAGES),
             "peak_mib": peak, "per_stage_peak_mib": per_stage,
             f"ratio_{hi}x_over_{lo}x": ratio, "per_stage_ratio": ratios, "flat_threshold": FLAT_RATIO,
-            "flat": bool(ratio <= FLAT_RATIO) if len(scales) > 1 else None,
-            "growing_stages": sorted(s for s, r in ratios.items() if r > FLAT_RATIO) if len(scales) > 1 else []}
+            "flat": bool(ratio <= FLAT_RATIO) if several else None,
+            "growing_stages": sorted(s for s, r in ratios.items() if r > FLAT_RATIO) if several else []}
 
 
 def markdown(payload: dict) -> str:
     m = payload["machine"]
     lines = [f"# Scale benchmark ({m['date']})", "",
-             f"{m['cores']} cores ({m['cpu_model']}), {m['memory_total_gib']} GiB, Python {m['python']}, "
-             f"torch {m['torch']}. {payload['contention_note']}", "",
+             (f"{m['cores']} cores ({m['cpu_model']}), {m['memory_total_gib']} GiB, Python {m['python']}, "
+             f"torch {m['torch']}. {payload['contention_note']}"), "",
              "Models: " + ", ".join(f"{k}: {v}" for k, v in payload["models"].items()) + ".", "",
-             "| scale | source s | stage | wall s | RTF | model s | non-model s | decodes | peak MiB "
-             "| process VmHWM MiB | tree RSS MiB (polled) | load avg 1m |",
+             ("| scale | source s | stage | wall s | RTF | model s | non-model s | decodes | peak MiB "
+             "| process VmHWM MiB | tree RSS MiB (polled) | load avg 1m |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for scale in sorted(payload["runs"], key=int):
         run = payload["runs"][scale]
-        for stage, r in run["stages"].items():
+        for stage in [name for name in STAGES if name in run["stages"]]:  # JSON keys come back sorted
+            r = run["stages"][stage]
             lines.append(f"| {scale}x | {run['source']['duration_s']:.1f} | {stage} | {r['wall_s']:.2f} | "
                          f"{r['rtf']:.3f} | {r['model_s']:.2f} | {r['non_model_s']:.2f} | {r['decodes']} | "
                          f"{r.get('peak_mib', math.nan):.0f} | {r.get('peak_process_rss_mib', math.nan):.0f} | "
@@ -648,8 +657,8 @@ def markdown(payload: dict) -> str:
         t = run["totals"]
         lines.append(f"| {scale}x | {run['source']['duration_s']:.1f} | **all** | {t['wall_s']:.2f} | {t['rtf']:.3f} | "
                      f"{t['model_s']:.2f} | {t['non_model_s']:.2f} | {t['decodes_per_source']:g}/source | | | | |")
-    lines += ["", "| scale | ffmpeg decode s | ffmpeg floor s | face non-model / floor | all non-model / floor "
-              "| raw read MB/s | loader MB/s | raw samples/s | loader samples/s | loader / raw |",
+    lines += ["", ("| scale | ffmpeg decode s | ffmpeg floor s | face non-model / floor | all non-model / floor "
+              "| raw read MB/s | loader MB/s | raw samples/s | loader samples/s | loader / raw |"),
               "|---|---|---|---|---|---|---|---|---|---|"]
     for scale in sorted(payload["runs"], key=int):
         run = payload["runs"][scale]
@@ -665,14 +674,15 @@ def markdown(payload: dict) -> str:
         lines += ["", f"Peak memory ({mem['metric']}): " + ", ".join(f"{s}x {v:.0f}" for s, v in mem["peak_mib"].items())
                   + f"; {key.removeprefix('ratio_').replace('_over_', ' / ')} = {mem[key]:.2f} -> "
                   + ("flat" if mem["flat"] else "NOT flat" if mem["flat"] is False else "one scale only")
+                  + ("" if mem.get("complete") else f" (stages compared: {', '.join(mem.get('stages_compared', []))})")
                   + f" (threshold {FLAT_RATIO}). Per stage: "
-                  + ", ".join(f"{s} {r:.2f}" for s, r in mem["per_stage_ratio"].items()) + "."]
+                  + ", ".join(f"{s} {mem['per_stage_ratio'][s]:.2f}" for s in STAGES if s in mem["per_stage_ratio"]) + "."]
         if mem.get("growing_stages"):
             lines.append(f"Growing: {', '.join(mem['growing_stages'])}.")
     loader = next((r["shard_read"]["loader"] for r in payload["runs"].values() if r.get("shard_read")), None)
-    lines += ["", "RTF = stage wall (model loading excluded) / source seconds. Floor = one ffmpeg decoding the source "
+    lines += ["", ("RTF = stage wall (model loading excluded) / source seconds. Floor = one ffmpeg decoding the source "
               "and encoding as many 384x384 24 fps frames with the config's x264 settings (bench_pipeline.py). "
-              f"Shard loader: {loader}."]
+              f"Shard loader: {loader}.")]
     if payload.get("findings"):
         lines += ["", "## Findings", "", *[f"- {f}" for f in payload["findings"]]]
     return "\n".join(lines) + "\n"
@@ -735,12 +745,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated stages to run (default: all); later stages alone need --keep "
                              "with the folder of an earlier invocation that ran the stages before them")
     parser.add_argument("--keep", type=Path, help="keep the work folders here (default: a temporary folder)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: re-render the markdown from the existing JSON (with --findings)")
+    parser.add_argument("--findings", type=Path, help="text file, one finding per line, stored in the JSON and table")
     parser.add_argument("--worker", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main(args.worker, args.config, args.worker_out)
+    json_path, md_path = args.out_dir / JSON_NAME, args.out_dir / MARKDOWN_NAME
+    if args.report_only:
+        if not json_path.exists():
+            parser.error(f"--report-only: {json_path} does not exist")
+        return write_results(json.loads(json_path.read_text()), args.findings, json_path, md_path)
     if shutil.which("ffmpeg") is None:
         parser.error("ffmpeg is not on PATH")
 
@@ -751,11 +769,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    json_path, md_path = args.out_dir / JSON_NAME, args.out_dir / MARKDOWN_NAME
     previous = json.loads(json_path.read_text()) if args.append and json_path.exists() else None
-    payload = merge(previous, payload)
+    return write_results(merge(previous, payload), args.findings, json_path, md_path)
+
+
+def write_results(payload: dict, findings: Path | None, json_path: Path, md_path: Path) -> int:
     payload["memory"] = memory_summary(payload["runs"])
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    if findings is not None:
+        payload["findings"] = [line.strip() for line in findings.read_text().splitlines() if line.strip()]
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(payload, indent=1, sort_keys=True))
     text = markdown(payload)
     md_path.write_text(text)

@@ -131,7 +131,7 @@ def run_pipeline_once(video: Path, config: PipelineConfig, detector: TimedDetect
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         input_dir, data_dir = Path(tmp) / "input", Path(tmp) / "data"
         input_dir.mkdir()
-        (input_dir / video.name).symlink_to(video.resolve())
+        shutil.copyfile(video, input_dir / video.name)  # a link leaving the input folder would be skipped
         cfg = PipelineConfig.model_validate(
             {**config.model_dump(), "paths": {**config.paths.model_dump(), "input_dir": input_dir, "data_dir": data_dir}})
         media.DECODE_COUNTS.clear()

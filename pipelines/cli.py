@@ -28,8 +28,11 @@ def _models_status(args, config) -> int:
 def _scan(args, config) -> int:
     from pipelines.ingest import SourceRegistry
 
-    for ref in SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions):
+    registry = SourceRegistry(config.paths.registry_path)
+    for ref in registry.scan(config.paths.input_dir, config.ingest.extensions):
         print(f"{ref.source_id}\t{ref.relpath}")
+    for relpath, why in registry.skipped().items():
+        print(f"skipped ({why['reason']})\t{relpath}")
     return 0
 
 

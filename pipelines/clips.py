@@ -277,9 +277,16 @@ def extract_face_clips(
 
 def _decode_rejection(outcome: DecodeOutcome, decoded_s: float, declared_s: float, min_fraction: float,
                       numbers: dict) -> MediaRejection | None:
-    """Why a decode cannot be used, or None. Short decodes are truncation; errors later are corruption."""
+    """Why a decode cannot be used, or None.
+
+    An error on a packet inside the file is damage (``decode_error``), wherever it falls;
+    a decode that ends early at the end of the file, with or without an error, is truncation.
+    """
     if outcome.frames == 0:
         return MediaRejection("no_decodable_frames", outcome.error or "no video frame could be decoded", **numbers)
+    if outcome.error and not outcome.error_at_end_of_file:
+        return MediaRejection("decode_error", f"{outcome.error} after {decoded_s:.2f} s of a declared {declared_s:.2f} s",
+                              **numbers)
     if declared_s > 0 and decoded_s < min_fraction * declared_s:
         cause = f" ({outcome.error})" if outcome.error else ""
         return MediaRejection("truncated_stream", f"decoded {decoded_s:.2f} s of a declared {declared_s:.2f} s{cause}",

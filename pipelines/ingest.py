@@ -1,8 +1,13 @@
-"""Finding source videos and giving each a stable id.
+"""Finding source videos, giving each a stable id, and the limits a probed source must meet.
 
 The id is ``<slug of the file stem>-<first 10 hex of the content sha256>``: readable in
 the Dagster UI, stable across renames of the folder, and distinct for distinct content.
 Hashes are cached by (path, size, mtime) so a sensor tick does not re-read every file.
+
+Every other file in the input folder is accounted for too: the scan records why it is not
+a source (``unsupported_extension``, ``sidecar_transcript``, ``duplicate_content``,
+``symlink_outside_input``, ``broken_symlink``), and the manifest lists it. Only hidden
+files (a leading dot: partial downloads, editor files) are passed over silently.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+from pipelines.config import IngestConfig
+from pipelines.media import MediaRejection, ProbeInfo
 from pipelines.models import sha256_file
 from pipelines.records import SourceRef
+from pipelines.speech.sidecar import SIDECAR_EXTENSIONS
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -43,14 +51,73 @@ def atomic_write_text(path: Path, text: str) -> None:
 def list_candidates(input_dir: Path, extensions: tuple[str, ...]) -> list[Path]:
     """Files under ``input_dir`` with a video extension, sorted; hidden files skipped."""
     exts = {e.lower() for e in extensions}
+    return [path for path in _all_files(input_dir) if path.suffix.lower() in exts]
+
+
+def _skip(reason: str, detail: str) -> dict:
+    return {"reason": reason, "detail": detail}
+
+
+def classify_files(input_dir: Path, extensions: tuple[str, ...]) -> tuple[list[Path], dict[str, dict]]:
+    """(candidate videos, {relpath: why skipped}) for every non-hidden file under ``input_dir``.
+
+    A symlink is taken only when it resolves inside ``input_dir``; one pointing outside is
+    never followed, so a link cannot pull files from elsewhere into the dataset.
+    """
+    input_dir = Path(input_dir)
+    root = input_dir.resolve()
+    exts = {e.lower() for e in extensions}
+    videos, others = [], []
+    for path in _all_files(input_dir):
+        (videos if path.suffix.lower() in exts else others).append(path)
+    stems = {p.with_suffix("") for p in videos}
+    candidates: list[Path] = []
+    skipped: dict[str, dict] = {}
+    for path in sorted(videos + others):
+        relpath = path.relative_to(input_dir).as_posix()
+        if path.is_symlink():
+            target = Path(os.path.realpath(path))
+            if not target.exists():
+                skipped[relpath] = _skip("broken_symlink", f"points to {os.readlink(path)}, which does not exist")
+                continue
+            if not target.is_relative_to(root):
+                skipped[relpath] = _skip("symlink_outside_input", "points outside the input folder; not followed")
+                continue
+        if path.suffix.lower() in exts:
+            candidates.append(path)
+        elif path.suffix.lower() in SIDECAR_EXTENSIONS and path.with_suffix("") in stems:
+            skipped[relpath] = _skip("sidecar_transcript", "transcript of the video with the same name")
+        else:
+            skipped[relpath] = _skip("unsupported_extension",
+                                     f"{path.suffix or 'no extension'} is not one of ingest.extensions")
+    # Real files first, then links: identical content registers under the file's own name.
+    return sorted(candidates, key=lambda p: (p.is_symlink(), p)), skipped
+
+
+def _all_files(input_dir: Path) -> list[Path]:
     found = []
     for root, dirs, files in os.walk(input_dir, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            if not name.startswith(".") and path.suffix.lower() in exts:
-                found.append(path)
+        found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
     return found
+
+
+def probe_limits(info: ProbeInfo, config: IngestConfig) -> MediaRejection | None:
+    """The first configured limit a probed source breaks, as a rejection; None when it meets them all."""
+    pixels = info.width * info.height
+    if pixels > config.max_frame_pixels:
+        return MediaRejection("resolution_too_large", f"{info.width}x{info.height} has more than "
+                              f"{config.max_frame_pixels} pixels per frame", width=info.width, height=info.height,
+                              max_frame_pixels=config.max_frame_pixels)
+    if info.duration_s > config.max_duration_s:
+        return MediaRejection("source_too_long", f"{info.duration_s:.1f} s is longer than {config.max_duration_s:g} s",
+                              duration_s=info.duration_s, max_duration_s=config.max_duration_s)
+    shortest = min(info.duration_s, info.video_duration_s or info.duration_s)
+    if shortest < config.min_duration_s:
+        return MediaRejection("source_too_short", f"{info.duration_s:.3f} s, of which {info.video_duration_s:.3f} s "
+                              "of video", duration_s=info.duration_s, video_duration_s=info.video_duration_s,
+                              min_duration_s=config.min_duration_s)
+    return None
 
 
 class SourceRegistry:
@@ -59,10 +126,15 @@ class SourceRegistry:
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
     def load(self) -> dict[str, dict]:
-        if not self.path.exists():
-            return {}
-        return json.loads(self.path.read_text()).get("sources", {})
+        return self._read().get("sources", {})
+
+    def skipped(self) -> dict[str, dict]:
+        """Files of the input folder at the last scan that are not sources: relpath -> reason, detail."""
+        return self._read().get("skipped", {})
 
     def lookup(self, source_id: str, input_dir: Path) -> SourceRef:
         entry = self.load().get(source_id)
@@ -74,21 +146,22 @@ class SourceRegistry:
     def scan(self, input_dir: Path, extensions: tuple[str, ...]) -> list[SourceRef]:
         """Register every video under ``input_dir``; return all sources found, sorted by id.
 
-        Identical content under two names registers once (the first path in sorted order).
+        Identical content under two names registers once (the first path in sorted order);
+        the other names, and every file that is not a video, are recorded as skipped.
         """
         input_dir = Path(input_dir)
         if not input_dir.is_dir():
             raise FileNotFoundError(f"input folder {input_dir} does not exist")
-        known = self.load()
+        document = self._read()
+        known = document.get("sources", {})
         by_path = {entry["relpath"]: (sid, entry) for sid, entry in known.items()}
+        candidates, skipped = classify_files(input_dir, extensions)
         refs: dict[str, SourceRef] = {}
+        by_digest: dict[str, str] = {}
         changed = False
-        for path in list_candidates(input_dir, extensions):
+        for path in candidates:
             relpath = path.relative_to(input_dir).as_posix()
-            try:
-                stat = path.stat()
-            except OSError:
-                continue  # dangling symlink: nothing to read
+            stat = path.stat()
             cached = by_path.get(relpath)
             if cached and cached[1]["size_bytes"] == stat.st_size and cached[1]["mtime_ns"] == stat.st_mtime_ns:
                 sid, entry = cached
@@ -96,12 +169,22 @@ class SourceRegistry:
                 digest = sha256_file(path)
                 sid = f"{slugify(path.stem)}-{digest[:10]}"
                 entry = {"relpath": relpath, "sha256": digest, "size_bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-            if sid in refs:
+            first = by_digest.setdefault(entry["sha256"], sid)
+            if first != sid:
+                skipped[relpath] = _skip("duplicate_content", f"same content as {refs[first].relpath} ({first})")
                 continue
             if known.get(sid) != entry:
                 known[sid] = entry
                 changed = True
             refs[sid] = SourceRef(sid, path, relpath, entry["sha256"], entry["size_bytes"])
-        if changed:
-            atomic_write_text(self.path, json.dumps({"sources": dict(sorted(known.items()))}, indent=1))
+        skipped = dict(sorted(skipped.items()))
+        if changed or document.get("skipped", {}) != skipped:
+            atomic_write_text(self.path, json.dumps({"sources": dict(sorted(known.items())), "skipped": skipped},
+                                                    indent=1))
         return [refs[k] for k in sorted(refs)]
+
+
+def skipped_file_rows(registry_path: Path) -> list[dict]:
+    """Manifest rows for the input files that are not sources, with why (see :func:`classify_files`)."""
+    return [{"kind": "file", "relpath": relpath, "status": "skipped", "reason": why["reason"], "detail": why["detail"]}
+            for relpath, why in SourceRegistry(registry_path).skipped().items()]

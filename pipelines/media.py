@@ -47,6 +47,8 @@ class ProbeInfo:
     audio_sample_rate: int
     audio_channels: int
     size_bytes: int
+    # The video stream's own length: a single still frame under minutes of audio is no video.
+    video_duration_s: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -81,14 +83,15 @@ def probe(path: Path) -> ProbeInfo:
     """Probe a source with ffprobe; raise :class:`MediaRejection` with a specific reason."""
     path = Path(path)
     if not path.is_file():
-        raise MediaRejection("missing_file", f"{path} is not a file")
+        raise MediaRejection("missing_file", f"{path.name} is not a file")
     size = path.stat().st_size
     if size == 0:
-        raise MediaRejection("empty_file", f"{path} has zero bytes", size_bytes=0)
+        raise MediaRejection("empty_file", f"{path.name} has zero bytes", size_bytes=0)
     try:
         info = ffmpeg.probe(str(path))
     except ffmpeg.Error as error:
-        stderr = (error.stderr or b"").decode(errors="replace").strip()
+        # Records carry no absolute path: they must not change when the input folder moves.
+        stderr = (error.stderr or b"").decode(errors="replace").strip().replace(str(path), path.name)
         with open(path, "rb") as handle:
             head = handle.read(12)
         raise MediaRejection(_classify_probe_error(stderr, head), stderr.splitlines()[-1] if stderr else "ffprobe failed",
@@ -97,6 +100,14 @@ def probe(path: Path) -> ProbeInfo:
     video = next((s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     fmt = info.get("format", {})
+    # A damaged track header (or a codec this FFmpeg lacks) leaves a stream unidentifiable:
+    # when that stream is the one missing, say so rather than "no audio stream".
+    unknown = [s for s in streams if s.get("codec_name", "unknown") == "unknown"
+               or (s.get("codec_type") == "audio" and not int(s.get("sample_rate") or 0))]
+    if unknown and (video is None or audio is None or video in unknown or audio in unknown):
+        raise MediaRejection("unknown_codec", f"stream {unknown[0].get('index')} ({unknown[0].get('codec_type')}) has "
+                             "a codec that cannot be identified", size_bytes=size,
+                             stream_index=unknown[0].get("index"), codec_tag=unknown[0].get("codec_tag_string", ""))
     if video is None:
         raise MediaRejection("no_video_stream", "the container has no video stream", size_bytes=size)
     if audio is None:
@@ -124,6 +135,7 @@ def probe(path: Path) -> ProbeInfo:
         audio_sample_rate=int(audio.get("sample_rate", 0) or 0),
         audio_channels=int(audio.get("channels", 0) or 0),
         size_bytes=size,
+        video_duration_s=float(video.get("duration") or duration),
     )
 
 
@@ -172,6 +184,8 @@ class DecodeOutcome:
 
     error: str | None = None
     frames: int = 0
+    # The packet that failed reached the end of the file: the file was cut off, not damaged inside.
+    error_at_end_of_file: bool = False
 
 
 def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
@@ -186,7 +200,8 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
     DECODE_COUNTS[str(path)] += 1
     outcome = outcome if outcome is not None else DecodeOutcome()
     try:
-        container = av.open(str(path))
+        # Damaged tags must not stop a decode: PyAV's strict default raises UnicodeDecodeError.
+        container = av.open(str(path), metadata_errors="replace")
     except av.error.FFmpegError as error:
         raise MediaRejection("unreadable_container", str(error)) from None
     with container:
@@ -197,6 +212,8 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
         resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_sink.sample_rate)
         pending: Frame | None = None
         nominal = float(video.average_rate) if video.average_rate else 25.0
+        size = Path(path).stat().st_size
+        packet = None
         try:
             for packet in container.demux(video, audio):
                 for decoded in packet.decode():
@@ -221,6 +238,8 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
                 audio_sink.write(None, out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as error:
             outcome.error = f"{type(error).__name__}: {error}"
+            outcome.error_at_end_of_file = packet is not None and (packet.pos is not None and packet.pos >= 0
+                                                              and packet.pos + packet.size >= size)
         if pending is not None:
             yield pending
 

@@ -25,7 +25,7 @@ import webdataset as wds
 
 from pipelines.atomic import file_lock
 from pipelines.config import PipelineConfig
-from pipelines.ingest import atomic_write_text
+from pipelines.ingest import atomic_write_text, skipped_file_rows
 from pipelines.records import ACCEPTED, SourceRecord
 from pipelines.sources import source_dir
 from pipelines.stages import SPLIT, apply_stages, sample_json
@@ -155,9 +155,12 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardS
         shard_entries.append({"name": name, "samples": len(keys), "bytes": (shards_dir / name).stat().st_size,
                               "sha256": digest})
 
-    stats = dataset_stats(records, shard_entries)
+    skipped = skipped_file_rows(config.paths.registry_path)  # input files that are not sources, with why
+    stats = {**dataset_stats(records, shard_entries),
+             "skipped_files": dict(sorted(Counter(row["reason"] for row in skipped).items()))}
     manifest_path = shards_dir / MANIFEST_FILE
-    atomic_write_text(manifest_path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in manifest_rows(records)))
+    atomic_write_text(manifest_path, "".join(json.dumps(row, sort_keys=True) + "\n"
+                                             for row in manifest_rows(records) + skipped))
     atomic_write_text(shards_dir / STATS_FILE, json.dumps(stats, indent=1, sort_keys=True))
     atomic_write_text(shards_dir / INDEX_FILE, json.dumps(
         {"config_hash": config.content_hash(), "shards": shard_entries, "samples": dict(sorted(index.items()))},

@@ -19,6 +19,7 @@ from pipelines.atomic import file_lock
 from pipelines.clips import ProgressFn, extract_face_clips
 from pipelines.config import PipelineConfig
 from pipelines.faces.detectors import FaceDetector
+from pipelines.ingest import probe_limits
 from pipelines.media import MediaRejection, ProbeInfo, probe
 from pipelines.records import SourceRecord, SourceRef
 
@@ -54,10 +55,9 @@ def probe_source(source: SourceRef, config: PipelineConfig) -> tuple[dict | None
         info = probe(source.path)
     except MediaRejection as rejection:
         return None, SourceRecord.rejected(source, rejection.reason, rejection.detail, rejection.numbers)
-    if info.duration_s < config.ingest.min_duration_s:
-        return None, SourceRecord.rejected(source, "source_too_short", f"{info.duration_s:.3f} s",
-                                           {"duration_s": info.duration_s,
-                                            "min_duration_s": config.ingest.min_duration_s}, info.as_dict())
+    limit = probe_limits(info, config.ingest)
+    if limit is not None:
+        return None, SourceRecord.rejected(source, limit.reason, limit.detail, limit.numbers, info.as_dict())
     return info.as_dict(), None
 
 

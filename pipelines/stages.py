@@ -107,7 +107,9 @@ def apply_stages(record: SourceRecord, config: PipelineConfig, upto: str | None 
         pending = any(s["status"] == PENDING for s in out)
         view.status = PENDING if pending else REJECTED
         view.reason = "stages_pending" if pending else "no_accepted_segment"
-        view.detail = "a required stage has not run" if pending else "every segment was rejected by a later stage"
+        reasons = sorted({s["reason"] for s in out if s["status"] == REJECTED})
+        view.detail = "a required stage has not run" if pending else \
+            f"every segment was rejected by a later stage ({', '.join(reasons)})"
     return view
 
 

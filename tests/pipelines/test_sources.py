@@ -69,7 +69,7 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> Ru
     }
     (root / "input").mkdir()
     for name, path in inputs.items():
-        (root / "input" / name).symlink_to(path)
+        shutil.copyfile(path, root / "input" / name)
     cfg = _config(root, model_dir)
     refs = _scan(cfg)
     assert sorted(refs) == sorted(inputs)
@@ -291,7 +291,7 @@ def test_mediapipe_backend_finds_the_grid_face(tmp_path: Path, grid_clip: Path, 
     if not (model_dir / "mediapipe" / "face_detection_short_range.tflite").is_file():
         pytest.skip("MediaPipe short-range weights not in the model folder")
     (tmp_path / "input").mkdir()
-    (tmp_path / "input" / "grid.mpg").symlink_to(grid_clip)
+    shutil.copyfile(grid_clip, tmp_path / "input" / "grid.mpg")
     cfg = _config(tmp_path, model_dir, faces={"backend": "mediapipe"})
     (ref,) = _scan(cfg).values()
     detector = build_detector(cfg.faces, ModelStore(cfg.paths.model_dir))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> As
         ["-i", str(female), "-vn", "-ac", "1", "-ar", "16000", str(out)]) or out))
     sources["dubbed.mp4"] = composed.get("dubbed_female.mp4", mf.dubbed, male, other_audio, lead_in_s=0.0, loops=0)
     for name, path in sources.items():
-        (inputs / name).symlink_to(path)
+        shutil.copyfile(path, inputs / name)
     # The ASD stage alone: the stages after it (each tested in its own folder) are off.
     cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir},
                       speech={"enabled": False}, flame={"enabled": False}, captions={"enabled": False})

@@ -3,6 +3,8 @@ captions cached across runs; without a model the stage says so and keeps the cli
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from pipelines.config import load_config
@@ -20,7 +22,7 @@ def _config(root, inputs, models):
 def one_clip(tmp_path, grid_clip, model_dir, scrfd_detector):
     inputs = tmp_path / "input"
     inputs.mkdir()
-    (inputs / grid_clip.name).symlink_to(grid_clip)
+    shutil.copyfile(grid_clip, inputs / grid_clip.name)
     models = tmp_path / "models"
     (models / "scrfd").mkdir(parents=True)
     (models / "scrfd" / "scrfd_500m_kps.onnx").symlink_to(model_dir / "scrfd" / "scrfd_500m_kps.onnx")

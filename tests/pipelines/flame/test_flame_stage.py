@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def flame_run(tmp_path_factory, grid_clips, model_dir, scrfd_detector):
     inputs = root / "input"
     inputs.mkdir()
     for clip in grid_clips[:2]:
-        (inputs / clip.name).symlink_to(clip)
+        shutil.copyfile(clip, inputs / clip.name)
     cfg = _config(root, inputs, models)
     backend = build_backend(cfg)
     assert backend is not None
@@ -88,7 +89,7 @@ def test_rerun_gives_identical_arrays(flame_run):
 def test_without_weights_clips_are_kept_and_flagged(tmp_path, grid_clip, model_dir, scrfd_detector):
     inputs = tmp_path / "input"
     inputs.mkdir()
-    (inputs / grid_clip.name).symlink_to(grid_clip)
+    shutil.copyfile(grid_clip, inputs / grid_clip.name)
     cfg = _config(tmp_path, inputs, model_dir)  # the shared model dir has no SHeaP checkpoint
     assert build_backend(cfg) is None
     (ref,) = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)

@@ -8,6 +8,7 @@ transcripts (here: subtitles written beside the video).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 
 import pytest
@@ -55,7 +56,7 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> Sp
         sources[name] = composed.get(name, mf.dubbed, male, wav)
         (inputs / name).with_suffix(".txt").write_text(text + "\n")  # subtitles in the spoken language
     for name, path in sources.items():
-        (inputs / name).symlink_to(path)
+        shutil.copyfile(path, inputs / name)
     # The speech stage alone: the other later stages (each tested in its own folder) are off.
     cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir},
                       asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False})
@@ -147,7 +148,7 @@ def test_whisperx_and_diarization_backends_run_through_the_config(tmp_path, grid
     (models / "scrfd" / "scrfd_500m_kps.onnx").symlink_to(model_dir / "scrfd" / "scrfd_500m_kps.onnx")
     inputs = tmp_path / "input"
     inputs.mkdir()
-    (inputs / grid_clip.name).symlink_to(grid_clip)
+    shutil.copyfile(grid_clip, inputs / grid_clip.name)
     cfg = load_config(paths={"input_dir": inputs, "data_dir": tmp_path / "data", "model_dir": models},
                       asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False}, speech={"activity_backend": "pyannote_diarization", "transcription_backend": "whisperx",
                               "alignment_model": "alignment-en"})

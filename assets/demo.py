@@ -91,6 +91,8 @@ def print_summary(summary: dict) -> None:
         rejected = {**{f"source/{k}": v for k, v in stats["sources"]["rejected_by_reason"].items()},
                     **{f"segment/{k}": v for k, v in stats["segments"]["rejected_by_reason"].items()}}
         print("rejected by reason: " + (", ".join(f"{k}={v}" for k, v in rejected.items()) or "none"))
+        skipped = stats.get("skipped_files", {})  # input files that are not sources: links out, other types, copies
+        print("files not taken as sources: " + (", ".join(f"{k}={v}" for k, v in skipped.items()) or "none"))
         print("accepted with flags: " + (", ".join(f"{k}={v}" for k, v in stats["accepted_flags"].items()) or "none"))
     for path in summary["shards"]:
         print(f"shard: {path}")

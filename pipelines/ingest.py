@@ -6,7 +6,7 @@ Hashes are cached by (path, size, mtime) so a sensor tick does not re-read every
 
 Every other file in the input folder is accounted for too: the scan records why it is not
 a source (``unsupported_extension``, ``sidecar_transcript``, ``duplicate_content``,
-``symlink_outside_input``, ``broken_symlink``), and the manifest lists it. Only hidden
+``symlink_outside_input``, ``broken_symlink``, ``not_a_regular_file``), and the manifest lists it. Only hidden
 files (a leading dot: partial downloads, editor files) are passed over silently.
 """
 
@@ -75,14 +75,19 @@ def classify_files(input_dir: Path, extensions: tuple[str, ...]) -> tuple[list[P
     skipped: dict[str, dict] = {}
     for path in sorted(videos + others):
         relpath = path.relative_to(input_dir).as_posix()
-        if path.is_symlink():
-            target = Path(os.path.realpath(path))
-            if not target.exists():
-                skipped[relpath] = _skip("broken_symlink", f"points to {os.readlink(path)}, which does not exist")
-                continue
-            if not target.is_relative_to(root):
-                skipped[relpath] = _skip("symlink_outside_input", "points outside the input folder; not followed")
-                continue
+        target = Path(os.path.realpath(path))
+        if path.is_symlink() and not target.exists():
+            skipped[relpath] = _skip("broken_symlink", "its target does not exist")
+            continue
+        if path.is_symlink() and not target.is_relative_to(root):
+            skipped[relpath] = _skip("symlink_outside_input", "points outside the input folder; not followed")
+            continue
+        if target.is_dir():
+            continue  # a link to a folder inside: its files are scanned under their own paths
+        if not target.is_file():
+            # A FIFO or device would block the hash, or never end.
+            skipped[relpath] = _skip("not_a_regular_file", "not a regular file")
+            continue
         if path.suffix.lower() in exts:
             candidates.append(path)
         elif path.suffix.lower() in SIDECAR_EXTENSIONS and path.with_suffix("") in stems:
@@ -95,9 +100,11 @@ def classify_files(input_dir: Path, extensions: tuple[str, ...]) -> tuple[list[P
 
 
 def _all_files(input_dir: Path) -> list[Path]:
+    """Non-hidden entries below ``input_dir`` that are not plain folders (links to folders included, not entered)."""
     found = []
     for root, dirs, files in os.walk(input_dir, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / name for name in dirs if (Path(root) / name).is_symlink()]
         found += [Path(root) / name for name in sorted(files) if not name.startswith(".")]
     return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ def _folder(tmp_path: Path) -> tuple[Path, Path]:
     (outside / "private.mp4").write_bytes(b"private bytes")
     (inputs / "link outside.mp4").symlink_to(outside / "private.mp4")
     (inputs / "dangling.mp4").symlink_to(inputs / "gone.mp4")
+    (inputs / "library").symlink_to(outside)
+    (inputs / "same folder").symlink_to(inputs / "sub")
+    os.mkfifo(inputs / "pipe.mp4")
     return inputs, outside
 
 
@@ -39,7 +43,8 @@ def test_classify_files_gives_each_non_source_a_reason(tmp_path):
         "copy of talk.mp4", "sub/other.MOV", "talk.mp4", "link inside.mp4"]
     assert {k: v["reason"] for k, v in skipped.items()} == {
         "talk.srt": "sidecar_transcript", "notes.txt": "unsupported_extension",
-        "link outside.mp4": "symlink_outside_input", "dangling.mp4": "broken_symlink"}
+        "link outside.mp4": "symlink_outside_input", "dangling.mp4": "broken_symlink",
+        "library": "symlink_outside_input", "pipe.mp4": "not_a_regular_file"}
 
 
 def test_scan_registers_content_once_and_records_the_rest(tmp_path):
@@ -51,7 +56,8 @@ def test_scan_registers_content_once_and_records_the_rest(tmp_path):
     reasons = {row["relpath"]: row["reason"] for row in skipped_file_rows(registry.path)}
     assert reasons == {"talk.mp4": "duplicate_content", "link inside.mp4": "duplicate_content",
                        "talk.srt": "sidecar_transcript", "notes.txt": "unsupported_extension",
-                       "link outside.mp4": "symlink_outside_input", "dangling.mp4": "broken_symlink"}
+                       "link outside.mp4": "symlink_outside_input", "dangling.mp4": "broken_symlink",
+                       "library": "symlink_outside_input", "pipe.mp4": "not_a_regular_file"}
     # The file outside was never registered or hashed into the registry.
     assert "private" not in registry.path.read_text()
     (inputs / "notes.txt").unlink()

@@ -10,6 +10,7 @@ VENV=${VENV:-.venv}
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)  # Celery broker of the distributed tests
 # headless browser for the screenshot test of the Label Studio labeling interface
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
@@ -35,7 +36,7 @@ want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d'
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages (pinned by constraints.txt)"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -c constraints.txt -e '.[dev,annotation]'
+  "$VENV/bin/pip" install -q -c constraints.txt -e '.[dev,annotation,distributed]'
   # whisperx pins torch~=2.8 and friends; its code runs with the versions above.
   "$VENV/bin/pip" install -q --no-deps whisperx==3.8.6
   # The registry's torchaudio is a CUDA build whose compiled libs cannot load on a CPU

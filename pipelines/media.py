@@ -284,7 +284,21 @@ def frames_needed(start_s: float, end_s: float, fps: float) -> int:
     return max(0, math.ceil((end_s - start_s) * fps - 0.5))
 
 
-def read_video_frames(path: Path) -> list[np.ndarray]:
-    """All frames of a small clip (the 384 px crops) as RGB arrays; never used on a source."""
+def iter_video_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a clip (the 384 px crops) as RGB arrays, one at a time, so a stage's
+    memory does not grow with the clip's length."""
     with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def read_video_frames(path: Path) -> list[np.ndarray]:
+    """All frames of a short clip at once (previews, tests); stages stream with iter_video_frames."""
+    return list(iter_video_frames(path))
+
+
+def count_video_frames(path: Path) -> int:
+    """Frames in a clip: the container's count when it records one, else by decoding."""
+    with av.open(str(path)) as container:
+        declared = container.streams.video[0].frames
+    return declared if declared > 0 else sum(1 for _ in iter_video_frames(path))

@@ -22,7 +22,7 @@ from pipelines.atomic import atomic_path
 from pipelines.clips import ClipEncoder, mux_clip
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
-from pipelines.media import read_video_frames, write_wav
+from pipelines.media import iter_video_frames, write_wav
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.ingest import atomic_write_text
 from pipelines.sources import source_dir, source_lock
@@ -55,13 +55,15 @@ def score_segment(folder: Path, segment: dict, scorer, config: PipelineConfig) -
     from pipelines.asd.features import face_crop_112
 
     fps = config.crops.fps
-    frames = read_video_frames(folder / segment["files"]["mp4"])
     boxes = boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
-    n = min(len(frames), len(boxes))
+    # Streamed: only the 112 px grey face of each frame is kept (about 1/36 of the RGB frame).
+    small = [face_crop_112(frame, tuple(boxes[j]))
+             for j, frame in zip(range(len(boxes)), iter_video_frames(folder / segment["files"]["mp4"]))]
+    n = len(small)
     # Light-ASD was trained at 25 fps: sample the 24 fps clip at 25 fps by time.
     t25 = np.arange(int(np.floor(n / fps * ASD_FPS + 1e-6))) / ASD_FPS
     at = np.minimum((t25 * fps + 1e-9).astype(int), n - 1)
-    faces = np.stack([face_crop_112(frames[j], tuple(boxes[j])) for j in at])
+    faces = np.stack([small[j] for j in at])
     pcm, rate = read_pcm(folder / segment["files"]["wav"])
     if rate != 16000:
         raise ValueError(f"{segment['files']['wav']}: expected 16 kHz audio, got {rate} Hz")
@@ -80,15 +82,39 @@ def kept_runs(keep: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(starts, ends) if b - a >= min_frames]
 
 
-def _write_child(folder: Path, parent: dict, key: str, lo: int, hi: int, frames: list[np.ndarray],
-                 config: PipelineConfig) -> dict:
+def _child_video(folder: Path, key: str) -> Path:
+    return folder / f".{key}.video.mp4"
+
+
+def _encode_runs(folder: Path, parent: dict, runs: list[tuple[int, int]], keys: list[str],
+                 config: PipelineConfig) -> None:
+    """One streaming pass over the parent clip feeds each kept run's frames to its own encoder."""
+    fps = config.crops.fps
+    encoders = [ClipEncoder(_child_video(folder, key), config, start_s=0.0, start_after=1) for key in keys]
+    try:
+        run = 0
+        for j, frame in enumerate(iter_video_frames(folder / parent["files"]["mp4"])):
+            while run < len(runs) and j >= runs[run][1]:
+                run += 1
+            if run == len(runs):
+                break
+            lo = runs[run][0]
+            if j >= lo:
+                encoders[run].add((j - lo) / fps, 1.0 / fps, frame)
+        for key, encoder in zip(keys, encoders):
+            if not encoder.finish():
+                raise ValueError(f"{parent['files']['mp4']}: no frames decoded for the kept run {key}")
+    except BaseException:
+        for encoder in encoders:
+            encoder.abort()
+        raise
+
+
+def _write_child(folder: Path, parent: dict, key: str, lo: int, hi: int, config: PipelineConfig) -> dict:
+    """The child's wav, mp4 (from the video _encode_runs wrote), boxes and json."""
     fps = config.crops.fps
     start_s, end_s = parent["start_s"] + lo / fps, parent["start_s"] + hi / fps
-    video_tmp = folder / f".{key}.video.mp4"
-    encoder = ClipEncoder(video_tmp, config, start_s=0.0, start_after=1)
-    for j in range(lo, hi):
-        encoder.add((j - lo) / fps, 1.0 / fps, frames[j])
-    encoder.finish()
+    video_tmp = _child_video(folder, key)
     pcm, rate = read_pcm(folder / parent["files"]["wav"])
     samples = pcm[int(round(lo / fps * rate)): int(round(hi / fps * rate))]
     # Each file appears under its final name only when complete (see pipelines/atomic.py).
@@ -155,10 +181,11 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path) ->
             continue
         decision = {"decision": ACCEPTED, "reason": None, "numbers": numbers, "flags": [], "payload": payload}
         if runs != [(0, n)]:
-            frames = read_video_frames(folder / item.segment["files"]["mp4"])
+            child_keys = [f"{key}{CHILD_TAG}{number:02d}" for number in range(len(runs))]
+            _encode_runs(folder, item.segment, runs, child_keys, config)
             decision["children"] = []
-            for number, (lo, hi) in enumerate(runs):
-                child = _write_child(folder, item.segment, f"{key}{CHILD_TAG}{number:02d}", lo, hi, frames, config)
+            for (lo, hi), child_key in zip(runs, child_keys):
+                child = _write_child(folder, item.segment, child_key, lo, hi, config)
                 child_numbers = {**numbers, "kept_s": round((hi - lo) / fps, 4), "dropped_s": 0.0,
                                  "mean_probability": round(float(item.raw[lo:hi].mean()), 4)}
                 child.update(numbers=child_numbers,

@@ -8,7 +8,8 @@ Without a configured model every clip is kept and flagged "model not installed".
 from __future__ import annotations
 
 from pipelines.config import PipelineConfig
-from pipelines.media import read_video_frames
+from pipelines.captions.windows import caption_windows
+from pipelines.media import count_video_frames, iter_video_frames
 from pipelines.models import ModelStore, sha256_file
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.sources import source_dir, source_lock
@@ -63,8 +64,17 @@ def _caption_clips(source: SourceRef, record: SourceRecord, config: PipelineConf
                                   "payload": {"status": "model not installed", "detail": missing}}
                 continue
             mp4 = folder / segment["files"]["mp4"]
-            frames = read_video_frames(mp4)
-            windows = describe_windows(frames, len(frames), captioner, cache, sha256_file(mp4),
+            # Only the frames the windows sample are kept (8 per 200), streamed from the clip.
+            n_frames = count_video_frames(mp4)
+            wanted = {i for _, _, indices in caption_windows(n_frames, config.captions.window_frames,
+                                                             config.captions.frames_per_window) for i in indices}
+            frames, decoded = {}, 0
+            for decoded, frame in enumerate(iter_video_frames(mp4), start=1):
+                if decoded - 1 in wanted:
+                    frames[decoded - 1] = frame
+            if decoded != n_frames:
+                raise ValueError(f"{mp4.name}: the container declares {n_frames} frames, {decoded} decoded")
+            windows = describe_windows(frames.__getitem__, n_frames, captioner, cache, sha256_file(mp4),
                                        window=config.captions.window_frames,
                                        samples=config.captions.frames_per_window)
             flagged = sum(bool(w["flagged"]) for w in windows)

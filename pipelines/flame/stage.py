@@ -18,7 +18,7 @@ import numpy as np
 from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop
-from pipelines.media import read_video_frames
+from pipelines.media import iter_video_frames
 from pipelines.models import ModelStore
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.sources import source_dir, source_lock
@@ -41,16 +41,35 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             archive.writestr(info, buffer.getvalue())
 
 
+CROP_CHUNK_FRAMES = 240  # 10 s of 224 px head crops (36 MB) per SHeaP call
+
+
 def flame_for_clip(folder: Path, segment: dict, backend, config: PipelineConfig) -> tuple[dict, dict]:
     """(arrays for the npz, payload) of one clip."""
     from pipelines.flame.headcrop import head_crop_224
     from pipelines.flame.smoothing import savgol_groups
 
-    frames = read_video_frames(folder / segment["files"]["mp4"])
     boxes = boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
-    n = min(len(frames), len(boxes))
-    crops = np.stack([head_crop_224(frames[j], tuple(boxes[j])) for j in range(n)])
-    motion, metadata = backend.to_groups(backend.predict(crops))
+    # Streamed in chunks: head crops of a long clip never sit in memory all at once.
+    outputs: dict[str, list[np.ndarray]] = {}
+    chunk: list[np.ndarray] = []
+    n = 0
+
+    def flush() -> None:
+        for name, value in backend.predict(np.stack(chunk)).items():
+            outputs.setdefault(name, []).append(value)
+        chunk.clear()
+
+    for j, frame in zip(range(len(boxes)), iter_video_frames(folder / segment["files"]["mp4"])):
+        chunk.append(head_crop_224(frame, tuple(boxes[j])))
+        n += 1
+        if len(chunk) == CROP_CHUNK_FRAMES:
+            flush()
+    if chunk:
+        flush()
+    if n == 0:
+        raise ValueError(f"{segment['files']['mp4']}: no frames decoded")
+    motion, metadata = backend.to_groups({name: np.concatenate(parts) for name, parts in outputs.items()})
     smooth = savgol_groups(motion, config.flame.savgol_window_s, config.flame.savgol_polyorder, config.crops.fps)
     arrays = {**{f"raw/{g}": a.astype(np.float32) for g, a in motion.items()},
               **{f"smooth/{g}": a.astype(np.float32) for g, a in smooth.items()},

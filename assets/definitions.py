@@ -12,6 +12,7 @@ from assets.resources import PipelineSettings
 from assets.shards import dataset_shards, every_source_accounted_for, shards_open
 from assets.sources import source_probe, watch_input_folder
 from assets.speech import speech_analysis
+from assets.storage import AtomicFilesystemIOManager
 from assets.training import train_job
 
 process_sources_job = dg.define_asset_job(
@@ -33,6 +34,6 @@ defs = dg.Definitions(
     sensors=[watch_input_folder, new_annotations],
     jobs=[process_sources_job, build_dataset_job, annotation_loop_job, refresh_annotations_job,
           train_job],
-    resources={"settings": PipelineSettings()},
+    resources={"settings": PipelineSettings(), "io_manager": AtomicFilesystemIOManager()},
     executor=build_executor(),  # $TALKINGHEAD_EXECUTOR: multiprocess (default), in_process, celery, k8s
 )

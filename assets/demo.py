@@ -20,6 +20,7 @@ from assets.executors import (EXECUTOR_ENV, EXECUTORS, RunResult, build_dataset_
                              process_sources_job, run_job)
 from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
+from assets.storage import AtomicFilesystemIOManager
 from assets.sources import register_sources
 from pipelines.config import INPUT_DIR_ENV, load_config
 from pipelines.sources import load_record
@@ -34,7 +35,8 @@ def _materialize_in_process(config_path: str | None, instance: dg.DagsterInstanc
     everything = [*ALL_ASSETS, *ALL_CHECKS]
     groups = PER_SOURCE_GROUPS if partition_key else ("dataset",)
     return dg.materialize(everything, selection=dg.AssetSelection.groups(*groups), partition_key=partition_key,
-                          instance=instance, resources={"settings": PipelineSettings(config_path=config_path)},
+                          instance=instance, resources={"settings": PipelineSettings(config_path=config_path),
+                                                       "io_manager": AtomicFilesystemIOManager()},
                           raise_on_error=False, run_config=QUIET)
 
 

@@ -1,6 +1,7 @@
 """Materialise the whole graph for every video in a folder, through Dagster, and print a summary.
 
     DAGSTER_HOME=.dagster_home python -m assets.demo [--input DIR] [--config FILE]
+        [--executor multiprocess|in_process|celery|k8s [--parallel-sources N]]
 
 Runs are recorded in the instance at $DAGSTER_HOME (SQLite by default), so `dagster dev`
 on the same home shows them afterwards.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import dagster as dg
 import pytest
 
 from graph_runs import BIN, REPO, fingerprint, make_input, reference_fingerprint, run_env, shards_dir
@@ -48,3 +49,8 @@ def test_two_workers_on_different_partitions_give_the_one_worker_shards(tmp_path
     finish([materialize(env, PER_SOURCE_ASSETS, sid) for sid in ids])
     finish([materialize(env, "dataset_shards")])
     assert fingerprint(shards_dir(env)) == expected
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        records = [r for r in instance.get_run_records() if r.dagster_run.tags.get("dagster/partition")]
+    assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == sorted(ids)
+    # The two partition runs really were in flight at the same time.
+    assert max(r.start_time for r in records) < min(r.end_time for r in records)

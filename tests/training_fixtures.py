@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from flame_fixtures import build_scripted_sheap
+from media_factory import AUDIO_RATE, FPS, H264_AAC, run_ffmpeg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 48  # GRID clips are 72 frames at 24 fps: windows shorter than the clip
@@ -47,6 +48,19 @@ def build_flame_shards(root: Path, clips: list[Path], shared_models: Path, detec
         records.append(record)
     write_shards(records, config)
     return config.paths.shards_dir
+
+
+def concatenated(clips: list[Path], out: Path) -> Path:
+    """``clips`` played one after another as one H.264/AAC mp4 (frame rate and audio format unified)."""
+    inputs, graph, pads = [], "", ""
+    for number, clip in enumerate(clips):
+        inputs += ["-i", str(clip)]
+        graph += (f"[{number}:v]fps={FPS},format=yuv420p,setsar=1[v{number}];"
+                  f"[{number}:a]aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo[a{number}];")
+        pads += f"[v{number}][a{number}]"
+    graph += f"{pads}concat=n={len(clips)}:v=1:a=1[v][a]"
+    run_ffmpeg([*inputs, "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *H264_AAC, str(out)])
+    return out
 
 
 def _word_tokenizer(path: Path, words: list[str]):

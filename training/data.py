@@ -7,9 +7,11 @@ not installed) or shorter than one window are skipped.
 
 Training streams resample shards with a seeded RNG (``ResampledShards``, deterministic; the
 worker seed mixes in the node rank and worker id, so nodes and workers draw different
-streams), shuffle with a seeded buffer and draw random windows with a seeded RNG: the
-stream is a pure function of (seed, rank, worker), so resuming = rebuilding it and skipping
-the consumed batches. Finite passes (statistics, evaluation) split shards by node and worker.
+streams), shuffle with a seeded buffer and draw random windows with a seeded RNG (both
+seeded per loader worker too, or workers reading the same shard would yield the same
+windows): the stream is a pure function of (seed, rank, worker), so resuming = rebuilding it
+and skipping the consumed batches. Evaluation splits shards by node and worker; statistics
+read every shard on every node (each rank must normalise identically).
 """
 
 from __future__ import annotations
@@ -127,15 +129,28 @@ def _clips(samples: Iterator[dict], config: DataConfig) -> Iterator[Clip]:
             yield clip
 
 
+def _worker_id() -> int:
+    info = torch.utils.data.get_worker_info()
+    return info.id if info is not None else 0
+
+
+def _shuffled(size: int, seed: int):
+    # The RNG is made when iteration starts, i.e. inside the loader worker, so each worker gets its own.
+    def stage(samples: Iterator[dict]) -> Iterator[dict]:
+        yield from wds.shuffle(size, initial=size, rng=random.Random(f"shuffle-{seed}-{_worker_id()}"))(samples)
+    return stage
+
+
 def _random_windows(config: DataConfig, seed: int):
     def stage(samples: Iterator[dict]) -> Iterator[dict]:
-        rng = random.Random(f"windows-{seed}")
+        worker = _worker_id()
+        rng = random.Random(f"windows-{seed}-{worker}")
         for number, clip in enumerate(_clips(samples, config)):
             for repeat in range(config.windows_per_clip):
                 window = cut_window(clip, rng.randint(0, len(clip.motion) - config.window_frames), config)
                 # Per-window seed for noise, timesteps and condition dropout: the same window gets
                 # the same draws whatever the batch size or accumulation (see training/flow.py).
-                window["seed"] = hash((seed, number, repeat)) & 0x7FFFFFFF
+                window["seed"] = hash((seed, worker, number, repeat)) & 0x7FFFFFFF
                 yield window
     return stage
 
@@ -155,14 +170,16 @@ def train_pipeline(config: DataConfig, seed: int) -> wds.DataPipeline:
     return wds.DataPipeline(
         wds.ResampledShards(shard_urls(config.shards), seed=seed, deterministic=True),
         wds.tarfile_to_samples(),
-        wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer, rng=random.Random(f"shuffle-{seed}")),
+        _shuffled(config.shuffle_buffer, seed),
         _random_windows(config, seed),
     )
 
 
-def finite_clips(spec: str, config: DataConfig) -> Iterator[Clip]:
-    """Every usable clip once (this node's and worker's share of the shards)."""
-    pipeline = wds.DataPipeline(wds.SimpleShardList(shard_urls(spec)), wds.split_by_node, wds.split_by_worker,
+def finite_clips(spec: str, config: DataConfig, per_node: bool = True) -> Iterator[Clip]:
+    """Every usable clip once: this node's and worker's share of the shards, or with
+    ``per_node=False`` every node's (the worker split still applies)."""
+    splits = [wds.split_by_node] if per_node else []
+    pipeline = wds.DataPipeline(wds.SimpleShardList(shard_urls(spec)), *splits, wds.split_by_worker,
                                 wds.tarfile_to_samples())
     return _clips(iter(pipeline), config)
 

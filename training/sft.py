@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from training.checkpoint import load_weights
 from training.config import RunConfig, load_run_config
 from training.data import batches, train_pipeline
 from training.flow import MotionFlow
-from training.stats import MotionStats, compute_stats
+from training.stats import STATS_FILE, MotionStats, compute_stats
 from training.trainer_base import (
     TASKS,
     Trainer,
@@ -76,8 +77,13 @@ def flow_inputs(parts: FlowParts, batch: dict, device: torch.device) -> dict[str
 def vae_task(config: RunConfig, device: torch.device):
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stats = MotionStats.load(run_dir) if (run_dir / "stats.json").exists() else compute_stats(config.data)
-    stats.save(run_dir)
+    state = PartialState()
+    # The main process computes and writes the statistics; the others then read that file
+    # (no rank reads it half-written, all normalise with the same numbers).
+    with state.main_process_first():
+        stats = MotionStats.load(run_dir) if (run_dir / STATS_FILE).exists() else compute_stats(config.data)
+        if state.is_main_process:
+            stats.save(run_dir)
     model = MotionVAE(len(stats.mean), config.vae)
 
     def loss(wrapped, batch: dict) -> dict[str, torch.Tensor]:
@@ -89,7 +95,8 @@ def vae_task(config: RunConfig, device: torch.device):
 @register_task("flow")
 def flow_task(config: RunConfig, device: torch.device):
     parts = flow_parts(config, device)
-    parts.stats.save(Path(config.run_dir))
+    if PartialState().is_main_process:
+        parts.stats.save(Path(config.run_dir))
     model = build_flow(config, parts)
 
     def loss(wrapped, batch: dict) -> dict[str, torch.Tensor]:

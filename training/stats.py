@@ -61,7 +61,7 @@ def compute_stats(config: DataConfig, spec: str | None = None) -> MotionStats:
     total = squares = None
     frames = 0
     dims: dict[str, int] = {}
-    for clip in finite_clips(spec or config.shards, config):
+    for clip in finite_clips(spec or config.shards, config, per_node=False):
         values = clip.motion.astype(np.float64)
         if total is None:
             total, squares = np.zeros(values.shape[1]), np.zeros(values.shape[1])

@@ -7,6 +7,7 @@ import json
 import tarfile
 
 import numpy as np
+import torch
 import pytest
 from training_fixtures import RATE, WINDOW, flame_shards_fixture, tiny_config  # noqa: F401
 
@@ -114,3 +115,45 @@ def test_audio_of_a_window_has_one_length_whatever_its_start():
     assert lengths == {round(64 * 16000 / 24)}
     window = cut_window(clip, 3, config)
     assert window["audio"][0] == 2000.0 and window["motion"].shape == (64, 3)
+
+
+def _one_sample_per_shard(shards, folder):
+    """The pipeline's shards repacked with one sample per tar (members byte for byte): workers need several."""
+    import collections
+
+    folder.mkdir()
+    samples = collections.defaultdict(dict)
+    for name, data in _members(shards).items():
+        key, member = name.split(".", 1)
+        samples[key][member] = data
+    for number, (key, members) in enumerate(sorted(samples.items())):
+        with tarfile.open(folder / f"shard-{number:06d}.tar", "w") as tar:
+            for member, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{member}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+def test_two_loader_workers_share_a_finite_epoch_without_duplicates_or_losses(tmp_path, flame_shards):
+    folder = _one_sample_per_shard(flame_shards, tmp_path / "split")
+    assert len(shard_urls(str(folder))) == 3
+    windows = {}
+    for workers in (0, 2):
+        config = _config(tmp_path, folder, window_frames=24, batch_size=2, num_workers=workers)
+        windows[workers] = [(k, int(s)) for b in batches(eval_pipeline(str(folder), config.data), config.data,
+                                                         keep_last=True) for k, s in zip(b["key"], b["start"])]
+    assert len(windows[2]) == len(set(windows[2])) == 9  # 3 clips x 72 frames / 24
+    assert set(windows[2]) == set(windows[0])
+    assert {s for _, s in windows[2]} == {0, 24, 48}
+
+
+def test_two_loader_workers_draw_different_training_windows(tmp_path, flame_shards):
+    """One shard, two workers: each resamples that shard, so only their own RNGs can tell them apart."""
+    config = _config(tmp_path, flame_shards, batch_size=3, num_workers=2)
+    first = [b for _, b in zip(range(4), batches(train_pipeline(config.data, seed=0), config.data))]
+    again = [b for _, b in zip(range(4), batches(train_pipeline(config.data, seed=0), config.data))]
+    drawn = [list(zip(b["key"], b["start"].tolist(), b["seed"].tolist())) for b in first]
+    # The loader alternates workers: batches 0 and 2 come from worker 0, 1 and 3 from worker 1.
+    assert drawn[0] != drawn[1] and drawn[2] != drawn[3]
+    assert all(a["key"] == b["key"] and torch.equal(a["start"], b["start"]) for a, b in zip(first, again))

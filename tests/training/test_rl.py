@@ -102,3 +102,34 @@ def test_the_rl_command_dry_run(tmp_path, flame_shards, flow_run, capsys):
     rl_main(["--config", str(config_file), "--dry-run"])
     assert "done: 1 step(s)" in capsys.readouterr().out
     assert (tmp_path / "rl" / "stats.json").exists()
+
+
+def test_resuming_rl_gives_the_same_next_step_loss_and_advantages(tmp_path, flame_shards, flow_run):
+    """EMA on, two inner epochs of two micro-batches: optimizer, EMA, step counter and data position all matter."""
+    from training.checkpoint import checkpoint_dirs
+    from training.rl import run_rl
+
+    def config(name, steps):
+        return load_run_config(None, **tiny_config(
+            "rl", tmp_path / name, flame_shards, steps=steps, save_every=2, data={"batch_size": 2},
+            optim={"lr": 1e-3, "grad_clip": None, "grad_accum": 2, "ema_decay": 0.9},
+            rl={"init_run": str(flow_run), "group_size": 4, "inner_epochs": 2}))
+
+    straight = RLRun(config("straight", 3))
+    stream = straight.stream(0)
+    uninterrupted = [straight.step(next(stream)) for _ in range(3)]
+    assert not torch.equal(uninterrupted[1]["advantages"], uninterrupted[2]["advantages"])
+
+    first = run_rl(config("resumed", 2))
+    assert [round(r["loss"], 6) for r in first] == [round(o["loss"], 6) for o in uninterrupted[:2]]
+    assert [p.name for p in checkpoint_dirs(tmp_path / "resumed")] == ["step-000002"]
+    resumed = RLRun(config("resumed", 3))
+    assert resumed.trainer.resume() is not None and resumed.trainer.state.step == 2
+    out = resumed.step(next(resumed.stream(resumed.trainer.state.step)))
+    expected = uninterrupted[2]
+    torch.testing.assert_close(out["rewards"], expected["rewards"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["advantages"], expected["advantages"], rtol=0, atol=1e-5)
+    assert abs(out["loss"] - expected["loss"]) <= 1e-6, (out["loss"], expected["loss"])
+    assert abs(out["kl"] - expected["kl"]) <= 1e-7
+    weights = dict(resumed.trainer.unwrapped.named_parameters())
+    assert all(torch.allclose(p, weights[n], atol=1e-6) for n, p in straight.trainer.unwrapped.named_parameters())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-import training.sft as sft
+from training import sft
 from training.config import load_run_config
 
 

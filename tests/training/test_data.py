@@ -7,8 +7,8 @@ import json
 import tarfile
 
 import numpy as np
-import torch
 import pytest
+import torch
 from training_fixtures import RATE, WINDOW, flame_shards_fixture, tiny_config  # noqa: F401
 
 from training.config import load_run_config

@@ -91,19 +91,25 @@ def _encode_runs(folder: Path, parent: dict, runs: list[tuple[int, int]], keys: 
     """One streaming pass over the parent clip feeds each kept run's frames to its own encoder."""
     fps = config.crops.fps
     encoders = [ClipEncoder(_child_video(folder, key), config, start_s=0.0, start_after=1) for key in keys]
+
+    def close(run: int) -> None:
+        # Each run's encoder ends as soon as its last frame is in: one x264 process at a time.
+        if not encoders[run].finish():
+            raise ValueError(f"{parent['files']['mp4']}: no frames decoded for the kept run {keys[run]}")
+
     try:
         run = 0
         for j, frame in enumerate(iter_video_frames(folder / parent["files"]["mp4"])):
             while run < len(runs) and j >= runs[run][1]:
+                close(run)
                 run += 1
             if run == len(runs):
                 break
             lo = runs[run][0]
             if j >= lo:
                 encoders[run].add((j - lo) / fps, 1.0 / fps, frame)
-        for key, encoder in zip(keys, encoders):
-            if not encoder.finish():
-                raise ValueError(f"{parent['files']['mp4']}: no frames decoded for the kept run {key}")
+        for rest in range(run, len(runs)):
+            close(rest)
     except BaseException:
         for encoder in encoders:
             encoder.abort()

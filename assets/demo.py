@@ -1,7 +1,7 @@
 """Materialise the whole graph for every video in a folder, through Dagster, and print a summary.
 
     DAGSTER_HOME=.dagster_home python -m assets.demo [--input DIR] [--config FILE]
-        [--executor multiprocess|in_process|celery|k8s [--parallel-sources N]]
+        [--executor multiprocess|in_process|celery|k8s]
 
 Runs are recorded in the instance at $DAGSTER_HOME (SQLite by default), so `dagster dev`
 on the same home shows them afterwards.
@@ -11,21 +11,26 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
 
 from assets.definitions import ALL_ASSETS, ALL_CHECKS
-from assets.executors import (EXECUTOR_ENV, EXECUTORS, RunResult, build_dataset_job, executor_run_config,
-                             process_sources_job, run_job)
+from assets.executors import (
+    EXECUTOR_ENV,
+    EXECUTORS,
+    RunResult,
+    build_dataset_job,
+    executor_run_config,
+    process_sources_job,
+    run_job,
+)
 from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
-from assets.storage import AtomicFilesystemIOManager
 from assets.sources import register_sources
+from assets.storage import AtomicFilesystemIOManager
 from pipelines.config import INPUT_DIR_ENV, load_config
 from pipelines.sources import load_record
-
 
 # Dagster's console logger prints every engine event at DEBUG; the demo keeps warnings only.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -49,13 +54,12 @@ def _run_on_executor(config_path: str | None, instance: dg.DagsterInstance,
     return run_job(job, instance, partition_key=partition_key, run_config=run_config)
 
 
-def run_demo(config_path: str | None, instance: dg.DagsterInstance, log=print, executor: str | None = None,
-             parallel_sources: int = 1) -> dict:
-    """Process every source, then pack the dataset.
+def run_demo(config_path: str | None, instance: dg.DagsterInstance, log=print, executor: str | None = None) -> dict:
+    """Process every source, one partition run after another, then pack the dataset.
 
     ``executor`` None: each run in this process (``dg.materialize``); otherwise the name of
-    an executor (assets/executors.py) that runs the code location's jobs, with up to
-    ``parallel_sources`` partition runs submitted at once.
+    an executor (assets/executors.py) that runs the code location's jobs. Partition runs
+    in parallel are the run queue's job (the sensor requests one run per source).
     """
     config = load_config(config_path)
     if executor is not None:
@@ -66,15 +70,14 @@ def run_demo(config_path: str | None, instance: dg.DagsterInstance, log=print, e
         instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, new)
     log(f"{len(source_ids)} source(s) in {config.paths.input_dir} ({len(new)} newly registered)")
     failed_runs = []
-    with ThreadPoolExecutor(max_workers=max(1, parallel_sources)) as pool:
-        results = pool.map(lambda sid: run(config_path, instance, sid), source_ids)
-        for n, (sid, result) in enumerate(zip(source_ids, results), 1):
-            record = load_record(config, sid).as_dict() if result.success else None
-            status = f"{record['status']}" + (f" ({record['reason']})" if record and record["reason"] else "") \
-                if record else "RUN FAILED"
-            if not result.success:
-                failed_runs.append(sid)
-            log(f"[{n}/{len(source_ids)}] {sid}: {status}")
+    for n, sid in enumerate(source_ids, 1):
+        result = run(config_path, instance, sid)
+        record = load_record(config, sid).as_dict() if result.success else None
+        status = f"{record['status']}" + (f" ({record['reason']})" if record and record["reason"] else "") \
+            if record else "RUN FAILED"
+        if not result.success:
+            failed_runs.append(sid)
+        log(f"[{n}/{len(source_ids)}] {sid}: {status}")
     result = run(config_path, instance, None)
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()} if result.success else {}
     stats = json.loads((config.paths.shards_dir / "stats.json").read_text()) if result.success else {}
@@ -109,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", help="folder of source videos (overrides the config's paths.input_dir)")
     parser.add_argument("--executor", choices=EXECUTORS,
                         help="run the code location's jobs on this executor (default: every run in this process)")
-    parser.add_argument("--parallel-sources", type=int, default=1,
-                        help="with --executor: partition runs submitted at once (default 1)")
     args = parser.parse_args(argv)
     if args.input:
         os.environ[INPUT_DIR_ENV] = str(Path(args.input).resolve())
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("set DAGSTER_HOME (the Makefile uses ./.dagster_home)")
     Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.get() as instance:
-        summary = run_demo(args.config, instance, executor=args.executor, parallel_sources=args.parallel_sources)
+        summary = run_demo(args.config, instance, executor=args.executor)
     print_summary(summary)
     ok = summary["dataset_run_ok"] and not summary["failed_runs"] and all(summary["checks"].values())
     return 0 if ok else 1

@@ -152,9 +152,10 @@ def redis_server(folder: Path) -> Iterator[str]:
         raise FileNotFoundError("redis-server")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(folder)], stdout=open(folder / "redis.log", "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(folder / "redis.log", "w") as log:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                                 "no", "--dir", str(folder)], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         import redis
 
@@ -183,8 +184,9 @@ def celery_workers(env: dict[str, str], config_yaml: Path, count: int, log_dir: 
         for n in range(count):
             cmd = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(config_yaml),
                    "-n", f"w{n}", "--loglevel", "WARNING", "--", "--concurrency=1", "--pool=prefork"]
-            procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(log_dir / f"worker{n}.log", "w"),
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+            with open(log_dir / f"worker{n}.log", "w") as log:  # the child keeps its own copy of the fd
+                procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
         app = _control_app(config_yaml)
 
         def ready() -> bool:

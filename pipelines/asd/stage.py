@@ -22,9 +22,9 @@ from pipelines.atomic import atomic_path
 from pipelines.clips import ClipEncoder, mux_clip
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
+from pipelines.ingest import atomic_write_text
 from pipelines.media import iter_video_frames, write_wav
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
-from pipelines.ingest import atomic_write_text
 from pipelines.sources import source_dir, source_lock
 from pipelines.stages import candidate_segments, stage_path, write_stage_result
 

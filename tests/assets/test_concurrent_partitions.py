@@ -8,8 +8,15 @@ import sys
 
 import dagster as dg
 import pytest
-
-from graph_runs import BIN, REPO, fingerprint, make_input, reference_fingerprint, run_env, shards_dir
+from graph_runs import (
+    BIN,
+    REPO,
+    fingerprint,
+    make_input,
+    reference_fingerprint,
+    run_env,
+    shards_dir,
+)
 
 pytestmark = pytest.mark.slow
 

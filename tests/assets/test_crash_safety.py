@@ -14,11 +14,20 @@ import wave
 import zipfile
 from pathlib import Path
 
+import graph_runs
 import numpy as np
 import pytest
+from graph_runs import (
+    REPO,
+    demo,
+    fingerprint,
+    make_input,
+    reference_fingerprint,
+    run_env,
+    shards_dir,
+    visible_files,
+)
 
-import graph_runs
-from graph_runs import REPO, demo, fingerprint, make_input, reference_fingerprint, run_env, shards_dir, visible_files
 from pipelines.shards import INDEX_FILE, shards_lock
 
 pytestmark = pytest.mark.slow

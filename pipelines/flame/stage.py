@@ -10,7 +10,9 @@ Without the SHeaP weights every clip is kept and flagged "model not installed".
 from __future__ import annotations
 
 import io
+import itertools
 import zipfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,35 +43,67 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             archive.writestr(info, buffer.getvalue())
 
 
-CROP_CHUNK_FRAMES = 240  # 10 s of 224 px head crops (36 MB) per SHeaP call
-
-
-def flame_for_clip(folder: Path, segment: dict, backend, config: PipelineConfig) -> tuple[dict, dict]:
-    """(arrays for the npz, payload) of one clip."""
+def head_crops(folder: Path, segment: dict, config: PipelineConfig) -> Iterator[np.ndarray]:
+    """The 224 px head crop of each frame of a clip, streamed from its mp4."""
     from pipelines.flame.headcrop import head_crop_224
-    from pipelines.flame.smoothing import savgol_groups
 
     boxes = boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
-    # Streamed in chunks: head crops of a long clip never sit in memory all at once.
-    outputs: dict[str, list[np.ndarray]] = {}
-    chunk: list[np.ndarray] = []
-    n = 0
+    for j, frame in zip(range(len(boxes)), iter_video_frames(folder / segment["files"]["mp4"])):
+        yield head_crop_224(frame, tuple(boxes[j]))
+
+
+def predict_clips(clips: Iterable[tuple[str, Iterable[np.ndarray]]], backend,
+                  batch_frames: int) -> Iterator[tuple[str, dict[str, np.ndarray] | None]]:
+    """SHeaP over the head crops of many clips in batches that span clip boundaries, so the
+    short clips ASD leaves (often about 2 s) still fill each forward pass on a GPU.
+
+    Yields ``(key, outputs)`` in input order once every frame of that clip is predicted
+    (``None`` for a clip without frames). At most ``batch_frames`` crops are held at a time.
+    """
+    buffer: list[np.ndarray] = []
+    owners: list[str] = []
+    parts: dict[str, dict[str, list[np.ndarray]]] = {}
+    complete: list[str] = []  # every crop pushed; predicted after the next flush
 
     def flush() -> None:
-        for name, value in backend.predict(np.stack(chunk)).items():
-            outputs.setdefault(name, []).append(value)
-        chunk.clear()
+        if not buffer:
+            return
+        outputs = backend.predict(np.stack(buffer))
+        start = 0
+        for key, group in itertools.groupby(owners):
+            count = len(list(group))
+            for name, value in outputs.items():
+                parts.setdefault(key, {}).setdefault(name, []).append(value[start:start + count])
+            start += count
+        buffer.clear()
+        owners.clear()
 
-    for j, frame in zip(range(len(boxes)), iter_video_frames(folder / segment["files"]["mp4"])):
-        chunk.append(head_crop_224(frame, tuple(boxes[j])))
-        n += 1
-        if len(chunk) == CROP_CHUNK_FRAMES:
-            flush()
-    if chunk:
-        flush()
-    if n == 0:
-        raise ValueError(f"{segment['files']['mp4']}: no frames decoded")
-    motion, metadata = backend.to_groups({name: np.concatenate(parts) for name, parts in outputs.items()})
+    def drain() -> Iterator[tuple[str, dict[str, np.ndarray] | None]]:
+        for key in complete:
+            chunks = parts.pop(key, None)
+            yield key, None if chunks is None else {name: np.concatenate(v) for name, v in chunks.items()}
+        complete.clear()
+
+    for key, crops in clips:
+        for crop in crops:
+            buffer.append(crop)
+            owners.append(key)
+            if len(buffer) == batch_frames:
+                flush()
+                yield from drain()
+        complete.append(key)
+        if not buffer:  # its last frame closed a batch: nothing of it is waiting
+            yield from drain()
+    flush()
+    yield from drain()
+
+
+def clip_arrays(outputs: dict[str, np.ndarray], backend, config: PipelineConfig) -> tuple[dict, dict]:
+    """(arrays for the npz, payload) of one clip from its per-frame SHeaP outputs."""
+    from pipelines.flame.smoothing import savgol_groups
+
+    motion, metadata = backend.to_groups(outputs)
+    n = len(next(iter(motion.values())))
     smooth = savgol_groups(motion, config.flame.savgol_window_s, config.flame.savgol_polyorder, config.crops.fps)
     arrays = {**{f"raw/{g}": a.astype(np.float32) for g, a in motion.items()},
               **{f"smooth/{g}": a.astype(np.float32) for g, a in smooth.items()},
@@ -81,6 +115,15 @@ def flame_for_clip(folder: Path, segment: dict, backend, config: PipelineConfig)
                              "rotations": "unit quaternions, sign-continuous, renormalised"},
                "arrays": sorted(arrays)}
     return arrays, payload
+
+
+def flame_for_clip(folder: Path, segment: dict, backend, config: PipelineConfig) -> tuple[dict, dict]:
+    """(arrays for the npz, payload) of one clip."""
+    ((_, outputs),) = predict_clips([(segment["key"], head_crops(folder, segment, config))], backend,
+                                    config.flame.batch_size)
+    if outputs is None:
+        raise ValueError(f"{segment['files']['mp4']}: no frames decoded")
+    return clip_arrays(outputs, backend, config)
 
 
 def build_backend(config: PipelineConfig):
@@ -104,18 +147,24 @@ def _flame_clips(source: SourceRef, record: SourceRecord, config: PipelineConfig
     decisions = {}
     missing = None if backend is not None else ModelStore(config.paths.model_dir).status(config.flame.model).detail
     if record.status == ACCEPTED:
-        for segment in candidate_segments(record, config, STAGE):
-            key = segment["key"]
-            if backend is None:
-                decisions[key] = {"decision": ACCEPTED, "reason": None, "numbers": {"status": NOT_INSTALLED},
-                                  "flags": ["flame_model_not_installed"],
-                                  "payload": {"status": "model not installed", "detail": missing}}
-                continue
-            arrays, payload = flame_for_clip(folder, segment, backend, config)
-            name = f"{key}.flame.npz"
-            save_npz(folder / name, arrays)
-            decisions[key] = {"decision": ACCEPTED, "reason": None, "numbers": {"status": "ok", "frames": payload["frames"]},
-                              "flags": [], "payload": payload, "files": {"flame.npz": name}}
+        segments = list(candidate_segments(record, config, STAGE))
+        if backend is None:
+            for segment in segments:
+                decisions[segment["key"]] = {"decision": ACCEPTED, "reason": None,
+                                             "numbers": {"status": NOT_INSTALLED},
+                                             "flags": ["flame_model_not_installed"],
+                                             "payload": {"status": "model not installed", "detail": missing}}
+        else:
+            clips = ((seg["key"], head_crops(folder, seg, config)) for seg in segments)
+            for key, outputs in predict_clips(clips, backend, config.flame.batch_size):
+                if outputs is None:
+                    raise ValueError(f"{key}: no frames decoded from its clip")
+                arrays, payload = clip_arrays(outputs, backend, config)
+                name = f"{key}.flame.npz"
+                save_npz(folder / name, arrays)
+                decisions[key] = {"decision": ACCEPTED, "reason": None,
+                                  "numbers": {"status": "ok", "frames": payload["frames"]},
+                                  "flags": [], "payload": payload, "files": {"flame.npz": name}}
     result = {"stage": STAGE, "model": config.flame.model, "installed": backend is not None, "segments": decisions}
     write_stage_result(config, source.source_id, STAGE, result)
     return result

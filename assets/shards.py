@@ -45,6 +45,13 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
     png = qc_plot_png(summary.stats, [s for r in summary.records for s in r.segments])
     atomic_write_bytes(config.paths.shards_dir / "qc" / "overview.png", png)
     atomic_write_text(config.paths.shards_dir / "qc" / "pending.json", json.dumps(pending))
+    published = None
+    if config.shards.publish_url:
+        from pipelines.publish import publish_shards
+
+        published = publish_shards(summary.shards_dir, config.shards.publish_url)
+        context.log.info(f"published to {published['url']}: {len(published['uploaded'])} uploaded, "
+                         f"{len(published['unchanged'])} unchanged")
     stats = summary.stats
     reasons = {**{f"source: {k}": v for k, v in stats["sources"]["rejected_by_reason"].items()},
                **{f"segment: {k}": v for k, v in stats["segments"]["rejected_by_reason"].items()}}
@@ -59,6 +66,7 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         "rejections": dg.MetadataValue.md(table if reasons else "no rejections"),
         "shards_dir": dg.MetadataValue.path(str(summary.shards_dir)),
         "qc_overview": _png_markdown(png, "QC overview"),
+        "published_to": published["url"] if published else "not published (shards.publish_url unset)",
     })
     return {"shards_dir": str(summary.shards_dir), "samples": len(summary.index), "stats": stats}
 

@@ -187,6 +187,8 @@ class ShardConfig(_Strict):
     max_samples_per_shard: int = Field(500, ge=1)
     max_bytes_per_shard: int = Field(1_000_000_000, ge=1_000_000)
     name_pattern: str = "shard-{index:06d}.tar"
+    publish_url: str | None = Field(
+        None, description="Also copy finished shards here (s3://bucket/prefix or any fsspec URL), index.json last.")
 
 
 class JudgeConfig(_Strict):
@@ -254,8 +256,8 @@ class PipelineConfig(_Strict):
 
     def content_hash(self) -> str:
         """Hash of every setting that changes outputs (paths and annotation excluded), recorded in each sample."""
-        # Annotation settings never touch the shards.
-        payload = self.model_dump(mode="json", exclude={"paths", "annotation"})
+        # Annotation settings and where shards are copied never change a sample.
+        payload = self.model_dump(mode="json", exclude={"paths": True, "annotation": True, "shards": {"publish_url"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -17,6 +17,7 @@ read every shard on every node (each rank must normalise identically).
 from __future__ import annotations
 
 import glob
+import importlib
 import io
 import json
 import random
@@ -34,8 +35,33 @@ from training.config import DataConfig
 FLAME_MEMBER = "flame.npz"
 
 
+def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192):
+    import fsspec
+
+    return fsspec.open(url, mode).open()
+
+
+def _remote_shard_urls(spec: str) -> list[str]:
+    """Shard URLs from ``<url>/index.json`` on object storage (see pipelines/publish.py)."""
+    import fsspec
+
+    scheme = spec.split("://", 1)[0]
+    # webdataset opens file/pipe/http/gs itself; other schemes (s3, memory, ...) go through fsspec.
+    importlib.import_module("webdataset.gopen").gopen_schemes.setdefault(scheme, _gopen_fsspec)
+    base = spec.rstrip("/")
+    if base.endswith(".tar"):
+        return [base]
+    with fsspec.open(f"{base}/index.json", "rt") as handle:
+        index = json.load(handle)
+    return [f"{base}/{entry['name']}" for entry in index["shards"]]
+
+
 def shard_urls(spec: str) -> list[str]:
-    """Tar paths from a shard folder (its index.json), a glob, or a single tar."""
+    """Tar paths from a shard folder (its index.json), a glob, a single tar, or an object-store
+    URL holding published shards (``s3://bucket/prefix``: its index.json)."""
+    if "://" in spec and not spec.startswith("file://"):
+        return _remote_shard_urls(spec)
+    spec = spec.removeprefix("file://")
     path = Path(spec)
     if path.is_dir():
         index = path / "index.json"

@@ -86,6 +86,10 @@ def test_k8s_example_configs_match_dagster_k8s_schemas():
     assert executor.success, [e.message for e in executor.errors]
     env = yaml.safe_load((folder / "talkinghead-env.yaml").read_text())["data"]
     assert env["TALKINGHEAD_EXECUTOR"] == "k8s"
+    from pipelines.config import load_config
+
+    pipeline = load_config(folder / "config.yaml")  # the example pipeline config is valid
+    assert pipeline.shards.publish_url.startswith("s3://") and env["TALKINGHEAD_CONFIG"].endswith("config.yaml")
     values = yaml.safe_load((folder / "values.yaml").read_text())
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
 

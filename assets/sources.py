@@ -4,7 +4,6 @@ import dagster as dg
 
 from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME, source_partitions
 from assets.resources import PipelineSettings
-from pipelines.atomic import file_lock
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
 from pipelines.sources import probe_source
@@ -13,12 +12,9 @@ from pipelines.sources import probe_source
 def register_sources(config: PipelineConfig, instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
     """Scan the input folder; return (all source ids, ids not yet known to the instance).
 
-    The registry file is read, extended and rewritten: the lock keeps a sensor tick and a
-    concurrent demo or CLI scan from dropping each other's new entries.
+    The scan locks the registry file (see SourceRegistry.scan).
     """
-    registry = config.paths.registry_path
-    with file_lock(registry.parent / f".{registry.name}.lock"):
-        refs = SourceRegistry(registry).scan(config.paths.input_dir, config.ingest.extensions)
+    refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions)
     known = set(instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
     ids = [r.source_id for r in refs]
     return ids, [sid for sid in ids if sid not in known]

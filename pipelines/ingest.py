@@ -19,6 +19,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+from pipelines.atomic import file_lock
 from pipelines.config import IngestConfig
 from pipelines.media import MediaRejection, ProbeInfo
 from pipelines.models import sha256_file
@@ -155,7 +156,13 @@ class SourceRegistry:
 
         Identical content under two names registers once (the first path in sorted order);
         the other names, and every file that is not a video, are recorded as skipped.
+        The registry file is read, extended and rewritten under a lock, so concurrent scans
+        (a sensor tick, the demo, the CLI) never drop each other's new entries.
         """
+        with file_lock(self.path.parent / f".{self.path.name}.lock"):
+            return self._scan(input_dir, extensions)
+
+    def _scan(self, input_dir: Path, extensions: tuple[str, ...]) -> list[SourceRef]:
         input_dir = Path(input_dir)
         if not input_dir.is_dir():
             raise FileNotFoundError(f"input folder {input_dir} does not exist")

@@ -6,10 +6,10 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from judge_server import LoopbackJsonServer
 from PIL import Image
 
 from pipelines.captions.backends import (
@@ -19,7 +19,7 @@ ANSWER = "A curious woman with lifted brows and wide eyes, head tilted left, gaz
 SECRET = "sk-test-not-a-real-key-123"
 
 
-class FakeServer:
+class FakeServer(LoopbackJsonServer):
     """Answers by a script of behaviours (the last one repeats): ok, malformed, nochoices, 500, 429, 400, slow."""
 
     def __init__(self):
@@ -27,60 +27,25 @@ class FakeServer:
         self.requests = []
         self.delay_s = 0.0
         self.slow_s = 1.0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
+        super().__init__("/v1")
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append({"path": self.path, "body": body,
-                                            "auth": self.headers.get("Authorization")})
-                    action = server.script.pop(0) if len(server.script) > 1 else server.script[0]
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    time.sleep(server.delay_s)
-                    if action == "slow":
-                        time.sleep(server.slow_s)
-                    if action in ("500", "429", "400"):
-                        self._send(int(action), b'{"error": "nope"}')
-                    elif action == "malformed":
-                        self._send(200, b"{this is not json")
-                    elif action == "nochoices":
-                        self._send(200, b'{"id": "x", "choices": []}')
-                    else:
-                        payload = {"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": ANSWER}}]}
-                        self._send(200, json.dumps(payload).encode())
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-            def _send(self, status, data):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def respond(self, path: str, body: dict, headers) -> tuple[int, bytes]:
+        with self.lock:
+            self.requests.append({"path": path, "body": body, "auth": headers.get("Authorization")})
+            action = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        time.sleep(self.delay_s)
+        if action == "slow":
+            time.sleep(self.slow_s)
+        if action in ("500", "429", "400"):
+            return int(action), b'{"error": "nope"}'
+        if action == "malformed":
+            return 200, b"{this is not json"
+        if action == "nochoices":
+            return 200, b'{"id": "x", "choices": []}'
+        payload = {"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
+                   "choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": ANSWER}}]}
+        return 200, json.dumps(payload).encode()
 
 
 @pytest.fixture

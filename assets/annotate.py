@@ -3,15 +3,14 @@
 import dagster as dg
 
 from assets.partitions import source_partitions
-from assets.resources import PipelineSettings
+from assets.resources import PipelineSettings, partition_source
 from assets.speech import speech_analysis
-from pipelines.ingest import SourceRegistry
 from pipelines.records import SourceRecord
 
 
 def _source(context: dg.AssetExecutionContext, settings: PipelineSettings):
     config = settings.load()
-    return config, SourceRegistry(config.paths.registry_path).lookup(context.partition_key, config.paths.input_dir)
+    return config, partition_source(config, context.partition_key)
 
 
 @dg.asset(partitions_def=source_partitions, group_name="annotate", kinds={"pytorch"}, deps=[speech_analysis])

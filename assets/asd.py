@@ -6,9 +6,8 @@ import dagster as dg
 
 from assets.faces import _png_markdown
 from assets.partitions import source_partitions
-from assets.resources import PipelineSettings
+from assets.resources import PipelineSettings, partition_source
 from pipelines.config import AsdConfig
-from pipelines.ingest import SourceRegistry
 from pipelines.models import ModelStore
 from pipelines.records import SourceRecord
 from pipelines.reports import asd_plot_png
@@ -31,7 +30,7 @@ def active_speakers(context: dg.AssetExecutionContext, settings: PipelineSetting
     if not config.asd.enabled:
         context.add_output_metadata({"status": "disabled"})
         return {"stage": "asd", "skipped": "disabled in config", "segments": {}}
-    source = SourceRegistry(config.paths.registry_path).lookup(context.partition_key, config.paths.input_dir)
+    source = partition_source(config, context.partition_key)
     record = SourceRecord(**face_clips)
     result, plots = run_asd_stage(source, record, config, _cached_scorer(config.asd, str(config.paths.model_dir)))
     per_track = {key: {k: d["numbers"][k] for k in ("mean_probability", "kept_s", "dropped_s")}

@@ -7,8 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.partitions import source_partitions
-from assets.resources import PipelineSettings, face_detector
-from pipelines.ingest import SourceRegistry
+from assets.resources import PipelineSettings, face_detector, partition_source
 from pipelines.records import SourceRecord
 from pipelines.reports import preview_png
 from pipelines.sources import process_source, source_dir
@@ -25,7 +24,7 @@ def face_clips(context: dg.AssetExecutionContext, settings: PipelineSettings, so
     Returns the source record: every candidate segment accepted or rejected with its numbers.
     """
     config = settings.load()
-    source = SourceRegistry(config.paths.registry_path).lookup(context.partition_key, config.paths.input_dir)
+    source = partition_source(config, context.partition_key)
     rejection = SourceRecord(**source_probe["rejection"]) if source_probe["rejection"] else None
 
     def progress(done_s: float, total_s: float) -> None:

@@ -7,7 +7,9 @@ from pydantic import Field
 
 from pipelines.config import FaceDetectionConfig, PipelineConfig, load_config
 from pipelines.faces.detectors import FaceDetector, build_detector
+from pipelines.ingest import SourceRegistry
 from pipelines.models import ModelStore
+from pipelines.records import SourceRef
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -29,3 +31,8 @@ def _cached_detector(faces: FaceDetectionConfig, model_dir: str) -> FaceDetector
 def face_detector(config: PipelineConfig) -> FaceDetector:
     """One loaded detector per process and setting, reused across partitions of a run."""
     return _cached_detector(config.faces, str(config.paths.model_dir))
+
+
+def partition_source(config: PipelineConfig, partition_key: str) -> SourceRef:
+    """The registered source video behind one ``source_videos`` partition."""
+    return SourceRegistry(config.paths.registry_path).lookup(partition_key, config.paths.input_dir)

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME, source_partitions
-from assets.resources import PipelineSettings
+from assets.resources import PipelineSettings, partition_source
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
 from pipelines.sources import probe_source
@@ -45,7 +45,7 @@ def watch_input_folder(context: dg.SensorEvaluationContext, settings: PipelineSe
 def source_probe(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dict:
     """Container facts from ffprobe, or a rejection (unreadable, no audio, no video, too short)."""
     config = settings.load()
-    source = SourceRegistry(config.paths.registry_path).lookup(context.partition_key, config.paths.input_dir)
+    source = partition_source(config, context.partition_key)
     probe, rejection = probe_source(source, config)
     meta = {"relpath": source.relpath, "sha256": source.sha256, "size_bytes": source.size_bytes}
     if rejection is not None:

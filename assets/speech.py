@@ -8,9 +8,8 @@ import dagster as dg
 
 from assets.asd import active_speakers
 from assets.partitions import source_partitions
-from assets.resources import PipelineSettings
+from assets.resources import PipelineSettings, partition_source
 from pipelines.config import PipelineConfig, SpeechConfig
-from pipelines.ingest import SourceRegistry
 from pipelines.records import SourceRecord
 from pipelines.speech.stage import SpeechBackends, build_backends, run_speech_stage
 
@@ -27,7 +26,7 @@ def speech_analysis(context: dg.AssetExecutionContext, settings: PipelineSetting
     if not config.speech.enabled:
         context.add_output_metadata({"status": "disabled"})
         return {"stage": "speech", "skipped": "disabled in config", "segments": {}}
-    source = SourceRegistry(config.paths.registry_path).lookup(context.partition_key, config.paths.input_dir)
+    source = partition_source(config, context.partition_key)
     record = SourceRecord(**face_clips)
     started = time.monotonic()
     result = run_speech_stage(source, record, config, _cached_backends(config.speech, str(config.paths.model_dir)))

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import tarfile
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.atomic import atomic_path, atomic_write_bytes
 from pipelines.config import AnnotationConfig, JudgeConfig, PipelineConfig
 from pipelines.ingest import atomic_write_text
 
@@ -124,18 +124,6 @@ def versions_from_folder(folder: Path) -> list[VersionClip]:
     return clips
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def versions_from_shards(shards_dir: Path, out_folder: Path) -> list[VersionClip]:
     """Extract each accepted clip's mp4 to ``<out_folder>/<key>/original.mp4`` (unchanged files
     are left alone) and return one version per sample, with its transcript when present."""
@@ -156,7 +144,7 @@ def versions_from_shards(shards_dir: Path, out_folder: Path) -> list[VersionClip
                 data = tar.extractfile(members[key]["mp4"]).read()
                 target = out_folder / key / f"{SHARDS_VERSION}.mp4"
                 if not (target.exists() and target.read_bytes() == data):
-                    _write_bytes_atomic(target, data)
+                    atomic_write_bytes(target, data)
                 transcript = None
                 if "json" in members[key]:
                     record = json.loads(tar.extractfile(members[key]["json"]).read())
@@ -482,15 +470,11 @@ def plot_report(report: dict, path: Path) -> Path:
     ax.set_title("Mean score per version and aspect")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

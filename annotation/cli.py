@@ -15,7 +15,6 @@ import argparse
 import os
 import secrets
 import sys
-from pathlib import Path
 
 from pipelines.config import load_config
 
@@ -24,22 +23,13 @@ from .labelstudio import (
     LabelStudioServer,
     load_or_create_token,
     pid_alive,
+    private_secret,
     read_pidfile,
     stop_recorded_server,
     write_pidfile,
 )
 
 PASSWORD_FILE = "admin_password"
-
-
-def _private_secret(path: Path, make) -> str:
-    if path.exists() and path.read_text().strip():
-        return path.read_text().strip()
-    value = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return value
 
 
 def server_start(config_path: str | None, timeout: float) -> int:
@@ -51,7 +41,7 @@ def server_start(config_path: str | None, timeout: float) -> int:
         return 0
     folder.mkdir(parents=True, exist_ok=True)
     token = os.environ.get(config.annotation.token_env, "").strip() or load_or_create_token(folder)
-    password = _private_secret(folder / PASSWORD_FILE, lambda: secrets.token_urlsafe(16))
+    password = private_secret(folder / PASSWORD_FILE, lambda: secrets.token_urlsafe(16))
     media = loop.media_folder(config)
     media.mkdir(parents=True, exist_ok=True)
     server = LabelStudioServer(folder, port=config.annotation.port, password=password, token=token,

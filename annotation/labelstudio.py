@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pipelines.ingest import atomic_write_text
+
 from .rubric import ASPECTS, RANK_NAME, labeling_config
 
 log = logging.getLogger(__name__)
@@ -54,21 +56,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def private_secret(path: Path, make) -> str:
+    """The secret stored in ``path`` (mode 0600); ``make()`` creates it when missing or empty."""
+    path = Path(path)
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
+    return value
+
+
 def load_or_create_token(data_dir: Path) -> str:
     """The admin API token stored in ``data_dir/api_token`` (mode 0600); made when missing."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / TOKEN_FILE
-    if path.exists():
-        token = path.read_text().strip()
-        if token:
-            return token
-    token = secrets.token_hex(20)  # 40 hex characters, the legacy token format
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.chmod(path, 0o600)
-    return token
+    return private_secret(data_dir / TOKEN_FILE, lambda: secrets.token_hex(20))  # the legacy 40-hex format
 
 
 def local_file_url(path: Path | str, media_root: Path | str) -> str:
@@ -227,9 +232,7 @@ def pid_alive(pid: int) -> bool:
 
 def write_pidfile(server: LabelStudioServer) -> Path:
     path = server.data_dir / PID_FILE
-    tmp = path.with_name(f".{PID_FILE}.tmp")
-    tmp.write_text(json.dumps({"pid": server.pid, "port": server.port, "url": server.url}))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"pid": server.pid, "port": server.port, "url": server.url}))
     return path
 
 

@@ -164,6 +164,13 @@ class FlameConfig(_Strict):
     savgol_window_s: float = Field(0.375, gt=0, description="Savitzky-Golay window; rounded to an odd frame count.")
     savgol_polyorder: int = Field(3, ge=1, le=5)
 
+    # Head crop from the SCRFD face box: SHeaP's video-demo crop (margin 0.9, shift 0.5 around
+    # the 68 landmarks) rewritten in box units from measured box/landmark ratios; the
+    # derivation and numbers are in pipelines/flame/headcrop.py (bench/measure_head_crop.py).
+    head_scale: float = Field(1.43, gt=1, description="Head square side / face box longer side.")
+    head_shift_up: float = Field(0.06, description="Head square centre above the box centre, in box longer sides.")
+    head_smoothing_window_s: float = Field(
+        0.2, ge=0, description="Centred moving average of the head square over time; 0 turns it off.")
 
 class CaptionConfig(_Strict):
     """One expression caption per 200-frame window from 8 frames, by a Qwen-VL model."""

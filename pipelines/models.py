@@ -161,9 +161,11 @@ REGISTRY: dict[str, ModelSpec] = {
             name="sheap",
             task="flame_regression",
             description="SHeaP TorchScript checkpoint: (N,3,224,224) RGB head crops in [0,1] -> FLAME parameters.",
-            candidates=(ModelFile("sheap/sheap.pt", None),),
-            how_to_obtain="download the SHeaP TorchScript checkpoint (about 350 MB, CC BY-NC 4.0) from the "
-            "SHeaP authors' release and save it as <model_dir>/sheap/sheap.pt",
+            # The release's file names (github.com/nlml/SHeaP sheap/load_model.py MODEL_INFO), after sheap.pt.
+            candidates=(ModelFile("sheap/sheap.pt", None), ModelFile("sheap/model_expressive.pt", None),
+                        ModelFile("sheap/model_paper.pt", None)),
+            how_to_obtain="download model_expressive.pt or model_paper.pt (CC BY-NC 4.0) from the SHeaP release "
+            "(github.com/nlml/SHeaP, v1.0.0) into <model_dir>/sheap/ (sheap.pt, if present, is used first)",
             licence="CC BY-NC 4.0",
         ),
         ModelSpec(

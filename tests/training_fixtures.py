@@ -1,7 +1,7 @@
 """Test helpers for training/: shards made by the real pipeline, tiny encoders, tiny run configs.
 
 ``build_flame_shards`` runs the face stage (real SCRFD weights) and the FLAME stage (the
-scripted SHeaP stand-in from flame_fixtures) on GRID clips and packs the shards with
+SHeaP stand-in with the published interface, from flame_fixtures) on GRID clips and packs the shards with
 ``write_shards``: the trainers read exactly what the pipeline writes. ``build_tiny_encoders``
 saves a random tiny wav2vec2 and a tiny T5 encoder with a word-level tokenizer, loaded back by
 training/encoders.py through ``from_pretrained`` like real checkpoints.

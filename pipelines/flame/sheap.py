@@ -1,15 +1,19 @@
 """SHeaP backend: a TorchScript checkpoint that maps 224x224 RGB head crops to FLAME parameters.
 
-SHeaP (CC BY-NC 4.0, about 350 MB) is not downloadable here and never downloaded by this
-code: it is read from a path given by configuration. Input (N,3,224,224) RGB float in [0,1];
-outputs (per frame) expr (100), shape (300), jaw / neck / torso / eye_l / eye_r poses (3 each,
-axis-angle), eyelids (2), cam_trans (3).
+SHeaP (CC BY-NC 4.0) is not downloadable here and never downloaded by this code: it is read
+from a path given by configuration. Interface of the published release (github.com/nlml/SHeaP
+@cfddf49): ``sheap/load_model.py`` loads ``model_paper.pt`` / ``model_expressive.pt`` with
+``torch.jit.load``; the README's example (lines 37-49) feeds (N,3,224,224) RGB in [0,1] and
+gets a dict back; ``sheap/eval_utils.py`` ``inference_images_list`` (lines 109-115) iterates
+that dict by key and skips values that are not tensors. The keys we read and their widths are
+in ``pipelines/flame/groups.py``; any other key is ignored, a missing one or a wrong width is
+a ``SheapOutputError`` naming the checkpoint, the key and the keys received.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -18,22 +22,20 @@ from pipelines.flame.groups import (
     METADATA,
     MOTION_GROUPS,
     SHAPE_KEY,
-    source_names,
-)
-
-# Order of the outputs when a module returns a tuple/list instead of a dict. A module returning
-# a dict (SHeaP's export does) is read by name and this order is not used.
-SHEAP_OUTPUT_ORDER: tuple[str, ...] = (
-    "expr", "shape", "jaw", "neck", "torso", "eye_l", "eye_r", "eyelids", "cam_trans",
+    SHEAP_OUTPUT_DIMS,
 )
 
 INPUT_SIZE = 224
 
 OBTAIN_HINT = (
-    "SHeaP is not bundled and never downloaded: get the TorchScript checkpoint from the SHeaP "
-    "authors (github.com/nlml/sheap, CC BY-NC 4.0, about 350 MB) and put it at this path, or "
-    "point the model directory (TALKINGHEAD_MODEL_DIR / config) at a folder holding sheap/sheap.pt"
+    "SHeaP is not bundled and never downloaded: get model_expressive.pt or model_paper.pt from the "
+    "SHeaP release (github.com/nlml/SHeaP, v1.0.0, CC BY-NC 4.0) and put it at this path, or point the "
+    "model directory (TALKINGHEAD_MODEL_DIR / config) at a folder holding it under sheap/"
 )
+
+
+class SheapOutputError(ValueError):
+    """A checkpoint's outputs do not match the published SHeaP interface."""
 
 
 class SheapBackend:
@@ -62,26 +64,36 @@ class SheapBackend:
         module.eval()
         return module
 
-    @staticmethod
-    def _to_numpy_dict(out: Any) -> dict[str, np.ndarray]:
-        if isinstance(out, Mapping):
-            items = list(out.items())
-        elif isinstance(out, Sequence) and not isinstance(out, (str, bytes)):
-            if len(out) < len(SHEAP_OUTPUT_ORDER):
-                raise ValueError(
-                    f"SHeaP module returned {len(out)} outputs; expected at least "
-                    f"{len(SHEAP_OUTPUT_ORDER)} in the order {SHEAP_OUTPUT_ORDER}")
-            items = list(zip(SHEAP_OUTPUT_ORDER, out))
-        else:
-            raise TypeError(f"SHeaP module returned {type(out).__name__}; expected a dict or tuple of tensors")
+    def _checked(self, out: Any, n: int) -> dict[str, np.ndarray]:
+        """The outputs we read from one forward pass of ``n`` images, as float32 arrays."""
+        import torch
+
+        if not isinstance(out, Mapping):
+            raise SheapOutputError(
+                f"SHeaP checkpoint {self.model_path} returned {type(out).__name__}; the published SHeaP "
+                f"models return a dict with keys {sorted(SHEAP_OUTPUT_DIMS)}")
+        received = sorted(str(k) for k in out)
+        missing = [k for k in SHEAP_OUTPUT_DIMS if not isinstance(out.get(k), torch.Tensor)]
+        if missing:
+            raise SheapOutputError(
+                f"SHeaP checkpoint {self.model_path} lacks output(s) {missing} (tensors expected); "
+                f"received keys {received}; the published SHeaP interface is {SHEAP_OUTPUT_DIMS}")
         result: dict[str, np.ndarray] = {}
-        for name, value in items:
-            if hasattr(value, "detach"):
-                result[str(name)] = value.detach().float().cpu().numpy()
+        for name, width in SHEAP_OUTPUT_DIMS.items():
+            value = out[name]
+            if tuple(value.shape) != (n, width):
+                raise SheapOutputError(
+                    f"SHeaP checkpoint {self.model_path}: output {name!r} has shape {tuple(value.shape)} for "
+                    f"{n} images, expected ({n}, {width}); received keys {received}")
+            result[name] = value.detach().float().cpu().numpy()
         return result
 
     def predict(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Run SHeaP on ``images`` (N,224,224,3) uint8 RGB; returns float32 arrays keyed by SHeaP's names."""
+        """Run SHeaP on ``images`` (N,224,224,3) uint8 RGB.
+
+        Returns the published outputs we read (``groups.SHEAP_OUTPUT_DIMS``), float32 (N, width)
+        arrays keyed by SHeaP's names.
+        """
         import torch
 
         images = np.asarray(images)
@@ -98,7 +110,7 @@ class SheapBackend:
             for start in range(0, n, self.batch_size):
                 batch = np.ascontiguousarray(images[start:start + self.batch_size].transpose(0, 3, 1, 2))
                 x = torch.from_numpy(batch).to(self.device).float().div_(255.0)
-                for name, value in self._to_numpy_dict(module(x)).items():
+                for name, value in self._checked(module(x), len(batch)).items():
                     chunks.setdefault(name, []).append(value)
         out: dict[str, np.ndarray] = {}
         for name, parts in chunks.items():
@@ -115,30 +127,23 @@ class SheapBackend:
         return to_groups(outputs)
 
 
-def _frames(name: str, outputs: Mapping[str, np.ndarray], width: int) -> np.ndarray:
+def _frames(name: str, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
     if name not in outputs:
-        raise KeyError(f"SHeaP output {name!r} missing; got {sorted(outputs)}")
+        raise SheapOutputError(f"SHeaP output {name!r} missing; received keys {sorted(outputs)}")
     arr = np.asarray(outputs[name], dtype=np.float32)
-    arr = arr.reshape(arr.shape[0], -1)
-    if arr.shape[1] != width:
-        raise ValueError(f"SHeaP output {name!r} has {arr.shape[1]} values per frame, expected {width}")
+    width = SHEAP_OUTPUT_DIMS[name]
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise SheapOutputError(f"SHeaP output {name!r} has shape {arr.shape}, expected (frames, {width})")
     return arr
 
 
 def to_groups(outputs: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """See ``SheapBackend.to_groups``."""
-    motion: dict[str, np.ndarray] = {}
-    for group, (_, dims) in MOTION_GROUPS.items():
-        names = source_names(group)
-        parts = [_frames(name, outputs, dims // len(names)) for name in names]
-        motion[group] = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
-    lengths = {g: a.shape[0] for g, a in motion.items()}
+    motion = {group: np.ascontiguousarray(np.concatenate([_frames(n, outputs) for n in names], axis=1))
+              for group, names in MOTION_GROUPS.items()}
+    metadata = {SHAPE_KEY: _frames(METADATA[SHAPE_KEY], outputs).mean(axis=0).astype(np.float32),
+                CAM_TRANS_KEY: _frames(METADATA[CAM_TRANS_KEY], outputs)}
+    lengths = {g: a.shape[0] for g, a in motion.items()} | {CAM_TRANS_KEY: metadata[CAM_TRANS_KEY].shape[0]}
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"SHeaP outputs disagree on the number of frames: {lengths}")
-    shape_name, shape_dims = METADATA[SHAPE_KEY]
-    cam_name, cam_dims = METADATA[CAM_TRANS_KEY]
-    metadata = {
-        SHAPE_KEY: _frames(shape_name, outputs, shape_dims).mean(axis=0).astype(np.float32),
-        CAM_TRANS_KEY: _frames(cam_name, outputs, cam_dims),
-    }
+        raise SheapOutputError(f"SHeaP outputs disagree on the number of frames: {lengths}")
     return motion, metadata

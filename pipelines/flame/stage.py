@@ -44,12 +44,16 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def head_crops(folder: Path, segment: dict, config: PipelineConfig) -> Iterator[np.ndarray]:
-    """The 224 px head crop of each frame of a clip, streamed from its mp4."""
-    from pipelines.flame.headcrop import head_crop_224
+    """The 224 px head crop of each frame of a clip, streamed from its mp4 (rule and smoothing:
+    pipelines/flame/headcrop.py)."""
+    from pipelines.flame.headcrop import crop_square, head_squares
 
+    flame = config.flame
     boxes = boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
-    for j, frame in zip(range(len(boxes)), iter_video_frames(folder / segment["files"]["mp4"])):
-        yield head_crop_224(frame, tuple(boxes[j]))
+    radius = int(round(flame.head_smoothing_window_s * config.crops.fps / 2))
+    squares = head_squares(boxes, flame.head_scale, flame.head_shift_up, radius)
+    for j, frame in zip(range(len(squares)), iter_video_frames(folder / segment["files"]["mp4"])):
+        yield crop_square(frame, squares[j])
 
 
 def predict_clips(clips: Iterable[tuple[str, Iterable[np.ndarray]]], backend,

@@ -1,5 +1,7 @@
-"""The FLAME stage on real clips: a scripted SHeaP-shaped model runs the real loading, crop,
-batching, smoothing and storage code; without weights the stage says so and keeps the clip."""
+"""The FLAME stage on real clips: a traced stand-in with the published SHeaP interface runs the
+real loading, crop, batching, smoothing and storage code; the npz holds exactly its outputs under
+our group names; a stand-in with the names this project used to read is rejected; without weights
+the stage says so and keeps the clip."""
 
 from __future__ import annotations
 
@@ -10,14 +12,18 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
+from flame_fixtures import OLD_PROJECT_NAMES, build_scripted_sheap
 
 import media_factory as mf
 from pipelines.config import load_config
-from pipelines.flame.groups import MOTION_GROUPS
-from pipelines.flame.stage import build_backend, run_flame_stage
+from pipelines.flame.groups import MOTION_GROUPS, group_dims
+from pipelines.flame.sheap import SheapBackend, SheapOutputError
+from pipelines.flame.stage import build_backend, head_crops, run_flame_stage
 from pipelines.ingest import SourceRegistry
 from pipelines.shards import write_shards
 from pipelines.sources import process_source, source_dir
+from pipelines.stages import candidate_segments
 
 
 def _config(root, inputs, models):
@@ -27,9 +33,7 @@ def _config(root, inputs, models):
 
 
 @pytest.fixture(scope="module")
-def flame_run(tmp_path_factory, grid_clips, model_dir, scrfd_detector):
-    from flame_fixtures import build_scripted_sheap
-
+def flame_run(tmp_path_factory, grid_clips, scrfd_detector):
     root = tmp_path_factory.mktemp("flame-stage")
     models = root / "models"
     build_scripted_sheap(models / "sheap" / "sheap.pt")
@@ -58,10 +62,10 @@ def test_shards_hold_flame_arrays_with_the_mp4s_frame_count(flame_run, tmp_path)
         frames = int(next(s for s in mf.ffprobe(mp4, "-count_frames")["streams"]
                           if s["codec_type"] == "video")["nb_read_frames"])
         arrays = np.load(io.BytesIO(sample["flame.npz"]))
-        for group, (_, dims) in MOTION_GROUPS.items():
+        for group in MOTION_GROUPS:
             for kind in ("raw", "smooth"):
                 array = arrays[f"{kind}/{group}"]
-                assert array.shape == (frames, dims) and array.dtype == np.float32
+                assert array.shape == (frames, group_dims(group)) and array.dtype == np.float32
                 assert np.isfinite(array).all()
         assert arrays["meta/shape"].shape == (300,)
         record = json.loads(sample["json"])
@@ -86,17 +90,52 @@ def test_rerun_gives_identical_arrays(flame_run):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
-def test_without_weights_clips_are_kept_and_flagged(tmp_path, grid_clip, model_dir, scrfd_detector):
+def test_npz_holds_the_published_outputs_under_our_group_names(flame_run):
+    """The stand-in run by hand on the stage's own head crops, mapped with the release's names
+    (sheap/tiny_flame.py pose_components_to_rotmats: torso = global rotation), equals the npz."""
+    cfg, refs, records, results, _, backend = flame_run
+    for ref, record, result in zip(refs, records, results):
+        folder = source_dir(cfg, ref.source_id)
+        (key, decision), = result["segments"].items()
+        segment = next(s for s in candidate_segments(record, cfg, "flame") if s["key"] == key)
+        crops = np.stack(list(head_crops(folder, segment, cfg)))
+        module = torch.jit.load(str(backend.model_path))
+        with torch.no_grad():
+            out = {k: v.numpy() for k, v in module(torch.from_numpy(crops.transpose(0, 3, 1, 2).copy()) / 255.0).items()}
+        arrays = np.load(folder / decision["files"]["flame.npz"])
+        expected = {"raw/expression": out["expr"], "raw/jaw": out["jaw_pose"], "raw/neck": out["neck_pose"],
+                    "raw/eyelids": out["eyelids"], "raw/global_rotation": out["torso_pose"],
+                    "raw/eye_pose": np.hstack([out["eye_l_pose"], out["eye_r_pose"]]),
+                    "meta/shape": out["shape_from_facenet"].mean(axis=0), "meta/cam_trans": out["cam_trans"]}
+        assert set(arrays.files) == set(expected) | {f"smooth/{g}" for g in MOTION_GROUPS}
+        for name, value in expected.items():
+            np.testing.assert_allclose(arrays[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+        assert len(crops) == decision["numbers"]["frames"]
+
+
+def test_a_standin_with_the_old_names_is_rejected(flame_run, tmp_path):
+    cfg, refs, records, _, _, _ = flame_run
+    old = SheapBackend(build_scripted_sheap(tmp_path / "old.pt", rename=OLD_PROJECT_NAMES))
+    with pytest.raises(SheapOutputError) as err:
+        run_flame_stage(refs[1], records[1], cfg, old)
+    message = str(err.value)
+    assert str(tmp_path / "old.pt") in message
+    assert all(f"'{name}'" in message for name in OLD_PROJECT_NAMES)
+
+
+def test_without_weights_clips_are_kept_and_flagged(tmp_path, grid_clip, scrfd_detector):
     inputs = tmp_path / "input"
     inputs.mkdir()
     shutil.copyfile(grid_clip, inputs / grid_clip.name)
-    cfg = _config(tmp_path, inputs, model_dir)  # the shared model dir has no SHeaP checkpoint
+    models = tmp_path / "models"  # a private model folder without SHeaP, whatever ../shared holds
+    models.mkdir()
+    cfg = _config(tmp_path, inputs, models)
     assert build_backend(cfg) is None
     (ref,) = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)
     record = process_source(ref, cfg, scrfd_detector)
     result = run_flame_stage(ref, record, cfg, None)
     (decision,) = result["segments"].values()
     assert decision["decision"] == "accepted" and decision["flags"] == ["flame_model_not_installed"]
-    assert "sheap/sheap.pt" in decision["payload"]["detail"]
+    assert "sheap/sheap.pt" in decision["payload"]["detail"] and "sheap/model_expressive.pt" in decision["payload"]["detail"]
     summary = write_shards([record], cfg)
     assert len(summary.index) == 1

@@ -45,13 +45,53 @@ def test_polynomial_passes_unchanged():
     np.testing.assert_allclose(out["jaw_like"], poly, atol=1e-9)
 
 
-def test_edges_finite_and_smoothed():
+def _edge_fit(values: np.ndarray, window: int, polyorder: int, head: bool) -> np.ndarray:
+    """Least-squares polynomial over the first (last) ``window`` frames, evaluated on that window's
+    outer half: what smoothing the edges must be."""
+    t = np.arange(window)
+    part = values[:window] if head else values[-window:]
+    fitted = np.polynomial.polynomial.Polynomial.fit(t, part, polyorder)(t)
+    return fitted[: window // 2] if head else fitted[-(window // 2):]
+
+
+def test_edges_are_smoothed_by_the_local_polynomial():
+    # The configured filter at 24 fps: 0.375 s -> 9 frames, cubic.
+    window, polyorder, fps = 9, 3, 24.0
     rng = np.random.default_rng(1)
-    data = rng.normal(size=(40, 3)).astype(np.float32) * 0.2
-    out = savgol_groups({"jaw": data, "eyelids": data[:, :2]}, window_s=0.6, polyorder=3, fps=FPS)
-    for arr in out.values():
-        assert np.all(np.isfinite(arr))
-        assert np.all(np.isfinite(arr[:3])) and np.all(np.isfinite(arr[-3:]))
+    noise = rng.normal(0.0, 1.0, size=(40, 3000))
+    t = np.arange(40) / fps
+    cubic = (0.3 + 2.0 * t - 1.5 * t ** 2 + 0.8 * t ** 3)[:, None] * np.ones((1, 3000))
+    out = savgol_groups({"expression": noise, "eyelids": cubic}, window_s=0.375, polyorder=polyorder, fps=fps)
+    assert savgol_window(40, 0.375, polyorder, fps) == window
+    # a cubic passes unchanged, edges included
+    np.testing.assert_allclose(out["eyelids"], cubic, atol=1e-9)
+    # edge frames are the local fit over the first / last window, not copies of the input
+    for column in (0, 1):
+        np.testing.assert_allclose(out["expression"][:4, column], _edge_fit(noise[:, column], window, polyorder, True))
+        np.testing.assert_allclose(out["expression"][-4:, column], _edge_fit(noise[:, column], window, polyorder, False))
+    # so white noise keeps the fit's leverage of its variance at each edge frame (0.86, 0.33, 0.37, 0.31)
+    vander = np.vander(np.arange(window), polyorder + 1)
+    leverage = np.diag(vander @ np.linalg.pinv(vander))[:4]
+    ratio_head = out["expression"][:4].var(axis=1) / noise[:4].var(axis=1)
+    ratio_tail = out["expression"][-4:][::-1].var(axis=1) / noise[-4:][::-1].var(axis=1)
+    np.testing.assert_allclose(ratio_head, leverage, rtol=0.1)
+    np.testing.assert_allclose(ratio_tail, leverage, rtol=0.1)
+    assert ratio_head.max() < 0.9 and ratio_head[1:].max() < 0.45 and ratio_tail[1:].max() < 0.45
+
+
+def test_rotation_edges_are_smoothed():
+    rng = np.random.default_rng(4)
+    truth = np.array([0.2, -0.4, 0.1])
+    raw_err, smooth_err = [], []
+    for _ in range(200):
+        noisy = truth + rng.normal(0.0, 0.02, size=(40, 3))
+        out = savgol_groups({"jaw": noisy}, window_s=0.375, polyorder=3, fps=24.0)["jaw"]
+        edges = np.r_[0:4, 36:40]
+        raw_err.append(geodesic_angle(noisy[edges], truth) ** 2)
+        smooth_err.append(geodesic_angle(out[edges], truth) ** 2)
+    raw_mse, smooth_mse = np.mean(raw_err, axis=0), np.mean(smooth_err, axis=0)
+    assert np.all(smooth_mse < 0.95 * raw_mse)  # first and last frames included
+    assert np.all(smooth_mse[[1, 2, 3, 4, 5, 6]] < 0.5 * raw_mse[[1, 2, 3, 4, 5, 6]])
 
 
 def test_short_clip_handled():

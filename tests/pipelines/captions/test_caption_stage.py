@@ -1,5 +1,7 @@
-"""The caption stage on a real clip: a tiny random Qwen2-VL loaded by the production code,
-captions cached across runs; without a model the stage says so and keeps the clip."""
+"""The caption stage on a real clip: tiny random Qwen2-VL / Qwen2.5-VL / Qwen3-VL folders
+loaded by the production code, captions cached across runs, the rule check flagging a
+rule-breaking answer and passing a compliant one; without a model the stage says so and
+keeps the clip."""
 
 from __future__ import annotations
 
@@ -7,9 +9,13 @@ import shutil
 
 import pytest
 
+from caption_fixtures import FAMILIES
 from pipelines.config import load_config
 from pipelines.ingest import SourceRegistry
 from pipelines.sources import process_source
+
+COMPLIANT = "A content man with relaxed brows and soft eyes, mouth corners lifted, gazing at the camera."
+BREAKS_RULES = "She is talking. Her brows are up."
 
 
 def _config(root, inputs, models):
@@ -18,44 +24,93 @@ def _config(root, inputs, models):
                        asd={"enabled": False}, speech={"enabled": False}, flame={"enabled": False})
 
 
-@pytest.fixture
-def one_clip(tmp_path, grid_clip, model_dir, scrfd_detector):
-    inputs = tmp_path / "input"
+@pytest.fixture(scope="module")
+def one_clip(tmp_path_factory, grid_clip, model_dir, scrfd_detector):
+    """One GRID clip through faces and crops, once for the module: (root, inputs, ref, record)."""
+    root = tmp_path_factory.mktemp("caption-stage")
+    inputs = root / "input"
     inputs.mkdir()
     shutil.copyfile(grid_clip, inputs / grid_clip.name)
-    models = tmp_path / "models"
+    models = root / "detector-models"
     (models / "scrfd").mkdir(parents=True)
     (models / "scrfd" / "scrfd_500m_kps.onnx").symlink_to(model_dir / "scrfd" / "scrfd_500m_kps.onnx")
-    cfg = _config(tmp_path, inputs, models)
+    cfg = _config(root, inputs, models)
     (ref,) = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)
-    return cfg, ref, process_source(ref, cfg, scrfd_detector), models
+    return root, inputs, ref, process_source(ref, cfg, scrfd_detector)
 
 
-def test_tiny_qwen_captions_each_window_and_the_cache_answers_reruns(one_clip):
-    from caption_fixtures import build_tiny_qwen2vl
+def _private_models(tmp_path):
+    """A model folder of this test's own: nothing in it unless the test puts it there."""
+    models = tmp_path / "models"
+    models.mkdir()
+    return models
+
+
+class ScriptedCaptioner:
+    """Answers every request with one fixed text; records the frames it was given."""
+
+    def __init__(self, name, answer):
+        self.name = name
+        self.answer = answer
+        self.frames = []
+
+    def caption(self, frames, instruction):
+        self.frames.append(frames)
+        return self.answer
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_qwen_captions_each_window_and_the_cache_answers_reruns(one_clip, tiny_qwen_vl, tmp_path, family):
     from pipelines.captions.stage import build_captioner, run_caption_stage
 
-    cfg, ref, record, models = one_clip
-    build_tiny_qwen2vl(models / "qwen-vl")
+    root, inputs, ref, record = one_clip
+    models = _private_models(tmp_path)
+    (models / "qwen-vl").symlink_to(tiny_qwen_vl(family), target_is_directory=True)
+    cfg = _config(root, inputs, models)
     captioner = build_captioner(cfg)
-    assert captioner is not None and captioner.name.startswith("qwen-vl")
+    assert captioner is not None and captioner.model_type == family
     first = run_caption_stage(ref, record, cfg, captioner)
     (decision,) = first["segments"].values()
-    windows = decision["payload"]["windows"]
-    assert len(windows) == 1 and len(windows[0]["frames"]) == 8  # a 72-frame clip is one window
+    payload = decision["payload"]
+    assert payload["model"] == captioner.name and captioner.name.startswith(f"qwen-vl:{family}:")
+    windows = payload["windows"]
+    assert len(windows) == 1 and len(windows[0]["frames"]) == 8  # a clip under 200 frames is one window
+    assert windows[0]["model"] == captioner.name
     assert isinstance(windows[0]["caption"], str) and windows[0]["cached"] is False
-    # Random weights write noise, which the rule check flags rather than hides.
-    assert windows[0]["flagged"] == bool(windows[0]["problems"])
     second = run_caption_stage(ref, record, cfg, captioner)
     (again,) = second["segments"].values()
     assert again["payload"]["windows"][0]["cached"] is True
     assert again["payload"]["windows"][0]["caption"] == windows[0]["caption"]
 
 
-def test_without_a_model_clips_are_kept_and_flagged(one_clip):
+def test_rule_breaking_caption_is_flagged_and_compliant_one_is_not(one_clip, tmp_path):
+    from pipelines.captions.stage import run_caption_stage
+
+    root, inputs, ref, record = one_clip
+    cfg = _config(root, inputs, _private_models(tmp_path))
+
+    bad = ScriptedCaptioner("scripted:breaks-rules", BREAKS_RULES)
+    (decision,) = run_caption_stage(ref, record, cfg, bad)["segments"].values()
+    (window,) = decision["payload"]["windows"]
+    assert len(bad.frames) == 2  # the answer, then one retry with the problems named
+    assert all(len(f) == 8 and f[0].shape == (384, 384, 3) for f in bad.frames)  # from the 384 px crop
+    assert window["flagged"] is True and window["caption"] == BREAKS_RULES
+    assert window["problems"] == ["more than one sentence", "uses banned words: talking", "names no specific emotion"]
+    assert decision["flags"] == ["caption_flagged"] and decision["numbers"]["flagged"] == 1
+
+    good = ScriptedCaptioner("scripted:compliant", COMPLIANT)
+    (decision,) = run_caption_stage(ref, record, cfg, good)["segments"].values()
+    (window,) = decision["payload"]["windows"]
+    assert len(good.frames) == 1
+    assert window["flagged"] is False and window["problems"] == [] and window["caption"] == COMPLIANT
+    assert decision["flags"] == [] and decision["numbers"]["flagged"] == 0
+
+
+def test_without_a_model_clips_are_kept_and_flagged(one_clip, tmp_path):
     from pipelines.captions.stage import build_captioner, run_caption_stage
 
-    cfg, ref, record, _ = one_clip
+    root, inputs, ref, record = one_clip
+    cfg = _config(root, inputs, _private_models(tmp_path))
     assert build_captioner(cfg) is None
     (decision,) = run_caption_stage(ref, record, cfg, None)["segments"].values()
     assert decision["decision"] == "accepted" and decision["flags"] == ["caption_model_not_installed"]

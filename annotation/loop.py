@@ -33,6 +33,7 @@ import numpy as np
 from pipelines.atomic import atomic_path, atomic_write_bytes
 from pipelines.config import AnnotationConfig, JudgeConfig, PipelineConfig
 from pipelines.ingest import atomic_write_text
+from pipelines.shard_index import INDEX_FILE, MissingShardIndexError, ShardIndex, ShardIndexError, shards_lock
 
 from . import agreement as A
 from .rubric import ASPECTS, RANK_NAME
@@ -44,6 +45,9 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HUMAN_COLUMNS = ("annotator", "task_id", "sample", "version", "aspect", "score")
 SCORE_COLUMNS = ("judge", "sample", "version", "aspect", "score", "error")
 PAIR_COLUMNS = ("judge", "sample", "a", "b", "prediction", "a_shown_first", "error")
+# The error of every row when annotation.judges.backend is "none": no judge ran, nothing failed.
+NOT_CONFIGURED = "judge_backend_not_configured"
+NOT_CONFIGURED_ERROR = f"{NOT_CONFIGURED}: annotation.judges.backend is 'none', no call was made"
 
 
 class AnnotationInputError(ValueError):
@@ -126,30 +130,36 @@ def versions_from_folder(folder: Path) -> list[VersionClip]:
 
 def versions_from_shards(shards_dir: Path, out_folder: Path) -> list[VersionClip]:
     """Extract each accepted clip's mp4 to ``<out_folder>/<key>/original.mp4`` (unchanged files
-    are left alone) and return one version per sample, with its transcript when present."""
-    index_path = Path(shards_dir) / "index.json"
-    if not index_path.exists():
-        raise AnnotationInputError(f"no shards yet: {index_path} is missing (materialise dataset_shards)")
-    index = json.loads(index_path.read_text())
+    are left alone) and return one version per sample, with its transcript when present.
+
+    The samples are the ones ``index.json`` lists, read under the shard folder's shared lock
+    so a packer never swaps a shard out from under the extraction."""
+    shards_dir = Path(shards_dir)
+    if not (shards_dir / INDEX_FILE).exists():
+        raise AnnotationInputError(f"no shards yet: {shards_dir / INDEX_FILE} is missing (materialise dataset_shards)")
     clips = []
-    for shard_name in sorted(index):
-        with tarfile.open(Path(shards_dir) / shard_name) as tar:
-            members: dict[str, dict[str, tarfile.TarInfo]] = defaultdict(dict)
-            for m in tar.getmembers():
-                key, _, ext = m.name.partition(".")
-                members[key][ext] = m
-            for key in sorted(members):
-                if "mp4" not in members[key]:
-                    continue
-                data = tar.extractfile(members[key]["mp4"]).read()
-                target = out_folder / key / f"{SHARDS_VERSION}.mp4"
-                if not (target.exists() and target.read_bytes() == data):
-                    atomic_write_bytes(target, data)
-                transcript = None
-                if "json" in members[key]:
-                    record = json.loads(tar.extractfile(members[key]["json"]).read())
-                    transcript = (record.get("speech") or {}).get("transcript")  # speech stage payload
-                clips.append(VersionClip(key, SHARDS_VERSION, target, transcript or None))
+    with shards_lock(shards_dir, shared=True):
+        try:
+            index = ShardIndex.load(shards_dir)
+        except (MissingShardIndexError, ShardIndexError) as error:
+            raise AnnotationInputError(f"cannot read the shards to rate: {error}") from None
+        for name, path in zip(index.names, index.paths()):
+            with tarfile.open(path) as tar:
+                members = {m.name: m for m in tar.getmembers()}
+                for key in index.keys_in(name):
+                    if f"{key}.mp4" not in members:
+                        raise AnnotationInputError(f"{path}: sample {key} listed in {INDEX_FILE} has no mp4")
+                    data = tar.extractfile(members[f"{key}.mp4"]).read()
+                    target = Path(out_folder) / key / f"{SHARDS_VERSION}.mp4"
+                    if not (target.exists() and target.read_bytes() == data):
+                        atomic_write_bytes(target, data)
+                    transcript = None
+                    if f"{key}.json" in members:
+                        record = json.loads(tar.extractfile(members[f"{key}.json"]).read())
+                        transcript = (record.get("speech") or {}).get("transcript")  # speech stage payload
+                    clips.append(VersionClip(key, SHARDS_VERSION, target, transcript or None))
+    if not clips:
+        raise AnnotationInputError(f"{shards_dir / INDEX_FILE} lists no samples: no clip was accepted")
     return clips
 
 
@@ -272,10 +282,37 @@ def _in_context_examples(videos, human_pairs: Sequence[dict], sample: str, k: in
     return out
 
 
+def _pairs_by_sample(clips: Sequence[VersionClip]) -> dict[str, list[tuple[str, str]]]:
+    by_sample: dict[str, list[str]] = defaultdict(list)
+    for clip in clips:
+        by_sample[clip.sample].append(clip.version)
+    return {sample: list(combinations(sorted(versions), 2)) for sample, versions in sorted(by_sample.items())}
+
+
+def _not_configured_rows(clips: Sequence[VersionClip], cfg: JudgeConfig) -> tuple[list[dict], list[dict]]:
+    """One row per clip (score kinds) and per pair (pairwise kinds), each saying that no judge ran."""
+    score_rows, pair_rows = [], []
+    for kind in cfg.kinds:
+        if kind.startswith("pairwise_"):
+            pair_rows += [{"judge": kind, "sample": sample, "a": a, "b": b, "prediction": None, "a_shown_first": None,
+                           "error": NOT_CONFIGURED_ERROR}
+                          for sample, pairs in _pairs_by_sample(clips).items() for a, b in pairs]
+        else:
+            score_rows += [{"judge": kind, "sample": c.sample, "version": c.version, "aspect": "overall",
+                            "score": None, "error": NOT_CONFIGURED_ERROR} for c in clips]
+    return score_rows, pair_rows
+
+
+def not_configured(row: dict) -> bool:
+    """A row written because no judge backend is configured (not a failed call)."""
+    return str(row.get("error") or "").startswith(NOT_CONFIGURED)
+
+
 def run_judges(clips: Sequence[VersionClip], cfg: JudgeConfig, human_pairs: Sequence[dict] = (),
                progress=None) -> tuple[list[dict], list[dict]]:
     """(score rows, pair rows) for every configured judge kind; a failed call becomes a row with
-    ``error`` set and no score (counted as a tie when judges are evaluated), never an exception."""
+    ``error`` set and no score (counted as a tie when judges are evaluated), never an exception.
+    Backend ``none`` makes no call: every row's error is :data:`NOT_CONFIGURED_ERROR`."""
     from pipelines.chat_http import BackendError
 
     from .judges import (
@@ -288,7 +325,7 @@ def run_judges(clips: Sequence[VersionClip], cfg: JudgeConfig, human_pairs: Sequ
     )
 
     if cfg.backend == "none":
-        return [], []
+        return _not_configured_rows(clips, cfg)
     videos = {(c.sample, c.version): Video(sample_frames(c.path, cfg.frames_per_video), c.transcript,
                                            f"{c.sample}/{c.version}") for c in clips}
     backend = make_backend(cfg)
@@ -310,21 +347,18 @@ def run_judges(clips: Sequence[VersionClip], cfg: JudgeConfig, human_pairs: Sequ
                     progress(kind, clip)
             continue
         mode = kind.removeprefix("pairwise_")
-        by_sample: dict[str, list[str]] = defaultdict(list)
-        for clip in clips:
-            by_sample[clip.sample].append(clip.version)
         plain = PairwiseJudge(backend, mode="direct" if mode == "in_context" else mode, rng_seed=cfg.seed)
-        for sample in sorted(by_sample):
+        for sample, pairs in _pairs_by_sample(clips).items():
             judge = plain
             if mode == "in_context":
                 examples = _in_context_examples(videos, human_pairs, sample, cfg.in_context_examples)
                 if not examples:
-                    for a, b in combinations(sorted(by_sample[sample]), 2):
+                    for a, b in pairs:
                         pair_rows.append({"judge": kind, "sample": sample, "a": a, "b": b, "prediction": None,
                                           "a_shown_first": None, "error": "no solved pairs from other samples"})
                     continue
                 judge = PairwiseJudge(backend, mode="in_context", rng_seed=cfg.seed, examples=examples)
-            for a, b in combinations(sorted(by_sample[sample]), 2):
+            for a, b in pairs:
                 try:
                     result = judge.compare(videos[(sample, a)], videos[(sample, b)])
                     pair_rows.append({"judge": kind, "sample": sample, "a": a, "b": b,
@@ -356,7 +390,10 @@ def _nan_to_none(value):
 
 def compute_agreement(human_rows: Sequence[dict], score_rows: Sequence[dict], pair_rows: Sequence[dict],
                       min_annotators: int = 2) -> dict:
-    """Every number of the report (JSON-ready; undefined ratios are ``None``)."""
+    """Every number of the report (JSON-ready; undefined ratios are ``None``). Rows saying that no
+    judge backend was configured are left out: no judge ran, so there is nothing to evaluate."""
+    score_rows = [r for r in score_rows if not not_configured(r)]
+    pair_rows = [r for r in pair_rows if not not_configured(r)]
     ratings = [r for r in human_rows if r["aspect"] in ASPECTS and r["score"] is not None]
     alpha = A.per_aspect_alpha(ratings) if ratings else {}
     rankings = rankings_from_rows(human_rows)

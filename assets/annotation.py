@@ -65,24 +65,22 @@ def judge_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) 
     config = settings.load()
     judges = config.annotation.judges
     out = loop.annotation_dir(config)
+    clips = loop.collect_versions(config)
     if judges.backend == "none":
-        context.log.warning("annotation.judges.backend is 'none': no judge ran (empty tables written)")
-        score_rows, pair_rows = [], []
-    else:
-        clips = loop.collect_versions(config)
-        humans = loop.read_table(out / "human_scores.csv")
-        pairs = unanimous_pairs(loop.rankings_from_rows(humans), config.annotation.min_annotators)
-        done = {"n": 0}
+        context.log.warning("annotation.judges.backend is 'none': no judge ran (every row says so)")
+    humans = loop.read_table(out / "human_scores.csv")
+    pairs = unanimous_pairs(loop.rankings_from_rows(humans), config.annotation.min_annotators)
+    done = {"n": 0}
 
-        def progress(kind, item):
-            done["n"] += 1
-            if done["n"] % 10 == 0:
-                context.log.info(f"{done['n']} judge call(s) done (now {kind})")
+    def progress(kind, item):
+        done["n"] += 1
+        if done["n"] % 10 == 0:
+            context.log.info(f"{done['n']} judge call(s) done (now {kind})")
 
-        score_rows, pair_rows = loop.run_judges(clips, judges, pairs, progress)
+    score_rows, pair_rows = loop.run_judges(clips, judges, pairs, progress)
     loop.write_table(out / "judge_scores.csv", score_rows, loop.SCORE_COLUMNS)
     loop.write_table(out / "judge_pairs.csv", pair_rows, loop.PAIR_COLUMNS)
-    failed = sum(1 for r in score_rows + pair_rows if r.get("error"))
+    failed = sum(1 for r in score_rows + pair_rows if r.get("error") and not loop.not_configured(r))
     return dg.MaterializeResult(metadata={
         "backend": judges.backend,
         "judges": ", ".join(judges.kinds) if judges.backend != "none" else "none (judge_backend_not_configured)",

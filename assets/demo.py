@@ -30,6 +30,7 @@ from assets.resources import PipelineSettings
 from assets.sources import register_sources
 from assets.storage import AtomicFilesystemIOManager
 from pipelines.config import INPUT_DIR_ENV, load_config
+from pipelines.shard_index import ShardIndex
 from pipelines.sources import load_record
 
 # Dagster's console logger prints every engine event at DEBUG; the demo keeps warnings only.
@@ -81,8 +82,8 @@ def run_demo(config_path: str | None, instance: dg.DagsterInstance, log=print, e
     result = run(config_path, instance, None)
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()} if result.success else {}
     stats = json.loads((config.paths.shards_dir / "stats.json").read_text()) if result.success else {}
-    index = json.loads((config.paths.shards_dir / "index.json").read_text()) if result.success else {}
-    return {"stats": stats, "shards": [str(config.paths.shards_dir / s["name"]) for s in index.get("shards", [])],
+    shards = ShardIndex.load(config.paths.shards_dir).locations() if result.success else []
+    return {"stats": stats, "shards": shards,
             "checks": checks, "failed_runs": failed_runs, "dataset_run_ok": result.success,
             "manifest": str(config.paths.shards_dir / "manifest.jsonl")}
 

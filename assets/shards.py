@@ -15,7 +15,8 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry, atomic_write_text
 from pipelines.records import SourceRecord
 from pipelines.reports import qc_plot_png
-from pipelines.shards import INDEX_FILE, MANIFEST_FILE, verify_shards, write_shards
+from pipelines.shard_index import MissingShardIndexError, ShardIndex, ShardIndexError
+from pipelines.shards import MANIFEST_FILE, verify_shards, write_shards
 from pipelines.sources import load_record
 
 
@@ -93,7 +94,9 @@ def every_source_accounted_for(context: dg.AssetCheckExecutionContext, settings:
 def shards_open(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
     config = settings.load()
     problems = verify_shards(config.paths.shards_dir)
-    index_path = config.paths.shards_dir / INDEX_FILE
-    samples = len(json.loads(index_path.read_text())["samples"]) if index_path.exists() else 0
+    try:
+        samples = len(ShardIndex.load(config.paths.shards_dir, check_shards=False).samples)
+    except (MissingShardIndexError, ShardIndexError):
+        samples = 0  # verify_shards has named the problem
     return dg.AssetCheckResult(passed=not problems,
                                metadata={"samples": samples, "problems": dg.MetadataValue.json(problems[:50])})

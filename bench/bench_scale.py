@@ -61,6 +61,7 @@ from bench.bench_pipeline import (
 )
 from pipelines import media
 from pipelines.config import MODEL_DIR_ENV, PipelineConfig, load_config
+from pipelines.shard_index import ShardIndex
 
 STAGES = ("face_clips", "asd", "speech", "flame", "captions", "shards")
 DEFAULT_DURATIONS = (1, 4, 16)
@@ -473,9 +474,9 @@ def trainer_loader() -> tuple[str, Callable[[list[Path]], Iterable]]:
 def measure_shard_read(shards_dir: Path, repeat: int = 3) -> dict:
     """Best-of-``repeat`` raw sequential read vs the trainer's loader over the same tar files, page
     cache warm; plus one pass of a webdataset pipeline that decodes every member (video included)."""
-    index = json.loads((shards_dir / "index.json").read_text())
-    paths = [shards_dir / entry["name"] for entry in index["shards"]]
-    samples = sum(entry["samples"] for entry in index["shards"])
+    index = ShardIndex.load(shards_dir)
+    paths = index.paths()
+    samples = len(index.samples)
     size = sum(p.stat().st_size for p in paths)
     name, loader = trainer_loader()
     raw_read(paths)  # warm the page cache so both read from memory

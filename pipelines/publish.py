@@ -10,10 +10,10 @@ Credentials come from the usual environment of the fsspec backend (e.g. s3fs rea
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from pipelines.shards import INDEX_FILE, MANIFEST_FILE, STATS_FILE
+from pipelines.shard_index import INDEX_FILE, MissingShardIndexError, ShardIndex, shards_lock
+from pipelines.shards import MANIFEST_FILE, STATS_FILE
 
 CHUNK_BYTES = 8 << 20
 
@@ -25,26 +25,34 @@ def _put(fs, local: Path, remote: str) -> None:
 
 
 def publish_shards(shards_dir: Path, url: str) -> dict:
-    """Upload the shards listed in ``shards_dir/index.json`` to ``url``; returns what was sent."""
+    """Upload the shards listed in ``shards_dir/index.json`` to ``url``; returns what was sent.
+
+    Raises :class:`~pipelines.shard_index.MissingShardIndexError` when there is nothing to
+    publish, :class:`~pipelines.shard_index.ShardIndexError` when a listed shard is absent.
+    """
     import fsspec
 
     shards_dir = Path(shards_dir)
-    index_path = shards_dir / INDEX_FILE
-    if not index_path.exists():
-        raise FileNotFoundError(f"nothing to publish: {index_path} is missing")
-    index = json.loads(index_path.read_text())
+    if not shards_dir.is_dir():
+        raise MissingShardIndexError(f"nothing to publish: the shard folder {shards_dir} does not exist")
     fs, root = fsspec.core.url_to_fs(url.rstrip("/"))
-    fs.makedirs(root, exist_ok=True)
+    with shards_lock(shards_dir, shared=True):  # the index and the shards it names stay in step meanwhile
+        index = ShardIndex.load(shards_dir)
+        fs.makedirs(root, exist_ok=True)
+        return _publish(fs, root, shards_dir, index, url.rstrip("/"))
+
+
+def _publish(fs, root: str, shards_dir: Path, index: ShardIndex, url: str) -> dict:
     uploaded, kept = [], []
-    for entry in index["shards"]:
-        remote = f"{root}/{entry['name']}"
-        if fs.exists(remote) and fs.size(remote) == entry["bytes"]:
-            kept.append(entry["name"])  # shard names are content-stable: same name and size, same bytes
+    for entry, local in zip(index.shards, index.paths()):
+        remote = f"{root}/{entry.name}"
+        if fs.exists(remote) and fs.size(remote) == entry.bytes:
+            kept.append(entry.name)  # shard names are content-stable: same name and size, same bytes
             continue
-        _put(fs, shards_dir / entry["name"], remote)
-        uploaded.append(entry["name"])
+        _put(fs, local, remote)
+        uploaded.append(entry.name)
     for name in (STATS_FILE, MANIFEST_FILE):
         if (shards_dir / name).exists():
             _put(fs, shards_dir / name, f"{root}/{name}")
-    _put(fs, index_path, f"{root}/{INDEX_FILE}")  # last: readers start here
-    return {"url": url.rstrip("/"), "uploaded": uploaded, "unchanged": kept}
+    _put(fs, shards_dir / INDEX_FILE, f"{root}/{INDEX_FILE}")  # last: readers start here
+    return {"url": url, "uploaded": uploaded, "unchanged": kept}

@@ -15,43 +15,47 @@ import os
 import tarfile
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
 
-from pipelines.atomic import file_lock
 from pipelines.config import PipelineConfig
 from pipelines.ingest import atomic_write_text, skipped_file_rows
 from pipelines.records import ACCEPTED, SourceRecord
+from pipelines.shard_index import (
+    INDEX_FILE,
+    MissingShardIndexError,
+    ShardEntry,
+    ShardIndex,
+    ShardIndexError,
+    shards_lock,
+)
 from pipelines.sources import source_dir
 from pipelines.stages import SPLIT, apply_stages, sample_json
 
-INDEX_FILE = "index.json"
 STATS_FILE = "stats.json"
 MANIFEST_FILE = "manifest.jsonl"
-LOCK_FILE = ".lock"
-
-
-@contextmanager
-def shards_lock(shards_dir: Path, shared: bool = False) -> Iterator[None]:
-    """The shard folder's lock: one writer at a time; readers that need the index and the
-    shards to agree hold it shared (a writer replaces shards before it rewrites the index)."""
-    with file_lock(Path(shards_dir) / LOCK_FILE, shared=shared):
-        yield
 
 
 @dataclass
 class ShardSummary:
     records: list[SourceRecord]  # after the later stages' decisions
-    shards: list[dict]
-    index: dict[str, str]
+    shard_index: ShardIndex  # what index.json holds
     stats: dict
     manifest_path: Path
     shards_dir: Path
+
+    @property
+    def shards(self) -> list[dict]:
+        """Each shard's name, sample count, bytes and sha256, in index order."""
+        return [entry.model_dump() for entry in self.shard_index.shards]
+
+    @property
+    def index(self) -> dict[str, str]:
+        """Sample key -> shard name."""
+        return dict(self.shard_index.samples)
 
 
 def _sample_bytes(config: PipelineConfig, source_id: str, segment: dict) -> dict:
@@ -152,25 +156,24 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardS
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        shard_entries.append({"name": name, "samples": len(keys), "bytes": (shards_dir / name).stat().st_size,
-                              "sha256": digest})
+        shard_entries.append(ShardEntry(name=name, samples=len(keys), bytes=(shards_dir / name).stat().st_size,
+                                        sha256=digest))
 
     skipped = skipped_file_rows(config.paths.registry_path)  # input files that are not sources, with why
-    stats = {**dataset_stats(records, shard_entries),
+    stats = {**dataset_stats(records, [entry.model_dump() for entry in shard_entries]),
              "skipped_files": dict(sorted(Counter(row["reason"] for row in skipped).items()))}
     manifest_path = shards_dir / MANIFEST_FILE
     atomic_write_text(manifest_path, "".join(json.dumps(row, sort_keys=True) + "\n"
                                              for row in manifest_rows(records) + skipped))
     atomic_write_text(shards_dir / STATS_FILE, json.dumps(stats, indent=1, sort_keys=True))
-    atomic_write_text(shards_dir / INDEX_FILE, json.dumps(
-        {"config_hash": config.content_hash(), "shards": shard_entries, "samples": dict(sorted(index.items()))},
-        indent=1, sort_keys=True))
+    shard_index = ShardIndex(config_hash=config.content_hash(), shards=tuple(shard_entries), samples=index)
+    shard_index.write(shards_dir)
     # Shards from an earlier, larger dataset are no longer indexed: remove them last.
-    keep = {entry["name"] for entry in shard_entries}
+    keep = set(shard_index.names)
     for stale in shards_dir.glob(config.shards.name_pattern.split("{")[0] + "*.tar"):
         if stale.name not in keep:
             stale.unlink()
-    return ShardSummary(records, shard_entries, index, stats, manifest_path, shards_dir)
+    return ShardSummary(records, shard_index, stats, manifest_path, shards_dir)
 
 
 def verify_shards(shards_dir: Path) -> list[str]:
@@ -183,24 +186,23 @@ def verify_shards(shards_dir: Path) -> list[str]:
 
 def _verify_shards(shards_dir: Path) -> list[str]:
     problems = []
-    index_path = Path(shards_dir) / INDEX_FILE
-    if not index_path.exists():
-        return [f"{index_path} is missing"]
-    index = json.loads(index_path.read_text())
+    try:
+        index = ShardIndex.load(shards_dir, check_shards=False)  # an absent shard is reported below
+    except (MissingShardIndexError, ShardIndexError) as error:
+        return [str(error)]
     seen: dict[str, set[str]] = {}
-    for entry in index["shards"]:
-        path = Path(shards_dir) / entry["name"]
+    for entry, path in zip(index.shards, index.paths()):
         try:
             data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                problems.append(f"{entry['name']}: sha256 differs from the index")
+            if hashlib.sha256(data).hexdigest() != entry.sha256:
+                problems.append(f"{entry.name}: sha256 differs from the index")
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
                 for member in tar.getmembers():
                     key, _, ext = member.name.partition(".")
                     seen.setdefault(key, set()).add(ext)
         except (OSError, tarfile.TarError) as error:
-            problems.append(f"{entry['name']}: cannot be opened ({error})")
-    for key, shard in index["samples"].items():
+            problems.append(f"{entry.name}: cannot be opened ({error})")
+    for key, shard in index.samples.items():
         exts = seen.get(key, set())
         missing = {"mp4", "wav", "json"} - exts
         if missing:

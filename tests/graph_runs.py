@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.atomic import is_temporary
+from pipelines.shard_index import INDEX_FILE, ShardIndex
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -73,29 +74,35 @@ def sha256(path: Path) -> str:
 
 def fingerprint(folder: Path) -> dict:
     """What must match between two runs: sample keys, their shard, and every shard's and the index's sha256."""
-    index = json.loads((folder / "index.json").read_text())
+    index = ShardIndex.load(folder)
     files = {p.name: sha256(p) for p in sorted(folder.glob("*.tar"))}
-    files["index.json"] = sha256(folder / "index.json")
+    files[INDEX_FILE] = sha256(folder / INDEX_FILE)
     members = {}
-    for tar in sorted(folder.glob("*.tar")):
+    for tar in index.paths():
         with tarfile.open(tar) as archive:
             for member in archive.getmembers():
                 members[member.name] = hashlib.sha256(archive.extractfile(member).read()).hexdigest()
-    return {"keys": sorted(index["samples"]), "samples": index["samples"], "files": files, "members": members}
+    return {"keys": sorted(index.samples), "samples": dict(index.samples), "files": files, "members": members}
 
 
-_REFERENCES: dict[tuple, dict] = {}
+_REFERENCES: dict[tuple, Path] = {}
 
 
-def reference_fingerprint(tmp_path_factory, grid_dir: Path, model_dir: Path, names: tuple[str, ...] = CLIPS) -> dict:
-    """Shards of one uninterrupted in-process demo run, made once per test session and shared."""
+def reference_run(tmp_path_factory, grid_dir: Path, model_dir: Path, names: tuple[str, ...] = CLIPS) -> Path:
+    """Shard folder of one uninterrupted in-process demo run with the default config (annotation
+    included: ``annotation.versions_dir`` unset), made once per test session and shared."""
     key = (str(grid_dir), str(model_dir), names)
     if key not in _REFERENCES:
         root = tmp_path_factory.mktemp("reference_run")
         env = run_env(root, make_input(grid_dir, root / "input", names), model_dir)
         demo(env)
-        _REFERENCES[key] = fingerprint(shards_dir(env))
+        _REFERENCES[key] = shards_dir(env)
     return _REFERENCES[key]
+
+
+def reference_fingerprint(tmp_path_factory, grid_dir: Path, model_dir: Path, names: tuple[str, ...] = CLIPS) -> dict:
+    """The :func:`fingerprint` of the shared reference run."""
+    return fingerprint(reference_run(tmp_path_factory, grid_dir, model_dir, names))
 
 
 def free_port() -> int:

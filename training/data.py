@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from pipelines.shard_index import INDEX_FILE, ShardIndex, is_url
 from training.config import DataConfig
 
 FLAME_MEMBER = "flame.npz"
@@ -43,30 +44,25 @@ def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192):
 
 def _remote_shard_urls(spec: str) -> list[str]:
     """Shard URLs from ``<url>/index.json`` on object storage (see pipelines/publish.py)."""
-    import fsspec
-
     scheme = spec.split("://", 1)[0]
     # webdataset opens file/pipe/http/gs itself; other schemes (s3, memory, ...) go through fsspec.
     importlib.import_module("webdataset.gopen").gopen_schemes.setdefault(scheme, _gopen_fsspec)
     base = spec.rstrip("/")
     if base.endswith(".tar"):
         return [base]
-    with fsspec.open(f"{base}/index.json", "rt") as handle:
-        index = json.load(handle)
-    return [f"{base}/{entry['name']}" for entry in index["shards"]]
+    return ShardIndex.load(base).locations()
 
 
 def shard_urls(spec: str) -> list[str]:
     """Tar paths from a shard folder (its index.json), a glob, a single tar, or an object-store
     URL holding published shards (``s3://bucket/prefix``: its index.json)."""
-    if "://" in spec and not spec.startswith("file://"):
+    if is_url(spec):
         return _remote_shard_urls(spec)
     spec = spec.removeprefix("file://")
     path = Path(spec)
     if path.is_dir():
-        index = path / "index.json"
-        if index.exists():
-            return [str(path / entry["name"]) for entry in json.loads(index.read_text())["shards"]]
+        if (path / INDEX_FILE).exists():
+            return ShardIndex.load(path).locations()
         return sorted(str(p) for p in path.glob("*.tar"))
     urls = sorted(glob.glob(spec))
     if not urls:

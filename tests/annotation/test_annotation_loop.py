@@ -1,6 +1,6 @@
 """The whole annotation loop against a real Label Studio server started by the CLI.
 
-One server for the module (a first start takes 40-60 s): ``python -m annotation server start``,
+One server for the session (tests/annotation/conftest.py: ``python -m annotation server start``),
 then the Dagster assets called directly (tasks pushed twice, human scores, judge scores from a
 local chat-completions server, agreement report), three annotator accounts submitting through
 the API with their own tokens, the sensor, a restart through the CLI, and a screenshot of the
@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import stat
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 pytest.importorskip("label_studio", reason="label-studio not installed (extra: annotation)")
 pytest.importorskip("label_studio_sdk", reason="label-studio-sdk not installed (extra: annotation)")
@@ -39,12 +35,12 @@ from agreement_example import (
     ratings,
 )
 from judge_server import ScriptedServer
+from labelstudio_server import LOOP_PROJECT, cli, write_config
 
 from annotation import loop
 from annotation.labelstudio import (
     AnnotationClient,
     create_annotator_account,
-    free_port,
     pid_alive,
     read_pidfile,
 )
@@ -62,50 +58,11 @@ from pipelines.chat_http import encode_jpeg
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-GRID = REPO.parent / "shared" / "media" / "grid"
-SOURCES = {"s1": "bbaf2n", "s2": "brbk7n"}
-OFFSETS = {"g1": 0.0, "g2": 0.4, "g3": 0.8, "orig": 1.2}
 SCREENSHOT = REPO / "data" / "artifacts" / "labeling_interface.png"
 
 
 def email(annotator: str) -> str:
     return f"{annotator}@example.com"
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALKINGHEAD_")}
-    return subprocess.run([sys.executable, "-m", "annotation", "--config", str(config), "server", *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
-
-
-def write_config(path: Path, data_dir: Path, port: int, versions: Path, judges: dict | None = None) -> Path:
-    annotation = {"port": port, "versions_dir": str(versions), "project_title": "loop-test"}
-    if judges:
-        annotation["judges"] = judges
-    path.write_text(yaml.safe_dump({"paths": {"data_dir": str(data_dir)}, "annotation": annotation}))
-    return path
-
-
-@pytest.fixture(scope="module")
-def ls(tmp_path_factory):
-    if shutil.which("ffmpeg") is None or not GRID.is_dir():
-        pytest.skip("needs ffmpeg and ../shared/media/grid")
-    root = tmp_path_factory.mktemp("loop")
-    versions = root / "media" / "versions"
-    for sample, version in CLIPS:
-        out = versions / sample / f"{version}.mp4"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-ss", str(OFFSETS[version]),
-                        "-i", str(GRID / f"{SOURCES[sample]}.mpg"), "-t", "1.5", "-vf", "scale=192:-2",
-                        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "32k", str(out)],
-                       check=True)
-    config = write_config(root / "config.yaml", root / "data", free_port(), versions)
-    started = cli(config, "start")
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield {"root": root, "config": config, "versions": versions}
-    stopped = cli(config, "stop")
-    info_dir = root / "data" / "labelstudio"
-    assert stopped.returncode == 0 and read_pidfile(info_dir) is None, stopped.stdout + stopped.stderr
 
 
 def settings_for(config: Path) -> PipelineSettings:
@@ -145,7 +102,7 @@ def judge_answer(srv: ScriptedServer, score_of_frame: dict[str, int]):
 
 
 def test_server_cli_state_is_private_and_recorded(ls):
-    folder = ls["root"] / "data" / "labelstudio"
+    folder = ls["data"] / "labelstudio"
     for name in ("api_token", "admin_password"):
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600
     info = read_pidfile(folder)
@@ -197,7 +154,7 @@ def test_annotation_loop_against_a_real_server(ls):
         assert isinstance(new_annotations(ctx), dg.RunRequest)  # new annotations -> a run
 
     # restart through the CLI: everything is still there
-    old_pid = read_pidfile(ls["root"] / "data" / "labelstudio")["pid"]
+    old_pid = read_pidfile(ls["data"] / "labelstudio")["pid"]
     assert cli(config_path, "stop").returncode == 0
     assert not pid_alive(old_pid)
     assert cli(config_path, "status").returncode == 3
@@ -226,7 +183,7 @@ def test_annotation_loop_against_a_real_server(ls):
     srv = ScriptedServer("openai")
     try:
         srv.default = judge_answer(srv, score_of_frame)
-        write_config(config_path, ls["root"] / "data", config.annotation.port, ls["versions"], judges={
+        write_config(config_path, ls["data"], config.annotation.port, ls["versions"], LOOP_PROJECT, judges={
             "backend": "openai_chat", "base_url": srv.base_url, "model": "judge", "api_key_env": "",
             "frames_per_video": 4, "timeout_s": 20, "backoff_s": 0.01, "max_concurrency": 2})
         judged = judge_scores(dg.build_asset_context(), settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -12,19 +11,19 @@ from pathlib import Path
 import pytest
 from agreement_example import CLIPS, EXPECTED_ALPHA, EXPECTED_JUDGE, JUDGE_SCORES, human_rows
 from judge_server import ScriptedServer
+from training_fixtures import flame_shards_fixture  # noqa: F401
 
 from annotation import loop
 from pipelines.config import JudgeConfig
-
-GRID = Path(__file__).resolve().parents[3] / "shared" / "media" / "grid"
+from pipelines.shard_index import INDEX_FILE, ShardIndex
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    if shutil.which("ffmpeg") is None or not GRID.is_dir():
-        pytest.skip("needs ffmpeg and ../shared/media/grid")
+def clip(tmp_path_factory, grid_dir) -> Path:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
     out = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(GRID / "bbaf2n.mpg"), "-t", "1",
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(grid_dir / "bbaf2n.mpg"), "-t", "1",
                     "-vf", "scale=96:-2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(out)],
                    check=True)
     return out
@@ -50,24 +49,47 @@ def test_versions_from_folder_validates(tmp_path, clip):
         loop.versions_from_folder(tmp_path)
 
 
-def test_versions_from_shards_extracts_clips_once(tmp_path, clip):
+def _shard_mp4s(shards: Path) -> dict[str, bytes]:
+    index = ShardIndex.load(shards)
+    out = {}
+    for name, path in zip(index.names, index.paths()):
+        with tarfile.open(path) as tar:
+            out.update({key: tar.extractfile(f"{key}.mp4").read() for key in index.keys_in(name)})
+    return out
+
+
+def test_versions_from_shards_reads_what_the_packer_wrote(tmp_path, flame_shards):
+    """Shards of three GRID clips written by pipelines/shards.py: one version per indexed sample."""
     shards = tmp_path / "shards"
-    shards.mkdir()
-    with tarfile.open(shards / "shard-000000.tar", "w") as tar:
-        for name, data in (("k1_s000.mp4", clip.read_bytes()),
-                           ("k1_s000.json", json.dumps({"speech": {"transcript": "bin blue at f two now"}}).encode())):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    shutil.copytree(flame_shards, shards, ignore=shutil.ignore_patterns(".*"))
+    expected = _shard_mp4s(shards)
+    assert len(expected) == 3
+    got = loop.versions_from_shards(shards, tmp_path / "media" / "clips")
+    assert [(c.sample, c.version) for c in got] == [(key, "original") for key in sorted(expected)]
+    for clip in got:
+        assert clip.path == tmp_path / "media" / "clips" / clip.sample / "original.mp4"
+        assert clip.path.read_bytes() == expected[clip.sample]
+        assert clip.transcript is None  # the speech stage was off for these shards
+    mtimes = [c.path.stat().st_mtime_ns for c in got]
+    loop.versions_from_shards(shards, tmp_path / "media" / "clips")
+    assert [c.path.stat().st_mtime_ns for c in got] == mtimes  # unchanged clips are not rewritten
+
+
+def test_versions_from_shards_explains_an_unusable_shard_folder(tmp_path, flame_shards):
+    shards = tmp_path / "shards"
     with pytest.raises(loop.AnnotationInputError, match="no shards yet"):
         loop.versions_from_shards(shards, tmp_path / "media")
-    (shards / "index.json").write_text(json.dumps({"shard-000000.tar": "sha"}))
-    got = loop.versions_from_shards(shards, tmp_path / "media" / "clips")
-    assert [(c.sample, c.version, c.transcript) for c in got] == [("k1_s000", "original", "bin blue at f two now")]
-    assert got[0].path.read_bytes() == clip.read_bytes()
-    mtime = got[0].path.stat().st_mtime_ns
-    loop.versions_from_shards(shards, tmp_path / "media" / "clips")
-    assert got[0].path.stat().st_mtime_ns == mtime  # unchanged clips are not rewritten
+    shutil.copytree(flame_shards, shards, ignore=shutil.ignore_patterns(".*"))
+    index_text = (shards / INDEX_FILE).read_text()
+    # The layout this test once wrote by hand: shard name -> sha256 at the top level.
+    (shards / INDEX_FILE).write_text(json.dumps({"shard-000000.tar": "sha"}))
+    with pytest.raises(loop.AnnotationInputError, match="not a shard index as pipelines/shards.py writes it"):
+        loop.versions_from_shards(shards, tmp_path / "media")
+    (shards / INDEX_FILE).write_text(index_text)
+    (name,) = ShardIndex.load(shards).names
+    (shards / name).unlink()
+    with pytest.raises(loop.AnnotationInputError, match=f"lists shards that are not in .*{name}"):
+        loop.versions_from_shards(shards, tmp_path / "media")
 
 
 def test_tables_round_trip(tmp_path):
@@ -99,8 +121,28 @@ def test_judge_failures_are_rows_not_exceptions(tmp_path, clip):
     assert report["judges"]["pairwise_direct"]["coverage"] == 0.0  # failed calls count as ties
 
 
-def test_backend_none_makes_no_calls():
-    assert loop.run_judges([], JudgeConfig()) == ([], [])
+def test_backend_none_makes_no_calls(clip):
+    """Backend none with a server configured and real clips: not one request; every row says why."""
+    clips = [loop.VersionClip("s1", "g1", clip), loop.VersionClip("s1", "orig", clip),
+             loop.VersionClip("s2", "g1", clip)]
+    srv = ScriptedServer("openai")
+    try:
+        cfg = JudgeConfig(backend="none", base_url=srv.base_url, api_key_env="")
+        scores, pairs = loop.run_judges(clips, cfg)
+    finally:
+        srv.close()
+    assert srv.requests == []
+    score_kinds = [k for k in cfg.kinds if not k.startswith("pairwise_")]
+    pair_kinds = [k for k in cfg.kinds if k.startswith("pairwise_")]
+    assert sorted((r["judge"], r["sample"], r["version"]) for r in scores) == sorted(
+        (k, c.sample, c.version) for k in score_kinds for c in clips)
+    assert sorted((r["judge"], r["sample"], r["a"], r["b"]) for r in pairs) == sorted(
+        (k, "s1", "g1", "orig") for k in pair_kinds)  # s2 has one version: no pair
+    for row in scores + pairs:
+        assert row["error"] == loop.NOT_CONFIGURED_ERROR and "backend is 'none'" in row["error"]
+        assert row.get("score") is None and row.get("prediction") is None
+    # Rows that only say no judge ran are not judge failures: the report evaluates no judge.
+    assert loop.compute_agreement(human_rows(), scores, pairs)["judges"] == {}
 
 
 def test_report_files_from_the_hand_example(tmp_path):

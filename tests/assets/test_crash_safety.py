@@ -28,7 +28,7 @@ from graph_runs import (
     visible_files,
 )
 
-from pipelines.shards import INDEX_FILE, shards_lock
+from pipelines.shard_index import INDEX_FILE, ShardIndex, ShardIndexError, shards_lock
 
 pytestmark = pytest.mark.slow
 
@@ -75,14 +75,16 @@ def check_index(folder: Path) -> list[str]:
     if not (folder / INDEX_FILE).exists():
         return []
     with shards_lock(folder, shared=True):
-        index = json.loads((folder / INDEX_FILE).read_text())
+        try:
+            index = ShardIndex.load(folder)
+        except ShardIndexError as error:
+            return [str(error)]
         problems = []
-        for entry in index["shards"]:
-            path = folder / entry["name"]
-            if graph_runs.sha256(path) != entry["sha256"]:
-                problems.append(f"{entry['name']}: sha256 differs from index.json")
+        for entry, path in zip(index.shards, index.paths()):
+            if graph_runs.sha256(path) != entry.sha256:
+                problems.append(f"{entry.name}: sha256 differs from index.json")
             elif why := incomplete(path):
-                problems.append(f"{entry['name']}: {why}")
+                problems.append(f"{entry.name}: {why}")
         return problems
 
 

@@ -21,10 +21,27 @@ from assets.resources import PipelineSettings
 from assets.sources import watch_input_folder
 
 
-def _write_config(tmp_path: Path, input_dir: Path, model_dir: Path) -> Path:
+# The weights the default config runs on: SCRFD-500M faces and Light-ASD. Nothing else, so what the
+# graph does (e.g. FLAME and captions "model not installed") never depends on what ../shared/models holds.
+DEMO_WEIGHTS = ("scrfd/scrfd_500m_kps.onnx", "light-asd/pretrain_AVA_CVPR.model")
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory, model_dir: Path) -> Path:
+    """A private model folder: links to just DEMO_WEIGHTS in the shared one."""
+    folder = tmp_path_factory.mktemp("demo-models")
+    for relpath in DEMO_WEIGHTS:
+        if not (model_dir / relpath).is_file():
+            pytest.skip(f"{model_dir / relpath} not found")
+        (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relpath).symlink_to(model_dir / relpath)
+    return folder
+
+
+def _write_config(tmp_path: Path, input_dir: Path, model_dir: Path, **sections: dict) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps({"paths": {"input_dir": str(input_dir), "data_dir": str(tmp_path / "data"),
-                                          "model_dir": str(model_dir)}}))
+                                          "model_dir": str(model_dir)}, **sections}))
     return path
 
 
@@ -45,13 +62,13 @@ def test_definitions_list_the_graph():
     assert checks == {"every_source_accounted_for", "shards_open"}
 
 
-def test_sensor_registers_each_new_video_once(tmp_path, grid_clips, model_dir):
+def test_sensor_registers_each_new_video_once(tmp_path, grid_clips, demo_models):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for clip in grid_clips[:2]:
         shutil.copy(clip, inputs / clip.name)
     (inputs / "notes.txt").write_text("not a video")
-    settings = PipelineSettings(config_path=str(_write_config(tmp_path, inputs, model_dir)))
+    settings = PipelineSettings(config_path=str(_write_config(tmp_path, inputs, demo_models)))
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, resources={"settings": settings})
         result = watch_input_folder(context)
@@ -63,7 +80,7 @@ def test_sensor_registers_each_new_video_once(tmp_path, grid_clips, model_dir):
         assert not again.run_requests and "no new" in again.skip_reason.skip_message
 
 
-def test_face_clips_asset_called_directly(tmp_path, grid_clip, model_dir):
+def test_face_clips_asset_called_directly(tmp_path, grid_clip, demo_models):
     """Assets are thin functions: call them with a built context, no run needed."""
     from assets.faces import face_clips
     from assets.sources import source_probe
@@ -73,7 +90,7 @@ def test_face_clips_asset_called_directly(tmp_path, grid_clip, model_dir):
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(grid_clip, inputs / grid_clip.name)
-    settings = PipelineSettings(config_path=str(_write_config(tmp_path, inputs, model_dir)))
+    settings = PipelineSettings(config_path=str(_write_config(tmp_path, inputs, demo_models)))
     config = settings.load()
     (ref,) = SourceRegistry(config.paths.registry_path).scan(inputs, config.ingest.extensions)
     with dg.instance_for_test() as instance:
@@ -93,13 +110,13 @@ def _ffprobe(path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_whole_graph_on_every_grid_clip_and_rerun_changes_no_shard_byte(tmp_path, grid_clips, model_dir):
+def test_whole_graph_on_every_grid_clip_and_rerun_changes_no_shard_byte(tmp_path, grid_clips, demo_models):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for clip in grid_clips:
         shutil.copy(clip, inputs / clip.name)
     (inputs / "broken.mp4").write_text("this is a text file, not a video\n")
-    config_path = str(_write_config(tmp_path, inputs, model_dir))
+    config_path = str(_write_config(tmp_path, inputs, demo_models))
     with dg.instance_for_test() as instance:
         first = run_demo(config_path, instance, log=lambda *_: None)
         assert first["dataset_run_ok"] and not first["failed_runs"]
@@ -141,13 +158,52 @@ def test_whole_graph_on_every_grid_clip_and_rerun_changes_no_shard_byte(tmp_path
         assert 0 <= span["start"] < span["end"] <= record["source_probe"]["duration_s"] + 1e-6
         assert abs(float(video["duration"]) - span["duration"]) <= 1 / 24 + 1e-6
         assert [f["stage"] for f in record["filters"]] == ["faces", "asd", "speech", "flame", "captions"]
-        # No SHeaP or Qwen-VL weights here: the stages ran and say so, the clip is kept.
+        # No SHeaP or Qwen-VL weights in the private model folder: the stages ran and say so, the clip is kept.
         assert record["flame"]["status"] == record["captions"]["status"] == "model not installed"
         assert "flame_model_not_installed" in record["flame"]["flags"]
         assert (int(audio["sample_rate"]), audio["channels"]) == (16000, 1)
         with wave.open(io.BytesIO(sample["wav"])) as wav:
             assert (wav.getframerate(), wav.getnchannels()) == (16000, 1)
             assert abs(wav.getnframes() / 16000 - record["time_range_s"]["duration"]) < 1e-3
+
+
+def test_every_source_accounted_for_fails_and_names_the_unaccounted_sources(tmp_path, grid_clips, demo_models):
+    """One source processed; a second registered but never run; a third only in the input folder.
+    The manifest lists the first only, so the check fails and names the other two."""
+    from assets.demo import _materialize_in_process
+    from assets.sources import register_sources
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    config_path = str(_write_config(tmp_path, inputs, demo_models, asd={"enabled": False},
+                                    speech={"enabled": False}, flame={"enabled": False},
+                                    captions={"enabled": False}))
+    config = PipelineSettings(config_path=config_path).load()
+    with dg.instance_for_test() as instance:
+        def arrive(clip: Path, register: bool) -> str:
+            shutil.copy(clip, inputs / clip.name)
+            _, (new,) = register_sources(config, instance)
+            if register:
+                instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, [new])
+            return new
+
+        processed = arrive(grid_clips[0], register=True)
+        assert _materialize_in_process(config_path, instance, processed).success
+        never_run = arrive(grid_clips[1], register=True)
+        unregistered = arrive(grid_clips[2], register=False)
+        result = _materialize_in_process(config_path, instance, None)
+        assert result.success
+        checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+
+    assert checks["shards_open"].passed
+    check = checks["every_source_accounted_for"]
+    assert not check.passed
+    meta = {k: getattr(v, "value", v) for k, v in check.metadata.items()}
+    assert meta["missing"] == sorted([never_run, unregistered])
+    assert meta["not_registered"] == [unregistered]
+    assert (meta["registered"], meta["in_input_folder"], meta["in_manifest"]) == (2, 3, 1)
+    rows = [json.loads(line) for line in (tmp_path / "data" / "shards" / "manifest.jsonl").read_text().splitlines()]
+    assert [r["source_id"] for r in rows if r["kind"] == "source"] == [processed]
 
 
 def test_every_asset_and_check_is_in_the_demo_selection():

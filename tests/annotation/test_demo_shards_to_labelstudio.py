@@ -1,0 +1,100 @@
+"""The default annotation source end to end: the demo's own shards (a real Dagster run on GRID clips,
+``annotation.versions_dir`` unset) become Label Studio tasks on the real server, and every task's
+media reaches an annotator as a playable mp4 of the clip's length."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import urllib.request
+
+import dagster as dg
+import graph_runs
+import pytest
+from labelstudio_server import write_config
+
+from annotation import loop
+from annotation.labelstudio import AnnotationClient, create_annotator_account
+from assets.annotation import annotation_tasks
+from assets.resources import PipelineSettings
+from pipelines.shard_index import ShardIndex
+from pipelines.shards import verify_shards
+
+pytestmark = pytest.mark.slow
+
+FPS = 24
+
+
+def _metadata(result: dg.MaterializeResult, key: str):
+    value = result.metadata[key]
+    return getattr(value, "value", value)
+
+
+def _shard_members(index: ShardIndex) -> dict[str, dict]:
+    """Per sample key: its mp4 bytes and its sample record, read from the shard the index names."""
+    out = {}
+    for name, path in zip(index.names, index.paths()):
+        with tarfile.open(path) as tar:
+            for key in index.keys_in(name):
+                out[key] = {"mp4": tar.extractfile(f"{key}.mp4").read(),
+                            "record": json.loads(tar.extractfile(f"{key}.json").read())}
+    return out
+
+
+def _decoded(mp4: bytes) -> tuple[int, float, tuple[int, int]]:
+    """(video frames decoded, container duration in s, frame size) of mp4 bytes, decoded with PyAV."""
+    import av
+
+    with av.open(io.BytesIO(mp4)) as container:
+        stream = container.streams.video[0]
+        frames = [frame for frame in container.decode(stream)]
+        duration = container.duration / av.time_base
+    return len(frames), duration, (frames[0].width, frames[0].height)
+
+
+def test_demo_shards_become_tasks_whose_media_play(ls, tmp_path, tmp_path_factory, grid_dir, model_dir):
+    demo_shards = graph_runs.reference_run(tmp_path_factory, grid_dir, model_dir)
+    # The server's media root is <data>/annotation/media: the shards go where that config reads them.
+    shards = ls["data"] / "shards"
+    shutil.copytree(demo_shards, shards, ignore=shutil.ignore_patterns(".*"))
+    assert verify_shards(shards) == []
+    index = ShardIndex.load(shards)
+    members = _shard_members(index)
+    assert sorted(members) == sorted(index.samples) and len(members) == len(graph_runs.CLIPS)
+
+    config_path = write_config(tmp_path / "config.yaml", ls["data"], ls["port"], None, "demo-shards")
+    settings = PipelineSettings(config_path=str(config_path))
+    config = settings.load()
+    assert config.annotation.versions_dir is None and config.paths.shards_dir == shards
+
+    pushed = annotation_tasks(dg.build_asset_context(), settings)
+    assert _metadata(pushed, "source") == "shards"
+    assert _metadata(pushed, "added") == len(members) and _metadata(pushed, "tasks") == len(members)
+    again = annotation_tasks(dg.build_asset_context(), settings)
+    assert _metadata(again, "added") == 0 and _metadata(again, "tasks") == len(members)
+
+    # Each version carries the speech stage's transcript from its sample record (the judges' context).
+    transcripts = {c.sample: c.transcript for c in loop.collect_versions(config)}
+    assert transcripts == {key: m["record"]["speech"]["transcript"] or None for key, m in members.items()}
+    assert all(transcripts.values())  # GRID sentences are English: pocketsphinx hears words
+
+    url = loop.server_url(config.annotation)
+    admin = AnnotationClient(url, loop.server_token(config))
+    project_id = _metadata(pushed, "project_id")
+    assert sorted(admin.task_keys(project_id)) == sorted((key, loop.SHARDS_VERSION) for key in members)
+
+    token = create_annotator_account(url, "shard-rater@example.com", "pw-shard-rater-0123456789")
+    for task in admin.tasks(project_id):
+        key = task.data["sample"]
+        request = urllib.request.Request(url + task.data["video"], headers={"Authorization": f"Token {token}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200 and response.headers["Content-Type"] == "video/mp4"
+            body = response.read()
+        assert body == members[key]["mp4"]  # the clip in the shard, byte for byte
+        frames, duration, size = _decoded(body)
+        expected = members[key]["record"]["time_range_s"]["duration"]
+        assert size == (384, 384)
+        assert abs(frames / FPS - expected) <= 1 / FPS + 1e-6, (key, frames, expected)
+        assert abs(duration - expected) <= 2 / FPS, (key, duration, expected)

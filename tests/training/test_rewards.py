@@ -1,0 +1,105 @@
+"""Rewards by hand: every reward on small windows worked out on paper, the weighted sum with the
+default RL weights, and the ordering (a prediction closer to the truth earns more)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.config import RewardWeights, RLConfig
+from training.rewards import REWARDS, drift, mse, pos_var, reward_columns, vel_var
+
+# One window of 3 frames x 2 dims (the expression group below).
+TRUE = [[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]
+PRED = [[0.0, 1.0], [0.0, 1.0], [3.0, 1.0]]
+# var_t(TRUE) = (2/3, 8/3), var_t(PRED) = (2, 0)             -> pos_var = -(4/3 + 8/3) / 2 = -2
+# dTRUE = (1, 2) twice: var 0; dPRED = (0, 0), (3, 0): var (9/4, 0) -> vel_var = -(9/4) / 2 = -9/8
+# mean_t(TRUE) = (1, 2), mean_t(PRED) = (1, 1)               -> drift = -(0 + 1) / 2 = -1/2
+# PRED - TRUE = (0, 1), (-1, -1), (1, -3): squares sum to 13  -> mse = -13/6
+EXPECTED = {"pos_var": -2.0, "vel_var": -9 / 8, "drift": -0.5, "mse": -13 / 6}
+
+# Jaw (1 dim): the truth is still, the prediction is still one unit away.
+JAW_TRUE, JAW_PRED = [[0.0], [0.0], [0.0]], [[1.0], [1.0], [1.0]]
+JAW_EXPECTED = {"pos_var": 0.0, "vel_var": 0.0, "drift": -1.0, "mse": -1.0}
+# Head rotation (2 dims): the truth is still, the prediction flips between +-1.
+# var_t = 1 - 1/9 = 8/9 per dim; velocities +-2: var 4; means (1/3, -1/3); every square 1.
+ROT_TRUE, ROT_PRED = [[0.0, 0.0]] * 3, [[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0]]
+ROT_EXPECTED = {"pos_var": -8 / 9, "vel_var": -4.0, "drift": -1 / 3, "mse": -1.0}
+
+SLICES = {"expression": slice(0, 2), "jaw": slice(2, 3), "global_rotation": slice(3, 5)}
+ORDER = ("pos_var", "vel_var", "drift", "mse")
+
+
+def window(*parts: list) -> torch.Tensor:
+    """(1, frames, channels) float64 from per-group (frames, dims) lists, concatenated along channels."""
+    return torch.cat([torch.tensor(p, dtype=torch.float64) for p in parts], dim=1)[None]
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_each_reward_equals_the_hand_computed_value(name):
+    pred, true = window(PRED), window(TRUE)
+    got = REWARDS[name](pred, true)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(EXPECTED[name], abs=1e-12)
+    assert REWARDS[name](true, true).item() == pytest.approx(0.0, abs=1e-12)  # the truth itself: the maximum
+
+
+def test_registry_names_the_four_functions():
+    assert REWARDS == {"pos_var": pos_var, "vel_var": vel_var, "drift": drift, "mse": mse}
+
+
+def test_rewards_are_per_window():
+    """A batch of two windows: each row is its own window's reward."""
+    pred = torch.cat([window(PRED), window(TRUE)])
+    true = torch.cat([window(TRUE), window(TRUE)])
+    for name in ORDER:
+        got = REWARDS[name](pred, true)
+        assert got.tolist() == pytest.approx([EXPECTED[name], 0.0], abs=1e-12)
+
+
+def test_weighted_columns_and_sum_with_the_default_rl_weights():
+    weights = RLConfig().rewards
+    assert list(weights) == ["expression", "jaw", "global_rotation"]
+    pred = window(PRED, JAW_PRED, ROT_PRED)
+    true = window(TRUE, JAW_TRUE, ROT_TRUE)
+    rewards, column_weights, names = reward_columns(pred, true, SLICES, weights)
+    assert names == [f"{g}.{r}" for g in ("expression", "jaw", "global_rotation") for r in ORDER]
+    expected = [EXPECTED[r] for r in ORDER] + [JAW_EXPECTED[r] for r in ORDER] + [ROT_EXPECTED[r] for r in ORDER]
+    assert rewards.shape == (1, 12)
+    assert rewards[0].tolist() == pytest.approx(expected, abs=1e-12)
+    # Defaults: expression and jaw (1, 1, 0.5, 1), head rotation 0.5 each.
+    assert column_weights.tolist() == [1.0, 1.0, 0.5, 1.0, 1.0, 1.0, 0.5, 1.0, 0.5, 0.5, 0.5, 0.5]
+    total = (rewards * column_weights).sum(-1)
+    by_hand = -(2 + 9 / 8 + 0.5 * 0.5 + 13 / 6) - (0.5 * 1 + 1) - 0.5 * (8 / 9 + 4 + 1 / 3 + 1)
+    assert total.item() == pytest.approx(by_hand, abs=1e-12)
+    assert by_hand == pytest.approx(-10.152777777777779, abs=1e-12)
+
+
+def test_zero_weights_drop_their_column_and_bad_configs_are_named():
+    pred, true = window(PRED, JAW_PRED, ROT_PRED), window(TRUE, JAW_TRUE, ROT_TRUE)
+    rewards, column_weights, names = reward_columns(pred, true, SLICES, {"jaw": RewardWeights(drift=2.0)})
+    assert names == ["jaw.drift"] and column_weights.tolist() == [2.0]
+    assert rewards.tolist() == [[-1.0]]
+    with pytest.raises(ValueError, match="'neck' is not among the motion groups"):
+        reward_columns(pred, true, SLICES, {"neck": RewardWeights(mse=1.0)})
+    with pytest.raises(ValueError, match="every reward weight is zero"):
+        reward_columns(pred, true, SLICES, {"jaw": RewardWeights()})
+
+
+def test_a_prediction_closer_to_the_truth_earns_more():
+    """pred(a) = truth + a * error: for a = 0.1 < 0.5 < 1 every reward column and the weighted sum
+    fall strictly, and the truth itself earns 0 everywhere."""
+    generator = torch.Generator().manual_seed(0)
+    true = torch.randn(4, 24, 5, generator=generator, dtype=torch.float64)
+    error = torch.randn(4, 24, 5, generator=generator, dtype=torch.float64) + 0.5
+    weights = RLConfig().rewards
+    totals, columns = [], []
+    for scale in (0.0, 0.1, 0.5, 1.0):
+        rewards, column_weights, _ = reward_columns(true + scale * error, true, SLICES, weights)
+        columns.append(rewards)
+        totals.append((rewards * column_weights).sum(-1))
+    assert torch.equal(columns[0], torch.zeros_like(columns[0]))
+    for closer, farther in zip(columns[1:], columns[2:]):
+        assert bool((closer > farther).all())
+    for closer, farther in zip(totals, totals[1:]):
+        assert bool((closer > farther).all())

@@ -18,8 +18,12 @@ from pipelines.models import ModelStore, format_report, report_json
 
 
 def _models_status(args, config) -> int:
+    from pipelines.speech.asr_whisperx import registered_whisper, whisper_folder_status
+
     store = ModelStore(config.paths.model_dir)
     statuses = store.report()
+    if registered_whisper(config.speech.whisper_model) is None:  # a user's own Whisper folder: files checked
+        statuses.append(whisper_folder_status(config.paths.model_dir, config.speech.whisper_model, store))
     print(report_json(statuses) if args.json else format_report(statuses, config.paths.model_dir))
     needed = "scrfd_500m" if config.faces.backend == "scrfd" else f"mediapipe_{config.faces.mediapipe_model}"
     return 0 if next(s for s in statuses if s.name == needed).state in ("ok", "unpinned") else 1

@@ -129,7 +129,9 @@ class SpeechConfig(_Strict):
 
     enabled: bool = Field(True, description="Run the speech stage; its decisions gate every sample.")
     activity_backend: Literal["pyannote_segmentation", "pyannote_diarization"] = "pyannote_segmentation"
-    transcription_backend: Literal["pocketsphinx", "whisperx", "none"] = "pocketsphinx"
+    transcription_backend: Literal["auto", "whisperx", "pocketsphinx", "none"] = Field(
+        "auto", description="auto: whisperx when the Whisper folder (whisper_model) is present and verified "
+        "(registered: every file's sha256; any other folder: its files exist), else pocketsphinx.")
     language_identifier: Literal["lingua", "none"] = "lingua"
     sidecar_transcripts: bool = Field(
         True, description="Use <video>.srt/.vtt/.txt beside a source as a transcript in its spoken language."
@@ -144,10 +146,13 @@ class SpeechConfig(_Strict):
     device: Literal["cpu", "cuda"] = "cpu"
     segmentation_onset: float = Field(0.5, gt=0, lt=1, description="Speaker activation threshold.")
     segmentation_step_s: float = Field(0.5, gt=0, description="Sliding-window step of the segmentation model.")
-    whisper_model: str = Field("faster-whisper", description="faster-whisper model folder inside the model dir.")
+    whisper_model: str = Field(
+        "faster-whisper-base", description="Whisper (CTranslate2) folder inside the model dir; the default is the "
+        "registered faster_whisper_base, sha256-pinned.")
     whisper_compute_type: str = "int8"
     whisper_batch_size: int = Field(8, ge=1)
-    alignment_model: str | None = Field(None, description="wav2vec2 alignment folder inside the model dir.")
+    alignment_model: str | None = Field(
+        None, description="wav2vec2 alignment folder inside the model dir; unset: Whisper's own word timestamps.")
     diarization_pipeline: str = Field("pyannote-diarization", description="pyannote pipeline folder (config.yaml).")
     hf_token_env: str = Field("HF_TOKEN", description="Environment variable holding a Hugging Face token, if any.")
 

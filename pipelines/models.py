@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,11 @@ class ModelSpec:
     candidates: tuple[ModelFile, ...]
     how_to_obtain: str
     licence: str
+    # Files that must sit beside the chosen candidate (a model folder's config, tokenizer...),
+    # each verified like the candidate; any one missing or different fails the model.
     extra_files: tuple[ModelFile, ...] = field(default_factory=tuple)
+    # The published release the pinned hashes come from ("owner/name@commit"), when known.
+    revision: str | None = None
 
 
 class ModelError(RuntimeError):
@@ -136,15 +141,26 @@ REGISTRY: dict[str, ModelSpec] = {
             licence="MIT",
         ),
         ModelSpec(
-            name="faster_whisper",
+            name="faster_whisper_base",
             task="speech_recognition",
-            description="A faster-whisper (CTranslate2) Whisper model folder for the whisperx backend; "
-            "the size is the user's choice, so it is not pinned.",
-            candidates=(ModelFile("faster-whisper/model.bin", None),),
-            how_to_obtain="convert a Whisper checkpoint with `ct2-transformers-converter --model openai/whisper-large-v3 "
-            "--output_dir <model_dir>/faster-whisper --copy_files tokenizer.json preprocessor_config.json` "
-            "on a machine with hub access (or copy Systran/faster-whisper-* there); set speech.whisper_model",
-            licence="MIT (Whisper weights)",
+            description="OpenAI Whisper base (multilingual, 74 M params) converted to CTranslate2 float16 by "
+            "Systran: language from the audio and word timestamps for the whisperx backend (speech.whisper_model "
+            "faster-whisper-base, the default). Another Whisper folder set there is checked for its files only.",
+            candidates=(ModelFile("faster-whisper-base/model.bin",
+                                  "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),),
+            extra_files=(
+                ModelFile("faster-whisper-base/config.json",
+                          "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+                ModelFile("faster-whisper-base/tokenizer.json",
+                          "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+                ModelFile("faster-whisper-base/vocabulary.txt",
+                          "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+            ),
+            revision="Systran/faster-whisper-base@ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66",
+            how_to_obtain="on a machine with hub access, `huggingface-cli download Systran/faster-whisper-base "
+            "--revision ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66 --local-dir <model_dir>/faster-whisper-base` "
+            "(model.bin, config.json, tokenizer.json, vocabulary.txt), then copy that folder here",
+            licence="MIT (Whisper weights, OpenAI; conversion by Systran)",
         ),
         ModelSpec(
             name="pyannote_diarization",
@@ -189,6 +205,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# Hashes computed in this process, by (resolved path, size, mtime): a 145 MB model file is
+# read once per process however many stores, stages or clips ask; a replaced file is re-read.
+_PROCESS_HASHES: dict[tuple[str, int, int], str] = {}
+_PROCESS_HASHES_LOCK = threading.Lock()
+
+
+def cached_sha256(path: Path) -> str:
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    with _PROCESS_HASHES_LOCK:
+        if key not in _PROCESS_HASHES:
+            _PROCESS_HASHES[key] = sha256_file(path)
+        return _PROCESS_HASHES[key]
+
+
 @dataclass(frozen=True)
 class ModelStatus:
     name: str
@@ -208,7 +239,6 @@ class ModelStore:
     def __init__(self, model_dir: Path | str, registry: dict[str, ModelSpec] | None = None):
         self.model_dir = Path(model_dir)
         self.registry = registry if registry is not None else REGISTRY
-        self._verified: dict[Path, str] = {}
 
     def spec(self, name: str) -> ModelSpec:
         try:
@@ -217,9 +247,18 @@ class ModelStore:
             raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(self.registry))}") from None
 
     def _hash(self, path: Path) -> str:
-        if path not in self._verified:
-            self._verified[path] = sha256_file(path)
-        return self._verified[path]
+        return cached_sha256(path)
+
+    def _extra_problem(self, spec: ModelSpec) -> tuple[str, str] | None:
+        """(state, detail) for the first extra file that is missing or differs, else None."""
+        for extra in spec.extra_files:
+            path = extra.resolve(self.model_dir)
+            if path is None or not path.is_file():
+                return "missing", f"missing {path or extra.relpath}; to obtain: {spec.how_to_obtain}"
+            if extra.sha256 is not None and self._hash(path) != extra.sha256:
+                return "hash_mismatch", (f"{path}: expected sha256 {extra.sha256}, got {self._hash(path)}; "
+                                         f"replace the file ({spec.how_to_obtain})")
+        return None
 
     def status(self, name: str) -> ModelStatus:
         spec = self.spec(name)
@@ -228,14 +267,23 @@ class ModelStore:
             if path is None or not path.is_file():
                 continue
             actual = self._hash(path)
+            problem = self._extra_problem(spec)
             if candidate.sha256 is None:
+                if problem is not None:
+                    return ModelStatus(name, problem[0], path, actual, problem[1])
                 return ModelStatus(name, "unpinned", path, actual, "present; no reference hash is registered for this file")
             if actual != candidate.sha256:
                 return ModelStatus(
                     name, "hash_mismatch", path, actual,
                     f"expected sha256 {candidate.sha256}; replace the file ({spec.how_to_obtain})",
                 )
-            return ModelStatus(name, "ok", path, actual, "present, sha256 verified")
+            if problem is not None:
+                return ModelStatus(name, problem[0], path, actual, problem[1])
+            files = 1 + len(spec.extra_files)
+            release = f" ({spec.revision})" if spec.revision else ""
+            return ModelStatus(name, "ok", path, actual,
+                               f"present, sha256 verified{release}" if files == 1 else
+                               f"present, sha256 of all {files} files verified{release}")
         wanted = " or ".join(str(c.resolve(self.model_dir) or c.relpath) for c in spec.candidates)
         return ModelStatus(name, "missing", None, None, f"missing {wanted}; to obtain: {spec.how_to_obtain}")
 

@@ -284,3 +284,17 @@ def espeak_audio_16k(text: str, voice: str, directory: Path) -> np.ndarray:
     wav = Path(directory) / f"espeak-{voice}.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True, capture_output=True)
     return media_audio_16k(wav)
+
+
+# --- Sentences the real Whisper base identifies from espeak-ng speech (espeak-ng -s 150) ---
+# Measured with faster-whisper-base (int8): these gave the right language at 0.8-0.97 with
+# 0-1 s of silence around them and dubbed onto GRID clips. Whisper base is fragile on this
+# synthetic speech: other French sentences came out as Thai (0.7-0.9) or Polish, and a 5.7 s
+# German sentence as English (0.41), so do not swap these for arbitrary text.
+WHISPER_SENTENCES = {
+    "en": "Good morning, we will meet tonight in the small garden behind the old house.",
+    "de": "Ich heiße Anna und wohne seit zehn Jahren in Berlin. Ich mag diese Stadt sehr, ihre Museen, "
+          "ihre Cafés und ihre Parks.",
+    "fr": "Merci beaucoup, monsieur. Je voudrais un café au lait et un croissant, s'il vous plaît.",
+    "es": "Buenos días, esta noche nos vemos en el pequeño jardín detrás de la casa vieja.",
+}

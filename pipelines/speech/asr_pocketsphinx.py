@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from pipelines.speech.base import SAMPLE_RATE, Transcript, Word
+from pipelines.speech.base import SAMPLE_RATE, WORD_TIMING_NONE, WORD_TIMING_POCKETSPHINX, Transcript, Word
 
 FRAME_RATE = 100  # pocketsphinx feature frames per second (config "frate")
 _VARIANT = re.compile(r"\(\d+\)$")
@@ -134,4 +134,5 @@ class PocketsphinxTranscriber:
                 end = min(duration, region_start + (seg.end_frame + 1) / FRAME_RATE)
                 words.append(Word(_VARIANT.sub("", seg.word), start, max(start, end),
                                   float(np.clip(seg.prob, 0.0, 1.0))))
-        return Transcript(" ".join(w.text for w in words), words, self.name, None, None, self.language_capable)
+        return Transcript(" ".join(w.text for w in words), words, self.name, None, None, self.language_capable,
+                          WORD_TIMING_POCKETSPHINX if words else WORD_TIMING_NONE)

@@ -1,9 +1,11 @@
-"""Whisper transcription through whisperx (faster-whisper / CTranslate2), optionally word-aligned.
+"""Whisper transcription through whisperx (faster-whisper / CTranslate2), with real word times.
 
 Everything is read from local folders; nothing is downloaded:
 
 - the Whisper model is a CTranslate2 conversion (what faster-whisper loads): a folder with
-  ``model.bin``, ``config.json``, ``vocabulary.*`` and ``tokenizer.json``;
+  ``model.bin``, ``config.json``, ``vocabulary.*`` and ``tokenizer.json``. The registered
+  ``faster-whisper-base`` folder (pipelines/models.py) is checked against its published sha256;
+  any other folder the user configures is checked for those files only (``unpinned``);
 - voice activity comes from whisperx's bundled pyannote segmentation model
   (``whisperx/assets/pytorch_model.bin``, inside the wheel) when ``vad_method="pyannote"``;
   ``"silero"`` makes whisperx call ``torch.hub.load("snakers4/silero-vad")``, which works only
@@ -12,20 +14,40 @@ Everything is read from local folders; nothing is downloaded:
   (``config.json``, weights, ``vocab.json``, ``preprocessor_config.json``), loaded through
   ``whisperx.load_align_model(language_code, device, model_name=<folder>)``.
 
+Word times, one of two real sources (``Transcript.word_timing``):
+
+- a wav2vec2 aligner is configured for the language: whisperx's batched pipeline
+  (``FasterWhisperPipeline.transcribe``, whisperx/asr.py) gives segments, ``whisperx.align``
+  (whisperx/alignment.py) times their words (``wav2vec2_alignment``);
+- otherwise: faster-whisper's own decoder, ``WhisperModel.transcribe(audio, word_timestamps=True)``
+  (faster_whisper/transcribe.py, SYSTRAN/faster-whisper v1.2.1), which times words with the
+  cross-attention alignment heads listed in the model's config.json (``whisper_word_timestamps``);
+  whisperx's batched pipeline does not offer word timestamps. The model is loaded once: with an
+  aligner configured it is the one whisperx's pipeline holds as ``.model``
+  (whisperx.asr.WhisperModel subclasses faster_whisper.WhisperModel), without one faster-whisper
+  loads it directly (see :meth:`WhisperxTranscriber.whisper_model`).
+
+A word the aligner cannot time (whisperx leaves it without ``start``/``end``, or gives up on a
+whole segment) is kept with ``timed=False`` and its segment's span: no time is invented.
+
 Language: Whisper detects it from the audio (first 30 s) unless one is forced. The code is
 Whisper's own (ISO 639-1 for nearly all languages; a few are longer, e.g. "haw", "yue").
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.speech.base import SAMPLE_RATE, Transcript, Word
+from pipelines.models import REGISTRY, ModelStatus, ModelStore
+from pipelines.speech.base import (SAMPLE_RATE, WORD_TIMING_NONE, WORD_TIMING_WAV2VEC2, WORD_TIMING_WHISPER, Transcript,
+                                   Word)
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +57,16 @@ VAD_METHODS = ("pyannote", "silero")
 REQUIRED_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
 MODEL_HOWTO = (
     "put a CTranslate2 conversion of a Whisper model there: the files of a faster-whisper "
-    "release (e.g. Systran/faster-whisper-large-v3: model.bin, config.json, tokenizer.json, "
-    "vocabulary.json, preprocessor_config.json), or convert one yourself with "
-    "`ct2-transformers-converter --model <whisper checkpoint> --output_dir <folder> "
-    "--copy_files tokenizer.json preprocessor_config.json`"
+    "release (e.g. Systran/faster-whisper-base, registered as faster_whisper_base, or "
+    "Systran/faster-whisper-large-v3: model.bin, config.json, tokenizer.json, vocabulary.*), "
+    "or convert one yourself with `ct2-transformers-converter --model <whisper checkpoint> "
+    "--output_dir <folder> --copy_files tokenizer.json preprocessor_config.json`"
 )
 ALIGN_HOWTO = (
     "put a wav2vec2 CTC model in Hugging Face layout there (config.json, model.safetensors or "
     "pytorch_model.bin, vocab.json, preprocessor_config.json, tokenizer_config.json), e.g. the "
     "files of jonatasgrosman/wav2vec2-large-xlsr-53-english, or leave the alignment model unset "
-    "to time words from Whisper's segments"
+    "to time words with Whisper's own word timestamps"
 )
 
 
@@ -62,6 +84,38 @@ def check_model_dir(path: Path) -> Path:
     if missing:
         raise ModelFolderError(f"faster-whisper model folder {path} lacks {', '.join(missing)}: {MODEL_HOWTO}")
     return path
+
+
+def registered_whisper(folder: str) -> str | None:
+    """The registry name of the pinned Whisper model whose folder is ``folder``, or None."""
+    for spec in REGISTRY.values():
+        if spec.task == "speech_recognition" and Path(spec.candidates[0].relpath).parent == Path(folder):
+            return spec.name
+    return None
+
+
+def whisper_folder_status(model_dir: Path, folder: str, store: ModelStore | None = None) -> ModelStatus:
+    """The configured Whisper folder ``<model_dir>/<folder>``, checked without loading it.
+
+    A registered folder (faster-whisper-base) is verified file by file against its published
+    sha256 (``ok`` / ``hash_mismatch`` / ``missing``); the store caches hashes per process. Any
+    other folder is a user's choice: ``unpinned`` when it holds the files faster-whisper needs
+    offline, else ``missing`` with what it lacks. ``path`` is the folder itself.
+    """
+    model_dir = Path(model_dir)
+    name = registered_whisper(folder)
+    if name is not None:
+        status = (store or ModelStore(model_dir)).status(name)
+        return ModelStatus(name, status.state, status.path.parent if status.path else None, status.sha256,
+                           status.detail)
+    label = f"whisper folder {folder}"
+    try:
+        path = check_model_dir(model_dir / folder)
+    except ModelFolderError as error:
+        return ModelStatus(label, "missing", None, None, str(error))
+    return ModelStatus(label, "unpinned", path, None,
+                       "user folder with model.bin, config.json, tokenizer.json, vocabulary.*; no reference hash "
+                       "is registered for it")
 
 
 def check_alignment_dir(path: Path) -> Path:
@@ -96,22 +150,6 @@ def as_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(audio)
 
 
-def spread_words(text: str, start: float, end: float) -> list[tuple[str, float, float]]:
-    """Word times from a segment's span alone: the span is shared among the words in
-    proportion to their character counts (no word-level timing is known)."""
-    tokens = text.split()
-    if not tokens:
-        return []
-    total = sum(len(t) for t in tokens)
-    span = max(0.0, end - start)
-    out, pos = [], start
-    for token in tokens:
-        length = span * len(token) / total
-        out.append((token, pos, pos + length))
-        pos += length
-    return out
-
-
 def _patch_sentence_splitter() -> None:
     """whisperx.align splits text into sentences with NLTK's punkt_tab data and, when that
     data is missing, calls nltk.download (network). Offline, use NLTK's untrained Punkt
@@ -144,11 +182,18 @@ class WhisperxTranscriber:
     def __init__(self, model_dir: str | Path, *, device: str = "cpu", compute_type: str = "int8",
                  batch_size: int = 8, language: str | None = None,
                  alignment_model_dir: str | Path | dict[str, str | Path] | None = None,
-                 vad_method: str = "pyannote", cpu_threads: int | None = None, asr_options: dict | None = None):
+                 vad_method: str = "pyannote", cpu_threads: int | None = None, asr_options: dict | None = None,
+                 vad_filter: bool = True):
         """``alignment_model_dir``: one wav2vec2 folder used for every language, or a mapping
-        language code -> folder (languages without an entry get segment-level word times).
+        language code -> folder (languages without an entry get Whisper's own word timestamps).
         ``cpu_threads``: CTranslate2 threads on CPU (default: min(4, CPU count); more threads
-        than cores makes decoding crawl). ``asr_options``: whisperx's asr_options (beam_size...)."""
+        than cores makes decoding crawl). ``asr_options``: decoding options (beam_size...), given to
+        whisperx's pipeline as its asr_options and, where faster-whisper's ``transcribe`` has a
+        parameter of that name, to the word-timestamp path ("temperatures" -> "temperature").
+        ``vad_filter``: on the word-timestamp path, decode only the speech found by faster-whisper's
+        bundled silero VAD (``transcribe(vad_filter=True)``; times stay on the audio's clock). Without
+        it Whisper stretches the first word back over leading silence (measured on GRID: a word
+        starting at 0.0 s for speech that starts at 0.8 s) and may write words into silence."""
         if vad_method not in VAD_METHODS:
             raise ValueError(f"vad_method must be one of {VAD_METHODS}, got {vad_method!r}")
         if device not in ("cpu", "cuda"):
@@ -168,14 +213,35 @@ class WhisperxTranscriber:
         self.vad_method = vad_method
         self.cpu_threads = int(cpu_threads) if cpu_threads else min(4, os.cpu_count() or 1)
         self.asr_options = dict(asr_options or {})
+        self.vad_filter = bool(vad_filter)
         self._pipeline = None
+        self._model = None  # faster_whisper.WhisperModel when no aligner is configured
         self._align_models: dict[Path, tuple] = {}
         self._lock = threading.Lock()
 
     # -- loading ---------------------------------------------------------------------------
 
+    def whisper_model(self):
+        """The one loaded Whisper model, a ``faster_whisper.WhisperModel``.
+
+        With an aligner configured it is the model whisperx's pipeline holds
+        (``whisperx.asr.WhisperModel`` subclasses ``faster_whisper.WhisperModel``); without one,
+        faster-whisper loads the folder directly and whisperx's batched pipeline and its VAD model
+        are never loaded (only the aligned path uses them). Either way the folder is loaded once.
+        """
+        if self.alignment_model_dirs:
+            return self.pipeline().model
+        with self._lock:
+            if self._model is None:
+                check_model_dir(self.model_dir)
+                from faster_whisper import WhisperModel
+
+                self._model = WhisperModel(str(self.model_dir), device=self.device, compute_type=self.compute_type,
+                                           cpu_threads=self.cpu_threads, local_files_only=True)
+            return self._model
+
     def pipeline(self):
-        """The whisperx FasterWhisperPipeline, loaded once."""
+        """The whisperx FasterWhisperPipeline, loaded once (used when an aligner is configured)."""
         with self._lock:
             if self._pipeline is None:
                 check_model_dir(self.model_dir)
@@ -222,7 +288,7 @@ class WhisperxTranscriber:
         audio = as_mono_16k(audio, sample_rate)
         if audio.size == 0:
             return None, 0.0
-        model = self.pipeline().model  # whisperx's WhisperModel subclasses faster_whisper's
+        model = self.whisper_model()
         if not model.model.is_multilingual:
             return None, 0.0
         language, probability, _ = model.detect_language(audio=audio)
@@ -231,70 +297,104 @@ class WhisperxTranscriber:
     # -- transcription ---------------------------------------------------------------------
 
     def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Transcript:
+        """Text, language and timed words: forced-aligned by wav2vec2 when an aligner is
+        configured for the detected language, else from Whisper's own word timestamps."""
         audio = as_mono_16k(audio, sample_rate)
         if audio.size == 0:
-            return Transcript("", [], self.name, self.language, None, self.language_capable)
-        pipeline = self.pipeline()
+            return Transcript("", [], self.name, self.language, None, self.language_capable, WORD_TIMING_NONE)
+        if not self.alignment_model_dirs:
+            # One decoder call detects the language (on the speech the VAD kept) and times the words.
+            return self.whisper_words(audio, self.language)
         if self.language is not None:
             language, probability = self.language, None  # forced: nothing was detected
         else:
             language, probability = self.detect_language(audio)
             if language is None:  # English-only model
                 language, probability = "en", None
-        result = pipeline.transcribe(audio, batch_size=self.batch_size, language=language)
+        if self.alignment_dir(language) is None:
+            return replace(self.whisper_words(audio, language), language_probability=probability)
+        result = self.pipeline().transcribe(audio, batch_size=self.batch_size, language=language)
         language = result.get("language") or language
         segments = [s for s in result["segments"] if s.get("text", "").strip()]
-
         words = self.words_for(segments, audio, language)
-        text = " ".join(s["text"].strip() for s in segments)
-        return Transcript(text, words, self.name, language, probability, self.language_capable)
+        return Transcript(" ".join(s["text"].strip() for s in segments), words, self.name, language, probability,
+                          self.language_capable, WORD_TIMING_WAV2VEC2 if words else WORD_TIMING_NONE)
+
+    def whisper_options(self) -> dict:
+        """asr_options that faster-whisper's ``WhisperModel.transcribe`` accepts, under its names."""
+        accepted = inspect.signature(self.whisper_model().transcribe).parameters
+        options = {("temperature" if k == "temperatures" else k): v for k, v in self.asr_options.items()}
+        ignored = sorted(set(options) - set(accepted))
+        if ignored:
+            log.warning("asr_options %s apply to whisperx's batched pipeline only, not to word timestamps", ignored)
+        return {k: v for k, v in options.items() if k in accepted}
+
+    def whisper_words(self, audio: np.ndarray, language: str | None) -> Transcript:
+        """A transcript whose words are timed by Whisper's cross-attention alignment heads
+        (faster-whisper ``transcribe(..., word_timestamps=True)``) on :meth:`whisper_model`.
+        ``language`` None: faster-whisper detects it (first 30 s of the speech) in the same call."""
+        model = self.whisper_model()
+        segments, info = model.transcribe(audio, language=language, word_timestamps=True, vad_filter=self.vad_filter,
+                                          **self.whisper_options())
+        duration = audio.size / SAMPLE_RATE
+        texts, words = [], []
+        for segment in segments:  # a generator: decoding happens here
+            if segment.text.strip():
+                texts.append(segment.text.strip())
+            for w in segment.words or []:
+                token = w.word.strip()
+                if not token:
+                    continue
+                start = float(min(max(w.start, 0.0), duration))
+                end = float(min(max(w.end, start), duration))
+                words.append(Word(token, start, end, float(np.clip(w.probability, 0.0, 1.0))))
+        detected = language is None and model.model.is_multilingual
+        return Transcript(" ".join(texts), words, self.name, info.language or language,
+                          float(info.language_probability) if detected else None, self.language_capable,
+                          WORD_TIMING_WHISPER if words else WORD_TIMING_NONE)
 
     def words_for(self, segments: list[dict], audio: np.ndarray, language: str) -> list[Word]:
-        """Timed words for whisperx segments ({"text", "start", "end"} in seconds) of ``audio``
-        (16 kHz): forced-aligned when an alignment model is configured for ``language``, else
-        spread over each segment's span."""
+        """Words of whisperx segments ({"text", "start", "end"} in seconds) of ``audio`` (16 kHz)
+        forced-aligned by the wav2vec2 model configured for ``language``."""
         segments = [s for s in segments if s.get("text", "").strip()]
-        duration = audio.size / SAMPLE_RATE
-        align = self.alignment_model(language) if segments else None
-        aligned = None
-        if align is not None:
-            import whisperx
+        if not segments:
+            return []
+        align = self.alignment_model(language)
+        if align is None:
+            raise ValueError(f"no alignment model is configured for language {language!r}")
+        import whisperx
 
-            model, metadata = align
-            aligned = whisperx.align(segments, model, metadata, audio, self.device,
-                                     return_char_alignments=False)["segments"]
-        return self._words(aligned, segments, duration)
+        model, metadata = align
+        # interpolate_method="ignore": whisperx would otherwise copy a neighbour's time onto a
+        # word it could not align ("nearest"); such a word stays untimed here instead.
+        aligned = whisperx.align(segments, model, metadata, audio, self.device, interpolate_method="ignore",
+                                 return_char_alignments=False)
+        return self._aligned_words(aligned["segments"], audio.size / SAMPLE_RATE)
 
     @staticmethod
-    def _words(aligned: list[dict] | None, segments: list[dict], duration: float) -> list[Word]:
-        def clip(t, default: float) -> float:
-            t = default if t is None or not np.isfinite(t) else float(t)
-            return float(min(max(t, 0.0), duration))
+    def _aligned_words(aligned: list[dict], duration: float) -> list[Word]:
+        """Words of ``whisperx.align`` segments. A word it could not time (no start/end), and
+        every word of a segment it gave up on ("resorting to original"), is kept untimed with its
+        segment's span (the whole audio when the segment has no time either)."""
+        def clip(t) -> float | None:
+            return None if t is None or not np.isfinite(t) else float(min(max(float(t), 0.0), duration))
 
         words: list[Word] = []
-        if aligned is not None:
-            for seg in aligned:
-                seg_start = clip(seg.get("start"), 0.0)
-                seg_end = clip(seg.get("end"), duration)
-                seg_words = seg.get("words") or []
-                if not seg_words and seg.get("text", "").strip():
-                    # whisperx gave up on this segment ("resorting to original"): no word times.
-                    seg_words = [{"word": t} for t in seg["text"].split()]
-                # Words the aligner could not time (no character of them in the model's
-                # dictionary and no timed neighbour to interpolate from) get their share of the
-                # segment's span, as in the unaligned path below.
-                fallback = iter(spread_words(" ".join(w["word"] for w in seg_words), seg_start, seg_end))
-                for w in seg_words:
-                    _, f_start, f_end = next(fallback, (None, seg_start, seg_end))
-                    start, end = clip(w.get("start"), f_start), clip(w.get("end"), f_end)
-                    score = w.get("score")
-                    score = None if score is None or not np.isfinite(score) else float(np.clip(score, 0.0, 1.0))
-                    words.append(Word(w["word"], start, max(start, end), score))
-            return words
-        # No alignment model: whisperx gives segment-level times only (its VAD chunks), so each
-        # segment's span is distributed over its words proportionally to their character length.
-        for seg in segments:
-            for token, start, end in spread_words(seg["text"], seg["start"], seg["end"]):
-                start, end = clip(start, 0.0), clip(end, duration)
-                words.append(Word(token, start, max(start, end)))
+        for seg in aligned:
+            seg_start, seg_end = clip(seg.get("start")), clip(seg.get("end"))
+            if seg_start is None or seg_end is None:
+                seg_start, seg_end = 0.0, duration
+            seg_end = max(seg_end, seg_start)
+            seg_words = seg.get("words") or [{"word": t} for t in seg.get("text", "").split()]
+            for w in seg_words:
+                token = w["word"].strip()
+                if not token:
+                    continue
+                start, end = clip(w.get("start")), clip(w.get("end"))
+                score = w.get("score")
+                score = None if score is None or not np.isfinite(score) else float(np.clip(score, 0.0, 1.0))
+                if start is None or end is None:
+                    words.append(Word(token, seg_start, seg_end, score, timed=False))
+                else:
+                    words.append(Word(token, start, max(start, end), score))
         return words

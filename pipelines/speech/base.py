@@ -15,14 +15,27 @@ import numpy as np
 SAMPLE_RATE = 16000
 UNKNOWN_LANGUAGE = "unknown"
 
+# How a transcript's word times were obtained (``Transcript.word_timing``), the one list of names:
+WORD_TIMING_WAV2VEC2 = "wav2vec2_alignment"  # forced alignment of Whisper's text by a wav2vec2 CTC model (whisperx.align)
+WORD_TIMING_WHISPER = "whisper_word_timestamps"  # Whisper's cross-attention alignment heads (faster-whisper)
+WORD_TIMING_POCKETSPHINX = "pocketsphinx"  # the decoder's own word segmentation
+WORD_TIMING_SUBTITLES = "subtitle_cues"  # subtitles beside the video: each word carries its cue's span, untimed
+WORD_TIMING_NONE = "none"  # no transcript, or no words in it
+WORD_TIMINGS = (WORD_TIMING_WAV2VEC2, WORD_TIMING_WHISPER, WORD_TIMING_POCKETSPHINX, WORD_TIMING_SUBTITLES,
+                WORD_TIMING_NONE)
+
 
 @dataclass(frozen=True)
 class Word:
+    """One word. ``timed`` False: no time is known for this word itself; ``start``/``end``
+    are then the span of what holds it (its ASR segment, its subtitle cue), never a guess."""
+
     text: str
     start: float
     end: float
     score: float | None = None  # backend confidence in [0, 1] when it gives one
     speaker: str | None = None
+    timed: bool = True
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,11 @@ class Transcript:
     # True when the text can be trusted to be in the spoken language (multilingual ASR,
     # subtitles); False for an English-only recogniser, whose text is English whatever was said.
     language_capable: bool = True
+    word_timing: str = WORD_TIMING_NONE  # one of WORD_TIMINGS
+
+    def __post_init__(self):
+        if self.word_timing not in WORD_TIMINGS:
+            raise ValueError(f"word_timing must be one of {WORD_TIMINGS}, got {self.word_timing!r}")
 
     def words_in(self, start: float, end: float) -> list[Word]:
         """Words whose midpoint lies in [start, end)."""

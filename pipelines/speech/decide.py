@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from pipelines.config import SpeechConfig
-from pipelines.speech.base import UNKNOWN_LANGUAGE, LanguageIdentifier, SpeakerActivity, Transcript
+from pipelines.speech.base import UNKNOWN_LANGUAGE, WORD_TIMING_NONE, LanguageIdentifier, SpeakerActivity, Transcript
 from pipelines.speech.overlap import overlap_stats
 
 
@@ -68,10 +68,13 @@ def decide_segment(start: float, end: float, activity: SpeakerActivity, transcri
                    audio_language: tuple[str, float] | None = None) -> SpeechDecision:
     overlap = overlap_stats(activity, start, end)
     language = call_language(transcript, start, end, identifier, config, audio_language)
+    words = transcript.words_in(start, end) if transcript else []
     numbers = {**overlap.as_dict(), "max_overlap_ratio": config.max_overlap_ratio,
                "language": language.language, "language_confidence": language.confidence,
-               "language_source": language.source, "required_language": config.required_language}
-    words = transcript.words_in(start, end) if transcript else []
+               "language_source": language.source, "required_language": config.required_language,
+               # What produced the words and how their times were obtained (base.WORD_TIMINGS).
+               "transcription_backend": transcript.backend if transcript else None,
+               "word_timing": transcript.word_timing if transcript and words else WORD_TIMING_NONE}
     payload = {
         "transcript": " ".join(w.text for w in words),
         # Words are picked by their midpoint, so one may straddle a clip edge: clip it to the clip.

@@ -1,8 +1,9 @@
 """Transcripts that ship beside a video (``talk.mp4`` + ``talk.srt`` / ``.vtt`` / ``.txt``).
 
 Many talking-head datasets come with subtitles in the spoken language; they are a
-language-capable transcript at no model cost. Word times are spread over each cue in
-proportion to word length (cues carry no word timing).
+language-capable transcript at no model cost. Cues carry no word timing, so no word gets a
+time of its own: each word is marked untimed and carries its cue's span
+(``word_timing = "subtitle_cues"``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipelines.speech.base import Transcript, Word
+from pipelines.speech.base import WORD_TIMING_NONE, WORD_TIMING_SUBTITLES, Transcript, Word
 
 SIDECAR_EXTENSIONS = (".srt", ".vtt", ".txt")
 _TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})")
@@ -46,15 +47,8 @@ def parse_cues(text: str) -> list[tuple[float, float, str]]:
     return cues
 
 
-def _spread_words(start: float, end: float, text: str) -> list[Word]:
-    tokens = text.split()
-    total = sum(len(t) for t in tokens) or 1
-    words, t = [], start
-    for token in tokens:
-        span = (end - start) * len(token) / total
-        words.append(Word(token, round(t, 4), round(t + span, 4)))
-        t += span
-    return words
+def _cue_words(start: float, end: float, text: str) -> list[Word]:
+    return [Word(token, round(start, 4), round(end, 4), timed=False) for token in text.split()]
 
 
 def read_sidecar(path: Path, duration_s: float) -> Transcript:
@@ -66,6 +60,6 @@ def read_sidecar(path: Path, duration_s: float) -> Transcript:
         cues = parse_cues(text)
         if not cues:
             raise ValueError(f"{path}: no subtitle cues found")
-    words = [w for start, end, body in cues for w in _spread_words(start, end, body)]
+    words = [w for start, end, body in cues for w in _cue_words(start, end, body)]
     return Transcript(text=" ".join(body for _, _, body in cues), words=words, backend=f"sidecar:{path.suffix[1:]}",
-                      language_capable=True)
+                      language_capable=True, word_timing=WORD_TIMING_SUBTITLES if words else WORD_TIMING_NONE)

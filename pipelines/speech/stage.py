@@ -14,10 +14,10 @@ import numpy as np
 
 from pipelines.clips import SOURCE_AUDIO_FILE
 from pipelines.config import PipelineConfig
-from pipelines.models import ModelStore
+from pipelines.models import ModelError, ModelStore
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
-from pipelines.speech.base import (SAMPLE_RATE, ActivityBackend, LanguageIdentifier, SpeakerActivity, Transcript,
-                                   TranscriptionBackend, Turn)
+from pipelines.speech.base import (SAMPLE_RATE, WORD_TIMING_NONE, ActivityBackend, LanguageIdentifier, SpeakerActivity,
+                                   Transcript, TranscriptionBackend, Turn)
 from pipelines.speech.decide import decide_segment
 from pipelines.speech.overlap import overlap_stats
 from pipelines.speech.sidecar import find_sidecar, read_sidecar
@@ -32,21 +32,50 @@ class SpeechBackends:
     activity: ActivityBackend
     transcriber: TranscriptionBackend | None
     identifier: LanguageIdentifier | None
+    # Why this transcriber: "configured" or, for transcription_backend auto, what was found.
+    transcription_choice: str = "configured"
 
     def names(self) -> dict:
         return {"activity": self.activity.name,
                 "transcription": self.transcriber.name if self.transcriber else None,
+                "transcription_choice": self.transcription_choice,
                 "language": self.identifier.name if self.identifier else None}
+
+
+def choose_transcription(config: PipelineConfig, store: ModelStore) -> tuple[str, Path | None, str]:
+    """(backend, Whisper folder or None, why) for ``speech.transcription_backend``.
+
+    ``auto`` takes whisperx when the configured Whisper folder is present and verified (the
+    registered faster-whisper-base: every file's sha256; another folder: its files exist),
+    else pocketsphinx. ``whisperx`` named explicitly fails when the folder is not usable.
+    Hashes are checked once per process (pipelines.models caches them).
+    """
+    from pipelines.speech.asr_whisperx import whisper_folder_status
+
+    speech = config.speech
+    if speech.transcription_backend in ("pocketsphinx", "none"):
+        return speech.transcription_backend, None, "configured"
+    status = whisper_folder_status(Path(config.paths.model_dir), speech.whisper_model, store)
+    usable = status.state in ("ok", "unpinned")
+    if speech.transcription_backend == "whisperx":
+        if not usable:
+            raise ModelError(f"speech.transcription_backend is whisperx but {status.name} is {status.state}: "
+                             f"{status.detail}")
+        return "whisperx", status.path, "configured"
+    if usable:
+        return "whisperx", status.path, f"auto: {speech.whisper_model} {status.state}"
+    return "pocketsphinx", None, f"auto: {speech.whisper_model} {status.state}, so pocketsphinx"
 
 
 def build_backends(config: PipelineConfig) -> SpeechBackends:
     """The backends named in ``config.speech``, loaded from the model directory."""
     speech, model_dir = config.speech, Path(config.paths.model_dir)
+    store = ModelStore(model_dir)
     if speech.activity_backend == "pyannote_segmentation":
         from pipelines.speech.segmentation import PyannoteSegmentationActivity
 
         activity = PyannoteSegmentationActivity(
-            ModelStore(model_dir).path("pyannote_segmentation_whisperx"),  # sha256-verified
+            store.path("pyannote_segmentation_whisperx"),  # sha256-verified
             onset=speech.segmentation_onset, step_s=speech.segmentation_step_s, device=speech.device)
     else:
         from pipelines.speech.diarization import PyannoteDiarizationActivity
@@ -54,15 +83,16 @@ def build_backends(config: PipelineConfig) -> SpeechBackends:
         activity = PyannoteDiarizationActivity(model_dir / speech.diarization_pipeline,
                                                hf_token_env=speech.hf_token_env, device=speech.device)
     transcriber = None
-    if speech.transcription_backend == "pocketsphinx":
+    backend, whisper_dir, choice = choose_transcription(config, store)
+    if backend == "pocketsphinx":
         from pipelines.speech.asr_pocketsphinx import PocketsphinxTranscriber
 
         transcriber = PocketsphinxTranscriber()
-    elif speech.transcription_backend == "whisperx":
+    elif backend == "whisperx":
         from pipelines.speech.asr_whisperx import WhisperxTranscriber
 
         transcriber = WhisperxTranscriber(
-            model_dir / speech.whisper_model, device=speech.device, compute_type=speech.whisper_compute_type,
+            whisper_dir, device=speech.device, compute_type=speech.whisper_compute_type,
             batch_size=speech.whisper_batch_size,
             alignment_model_dir=model_dir / speech.alignment_model if speech.alignment_model else None)
     identifier = None
@@ -70,7 +100,7 @@ def build_backends(config: PipelineConfig) -> SpeechBackends:
         from pipelines.speech.language import LinguaIdentifier
 
         identifier = LinguaIdentifier()
-    return SpeechBackends(activity, transcriber, identifier)
+    return SpeechBackends(activity, transcriber, identifier, choice)
 
 
 def read_audio(path: Path) -> np.ndarray:
@@ -142,7 +172,8 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
         "backends": names,
         "audio_seconds": round(duration, 4),
         "source": {**whole.as_dict(), "transcript": transcript.text if transcript else None,
-                   "language": transcript.language if transcript else None},
+                   "language": transcript.language if transcript else None,
+                   "word_timing": transcript.word_timing if transcript else WORD_TIMING_NONE},
         "activity": activity.as_dict(),
         "segments": decisions,
     }

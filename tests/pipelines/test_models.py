@@ -88,3 +88,60 @@ def test_report_covers_every_registered_model(tmp_path: Path):
     assert str(tmp_path) in text
     for name in REGISTRY:
         assert name in text
+
+
+WHISPER_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def test_real_faster_whisper_base_is_ok_with_every_file_verified(model_dir: Path):
+    if not (model_dir / "faster-whisper-base" / "model.bin").is_file():
+        pytest.skip("faster-whisper-base is not in the model folder")
+    spec = REGISTRY["faster_whisper_base"]
+    assert spec.revision == "Systran/faster-whisper-base@ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66"
+    assert sorted(Path(f.relpath).name for f in spec.candidates + spec.extra_files) == sorted(WHISPER_FILES)
+    status = ModelStore(model_dir).status("faster_whisper_base")
+    assert status.state == "ok", status.detail
+    assert "all 4 files" in status.detail and spec.revision in status.detail
+    assert "faster_whisper_base" in format_report([status], model_dir)
+
+
+def _whisper_copy(model_dir: Path, target: Path) -> Path:
+    """Links to the real files in ``target/faster-whisper-base`` (no 145 MB copy)."""
+    real = model_dir / "faster-whisper-base"
+    if not (real / "model.bin").is_file():
+        pytest.skip("faster-whisper-base is not in the model folder")
+    folder = target / "faster-whisper-base"
+    folder.mkdir(parents=True)
+    for name in WHISPER_FILES:
+        (folder / name).symlink_to(real / name)
+    return folder
+
+
+def test_each_file_of_a_model_folder_is_checked(model_dir: Path, tmp_path: Path):
+    folder = _whisper_copy(model_dir, tmp_path)
+    (folder / "tokenizer.json").unlink()
+    status = ModelStore(tmp_path).status("faster_whisper_base")
+    assert status.state == "missing" and "tokenizer.json" in status.detail
+    (folder / "tokenizer.json").write_text("{}")
+    status = ModelStore(tmp_path).status("faster_whisper_base")
+    assert status.state == "hash_mismatch" and "tokenizer.json" in status.detail
+    with pytest.raises(ModelError, match="tokenizer.json"):
+        ModelStore(tmp_path).path("faster_whisper_base")
+
+
+def test_a_file_is_hashed_once_per_process(model_dir: Path, tmp_path: Path, monkeypatch):
+    import pipelines.models as models
+
+    folder = _whisper_copy(model_dir, tmp_path)
+    (folder / "vocabulary.txt").unlink()
+    (folder / "vocabulary.txt").write_bytes((model_dir / "faster-whisper-base" / "vocabulary.txt").read_bytes())
+    hashed = []
+    real_sha = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda path: hashed.append(Path(path).name) or real_sha(path))
+    for _ in range(3):  # a fresh store each time, as each stage or clip would make
+        assert ModelStore(tmp_path).status("faster_whisper_base").state == "ok"
+    assert hashed.count("vocabulary.txt") == 1, hashed  # a new file: read once for three stores
+    # A replaced file is hashed again (its size and mtime changed).
+    (folder / "vocabulary.txt").write_bytes(b"changed")
+    assert ModelStore(tmp_path).status("faster_whisper_base").state == "hash_mismatch"
+    assert hashed.count("vocabulary.txt") == 2, hashed

@@ -1,5 +1,6 @@
-"""Transcription backends: whisperx (tiny random Whisper built here; a real one when present)
-and pocketsphinx (the real English model inside its wheel) on GRID clips.
+"""Transcription backends: whisperx (tiny random Whisper and wav2vec2 built here) and pocketsphinx
+(the real English model inside its wheel) on GRID clips. The real Whisper base is tested in
+test_whisper_real.py.
 
 GRID bbaf2n says "bin blue at f two now" between about 0.8 and 2.2 s of a 3.0 s clip.
 """
@@ -25,12 +26,14 @@ from speech_fixtures import (  # noqa: E402
     media_audio_16k,
 )
 
-from pipelines.speech.base import SAMPLE_RATE, Transcript  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[3]
-# Read at import: tests/pipelines/conftest.py clears TALKINGHEAD_* variables for the session.
-REAL_MODEL_DIR = Path(os.environ.get("TALKINGHEAD_MODEL_DIR") or REPO.parent / "shared" / "models").expanduser()
-REAL_WHISPER = REAL_MODEL_DIR / "faster-whisper"
+from pipelines.speech.base import (  # noqa: E402
+    SAMPLE_RATE,
+    WORD_TIMING_NONE,
+    WORD_TIMING_POCKETSPHINX,
+    WORD_TIMING_WAV2VEC2,
+    WORD_TIMING_WHISPER,
+    Transcript,
+)
 
 GRID_WORDS = {"bin", "blue", "at", "f", "two", "now"}  # bbaf2n
 LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
@@ -87,12 +90,14 @@ def test_tiny_whisper_transcript_structure(tiny_transcriber, bbaf2n):
     assert isinstance(transcript.language, str) and LANGUAGE_CODE.match(transcript.language)
     assert 0.0 <= transcript.language_probability <= 1.0
     assert_well_formed(transcript, duration)
-    # Words come from the segments' text (random model: noise, but real decoding).
-    assert transcript.text.split() == [w.text for w in transcript.words]
-    # Cached: the second call reuses the loaded pipeline.
-    pipeline = tiny_transcriber.pipeline()
+    # No aligner: the words and their times come from Whisper's word timestamps (random model:
+    # noise text, but real decoding and alignment-head timing).
+    assert transcript.word_timing == (WORD_TIMING_WHISPER if transcript.words else WORD_TIMING_NONE)
+    assert all(w.timed for w in transcript.words)
+    # Cached: the second call reuses the loaded model, and whisperx's batched pipeline is never loaded.
+    model = tiny_transcriber.whisper_model()
     tiny_transcriber.transcribe(bbaf2n[: SAMPLE_RATE])
-    assert tiny_transcriber.pipeline() is pipeline
+    assert tiny_transcriber.whisper_model() is model and tiny_transcriber._pipeline is None
 
 
 def test_detect_language_per_segment(tiny_transcriber, bbaf2n):
@@ -110,17 +115,6 @@ def test_forced_language_is_reported_without_probability(tiny_models, bbaf2n):
     assert_well_formed(transcript, len(bbaf2n) / SAMPLE_RATE)
 
 
-def test_segment_words_are_spread_by_character_length(tiny_transcriber, bbaf2n):
-    # No alignment model: each segment's span is shared in proportion to word lengths.
-    words = tiny_transcriber.words_for([{"text": " bin blue at f two now", "start": 0.8, "end": 2.2}], bbaf2n, "en")
-    assert [w.text for w in words] == ["bin", "blue", "at", "f", "two", "now"]
-    assert words[0].start == pytest.approx(0.8) and words[-1].end == pytest.approx(2.2)
-    per_char = (2.2 - 0.8) / 16  # 16 letters
-    for w in words:
-        assert w.end - w.start == pytest.approx(per_char * len(w.text))
-        assert w.score is None
-
-
 def test_alignment_model_times_words_inside_the_segment(tiny_models, bbaf2n):
     from pipelines.speech.asr_whisperx import WhisperxTranscriber
 
@@ -130,11 +124,33 @@ def test_alignment_model_times_words_inside_the_segment(tiny_models, bbaf2n):
     assert [w.text for w in words] == ["Bin", "blue", "at", "F", "two", "now."]
     for w in words:
         assert 0.8 <= w.start <= w.end <= 2.2 + 1e-6
-        assert w.score is not None and 0.0 <= w.score <= 1.0  # from the CTC alignment
+        assert w.timed and w.score is not None and 0.0 <= w.score <= 1.0  # from the CTC alignment
     assert [w.start for w in words] == sorted(w.start for w in words)
-    # End to end with the aligner configured (noise text may not align: then spread words).
+    # Character-proportional shares of the span would make "blue" exactly twice "at": the
+    # aligner's times come from the audio instead.
+    shares = [(w.end - w.start) / len(w.text.strip(".")) for w in words]
+    assert max(shares) - min(shares) > 1e-3, shares
+    # End to end with the aligner configured: whisperx's pipeline holds the one Whisper model.
     transcript = transcriber.transcribe(bbaf2n)
     assert_well_formed(transcript, len(bbaf2n) / SAMPLE_RATE)
+    assert transcript.word_timing == (WORD_TIMING_WAV2VEC2 if transcript.words else WORD_TIMING_NONE)
+    assert transcriber.whisper_model() is transcriber.pipeline().model
+
+
+def test_a_segment_the_aligner_gives_up_on_keeps_its_words_untimed(tiny_models, bbaf2n):
+    """A segment that starts after the end of the audio cannot be aligned: whisperx keeps it
+    without words. Its words stay, marked untimed, with the segment's span; no per-word time is
+    made up."""
+    from pipelines.speech.asr_whisperx import WhisperxTranscriber
+
+    transcriber = WhisperxTranscriber(tiny_models[0], alignment_model_dir=tiny_models[1],
+                                      asr_options={"beam_size": 1}, cpu_threads=2)
+    late = {"text": " forty two percent", "start": 4.0, "end": 5.0}  # beyond the 3 s of audio
+    words = transcriber.words_for([{"text": " Bin blue.", "start": 0.8, "end": 1.4}, late], bbaf2n, "en")
+    assert [w.text for w in words] == ["Bin", "blue.", "forty", "two", "percent"]
+    assert [w.timed for w in words] == [True, True, False, False, False]
+    duration = len(bbaf2n) / SAMPLE_RATE
+    assert all((w.start, w.end) == (duration, duration) for w in words[2:])  # the segment's span, clipped
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
@@ -150,21 +166,6 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
         transcriber.detect_language(np.zeros(SAMPLE_RATE, dtype=np.float32))
     with pytest.raises(ModelFolderError, match="alignment model folder"):
         WhisperxTranscriber(missing, alignment_model_dir=tmp_path / "nowhere").alignment_model("en")
-
-
-@pytest.mark.real_weights
-def test_real_faster_whisper_on_grid(bbaf2n):
-    if not (REAL_WHISPER / "model.bin").is_file():
-        pytest.skip(f"no real faster-whisper model: {REAL_WHISPER}/model.bin not found "
-                    "(set TALKINGHEAD_MODEL_DIR to a folder holding faster-whisper/)")
-    pytest.importorskip("whisperx")
-    from pipelines.speech.asr_whisperx import WhisperxTranscriber
-
-    transcript = WhisperxTranscriber(REAL_WHISPER).transcribe(bbaf2n)
-    assert transcript.language == "en", transcript
-    words = {re.sub(r"[^a-z0-9']", "", w.text.lower()) for w in transcript.words}
-    assert "blue" in words, transcript.text
-    assert_well_formed(transcript, len(bbaf2n) / SAMPLE_RATE)
 
 
 # --- pocketsphinx --------------------------------------------------------------------------
@@ -194,6 +195,7 @@ def test_pocketsphinx_hears_the_grid_sentence(sphinx, bbaf2n, pronunciations):
     transcript = sphinx.transcribe(bbaf2n)
     assert transcript.backend == "pocketsphinx:en-us"
     assert transcript.language is None and transcript.language_capable is False
+    assert transcript.word_timing == WORD_TIMING_POCKETSPHINX
     assert_well_formed(transcript, len(bbaf2n) / SAMPLE_RATE)
     assert not any(w.text.startswith(("<", "[", "+")) for w in transcript.words)
 

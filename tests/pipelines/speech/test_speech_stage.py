@@ -1,8 +1,10 @@
 """The speech stage end to end on composed media: real audio, the configured offline backends.
 
-Default backends: pyannote segmentation (the model inside the whisperx wheel) for activity
-and overlap, pocketsphinx for English words, lingua for the language of language-capable
-transcripts (here: subtitles written beside the video).
+Backends: pyannote segmentation (the model inside the whisperx wheel) for activity and
+overlap, pocketsphinx for English words (pinned here: this module covers the offline path; the
+default ``auto`` picks the real Whisper when it is in the model folder, covered by
+test_whisper_real.py and tests/assets/test_whisper_languages.py), lingua for the language of
+language-capable transcripts (here: subtitles written beside the video).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> Sp
         shutil.copyfile(path, inputs / name)
     # The speech stage alone: the other later stages (each tested in its own folder) are off.
     cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir},
-                      asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False})
+                      asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False},
+                      speech={"transcription_backend": "pocketsphinx"})
     backends = build_backends(cfg)
     refs = {ref.relpath: ref for ref in SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)}
     records, speech = {}, {}
@@ -80,6 +83,8 @@ def test_a_single_grid_speaker_is_kept(run):
     # pocketsphinx is English-only: the language is honestly unknown, kept and flagged.
     assert decision["numbers"]["language"] == "unknown" and decision["flags"] == ["language_unknown"]
     assert decision["payload"]["words"], "pocketsphinx found words with times"
+    assert decision["numbers"]["word_timing"] == "pocketsphinx"
+    assert decision["numbers"]["transcription_backend"] == "pocketsphinx:en-us"
 
 
 def test_two_voices_at_once_are_rejected_for_overlap(run):
@@ -96,6 +101,9 @@ def test_non_english_speech_with_subtitles_is_rejected(run, name, code):
     assert decision["numbers"]["language"] == code
     assert decision["numbers"]["language_source"] == "text:lingua"
     assert run.speech[name]["backends"]["transcription"] == "sidecar:txt"
+    # Subtitles time their cues, not their words: every word is untimed and carries its cue's span.
+    assert decision["numbers"]["word_timing"] == "subtitle_cues"
+    assert decision["payload"]["words"] and not any(w["timed"] for w in decision["payload"]["words"])
 
 
 def test_english_speech_with_subtitles_is_kept_with_its_language(run):
@@ -113,7 +121,8 @@ def test_shard_json_carries_the_speech_results(run):
     assert len(samples) == 2  # the GRID clip and the English dub
     for record in samples.values():
         speech = record["speech"]
-        assert {"transcript", "words", "turns", "overlap_ratio", "language", "backends"} <= set(speech)
+        assert {"transcript", "words", "turns", "overlap_ratio", "language", "backends", "word_timing",
+                "transcription_backend"} <= set(speech)
         assert speech["backends"]["activity"].startswith("pyannote-segmentation")
         assert [f["stage"] for f in record["filters"]] == ["faces", "speech"]
         for word in speech["words"]:
@@ -127,6 +136,8 @@ def test_manifest_shows_speech_rejections_with_their_numbers(run):
     assert segments["two"]["numbers"]["speech.overlap_ratio"] > 0.1
     assert segments["german"]["reason"] == segments["french"]["reason"] == "non_english_speech"
     assert segments["german"]["numbers"]["speech.language"] == "de"
+    assert segments["german"]["numbers"]["speech.transcription_backend"] == "sidecar:txt"
+    assert segments["two"]["numbers"]["speech.transcription_backend"] == "pocketsphinx:en-us"
     sources = {row["relpath"]: row for row in rows if row["kind"] == "source"}
     assert sources["two_voices.mp4"]["status"] == "rejected"
     assert sources["grid.mpg"]["status"] == "accepted"
@@ -150,14 +161,16 @@ def test_whisperx_and_diarization_backends_run_through_the_config(tmp_path, grid
     inputs.mkdir()
     shutil.copyfile(grid_clip, inputs / grid_clip.name)
     cfg = load_config(paths={"input_dir": inputs, "data_dir": tmp_path / "data", "model_dir": models},
-                      asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False}, speech={"activity_backend": "pyannote_diarization", "transcription_backend": "whisperx",
-                              "alignment_model": "alignment-en"})
+                      asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False},
+                      speech={"activity_backend": "pyannote_diarization", "transcription_backend": "whisperx",
+                              "whisper_model": "faster-whisper", "alignment_model": "alignment-en"})
     backends = build_backends(cfg)
     (ref,) = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)
     record = process_source(ref, cfg, scrfd_detector)
     result = run_speech_stage(ref, record, cfg, backends)
     assert result["backends"]["activity"].startswith("pyannote-diarization")
     assert result["backends"]["transcription"] == "whisperx:faster-whisper"
+    assert result["backends"]["transcription_choice"] == "configured"
     (decision,) = result["segments"].values()
     # Whisper detected a language from the segment's audio: the language comes from the ASR.
     assert decision["numbers"]["language_source"] == "asr:whisperx:faster-whisper"
@@ -167,3 +180,40 @@ def test_whisperx_and_diarization_backends_run_through_the_config(tmp_path, grid
         assert 0 <= turn["start"] < turn["end"] <= 3.0 + 1e-6
     speakers = {t["speaker"] for t in decision["payload"]["turns"]}
     assert all(w["speaker"] in speakers | {None} for w in decision["payload"]["words"])
+
+
+def test_auto_transcription_takes_whisper_only_when_its_folder_is_verified(tmp_path, model_dir):
+    """auto: the registered Whisper base when every file matches its sha256, a user's folder when
+    it holds the files faster-whisper needs, else pocketsphinx; an explicit whisperx fails loudly."""
+    from pipelines.models import ModelError, ModelStore
+    from pipelines.speech.stage import choose_transcription
+
+    real = model_dir / "faster-whisper-base"
+    if not (real / "model.bin").is_file():
+        pytest.skip(f"the real Whisper base is not in {model_dir}")
+
+    def choice(models, **speech):
+        cfg = load_config(paths={"model_dir": models}, speech=speech)
+        return choose_transcription(cfg, ModelStore(models))
+
+    assert choice(model_dir) == ("whisperx", real, "auto: faster-whisper-base ok")
+    assert choice(tmp_path) == ("pocketsphinx", None, "auto: faster-whisper-base missing, so pocketsphinx")
+    with pytest.raises(ModelError, match="faster_whisper_base is missing"):
+        choice(tmp_path, transcription_backend="whisperx")
+    # One changed byte in a small file of the folder: not the published model, not used.
+    copy = tmp_path / "faster-whisper-base"
+    copy.mkdir()
+    for item in real.iterdir():
+        (copy / item.name).symlink_to(item)
+    (copy / "config.json").unlink()
+    (copy / "config.json").write_text((real / "config.json").read_text() + " ")
+    assert choice(tmp_path)[0] == "pocketsphinx" and "hash_mismatch" in choice(tmp_path)[2]
+    # A user's own folder is taken when its files are there (unpinned), not when they are not.
+    user = tmp_path / "my-whisper"
+    user.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):
+        (user / name).symlink_to(real / name)
+    assert choice(tmp_path, whisper_model="my-whisper") == ("whisperx", user, "auto: my-whisper unpinned")
+    (user / "tokenizer.json").unlink()
+    assert choice(tmp_path, whisper_model="my-whisper")[0] == "pocketsphinx"
+    assert choice(model_dir, transcription_backend="pocketsphinx") == ("pocketsphinx", None, "configured")

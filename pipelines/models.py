@@ -187,7 +187,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="qwen_vl",
             task="captioning",
-            description="A Qwen2-VL, Qwen2.5-VL or Qwen3-VL instruct checkpoint folder (family read from config.json model_type) (Hugging Face layout) for expression captions.",
+            description="A Qwen2-VL, Qwen2.5-VL or Qwen3-VL instruct checkpoint folder in Hugging Face layout for expression captions (the family is read from config.json model_type).",
             candidates=(ModelFile("qwen-vl/config.json", None),),
             how_to_obtain="on a machine with hub access, `huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct "
             "--local-dir <model_dir>/qwen-vl`; or serve it with vLLM and set captions.backend: openai_chat",

@@ -33,7 +33,7 @@ import numpy as np
 from pipelines.atomic import atomic_path, atomic_write_bytes
 from pipelines.config import AnnotationConfig, JudgeConfig, PipelineConfig
 from pipelines.ingest import atomic_write_text
-from pipelines.shard_index import INDEX_FILE, MissingShardIndexError, ShardIndex, ShardIndexError, shards_lock
+from pipelines.schema.index import INDEX_FILE, MissingShardIndexError, ShardIndex, ShardIndexError, shards_lock
 
 from . import agreement as A
 from .rubric import ASPECTS, RANK_NAME

@@ -30,7 +30,7 @@ from assets.resources import PipelineSettings
 from assets.sources import register_sources
 from assets.storage import AtomicFilesystemIOManager
 from pipelines.config import INPUT_DIR_ENV, load_config
-from pipelines.shard_index import ShardIndex
+from pipelines.schema.index import ShardIndex
 from pipelines.sources import load_record
 
 # Dagster's console logger prints every engine event at DEBUG; the demo keeps warnings only.

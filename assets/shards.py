@@ -15,7 +15,7 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry, atomic_write_text
 from pipelines.records import SourceRecord
 from pipelines.reports import qc_plot_png
-from pipelines.shard_index import MissingShardIndexError, ShardIndex, ShardIndexError
+from pipelines.schema.index import MissingShardIndexError, ShardIndex, ShardIndexError
 from pipelines.shards import MANIFEST_FILE, verify_shards, write_shards
 from pipelines.sources import load_record
 

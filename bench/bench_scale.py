@@ -61,7 +61,7 @@ from bench.bench_pipeline import (
 )
 from pipelines import media
 from pipelines.config import MODEL_DIR_ENV, PipelineConfig, load_config
-from pipelines.shard_index import ShardIndex
+from pipelines.schema.index import ShardIndex
 
 STAGES = ("face_clips", "asd", "speech", "flame", "captions", "shards")
 DEFAULT_DURATIONS = (1, 4, 16)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.shard_index import INDEX_FILE, MissingShardIndexError, ShardIndex, shards_lock
+from pipelines.schema.index import INDEX_FILE, MissingShardIndexError, ShardIndex, shards_lock
 from pipelines.shards import MANIFEST_FILE, STATS_FILE
 
 CHUNK_BYTES = 8 << 20
@@ -27,8 +27,8 @@ def _put(fs, local: Path, remote: str) -> None:
 def publish_shards(shards_dir: Path, url: str) -> dict:
     """Upload the shards listed in ``shards_dir/index.json`` to ``url``; returns what was sent.
 
-    Raises :class:`~pipelines.shard_index.MissingShardIndexError` when there is nothing to
-    publish, :class:`~pipelines.shard_index.ShardIndexError` when a listed shard is absent.
+    Raises :class:`~pipelines.schema.index.MissingShardIndexError` when there is nothing to
+    publish, :class:`~pipelines.schema.index.ShardIndexError` when a listed shard is absent.
     """
     import fsspec
 

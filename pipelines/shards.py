@@ -24,7 +24,7 @@ import webdataset as wds
 from pipelines.config import PipelineConfig
 from pipelines.ingest import atomic_write_text, skipped_file_rows
 from pipelines.records import ACCEPTED, SourceRecord
-from pipelines.shard_index import (
+from pipelines.schema.index import (
     INDEX_FILE,
     MissingShardIndexError,
     ShardEntry,

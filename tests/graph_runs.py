@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.atomic import is_temporary
-from pipelines.shard_index import INDEX_FILE, ShardIndex
+from pipelines.schema.index import INDEX_FILE, ShardIndex
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from pipelines.shard_index import INDEX_FILE, ShardIndex, is_url
+from pipelines.schema.index import INDEX_FILE, ShardIndex, is_url
 from training.config import DataConfig
 
 FLAME_MEMBER = "flame.npz"

@@ -19,7 +19,7 @@ from annotation import loop
 from annotation.labelstudio import AnnotationClient, create_annotator_account
 from assets.annotation import annotation_tasks
 from assets.resources import PipelineSettings
-from pipelines.shard_index import ShardIndex
+from pipelines.schema.index import ShardIndex
 from pipelines.shards import verify_shards
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from training_fixtures import flame_shards_fixture  # noqa: F401
 
 from annotation import loop
 from pipelines.config import JudgeConfig
-from pipelines.shard_index import INDEX_FILE, ShardIndex
+from pipelines.schema.index import INDEX_FILE, ShardIndex
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from graph_runs import (
     visible_files,
 )
 
-from pipelines.shard_index import INDEX_FILE, ShardIndex, ShardIndexError, shards_lock
+from pipelines.schema.index import INDEX_FILE, ShardIndex, ShardIndexError, shards_lock
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from pipelines.atomic import atomic_write_bytes, file_lock
+from pipelines.schema.base import StrictModel
 
 INDEX_FILE = "index.json"
 LOCK_FILE = ".lock"
@@ -52,18 +53,14 @@ def _local(location: str | Path) -> Path:
     return Path(str(location).removeprefix("file://"))
 
 
-class ShardEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ShardEntry(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file name in the folder, no path
     samples: int = Field(ge=0)
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class ShardIndex(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ShardIndex(StrictModel):
     config_hash: str
     shards: tuple[ShardEntry, ...]
     samples: dict[str, str]  # sample key -> name of the shard holding it

@@ -13,7 +13,7 @@ import fsspec
 import pytest
 from training_fixtures import flame_shards_fixture  # noqa: F401
 
-from pipelines.shard_index import (
+from pipelines.schema.index import (
     INDEX_FILE,
     MissingShardIndexError,
     ShardIndex,

@@ -77,7 +77,7 @@ def time_sft(config) -> float:
 
 def time_rl(config) -> tuple[float, float]:
     from training.rl import RLRun, collect_rollouts
-    from training.sft import flow_inputs
+    from training.flow_parts import flow_inputs
 
     run = RLRun(config)
     stream = run.stream(0)

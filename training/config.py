@@ -1,6 +1,7 @@
 """One validated config per training run (YAML file -> pydantic), the single source of defaults.
 
-A run directory receives a copy of the resolved config (``config.yaml``), the normalisation
+A run directory receives a copy of the resolved config (``config.yaml``, with the frame and
+sample rate the data turned out to have when the YAML left them open), the normalisation
 statistics and the checkpoints. Unknown keys are errors (typos must not silently fall back
 to a default).
 """
@@ -11,22 +12,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from pipelines.schema.base import StrictModel
 
 # The FLAME motion groups in the order their columns are concatenated (names as stored in
 # the shards' ``<key>.flame.npz``: ``smooth/<group>``; see pipelines/flame/groups.py).
 DEFAULT_GROUPS = ("expression", "jaw", "neck", "eyelids", "eye_pose", "global_rotation")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     shards: str = Field("data/shards", description="Shard folder (with index.json), or a list file / glob of tars.")
     eval_shards: str | None = Field(None, description="Held-out shards for metrics; none: metrics are skipped.")
-    fps: float = 24.0
-    sample_rate: int = 16000
+    fps: float | None = Field(None, gt=0, description="Frame rate every sample must have; none: the first sample's.")
+    sample_rate: int | None = Field(None, gt=0, description="Audio rate every sample must have; none: the first sample's.")
     window_frames: int = Field(200, ge=2)
     groups: tuple[str, ...] = DEFAULT_GROUPS
     array_prefix: Literal["smooth", "raw"] = "smooth"
@@ -37,7 +36,7 @@ class DataConfig(_Strict):
     stats_eps: float = Field(1e-4, gt=0, description="Floor on a channel's std (constant channels stay finite).")
 
 
-class VAEConfig(_Strict):
+class VAEConfig(StrictModel):
     latent_rate: int = Field(8, ge=1, description="Frames per latent: 200 frames -> 25 latents.")
     latent_dim: int = Field(64, ge=1)
     width: int = Field(256, ge=8)
@@ -48,7 +47,7 @@ class VAEConfig(_Strict):
     velocity_weight: float = Field(1.0, ge=0, description="Weight of the frame-velocity reconstruction term.")
 
 
-class FlowConfig(_Strict):
+class FlowConfig(StrictModel):
     width: int = Field(512, ge=8)
     layers: int = Field(6, ge=1)
     heads: int = Field(16, ge=1)
@@ -60,13 +59,13 @@ class FlowConfig(_Strict):
     vae_run: str | None = Field(None, description="Run directory of the trained VAE (checkpoint + stats).")
 
 
-class EncoderConfig(_Strict):
+class EncoderConfig(StrictModel):
     audio_path: str | None = Field(None, description="Local wav2vec2-family folder (from_pretrained).")
     text_path: str | None = Field(None, description="Local T5-family folder (encoder + tokenizer).")
     max_text_tokens: int = Field(64, ge=1)
 
 
-class OptimConfig(_Strict):
+class OptimConfig(StrictModel):
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -78,7 +77,7 @@ class OptimConfig(_Strict):
     ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of the weights; none: off.")
 
 
-class RewardWeights(_Strict):
+class RewardWeights(StrictModel):
     pos_var: float = 0.0
     vel_var: float = 0.0
     drift: float = 0.0
@@ -91,7 +90,7 @@ def _default_reward_weights() -> dict[str, RewardWeights]:
             "global_rotation": RewardWeights(pos_var=0.5, vel_var=0.5, drift=0.5, mse=0.5)}
 
 
-class RLConfig(_Strict):
+class RLConfig(StrictModel):
     init_run: str | None = Field(None, description="SFT flow run directory whose checkpoint starts the policy.")
     sde: Literal["em", "cps"] = Field("em", description="Euler-Maruyama or coefficients-preserving sampling.")
     window: int = Field(1, ge=1, description="Denoising steps that are stochastic (the SDE window).")
@@ -106,12 +105,12 @@ class RLConfig(_Strict):
     rewards: dict[str, RewardWeights] = Field(default_factory=_default_reward_weights)
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictModel):
     flame_model: str | None = Field(None, description="Linear blendshape npz for LVE/MHD (see training/metrics.py).")
     max_windows: int = Field(64, ge=1)
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     kind: Literal["vae", "flow", "rl"] = "flow"
     run_dir: str = "runs/default"
     seed: int = 0
@@ -120,6 +119,7 @@ class RunConfig(_Strict):
     save_every: int = Field(500, ge=1)
     eval_every: int | None = Field(None, ge=1)
     cpu: bool = Field(False, description="Force CPU even when CUDA is available.")
+    progress: bool = Field(True, description="Progress bars (main process only, and only on a terminal).")
     data: DataConfig = Field(default_factory=DataConfig)
     vae: VAEConfig = Field(default_factory=VAEConfig)
     flow: FlowConfig = Field(default_factory=FlowConfig)

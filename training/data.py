@@ -12,6 +12,12 @@ seeded per loader worker too, or workers reading the same shard would yield the 
 windows): the stream is a pure function of (seed, rank, worker), so resuming = rebuilding it
 and skipping the consumed batches. Evaluation splits shards by node and worker; statistics
 read every shard on every node (each rank must normalise identically).
+
+Frame rate and sample rate come from the data, not from constants: each sample's record states
+them (``video.fps``, ``audio.sample_rate``). A run expects one pair (``data.fps`` /
+``data.sample_rate`` when the config states them, else the first usable sample's, see
+``resolve_rates``) and skips, with a logged reason, every sample at other rates: its windows
+would cut audio of the wrong length or time span.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from __future__ import annotations
 import glob
 import importlib
 import io
-import json
+import logging
+import math
 import random
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +36,14 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from pipelines.media.wav import read_wav_float
 from pipelines.schema.index import INDEX_FILE, ShardIndex, is_url
+from pipelines.schema.sample import SampleRecord
 from training.config import DataConfig
 
 FLAME_MEMBER = "flame.npz"
+
+log = logging.getLogger(__name__)
 
 
 def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192):
@@ -70,17 +80,6 @@ def shard_urls(spec: str) -> list[str]:
     return urls
 
 
-def read_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """Mono float32 in [-1, 1] and the sample rate of 16-bit PCM wav bytes."""
-    with wave.open(io.BytesIO(data)) as handle:
-        if handle.getsampwidth() != 2:
-            raise ValueError(f"expected 16-bit PCM, got {8 * handle.getsampwidth()}-bit")
-        frames = np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2")
-        channels, rate = handle.getnchannels(), handle.getframerate()
-    audio = frames.reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768.0
-    return audio, rate
-
-
 def motion_array(npz_bytes: bytes, config: DataConfig) -> np.ndarray:
     """(frames, dims) float32: the configured groups concatenated in config order."""
     with np.load(io.BytesIO(npz_bytes)) as arrays:
@@ -103,9 +102,10 @@ def group_dims(npz_bytes: bytes, config: DataConfig) -> dict[str, int]:
         return {group: int(arrays[f"{config.array_prefix}/{group}"].shape[1]) for group in config.groups}
 
 
-def caption_for(record: dict, start: int, end: int) -> str:
-    """The caption whose window overlaps frames [start, end) most; "" when there is none."""
-    windows = (record.get("captions") or {}).get("windows") or []
+def caption_for(captions: dict | None, start: int, end: int) -> str:
+    """The caption (of a record's ``captions`` payload) whose window overlaps frames [start, end)
+    most; "" when there is none."""
+    windows = (captions or {}).get("windows") or []
     best, overlap = "", 0
     for window in windows:
         shared = min(end, window["end"]) - max(start, window["start"])
@@ -119,16 +119,31 @@ class Clip:
     key: str
     motion: np.ndarray  # (frames, dims)
     audio: np.ndarray  # (samples,)
-    record: dict
+    record: SampleRecord
+
+
+def _rates_differ(record: SampleRecord, config: DataConfig) -> str | None:
+    """Why the sample's rates are not the run's, or None when they are."""
+    if not math.isclose(record.video.fps, config.fps, rel_tol=1e-9):
+        return f"video at {record.video.fps:g} fps, the run expects {config.fps:g} (data.fps)"
+    if record.audio.sample_rate != config.sample_rate:
+        return f"audio at {record.audio.sample_rate} Hz, the run expects {config.sample_rate} (data.sample_rate)"
+    return None
 
 
 def decode_clip(sample: dict, config: DataConfig) -> Clip | None:
+    """The sample as a clip, or None (logged when it is a rate mismatch) when the run cannot use it."""
     if FLAME_MEMBER not in sample:
         return None
-    audio, rate = read_wav(sample["wav"])
-    if rate != config.sample_rate:
-        raise ValueError(f"{sample['__key__']}: audio at {rate} Hz, expected {config.sample_rate}")
-    return Clip(sample["__key__"], motion_array(sample[FLAME_MEMBER], config), audio, json.loads(sample["json"]))
+    key = sample["__key__"]
+    record = SampleRecord.load(sample["json"])
+    mismatch = _rates_differ(record, config)
+    if mismatch is not None:
+        log.warning("%s: skipped: %s", key, mismatch)
+        return None
+    # The WAV header must agree with the record: read_wav_float raises otherwise.
+    audio = read_wav_float(sample["wav"], config.sample_rate, name=f"{key}.wav")
+    return Clip(key, motion_array(sample[FLAME_MEMBER], config), audio, record)
 
 
 def cut_window(clip: Clip, start: int, config: DataConfig) -> dict:
@@ -141,7 +156,7 @@ def cut_window(clip: Clip, start: int, config: DataConfig) -> dict:
     piece = clip.audio[a0:a1]
     audio[: len(piece)] = piece
     return {"key": clip.key, "start": start, "motion": clip.motion[start:start + frames], "audio": audio,
-            "caption": caption_for(clip.record, start, start + frames)}
+            "caption": caption_for(clip.record.captions, start, start + frames)}
 
 
 def _clips(samples: Iterator[dict], config: DataConfig) -> Iterator[Clip]:
@@ -149,6 +164,33 @@ def _clips(samples: Iterator[dict], config: DataConfig) -> Iterator[Clip]:
         clip = decode_clip(sample, config)
         if clip is not None and len(clip.motion) >= config.window_frames:
             yield clip
+
+
+def resolve_rates(config: DataConfig, spec: str | None = None) -> DataConfig:
+    """``config`` with ``fps`` and ``sample_rate`` set: as stated, else those of the first sample
+    with FLAME arrays in ``spec`` (default ``config.shards``), in shard order, so every rank and
+    worker resolves the same pair."""
+    if config.fps is not None and config.sample_rate is not None:
+        return config
+    samples = wds.DataPipeline(wds.SimpleShardList(shard_urls(spec or config.shards)), wds.tarfile_to_samples())
+    first = next((s for s in samples if FLAME_MEMBER in s), None)
+    if first is None:
+        raise ValueError(f"no sample with FLAME arrays in {spec or config.shards}: cannot tell the frame rate")
+    record = SampleRecord.load(first["json"])
+    return config.model_copy(update={"fps": config.fps if config.fps is not None else record.video.fps,
+                                     "sample_rate": config.sample_rate or record.audio.sample_rate})
+
+
+def inherit_rates(config: DataConfig, source: DataConfig, source_name: str) -> DataConfig:
+    """``config`` expecting the rates ``source`` was trained on (a flow run its VAE's, RL its SFT
+    run's); ValueError when ``config`` states other ones."""
+    update = {}
+    for field in ("fps", "sample_rate"):
+        mine, theirs = getattr(config, field), getattr(source, field)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise ValueError(f"data.{field} is {mine} but {source_name} was trained at {theirs}")
+        update[field] = mine if mine is not None else theirs
+    return config.model_copy(update=update)
 
 
 def _worker_id() -> int:
@@ -189,6 +231,7 @@ def _tiled_windows(config: DataConfig):
 
 def train_pipeline(config: DataConfig, seed: int) -> wds.DataPipeline:
     """Endless, seeded stream of random windows (resampled shards, shuffled samples)."""
+    config = resolve_rates(config)
     return wds.DataPipeline(
         wds.ResampledShards(shard_urls(config.shards), seed=seed, deterministic=True),
         wds.tarfile_to_samples(),
@@ -200,6 +243,7 @@ def train_pipeline(config: DataConfig, seed: int) -> wds.DataPipeline:
 def finite_clips(spec: str, config: DataConfig, per_node: bool = True) -> Iterator[Clip]:
     """Every usable clip once: this node's and worker's share of the shards, or with
     ``per_node=False`` every node's (the worker split still applies)."""
+    config = resolve_rates(config, spec)
     splits = [wds.split_by_node] if per_node else []
     pipeline = wds.DataPipeline(wds.SimpleShardList(shard_urls(spec)), *splits, wds.split_by_worker,
                                 wds.tarfile_to_samples())
@@ -208,6 +252,7 @@ def finite_clips(spec: str, config: DataConfig, per_node: bool = True) -> Iterat
 
 def eval_pipeline(spec: str, config: DataConfig) -> wds.DataPipeline:
     """Non-overlapping windows from the start of every clip, in shard order."""
+    config = resolve_rates(config, spec)
     return wds.DataPipeline(wds.SimpleShardList(shard_urls(spec)), wds.split_by_node, wds.split_by_worker,
                             wds.tarfile_to_samples(), _tiled_windows(config))
 

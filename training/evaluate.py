@@ -1,20 +1,29 @@
-"""Metrics of a flow model on held-out shards: sample every tiled window, decode, compare."""
+"""Metrics of a flow model on held-out shards: sample every tiled window, decode, compare.
+
+``python -m training train evaluate --run runs/flow [--shards DIR]`` scores a trained flow run
+(its EMA weights when it kept them) and prints the metrics as JSON.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
 import torch
 
-from training.config import RunConfig
+from training.checkpoint import load_weights
+from training.config import RunConfig, load_run_config
 from training.data import batches, eval_pipeline, group_slices
 from training.flow import MotionFlow, sample_window
+from training.flow_parts import FlowParts, build_flow, flow_inputs, flow_parts
 from training.metrics import motion_metrics
+from training.trainer_base import progress_bar
 
 
 @torch.no_grad()
-def evaluate_flow(model: MotionFlow, parts, config: RunConfig, spec: str | None = None) -> dict:
+def evaluate_flow(model: MotionFlow, parts: FlowParts, config: RunConfig, spec: str | None = None) -> dict:
     """Mean metrics over at most ``metrics.max_windows`` windows (seeded sampling, guidance as configured)."""
-    from training.sft import flow_inputs
-
     spec = spec or config.data.eval_shards
     if spec is None:
         return {"metrics": "skipped: data.eval_shards is not set"}
@@ -23,16 +32,37 @@ def evaluate_flow(model: MotionFlow, parts, config: RunConfig, spec: str | None 
     generator = torch.Generator().manual_seed(config.seed)
     preds, truths, seen = [], [], 0
     data = config.data.model_copy(update={"num_workers": 0})
-    for batch in batches(eval_pipeline(spec, data), data, keep_last=True):
-        inputs = flow_inputs(parts, batch, device)
-        latents = sample_window(model, inputs["audio"], inputs["text"], config.flow.sample_steps,
-                                config.flow.guidance_scale, generator)
-        preds.append(parts.stats.denormalise(parts.vae.decode(model.unstandardise(latents))).cpu())
-        truths.append(batch["motion"])
-        seen += len(batch["key"])
-        if seen >= config.metrics.max_windows:
-            break
+    limit = config.metrics.max_windows
+    with progress_bar(limit, "evaluate", config.progress) as bar:
+        for batch in batches(eval_pipeline(spec, data), data, keep_last=True):
+            inputs = flow_inputs(parts, batch, device)
+            latents = sample_window(model, inputs["audio"], inputs["text"], config.flow.sample_steps,
+                                    config.flow.guidance_scale, generator)
+            preds.append(parts.stats.denormalise(parts.vae.decode(model.unstandardise(latents))).cpu())
+            truths.append(batch["motion"])
+            bar.update(min(len(batch["key"]), limit - seen))
+            seen += len(batch["key"])
+            if seen >= limit:
+                break
     if not preds:
         return {"metrics": f"skipped: no window of {config.data.window_frames} frames in {spec}"}
-    pred, true = torch.cat(preds)[:config.metrics.max_windows], torch.cat(truths)[:config.metrics.max_windows]
+    pred, true = torch.cat(preds)[:limit], torch.cat(truths)[:limit]
     return {"windows": len(pred), **motion_metrics(pred, true, slices, config.metrics.flame_model)}
+
+
+def evaluate_run(run_dir: Path, spec: str | None = None, progress: bool = True) -> dict:
+    """Metrics of the newest checkpoint of the flow run ``run_dir`` on ``spec`` (default: its eval_shards)."""
+    config = load_run_config(run_dir / "config.yaml", progress=progress)
+    if config.kind != "flow":
+        raise ValueError(f"{run_dir} is a {config.kind!r} run; evaluation scores flow runs")
+    device = torch.device("cuda" if torch.cuda.is_available() and not config.cpu else "cpu")
+    parts = flow_parts(config, device)
+    model = build_flow(config, parts)
+    load_weights(run_dir, model)
+    return evaluate_flow(model.to(device).eval(), parts, config, spec)
+
+
+def command(args: argparse.Namespace) -> int:
+    """``train evaluate``: print the run's metrics as one JSON object."""
+    print(json.dumps(evaluate_run(Path(args.run), args.shards, progress=not args.no_progress), indent=1))
+    return 0

@@ -1,6 +1,7 @@
 """RL post-training of the flow model with group-relative advantages (Flow-GRPO / GDPO style).
 
-``python -m training.rl --config training/configs/rl.yaml [--dry-run]``. Each step:
+``python -m training train rl --config training/configs/rl.yaml [--dry-run]`` (or
+``python -m training.rl ...``). Each step:
 
 1. draw B conditions (windows) and repeat each G times (``rl.group_size``);
 2. roll out without gradients: every latent is denoised with the ODE except inside the SDE
@@ -20,6 +21,7 @@ the encoders and the statistics are that run's.
 
 from __future__ import annotations
 
+import argparse
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,17 +30,18 @@ import torch
 
 from training.advantages import ADVANTAGES
 from training.checkpoint import load_weights
-from training.config import RunConfig, load_run_config
-from training.data import batches, group_slices, train_pipeline
+from training.config import DataConfig, RunConfig, load_run_config
+from training.data import batches, group_slices, inherit_rates, resolve_rates, train_pipeline
 from training.flow import MotionFlow, tau_grid
 from training.rewards import reward_columns
 from training.sde import gaussian_kl, log_prob, sde_step
-from training.sft import FlowParts, build_flow, flow_inputs, flow_parts
+from training.flow_parts import FlowParts, build_flow, flow_inputs, flow_parts
 from training.trainer_base import (
     Trainer,
     config_from_args,
     make_accelerator,
     parse_args,
+    progress_bar,
     seed_everything,
 )
 
@@ -160,16 +163,21 @@ class RLRun:
     """One RL run: the trainer around the policy plus everything a step needs."""
 
     def __init__(self, config: RunConfig) -> None:
-        self.config = config
         accelerator = make_accelerator(config)
         seed_everything(config, accelerator)
         Path(config.run_dir).mkdir(parents=True, exist_ok=True)
         self.init, self.parts, policy, self.reference = rl_parts(config, accelerator.device)
-        self.trainer = Trainer(config, policy, accelerator)
+        self.config = config.model_copy(update={"data": self._data(config)})
+        self.trainer = Trainer(self.config, policy, accelerator)
         self.slices = group_slices(self.parts.stats.groups, self.parts.stats.dims)
 
+    def _data(self, config: RunConfig) -> DataConfig:
+        """The policy's window length and the rates it was trained at: RL windows must match both."""
+        data = config.data.model_copy(update={"window_frames": self.init.data.window_frames})
+        return resolve_rates(inherit_rates(data, self.init.data, f"the SFT run {config.rl.init_run}"))
+
     def stream(self, skip: int):
-        data = self.config.data.model_copy(update={"window_frames": self.init.data.window_frames})
+        data = self.config.data
         return batches(train_pipeline(data, self.config.seed + self.trainer.accelerator.process_index), data, skip)
 
     def _micro_losses(self, rollouts: Rollouts, old_logp: torch.Tensor, advantages: torch.Tensor, chunk: int):
@@ -223,21 +231,30 @@ def run_rl(config: RunConfig, dry_run: bool = False) -> list[dict]:
     stream = run.stream(run.trainer.state.step)
     rows = []
     last = run.trainer.state.step + 1 if dry_run else config.steps
-    while run.trainer.state.step < last:
-        out = run.step(next(stream))
-        rows.append({k: v for k, v in out.items() if not isinstance(v, (torch.Tensor, Rollouts))})
-        if not dry_run and (run.trainer.state.step % config.save_every == 0 or run.trainer.state.step == config.steps):
-            run.trainer.save()
+    with progress_bar(last, "rl", config.progress, initial=run.trainer.state.step) as bar:
+        while run.trainer.state.step < last:
+            out = run.step(next(stream))
+            rows.append({k: v for k, v in out.items() if not isinstance(v, (torch.Tensor, Rollouts))})
+            bar.set_postfix(reward=f"{out['reward']:.4g}", refresh=False)
+            bar.update(1)
+            if not dry_run and (run.trainer.state.step % config.save_every == 0 or run.trainer.state.step == config.steps):
+                run.trainer.save()
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("RL post-training of the flow model (GRPO / GDPO advantages).", argv)
+def command(args: argparse.Namespace) -> int:
+    """``train rl``: the run of ``--config`` (kind rl) with the command line's overrides."""
     config = config_from_args(args)
     if config.kind != "rl":
-        raise SystemExit(f"kind {config.kind!r} is not an RL run (use training.sft)")
+        print(f"kind {config.kind!r} is not an RL run (use train sft)")
+        return 2
     rows = run_rl(config, dry_run=args.dry_run)
     print(f"done: {len(rows)} step(s), last reward {rows[-1]['reward']:.5g}, run folder {config.run_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    raise SystemExit(command(parse_args("RL post-training of the flow model (GRPO / GDPO advantages).", argv)))
 
 
 if __name__ == "__main__":

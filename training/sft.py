@@ -1,76 +1,37 @@
 """Supervised training: the motion VAE (``kind: vae``) or the flow model on VAE latents (``kind: flow``).
 
-``python -m training.sft --config training/configs/flow.yaml [--dry-run]``. The run folder
+``python -m training train sft --config training/configs/flow.yaml [--dry-run]`` (or
+``python -m training.sft ...``, the module ``accelerate launch -m`` runs). The run folder
 gets config.yaml, stats.json (the VAE run computes it from the shards; a flow run copies its
 VAE's), log.jsonl (losses per step) and checkpoints/ (resumed automatically).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
 
-from training.checkpoint import load_weights
 from training.config import RunConfig, load_run_config
-from training.data import batches, train_pipeline
+from training.data import batches, inherit_rates, resolve_rates, train_pipeline
+from training.evaluate import evaluate_flow
 from training.flow import MotionFlow
+from training.flow_parts import build_flow, flow_inputs, flow_parts
 from training.stats import STATS_FILE, MotionStats, compute_stats
 from training.trainer_base import (
     TASKS,
     Trainer,
     config_from_args,
+    make_accelerator,
     parse_args,
+    progress_bar,
     register_task,
     seed_everything,
 )
 from training.vae import MotionVAE
-
-
-@dataclass
-class FlowParts:
-    """What a flow model needs around it: frozen VAE and encoders, and the motion statistics."""
-    vae: MotionVAE
-    encoders: torch.nn.Module
-    stats: MotionStats
-    vae_config: RunConfig
-
-
-def load_vae(vae_run: str | Path) -> tuple[MotionVAE, MotionStats, RunConfig]:
-    vae_config = load_run_config(Path(vae_run) / "config.yaml")
-    stats = MotionStats.load(Path(vae_run))
-    vae = MotionVAE(len(stats.mean), vae_config.vae)
-    load_weights(Path(vae_run), vae)
-    return vae.eval().requires_grad_(False), stats, vae_config
-
-
-def flow_parts(config: RunConfig, device: torch.device) -> FlowParts:
-    from training.encoders import FrozenEncoders
-
-    if not config.flow.vae_run:
-        raise ValueError("flow.vae_run is not set: train a VAE first (kind: vae) and point at its run folder")
-    vae, stats, vae_config = load_vae(config.flow.vae_run)
-    return FlowParts(vae.to(device), FrozenEncoders(config.encoders).to(device), stats, vae_config)
-
-
-def build_flow(config: RunConfig, parts: FlowParts) -> MotionFlow:
-    length = config.data.window_frames // parts.vae_config.vae.latent_rate
-    return MotionFlow(parts.vae_config.vae.latent_dim, parts.encoders.audio_dim, parts.encoders.text_dim, length,
-                      config.flow)
-
-
-def flow_inputs(parts: FlowParts, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    """Latents (from the frozen VAE's means), audio features per latent and caption embeddings."""
-    motion = parts.stats.normalise(batch["motion"].to(device))
-    rate = parts.vae_config.vae.latent_rate
-    with torch.no_grad():
-        latents, _ = parts.vae.encode(motion)
-        audio = parts.encoders.audio_features(batch["audio"], motion.shape[1], rate)
-        text = parts.encoders.text_features(batch["caption"])
-    return {"latents": latents, "audio": audio, "text": text, "motion": motion}
 
 
 @register_task("vae")
@@ -116,8 +77,6 @@ def flow_evaluator(config: RunConfig, device: torch.device):
     """Held-out metrics of the (EMA, when kept) flow weights, or None for VAE runs."""
     if config.kind != "flow" or not config.data.eval_shards:
         return None
-    from training.evaluate import evaluate_flow
-
     parts = flow_parts(config, device)
 
     def run(trainer: Trainer) -> dict:
@@ -130,14 +89,23 @@ def flow_evaluator(config: RunConfig, device: torch.device):
     return run
 
 
+def with_data_rates(config: RunConfig) -> RunConfig:
+    """``config`` with the frame and sample rate every training sample must have: as stated, a
+    flow run's VAE's, else the first sample's (config.yaml of the run then records them)."""
+    data = config.data
+    if config.kind == "flow" and config.flow.vae_run:
+        vae_data = load_run_config(Path(config.flow.vae_run) / "config.yaml").data
+        data = inherit_rates(data, vae_data, f"the VAE run {config.flow.vae_run}")
+    return config.model_copy(update={"data": resolve_rates(data)})
+
+
 def run_sft(config: RunConfig, dry_run: bool = False, fixed_batch: dict | None = None) -> list[dict]:
     """Train ``config.steps`` optimizer steps (from the newest checkpoint when one exists).
 
     ``fixed_batch``: train on this one batch every step (the overfitting check). Returns the
     logged rows of this call.
     """
-    from training.trainer_base import make_accelerator
-
+    config = with_data_rates(config)
     accelerator = make_accelerator(config)
     seed_everything(config, accelerator)
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
@@ -159,25 +127,34 @@ def run_sft(config: RunConfig, dry_run: bool = False, fixed_batch: dict | None =
 
     rows = []
     last = trainer.state.step + 1 if dry_run else config.steps
-    while trainer.state.step < last:
-        row = trainer.optimizer_step(micro)
-        row["lr"] = trainer.scheduler.get_last_lr()[0]
-        trainer.log(row)
-        rows.append({"step": trainer.state.step, **row})
-        if not dry_run and (trainer.state.step % config.save_every == 0 or trainer.state.step == config.steps):
-            trainer.save()
-        if evaluate is not None and config.eval_every and trainer.state.step % config.eval_every == 0:
-            trainer.log({"eval": evaluate(trainer)})
+    with progress_bar(last, f"sft {config.kind}", config.progress, initial=trainer.state.step) as bar:
+        while trainer.state.step < last:
+            row = trainer.optimizer_step(micro)
+            row["lr"] = trainer.scheduler.get_last_lr()[0]
+            trainer.log(row)
+            rows.append({"step": trainer.state.step, **row})
+            bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
+            bar.update(1)
+            if not dry_run and (trainer.state.step % config.save_every == 0 or trainer.state.step == config.steps):
+                trainer.save()
+            if evaluate is not None and config.eval_every and trainer.state.step % config.eval_every == 0:
+                trainer.log({"eval": evaluate(trainer)})
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args("Supervised training of the motion VAE or the flow model.", argv)
+def command(args: argparse.Namespace) -> int:
+    """``train sft``: the run of ``--config`` (kind vae or flow) with the command line's overrides."""
     config = config_from_args(args)
     if config.kind not in ("vae", "flow"):
-        raise SystemExit(f"kind {config.kind!r} is not an SFT run (use training.rl for kind: rl)")
+        print(f"kind {config.kind!r} is not an SFT run (use train rl for kind: rl)")
+        return 2
     rows = run_sft(config, dry_run=args.dry_run)
     print(f"done: {len(rows)} step(s), last loss {rows[-1]['loss']:.5g}, run folder {config.run_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    raise SystemExit(command(parse_args("Supervised training of the motion VAE or the flow model.", argv)))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def compute_stats(config: DataConfig, spec: str | None = None) -> MotionStats:
         values = clip.motion.astype(np.float64)
         if total is None:
             total, squares = np.zeros(values.shape[1]), np.zeros(values.shape[1])
-            dims = _dims_from_record(clip.record, config)
+            dims = _group_widths(clip.record.flame, config)
         total += values.sum(axis=0)
         squares += (values ** 2).sum(axis=0)
         frames += len(values)
@@ -76,8 +76,8 @@ def compute_stats(config: DataConfig, spec: str | None = None) -> MotionStats:
     return MotionStats(tuple(config.groups), dims, mean, np.maximum(std, config.stats_eps), frames)
 
 
-def _dims_from_record(record: dict, config: DataConfig) -> dict[str, int]:
-    groups = (record.get("flame") or {}).get("groups") or {}
+def _group_widths(flame: dict | None, config: DataConfig) -> dict[str, int]:
+    groups = (flame or {}).get("groups") or {}
     missing = [g for g in config.groups if g not in groups]
     if missing:
         raise ValueError(f"sample record lacks FLAME group widths for {missing}")

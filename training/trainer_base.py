@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
+from tqdm import tqdm
 
 from training.checkpoint import EMA, TrainState, latest_checkpoint, save_checkpoint
 from training.config import RunConfig, load_run_config, save_run_config
@@ -37,6 +39,13 @@ def register_task(kind: str):
 def make_accelerator(config: RunConfig) -> Accelerator:
     return Accelerator(cpu=config.cpu, mixed_precision=config.optim.mixed_precision,
                        gradient_accumulation_steps=config.optim.grad_accum)
+
+
+def progress_bar(total: int, description: str, enabled: bool, initial: int = 0) -> tqdm:
+    """A tqdm bar that shows only when ``enabled``, on the main process, with stdout on a terminal
+    (other ranks and log files stay clean)."""
+    shown = enabled and PartialState().is_main_process and sys.stdout.isatty()
+    return tqdm(total=total, initial=initial, desc=description, unit="step", disable=not shown, dynamic_ncols=True)
 
 
 def make_optimizer(params, config: RunConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -110,8 +119,9 @@ class Trainer:
             with open(self.run_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
             if self.state.step % self.config.log_every == 0 or self.state.step == 1:
-                print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
-                               if k != "time"), flush=True)
+                # tqdm.write prints the same line to stdout, above a progress bar instead of through it.
+                tqdm.write(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                                    if k != "time"), file=sys.stdout)
 
     def save(self) -> Path:
         (self.run_dir / "objects.json").write_text(json.dumps({"ema": self.ema is not None}))
@@ -120,13 +130,19 @@ class Trainer:
         return save_checkpoint(self.accelerator, self.run_dir, self.state.step, extra)
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every trainer command takes (``python -m training.sft``, ``talkinghead train sft``, ...)."""
     parser.add_argument("--config", required=True, help="run config YAML (see training/configs/)")
     parser.add_argument("--shards", help="override data.shards")
     parser.add_argument("--run-dir", help="override run_dir")
     parser.add_argument("--steps", type=int, help="override steps")
     parser.add_argument("--dry-run", action="store_true", help="build everything, run one step, save nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (same as progress: false)")
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    add_run_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -138,6 +154,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         overrides["run_dir"] = args.run_dir
     if args.steps:
         overrides["steps"] = args.steps
+    if args.no_progress:
+        overrides["progress"] = False
     return load_run_config(args.config, **overrides)
 
 

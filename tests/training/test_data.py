@@ -11,12 +11,13 @@ import pytest
 import torch
 from training_fixtures import RATE, WINDOW, flame_shards_fixture, tiny_config  # noqa: F401
 
+from pipelines.media.wav import read_wav
+from pipelines.schema.sample import SampleRecord
 from training.config import load_run_config
 from training.data import (
     batches,
     caption_for,
     eval_pipeline,
-    read_wav,
     shard_urls,
     train_pipeline,
 )
@@ -48,7 +49,7 @@ def test_windows_come_straight_from_the_pipeline_shards(tmp_path, flame_shards):
     np.testing.assert_array_equal(batch["motion"][0].numpy(), expected)
     audio, rate = read_wav(members[f"{key}.wav"])
     a0 = round(start * rate / 24)
-    np.testing.assert_array_equal(batch["audio"][0].numpy(), audio[a0:a0 + WINDOW * rate // 24])
+    np.testing.assert_array_equal(batch["audio"][0].numpy(), audio[a0:a0 + WINDOW * rate // 24] / 32768.0)
     assert json.loads(members[f"{key}.json"])["flame"]["frames"] == 72
 
 
@@ -90,11 +91,12 @@ def test_evaluation_windows_tile_each_clip_once(tmp_path, flame_shards):
 
 
 def test_caption_of_a_window_is_the_most_overlapping_one():
-    record = {"captions": {"status": "ok", "windows": [
-        {"start": 0, "end": 200, "caption": "a calm face"}, {"start": 200, "end": 330, "caption": "raised brows"}]}}
-    assert caption_for(record, 150, 350) == "raised brows"
-    assert caption_for(record, 50, 250) == "a calm face"
-    assert caption_for({"captions": {"status": "model not installed"}}, 0, 48) == ""
+    captions = {"status": "ok", "windows": [
+        {"start": 0, "end": 200, "caption": "a calm face"}, {"start": 200, "end": 330, "caption": "raised brows"}]}
+    assert caption_for(captions, 150, 350) == "raised brows"
+    assert caption_for(captions, 50, 250) == "a calm face"
+    assert caption_for({"status": "model not installed"}, 0, 48) == ""
+    assert caption_for(None, 0, 48) == ""
 
 
 @pytest.mark.parametrize("prefix", ["raw"])
@@ -109,8 +111,10 @@ def test_raw_arrays_are_selectable(tmp_path, flame_shards, prefix):
 def test_audio_of_a_window_has_one_length_whatever_its_start():
     from training.data import Clip, cut_window
 
-    config = load_run_config(None, data={"window_frames": 64}).data  # 64 / 24 s is not a whole sample count
-    clip = Clip("k", np.zeros((100, 3), np.float32), np.arange(70000, dtype=np.float32), {})
+    # 64 / 24 s is not a whole sample count
+    config = load_run_config(None, data={"window_frames": 64, "fps": 24, "sample_rate": 16000}).data
+    clip = Clip("k", np.zeros((100, 3), np.float32), np.arange(70000, dtype=np.float32),
+                SampleRecord.model_construct(captions=None))
     lengths = {len(cut_window(clip, start, config)["audio"]) for start in range(37)}
     assert lengths == {round(64 * 16000 / 24)}
     window = cut_window(clip, 3, config)

@@ -75,7 +75,7 @@ def test_long_sequences_slide_a_window_over_the_audio():
 def test_held_out_metrics_of_a_trained_flow_run(tmp_path, flame_shards, flow_run):
     from training.checkpoint import load_weights
     from training.evaluate import evaluate_flow
-    from training.sft import build_flow, flow_parts
+    from training.flow_parts import build_flow, flow_parts
 
     config = load_run_config(flow_run / "config.yaml", data={"eval_shards": str(flame_shards)})
     parts = flow_parts(config, torch.device("cpu"))

@@ -21,7 +21,7 @@ faces + crops, asd, speech, flame, captions, shards), and the parent records:
   the same tar files (bytes/s and samples/s).
 
 FLAME and captions run with whatever models the model folder has; when SHeaP or Qwen-VL
-is missing, the tiny stand-ins of tests/flame_fixtures.py and tests/caption_fixtures.py
+is missing, the tiny stand-ins of pipelines/fixtures/sheap.py and pipelines/fixtures/qwen_vl.py
 are built into a temporary model folder and the output says so. Results go to
 ``bench/results/scale.json`` and ``scale.md`` and are printed; ``--append`` merges the
 scales measured now into an existing JSON (each command stays short).
@@ -48,8 +48,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/bench_scale.py` puts bench/, not the repo, on the path
     sys.path.insert(0, str(REPO))
-if str(REPO / "tests") not in sys.path:  # last, so tests/pipelines never shadows the package
-    sys.path.append(str(REPO / "tests"))
 
 from bench.bench_pipeline import (
     DEFAULT_MEDIA_DIR,
@@ -72,22 +70,22 @@ RESULTS_DIR = REPO / "bench" / "results"
 JSON_NAME, MARKDOWN_NAME = "scale.json", "scale.md"
 POLL_S = 0.1
 MIB = 1024 * 1024
-TINY_SHEAP = "tiny scripted SHeaP stand-in (tests/flame_fixtures.py build_scripted_sheap), random weights"
-TINY_QWEN = "tiny random Qwen2-VL (tests/caption_fixtures.py build_tiny_qwen2vl)"
+TINY_SHEAP = "tiny scripted SHeaP stand-in (pipelines/fixtures/sheap.py build_scripted_sheap), random weights"
+TINY_QWEN = "tiny random Qwen2-VL (pipelines/fixtures/qwen_vl.py build_tiny_qwen2vl)"
 
 
 # --------------------------------------------------------------------------- sources
 
 
 def _ffmpeg(args: list[str]) -> None:
-    from media_factory import run_ffmpeg
+    from pipelines.fixtures.media import run_ffmpeg
 
     run_ffmpeg(args)
 
 
 def make_base_source(clips: list[Path], out: Path) -> Path:
     """``clips`` joined end to end as one H.264/AAC mp4 (each clip's audio cut/padded to its video)."""
-    from media_factory import AUDIO_RATE, FPS, H264_AAC
+    from pipelines.fixtures.media import AUDIO_RATE, FPS, H264_AAC
 
     inputs, graph, labels = [], [], []
     for n, clip in enumerate(clips):
@@ -163,11 +161,11 @@ def prepare_model_dir(model_dir: Path, work: Path) -> tuple[Path, dict[str, str]
     for entry in model_dir.iterdir():  # links, never copies: weights stay where they are
         (out / entry.name).symlink_to(entry.resolve())
     if not have_flame:
-        from flame_fixtures import build_scripted_sheap
+        from pipelines.fixtures.sheap import build_scripted_sheap
 
         build_scripted_sheap(out / "sheap" / "sheap.pt")
     if not have_qwen:
-        from caption_fixtures import build_tiny_qwen2vl
+        from pipelines.fixtures.qwen_vl import build_tiny_qwen2vl
 
         build_tiny_qwen2vl(out / "qwen-vl")
     return out, used

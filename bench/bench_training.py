@@ -4,7 +4,7 @@
 
 Without --shards it builds pipeline shards from the GRID clips in ../shared/media/grid
 (face stage with the real SCRFD weights, FLAME stage with the scripted SHeaP stand-in of
-tests/flame_fixtures.py) and tiny random wav2vec2 / T5 encoders, none of it timed. The
+pipelines/fixtures/sheap.py) and tiny random wav2vec2 / T5 encoders, none of it timed. The
 presets differ in model size (see PRESETS); windows are 64 frames (GRID clips are 72).
 Each figure leaves out setup and one warm-up step: SFT steps/s = optimizer steps / s (batch
 of the preset, frozen VAE and condition encoders included); RL rollouts/s = rollouts
@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "tests"):  # the shard and encoder builders live with the test helpers
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(REPO) not in sys.path:  # `python bench/bench_training.py` puts bench/, not the repo, on the path
+    sys.path.insert(0, str(REPO))
 
 import torch
 
@@ -44,7 +43,8 @@ PRESETS = {
 
 
 def build_inputs(root: Path) -> tuple[Path, tuple[Path, Path]]:
-    from training_fixtures import build_flame_shards, build_tiny_encoders
+    from pipelines.fixtures.encoders import build_tiny_encoders
+    from pipelines.fixtures.shards import build_flame_shards
 
     from pipelines.config import FaceDetectionConfig
     from pipelines.faces.detectors import build_detector

@@ -1,7 +1,7 @@
 """Shared fixtures: the ../shared folder (real media, real weights), composed media, one detector.
 
 Media and weights are never copied into the repository; composed media is made once per
-session under pytest's tmp folder (see tests/media_factory.py).
+session under pytest's tmp folder (see pipelines/fixtures/media.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ if str(REPO) not in sys.path:
 
 import pytest  # noqa: E402
 
-from media_factory import MediaCache  # noqa: E402
 from pipelines.config import CONFIG_ENV, DATA_DIR_ENV, INPUT_DIR_ENV, MODEL_DIR_ENV  # noqa: E402
+from pipelines.fixtures.media import MediaCache  # noqa: E402
 SHARED_ENV = "TALKINGHEAD_SHARED_DIR"
 
 

@@ -1,10 +1,7 @@
-"""Test helpers for training/: shards made by the real pipeline, tiny encoders, tiny run configs.
+"""Test helpers for training/: tiny run configs and session fixtures over the package's builders.
 
-``build_flame_shards`` runs the face stage (real SCRFD weights) and the FLAME stage (the
-SHeaP stand-in with the published interface, from flame_fixtures) on GRID clips and packs the shards with
-``write_shards``: the trainers read exactly what the pipeline writes. ``build_tiny_encoders``
-saves a random tiny wav2vec2 and a tiny T5 encoder with a word-level tokenizer, loaded back by
-training/encoders.py through ``from_pretrained`` like real checkpoints.
+The shards (``build_flame_shards``) and the tiny encoders (``build_tiny_encoders``) come from
+pipelines/fixtures, which the training bench uses too; each is made once per pytest session.
 """
 
 from __future__ import annotations
@@ -13,87 +10,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from flame_fixtures import build_scripted_sheap
-from media_factory import AUDIO_RATE, FPS, H264_AAC, run_ffmpeg
+
+from pipelines.fixtures.encoders import build_tiny_encoders
+from pipelines.fixtures.shards import build_flame_shards
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 48  # GRID clips are 72 frames at 24 fps: windows shorter than the clip
 RATE = 8
-
-
-def build_flame_shards(root: Path, clips: list[Path], shared_models: Path, detector) -> Path:
-    """Shards of ``clips`` with FLAME arrays, written by the pipeline; returns the shard folder."""
-    from pipelines.config import load_config
-    from pipelines.flame.stage import build_backend, run_flame_stage
-    from pipelines.ingest import SourceRegistry
-    from pipelines.shards import write_shards
-    from pipelines.sources import process_source
-
-    models = root / "models"
-    build_scripted_sheap(models / "sheap" / "sheap.pt")
-    (models / "scrfd").mkdir(parents=True)
-    (models / "scrfd" / "scrfd_500m_kps.onnx").symlink_to(shared_models / "scrfd" / "scrfd_500m_kps.onnx")
-    inputs = root / "input"
-    inputs.mkdir()
-    for clip in clips:
-        shutil.copy(clip, inputs / clip.name)  # links out of the input folder are not followed
-    config = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": models},
-                         speech={"enabled": False}, asd={"enabled": False}, captions={"enabled": False})
-    backend = build_backend(config)
-    assert backend is not None, "the scripted SHeaP was not picked up"
-    records = []
-    for ref in SourceRegistry(config.paths.registry_path).scan(inputs, config.ingest.extensions):
-        record = process_source(ref, config, detector)
-        run_flame_stage(ref, record, config, backend)
-        records.append(record)
-    write_shards(records, config)
-    return config.paths.shards_dir
-
-
-def concatenated(clips: list[Path], out: Path) -> Path:
-    """``clips`` played one after another as one H.264/AAC mp4 (frame rate and audio format unified)."""
-    inputs, graph, pads = [], "", ""
-    for number, clip in enumerate(clips):
-        inputs += ["-i", str(clip)]
-        graph += (f"[{number}:v]fps={FPS},format=yuv420p,setsar=1[v{number}];"
-                  f"[{number}:a]aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo[a{number}];")
-        pads += f"[v{number}][a{number}]"
-    graph += f"{pads}concat=n={len(clips)}:v=1:a=1[v][a]"
-    run_ffmpeg([*inputs, "-filter_complex", graph, "-map", "[v]", "-map", "[a]", *H264_AAC, str(out)])
-    return out
-
-
-def _word_tokenizer(path: Path, words: list[str]):
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    # T5 appends </s>: an empty caption still has one token to pool.
-    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    fast.save_pretrained(path)
-
-
-def build_tiny_encoders(root: Path, seed: int = 0) -> tuple[Path, Path]:
-    """(audio folder, text folder) of random tiny wav2vec2 / T5 encoders saved with save_pretrained."""
-    import torch
-    from transformers import T5Config, T5EncoderModel, Wav2Vec2Config, Wav2Vec2Model
-
-    torch.manual_seed(seed)
-    audio_dir, text_dir = root / "wav2vec2-tiny", root / "t5-tiny"
-    audio = Wav2Vec2Model(Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16, 16, 16, 16, 16, 16, 16), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-        do_stable_layer_norm=True, feat_extract_norm="layer", apply_spec_augment=False))
-    audio.save_pretrained(audio_dir)
-    words = ["a", "the", "smiles", "frowns", "eyebrows", "raised", "eyes", "wide", "mouth", "neutral", "calm", "angry", "happy", "sad"]
-    text = T5EncoderModel(T5Config(vocab_size=len(words) + 3, d_model=32, d_kv=8, d_ff=64, num_layers=1,
-                                   num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    text.save_pretrained(text_dir)
-    _word_tokenizer(text_dir, words)
-    return audio_dir, text_dir
 
 
 def tiny_config(kind: str, run_dir: Path, shards: Path, encoders: tuple[Path, Path] | None = None,

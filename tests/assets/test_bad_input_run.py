@@ -1,4 +1,4 @@
-"""The whole Dagster graph on the bad-input corpus (tests/bad_input_corpus.py), with the real SCRFD weights.
+"""The whole Dagster graph on the bad-input corpus (pipelines/fixtures/bad_inputs.py), with the real SCRFD weights.
 
 Every file of the input folder must end in the manifest exactly once, with the outcome
 the corpus table declares; the run must not fail; accepted clips must be intact.
@@ -18,13 +18,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import webdataset as wds
-from bad_input_corpus import ACCEPTED, CORPUS, SHELL_NAME, SKIPPED, build_corpus, expected_counts
-from media_factory import ffprobe
 
 from assets.demo import run_demo
 from assets.partitions import SOURCE_PARTITIONS_NAME
 from pipelines import media
 from pipelines.config import load_config
+from pipelines.fixtures.bad_inputs import ACCEPTED, CORPUS, SHELL_NAME, SKIPPED, build_corpus, expected_counts
+from pipelines.fixtures.media import ffprobe
 from pipelines.ingest import SourceRegistry
 from pipelines.shards import verify_shards
 

@@ -224,7 +224,7 @@ def test_flame_asset_on_a_demo_clip_with_the_scripted_model(tmp_path, grid_clip,
     from assets.annotate import flame_parameters
     from assets.faces import face_clips
     from assets.sources import source_probe
-    from flame_fixtures import build_scripted_sheap
+    from pipelines.fixtures.sheap import build_scripted_sheap
     from pipelines.ingest import SourceRegistry
 
     models = tmp_path / "models"

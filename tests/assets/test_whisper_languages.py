@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 import webdataset as wds
 
-import media_factory as mf
 from assets.demo import run_demo
+import pipelines.fixtures.media as mf
 from speech_fixtures import WHISPER_SENTENCES
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_weights]

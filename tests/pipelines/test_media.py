@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import media_factory as mf
 from pipelines import media
+import pipelines.fixtures.media as mf
 from pipelines.media import MediaRejection, WavSink, decode_source, frames_needed, probe, read_wav_slice
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import media_factory as mf
 from pipelines import media
 from pipelines.config import PipelineConfig, load_config
 from pipelines.faces.detectors import build_detector
+import pipelines.fixtures.media as mf
 from pipelines.ingest import SourceRegistry
 from pipelines.models import ModelStore
 from pipelines.records import SourceRecord, SourceRef

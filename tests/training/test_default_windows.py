@@ -9,8 +9,9 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from training_fixtures import build_flame_shards, concatenated
 
+from pipelines.fixtures.media import concatenated
+from pipelines.fixtures.shards import build_flame_shards
 from training.config import load_run_config
 from training.data import batches, eval_pipeline, read_wav, shard_urls, train_pipeline
 from training.stats import compute_stats

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import media_factory as mf
 from pipelines.config import PipelineConfig, load_config
+import pipelines.fixtures.media as mf
 from pipelines.ingest import SourceRegistry
 from pipelines.models import ModelStore
 from pipelines.records import SourceRecord

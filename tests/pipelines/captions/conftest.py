@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from caption_fixtures import build_tiny_qwen_vl
 from pipelines.captions.windows import caption_windows
+from pipelines.fixtures.qwen_vl import build_tiny_qwen_vl
 from pipelines.media import iter_video_frames
 
 

@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from caption_fixtures import FAMILIES
 from pipelines.config import load_config
+from pipelines.fixtures.qwen_vl import FAMILIES
 from pipelines.ingest import SourceRegistry
 from pipelines.sources import process_source
 

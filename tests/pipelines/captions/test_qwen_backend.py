@@ -8,11 +8,11 @@ import shutil
 import pytest
 import torch
 
-from caption_fixtures import FAMILIES, build_tiny_qwen_vl
 from pipelines.captions.backends import (IMAGE_PAD, CaptionBackendError, Captioner, QwenVLCaptioner,
                                          UnsupportedQwenVLModel, processor_path_available)
 from pipelines.captions.describe import describe_windows
 from pipelines.captions.instruction import INSTRUCTION
+from pipelines.fixtures.qwen_vl import FAMILIES, build_tiny_qwen_vl
 
 # A 360x288 GRID frame under the tiny folders' 128*128 pixel budget (transformers'
 # smart_resize with factor patch * merge): patch 14 -> 112x140 px = 8x10 patches = 20 merged

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flame_fixtures import build_scripted_sheap
 
+from pipelines.fixtures.sheap import build_scripted_sheap
 from pipelines.flame.sheap import SheapBackend
 from pipelines.flame.stage import predict_clips
 

@@ -13,10 +13,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from flame_fixtures import OLD_PROJECT_NAMES, build_scripted_sheap
 
-import media_factory as mf
 from pipelines.config import load_config
+import pipelines.fixtures.media as mf
+from pipelines.fixtures.sheap import OLD_PROJECT_NAMES, build_scripted_sheap
 from pipelines.flame.groups import MOTION_GROUPS, group_dims
 from pipelines.flame.sheap import SheapBackend, SheapOutputError
 from pipelines.flame.stage import build_backend, head_crops, run_flame_stage

@@ -1,4 +1,4 @@
-"""SheapBackend against a traced stand-in with the published SHeaP interface (tests/flame_fixtures.py),
+"""SheapBackend against a traced stand-in with the published SHeaP interface (pipelines/fixtures/sheap.py),
 the head crop, and the real checkpoint when the model directory holds one."""
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import torch
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
 
-from flame_fixtures import OLD_PROJECT_NAMES, PUBLISHED_SHEAP_OUTPUTS, build_scripted_sheap  # noqa: E402
-
 from pipelines.config import FlameConfig  # noqa: E402
+from pipelines.fixtures.sheap import OLD_PROJECT_NAMES, PUBLISHED_SHEAP_OUTPUTS, build_scripted_sheap  # noqa: E402
 from pipelines.flame.groups import MOTION_GROUPS, ROTATION_GROUPS, group_dims  # noqa: E402
 from pipelines.flame.headcrop import crop_square, head_square, head_squares  # noqa: E402
 from pipelines.flame.sheap import SheapBackend, SheapOutputError, to_groups  # noqa: E402

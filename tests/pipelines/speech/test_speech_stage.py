@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
-import media_factory as mf
 from pipelines.config import PipelineConfig, load_config
+import pipelines.fixtures.media as mf
 from pipelines.ingest import SourceRegistry
 from pipelines.records import SourceRecord
 from pipelines.shards import MANIFEST_FILE, write_shards

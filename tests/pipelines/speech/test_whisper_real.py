@@ -19,9 +19,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import media_factory as mf  # noqa: E402
 from speech_fixtures import WHISPER_SENTENCES, media_audio_16k  # noqa: E402
 
+import pipelines.fixtures.media as mf  # noqa: E402
 from pipelines.speech.base import SAMPLE_RATE, WORD_TIMING_WHISPER  # noqa: E402
 
 pytestmark = pytest.mark.real_weights

@@ -1,2 +1,6 @@
-"""Human annotation: inter-annotator agreement (Krippendorff's alpha, ordinal) and
-automatic-evaluator accuracy on unanimous pairwise rankings; see :mod:`annotation.agreement`."""
+"""Human ratings in Label Studio, MLLM judges, and how well they agree.
+
+aspects (what is rated, one wording for humans and judges), rubric (the Label Studio form),
+versions (the clips to rate), labelstudio_server / labelstudio_client, tables (CSV rows),
+judges / judge_prompts / judge_answers / judging (the MLLM judges and running them),
+agreement (the statistics), report (the agreement report), cli (``python -m annotation``)."""

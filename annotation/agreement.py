@@ -39,11 +39,11 @@ from itertools import combinations
 
 import numpy as np
 
-ASPECTS = ("lip_sync", "expressiveness", "motion_quality")
+from .aspects import ASPECTS
+
 OUTCOMES = ("A", "B", "tie")
 
 __all__ = [
-    "ASPECTS",
     "OUTCOMES",
     "evaluate_scorer",
     "krippendorff_alpha_ordinal",

@@ -1,8 +1,11 @@
-"""``python -m annotation``: run the local Label Studio server that annotators use.
+"""The ``annotation`` commands: run the local Label Studio server that annotators use.
 
     python -m annotation server start    # detached; prints the URL and where the token is
     python -m annotation server status
     python -m annotation server stop
+
+:func:`register` adds the same commands as an ``annotation`` group to another command line
+(``talkinghead annotation server start``); the parent parser provides ``--config``.
 
 Paths, port and token variable come from the pipeline config (``annotation`` section,
 ``--config`` or $TALKINGHEAD_CONFIG). The server binds 127.0.0.1 only; its state (SQLite,
@@ -18,8 +21,7 @@ import sys
 
 from pipelines.config import load_config
 
-from . import loop
-from .labelstudio import (
+from .labelstudio_server import (
     LabelStudioServer,
     load_or_create_token,
     pid_alive,
@@ -28,13 +30,14 @@ from .labelstudio import (
     stop_recorded_server,
     write_pidfile,
 )
+from .locations import media_folder, media_root, server_dir
 
 PASSWORD_FILE = "admin_password"
 
 
-def server_start(config_path: str | None, timeout: float) -> int:
-    config = load_config(config_path)
-    folder = loop.server_dir(config)
+def server_start(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    folder = server_dir(config)
     info = read_pidfile(folder)
     if info and pid_alive(int(info["pid"])):
         print(f"already running: {info['url']} (pid {info['pid']})")
@@ -42,10 +45,10 @@ def server_start(config_path: str | None, timeout: float) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     token = os.environ.get(config.annotation.token_env, "").strip() or load_or_create_token(folder)
     password = private_secret(folder / PASSWORD_FILE, lambda: secrets.token_urlsafe(16))
-    media = loop.media_folder(config)
+    media = media_folder(config)
     media.mkdir(parents=True, exist_ok=True)
     server = LabelStudioServer(folder, port=config.annotation.port, password=password, token=token,
-                               media_root=loop.media_root(config), start_timeout=timeout)
+                               media_root=media_root(config), start_timeout=args.timeout)
     print(f"starting Label Studio on {server.url} (state in {folder}; first start takes about a minute)")
     server.start()
     write_pidfile(server)
@@ -55,14 +58,14 @@ def server_start(config_path: str | None, timeout: float) -> int:
     return 0
 
 
-def server_stop(config_path: str | None) -> int:
-    folder = loop.server_dir(load_config(config_path))
+def server_stop(args: argparse.Namespace) -> int:
+    folder = server_dir(load_config(args.config))
     print("stopped" if stop_recorded_server(folder) else f"no server recorded in {folder}")
     return 0
 
 
-def server_status(config_path: str | None) -> int:
-    folder = loop.server_dir(load_config(config_path))
+def server_status(args: argparse.Namespace) -> int:
+    folder = server_dir(load_config(args.config))
     info = read_pidfile(folder)
     if info and pid_alive(int(info["pid"])):
         print(f"running: {info['url']} (pid {info['pid']})")
@@ -71,19 +74,29 @@ def server_status(config_path: str | None) -> int:
     return 3
 
 
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """The ``server start|stop|status`` commands under ``parser``; each sets ``func(args) -> int``."""
+    groups = parser.add_subparsers(dest="annotation_group", required=True)
+    server = groups.add_parser("server", help="the local Label Studio server")
+    actions = server.add_subparsers(dest="server_action", required=True)
+    start = actions.add_parser("start", help="start it detached and record its pid")
+    start.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the server to answer")
+    start.set_defaults(func=server_start)
+    actions.add_parser("stop", help="stop the recorded server").set_defaults(func=server_stop)
+    actions.add_parser("status", help="say whether it runs (exit 3 when not)").set_defaults(func=server_status)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``annotation`` command group to another command line's ``subparsers``."""
+    add_commands(subparsers.add_parser("annotation", help="human ratings: the local Label Studio server"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m annotation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="pipeline YAML config (default: $TALKINGHEAD_CONFIG or built-in)")
-    sub = parser.add_subparsers(dest="group", required=True)
-    server = sub.add_parser("server", help="the local Label Studio server")
-    server.add_argument("action", choices=("start", "stop", "status"))
-    server.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the server to answer")
+    add_commands(parser)
     args = parser.parse_args(argv)
-    if args.action == "start":
-        return server_start(args.config, args.timeout)
-    if args.action == "stop":
-        return server_stop(args.config)
-    return server_status(args.config)
+    return args.func(args)
 
 
 if __name__ == "__main__":

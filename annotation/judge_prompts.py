@@ -1,66 +1,21 @@
 """Prompt text for the MLLM judges of talking-head videos (see annotation/judges.py).
 
 Every prompt asks the model to reason first inside ``<think>...</think>`` and to end with one
-JSON object; scores are integers from 1 (worst) to 5 (best). Bump ``PROMPT_VERSION`` whenever
-any text here changes, so stored judgements can be traced to the wording that produced them.
+JSON object; scores are integers from 1 (worst) to 5 (best). The aspects' rubrics come from
+:mod:`annotation.aspects`, word for word what the annotators read. Bump ``PROMPT_VERSION``
+whenever any text here or there changes, so stored judgements can be traced to the wording
+that produced them.
 """
 
 from __future__ import annotations
 
-PROMPT_VERSION = "judge-prompts/1"
+from .aspects import SCORE_MAX, SCORE_MIN, overall_criteria
 
-ASPECTS = ("lip_sync", "expressiveness", "motion_quality")
+PROMPT_VERSION = "judge-prompts/2"
 
-ASPECT_TITLES = {
-    "lip_sync": "Lip synchronisation",
-    "expressiveness": "Expressiveness",
-    "motion_quality": "Motion quality",
-}
-
-RUBRICS = {
-    "lip_sync": (
-        "Judge how well the mouth follows the speech. Look at whether the mouth shapes fit the "
-        "sounds being spoken (closed lips for m/b/p, rounded lips for o/u, open jaw for a), whether "
-        "mouth movements start and stop at the right moments rather than early or late, and whether "
-        "the mouth moves like a real speaker's: no jitter, no frozen or smeared lips, no teeth or "
-        "tongue that appear and vanish between frames.\n"
-        "5 = mouth shapes and timing match the speech throughout and look entirely natural.\n"
-        "4 = good match with a few small slips in shape or timing.\n"
-        "3 = broadly follows the speech but with noticeable mismatches or stiff mouth motion.\n"
-        "2 = frequent mismatches; the mouth often moves when it should not, or not when it should.\n"
-        "1 = the mouth is unrelated to the speech, static, or badly distorted."
-    ),
-    "expressiveness": (
-        "Judge whether the face conveys the feeling carried by the audio and whether it does so "
-        "believably. Consider the emotion in the voice or words (calm, excited, sad, amused, "
-        "angry), whether brows, eyes, cheeks and mouth express it with a fitting intensity, and "
-        "whether the expression changes as the speech does instead of staying fixed. Penalise "
-        "exaggerated, mask-like or uncanny expressions.\n"
-        "5 = the expression clearly fits the audio, changes with it and looks fully human.\n"
-        "4 = fitting and realistic, slightly flat or slightly overdone in places.\n"
-        "3 = neutral most of the time, or only partly matching the emotion.\n"
-        "2 = mostly wrong emotion or clearly artificial expressions.\n"
-        "1 = expressionless throughout or grotesquely unnatural."
-    ),
-    "motion_quality": (
-        "Judge the movement of the head and face apart from the mouth, and the stability of the "
-        "picture. Consider natural head turns, nods and tilts that accompany speech, small "
-        "motions such as blinks and eye movements, whether identity, face shape, hair and "
-        "clothing stay consistent from frame to frame, and whether the background stays still "
-        "without warping, flicker or melting around the head.\n"
-        "5 = lively, natural head motion with blinks, fully consistent identity, steady background.\n"
-        "4 = natural overall with minor stiffness or a small artefact.\n"
-        "3 = rigid or repetitive motion, missing blinks, or visible but limited artefacts.\n"
-        "2 = jerky or drifting motion, identity changes, or clear background distortion.\n"
-        "1 = severe jitter, collapse of the face, or a heavily warped background."
-    ),
-}
-
-HOLISTIC_CRITERIA = (
-    "Weigh three things together: how precisely the mouth follows the speech, how well the "
-    "facial expression fits the feeling of the audio, and how natural and stable the head "
-    "motion, blinks and background are."
-)
+# The rubric of each aspect is annotation.aspects.rubric_text: the words annotators read too.
+HOLISTIC_CRITERIA = overall_criteria()
+SCALE_WORDS = f"from {SCORE_MIN} (worst) to {SCORE_MAX} (best)"
 
 VIDEO_INTRO = (
     "The frames above are sampled in time order from a generated talking-head video."
@@ -77,7 +32,7 @@ ANSWER_RULES = (
 HOLISTIC_PROMPT = (
     "You are an expert reviewer of synthetic talking-head videos.\n"
     "{video_intro}\n{audio_line}\n\n"
-    "Give one overall quality score from 1 (very poor) to 5 (excellent). {criteria}\n\n"
+    "Give one overall quality score " + SCALE_WORDS + ". {criteria}\n\n"
     "{answer_rules}"
 )
 
@@ -85,17 +40,18 @@ ASPECT_PROMPT = (
     "You are an expert reviewer of synthetic talking-head videos, specialised in one aspect: "
     "{title}.\n{video_intro}\n{audio_line}\n\n"
     "Rubric for {title}:\n{rubric}\n\n"
-    "Score only this aspect, from 1 (worst) to 5 (best); ignore other qualities of the video.\n\n"
+    "Score only this aspect, " + SCALE_WORDS + "; ignore other qualities of the video.\n\n"
     "{answer_rules}"
 )
 
-THREE_ASPECTS_PROMPT = (
+ALL_ASPECTS_PROMPT = (
     "You are an expert reviewer of synthetic talking-head videos.\n{video_intro}\n{audio_line}\n\n"
-    "Score the video on three separate aspects, each from 1 (worst) to 5 (best), judging each "
-    "one on its own rubric.\n\n"
-    "lip_sync:\n{lip_sync}\n\nexpressiveness:\n{expressiveness}\n\nmotion_quality:\n{motion_quality}\n\n"
+    "Score the video on {n} separate aspects, each " + SCALE_WORDS + ", judging each "
+    "one on its own rubric.\n\n{rubrics}\n\n"
     "{answer_rules}"
 )
+
+ALL_ASPECTS_RUBRIC = "{name} ({title}):\n{rubric}"
 
 PAIRWISE_PROMPT = (
     "You are an expert reviewer of synthetic talking-head videos. Two videos driven by the same "
@@ -140,5 +96,5 @@ AGGREGATOR_REPORT = "[{title}] verdict: {winner}\nreasoning: {reasoning}"
 FORMAT_REMINDER = (
     "Your previous answer could not be used: {problem}. Answer again: reason inside "
     "<think>...</think>, then give exactly one JSON object of the form {example}, using integer "
-    "scores from 1 to 5 and, for comparisons, a winner of \"first\", \"second\" or \"tie\"."
+    f"scores from {SCORE_MIN} to {SCORE_MAX} and, for comparisons, a winner of \"first\", \"second\" or \"tie\"."
 )

@@ -1,14 +1,30 @@
 """Human ratings in Label Studio, automatic judges, and how well they agree.
 
-Thin wrappers over :mod:`annotation.loop`; every table lands under ``<data_dir>/annotation``.
+Thin wrappers over the :mod:`annotation` steps (versions, labelstudio_client, judging, report);
+every table lands under ``<data_dir>/annotation``.
 The server itself is started with ``python -m annotation server start`` (or any Label Studio
 the config's ``annotation.url`` points at).
 """
 
 import dagster as dg
 
-from annotation import loop
 from annotation.agreement import unanimous_pairs
+from annotation.judging import not_configured, run_judges
+from annotation.labelstudio_client import AnnotationClient, pull_human_rows, push_tasks
+from annotation.locations import annotation_dir, server_token, server_url
+from annotation.report import REPORT_PLOT, rankings_from_rows, report_markdown
+from annotation.report import agreement_report as write_agreement_report
+from annotation.tables import (
+    HUMAN_COLUMNS,
+    HUMAN_SCORES_FILE,
+    JUDGE_PAIRS_FILE,
+    JUDGE_SCORES_FILE,
+    PAIR_COLUMNS,
+    SCORE_COLUMNS,
+    read_table,
+    write_table,
+)
+from annotation.versions import collect_versions
 from assets.resources import PipelineSettings
 from assets.shards import dataset_shards
 
@@ -16,22 +32,20 @@ GROUP = "annotation"
 
 
 def _client(config):
-    from annotation.labelstudio import AnnotationClient
-
-    return AnnotationClient(loop.server_url(config.annotation), loop.server_token(config))
+    return AnnotationClient(server_url(config.annotation), server_token(config))
 
 
 @dg.asset(group_name=GROUP, deps=[dataset_shards], kinds={"labelstudio"})
 def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """One Label Studio task per (sample, version), pushed idempotently: re-runs add only new keys."""
     config = settings.load()
-    clips = loop.collect_versions(config)
-    pushed = loop.push_tasks(_client(config), config, clips)
+    clips = collect_versions(config)
+    pushed = push_tasks(_client(config), config, clips)
     context.log.info(f"{pushed['added']} new task(s); the project has {pushed['tasks']}")
     return dg.MaterializeResult(metadata={
         **pushed,
         "source": "versions folder" if config.annotation.versions_dir else "shards",
-        "url": dg.MetadataValue.url(f"{loop.server_url(config.annotation)}/projects/{pushed['project_id']}"),
+        "url": dg.MetadataValue.url(f"{server_url(config.annotation)}/projects/{pushed['project_id']}"),
     })
 
 
@@ -39,8 +53,8 @@ def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettin
 def human_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """Tidy table of every submitted annotation: annotator x task x aspect (ratings 1-5 and the rank)."""
     config = settings.load()
-    rows = loop.pull_human_rows(_client(config), config)
-    path = loop.write_table(loop.annotation_dir(config) / "human_scores.csv", rows, loop.HUMAN_COLUMNS)
+    rows = pull_human_rows(_client(config), config)
+    path = write_table(annotation_dir(config) / HUMAN_SCORES_FILE, rows, HUMAN_COLUMNS)
     per_annotator: dict[str, int] = {}
     for r in rows:
         if r["aspect"] == "rank":
@@ -64,12 +78,12 @@ def judge_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) 
     depends on the human scores."""
     config = settings.load()
     judges = config.annotation.judges
-    out = loop.annotation_dir(config)
-    clips = loop.collect_versions(config)
+    out = annotation_dir(config)
+    clips = collect_versions(config)
     if judges.backend == "none":
         context.log.warning("annotation.judges.backend is 'none': no judge ran (every row says so)")
-    humans = loop.read_table(out / "human_scores.csv")
-    pairs = unanimous_pairs(loop.rankings_from_rows(humans), config.annotation.min_annotators)
+    humans = read_table(out / HUMAN_SCORES_FILE)
+    pairs = unanimous_pairs(rankings_from_rows(humans), config.annotation.min_annotators)
     done = {"n": 0}
 
     def progress(kind, item):
@@ -77,10 +91,10 @@ def judge_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) 
         if done["n"] % 10 == 0:
             context.log.info(f"{done['n']} judge call(s) done (now {kind})")
 
-    score_rows, pair_rows = loop.run_judges(clips, judges, pairs, progress)
-    loop.write_table(out / "judge_scores.csv", score_rows, loop.SCORE_COLUMNS)
-    loop.write_table(out / "judge_pairs.csv", pair_rows, loop.PAIR_COLUMNS)
-    failed = sum(1 for r in score_rows + pair_rows if r.get("error") and not loop.not_configured(r))
+    score_rows, pair_rows = run_judges(clips, judges, pairs, progress)
+    write_table(out / JUDGE_SCORES_FILE, score_rows, SCORE_COLUMNS)
+    write_table(out / JUDGE_PAIRS_FILE, pair_rows, PAIR_COLUMNS)
+    failed = sum(1 for r in score_rows + pair_rows if r.get("error") and not not_configured(r))
     return dg.MaterializeResult(metadata={
         "backend": judges.backend,
         "judges": ", ".join(judges.kinds) if judges.backend != "none" else "none (judge_backend_not_configured)",
@@ -94,14 +108,13 @@ def judge_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) 
 def agreement_report(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """Krippendorff's alpha per aspect, unanimous pairs, each judge's accuracy, mean scores, plots."""
     config = settings.load()
-    out = loop.annotation_dir(config)
-    report = loop.agreement_report(loop.read_table(out / "human_scores.csv"),
-                                   loop.read_table(out / "judge_scores.csv"),
-                                   loop.read_table(out / "judge_pairs.csv"),
-                                   out / "report", config.annotation.min_annotators)
+    out = annotation_dir(config)
+    report = write_agreement_report(read_table(out / HUMAN_SCORES_FILE), read_table(out / JUDGE_SCORES_FILE),
+                                    read_table(out / JUDGE_PAIRS_FILE), out / "report",
+                                    config.annotation.min_annotators)
     metadata = {
-        "report": dg.MetadataValue.md(loop.report_markdown(report)),
-        "plot": dg.MetadataValue.path(str(out / "report" / "agreement.png")),
+        "report": dg.MetadataValue.md(report_markdown(report)),
+        "plot": dg.MetadataValue.path(str(out / "report" / REPORT_PLOT)),
         "pairs_unanimous": report["pairs_unanimous"],
         "pairs_total": report["pairs_total"],
     }
@@ -145,7 +158,7 @@ def new_annotations(context: dg.SensorEvaluationContext, settings: PipelineSetti
     try:
         fingerprint = annotation_fingerprint(_client(config), config)
     except Exception as exc:  # server down or no token: say so in the tick, try again next time
-        return dg.SkipReason(f"Label Studio not reachable at {loop.server_url(config.annotation)}: "
+        return dg.SkipReason(f"Label Studio not reachable at {server_url(config.annotation)}: "
                              f"{type(exc).__name__}: {str(exc)[:200]}")
     if fingerprint is None:
         return dg.SkipReason(f"no project {config.annotation.project_title!r} yet (materialise annotation_tasks)")

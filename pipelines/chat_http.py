@@ -1,8 +1,17 @@
-"""HTTP plumbing shared by every model-over-HTTP client (caption servers, MLLM judges).
+"""The one chat client that captioners and MLLM judges use to talk to a model over HTTP.
 
-One retrying JSON poster (timeouts, connection errors, 429 and 5xx retried with
-exponential backoff; other errors raised at once; a bound on requests in flight), frame
-checks and JPEG encoding, and the OpenAI chat-completions answer parser.
+Messages are backend-neutral: ``{"role": "user"|"assistant"|"system", "content": [part, ...]}``
+where a part is :func:`text_part` or :func:`image_part` (an RGB uint8 frame). Two request
+shapes share everything else:
+
+- :class:`ChatClient`: any OpenAI-compatible ``POST {base_url}/chat/completions`` (vLLM,
+  SGLang, hosted APIs), images as JPEG data URLs, ``Authorization: Bearer <key>``;
+- :class:`GeminiChatClient`: Google's ``POST {base_url}/models/{model}:generateContent``,
+  images as inline JPEG data, system turns as ``systemInstruction``, ``x-goog-api-key``.
+
+Underneath is one retrying JSON poster (timeouts, connection errors, 429 and 5xx retried with
+exponential backoff; other errors raised at once; a bound on requests in flight). The API key
+comes from an environment variable and is never logged.
 """
 
 from __future__ import annotations
@@ -10,9 +19,10 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import threading
 import time
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -53,8 +63,8 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def jpeg_data_url(frame: np.ndarray, quality: int = 90) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(frame, quality)).decode("ascii")
+def jpeg_base64(frame: np.ndarray, quality: int = 90) -> str:
+    return base64.b64encode(encode_jpeg(frame, quality)).decode("ascii")
 
 
 def parse_chat_completion(payload) -> str:
@@ -117,3 +127,128 @@ class RetryingJsonClient:
             except ValueError:
                 raise BackendError(f"{self.name}: answer is not JSON: {response.text[:200]!r}") from None
         raise RetriesExhausted(f"{self.name}: {url} failed {self.max_retries + 1} times; last failure: {last}")
+
+
+def text_part(text: str) -> dict:
+    return {"type": "text", "text": text}
+
+
+def image_part(frame: np.ndarray) -> dict:
+    return {"type": "image", "image": frame}
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    name: str
+
+    def complete(self, messages: Sequence[dict]) -> str:
+        """The model's answer text to backend-neutral ``messages``."""
+
+
+class ChatClient:
+    """An OpenAI-compatible ``POST {base_url}/chat/completions`` server.
+
+    ``api_key_env`` names the environment variable holding the key (None or unset: no key).
+    """
+
+    kind = "openai-chat"
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout_s: float = 120,
+                 max_retries: int = 3, backoff_s: float = 1.0, max_concurrency: int = 4,
+                 max_tokens: int | None = 1024, temperature: float = 0.0, jpeg_quality: int = 90):
+        self.model = model
+        self.name = f"{self.kind}:{model}"
+        self.url = self.endpoint(base_url.rstrip("/"), model)
+        self.api_key_env = api_key_env
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.jpeg_quality = jpeg_quality
+        self._http = RetryingJsonClient(self.name, timeout_s, max_retries, backoff_s, max_concurrency)
+
+    def endpoint(self, base_url: str, model: str) -> str:
+        return base_url + "/chat/completions"
+
+    def api_key(self) -> str | None:
+        if not self.api_key_env:
+            return None
+        return os.environ.get(self.api_key_env) or None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = self.api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def request_body(self, messages: Sequence[dict]) -> dict:
+        out = []
+        for message in messages:
+            content = [self._part(part) for part in message["content"]]
+            if message["role"] != "user" and all(c["type"] == "text" for c in content):
+                content = "".join(c["text"] for c in content)  # plain strings for system/assistant turns
+            out.append({"role": message["role"], "content": content})
+        body = {"model": self.model, "messages": out, "temperature": self.temperature}
+        if self.max_tokens:
+            body["max_tokens"] = self.max_tokens
+        return body
+
+    def _part(self, part: dict) -> dict:
+        if part["type"] == "text":
+            return {"type": "text", "text": part["text"]}
+        url = "data:image/jpeg;base64," + jpeg_base64(part["image"], self.jpeg_quality)
+        return {"type": "image_url", "image_url": {"url": url}}
+
+    def parse_answer(self, payload) -> str:
+        return parse_chat_completion(payload)
+
+    def complete(self, messages: Sequence[dict]) -> str:
+        return self.parse_answer(self._http.post_json(self.url, self.request_body(messages), self.headers()))
+
+
+class GeminiChatClient(ChatClient):
+    """Google's ``POST {base_url}/models/{model}:generateContent`` (base URL e.g.
+    ``https://generativelanguage.googleapis.com/v1beta``)."""
+
+    kind = "gemini"
+
+    def endpoint(self, base_url: str, model: str) -> str:
+        return f"{base_url}/models/{model}:generateContent"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = self.api_key()
+        if key:
+            headers["x-goog-api-key"] = key
+        return headers
+
+    def request_body(self, messages: Sequence[dict]) -> dict:
+        contents, system = [], []
+        for message in messages:
+            parts = [self._gemini_part(part) for part in message["content"]]
+            if message["role"] == "system":
+                system.extend(parts)
+            else:
+                contents.append({"role": "model" if message["role"] == "assistant" else "user", "parts": parts})
+        config = {"temperature": self.temperature}
+        if self.max_tokens:
+            config["maxOutputTokens"] = self.max_tokens
+        body = {"contents": contents, "generationConfig": config}
+        if system:
+            body["systemInstruction"] = {"parts": system}
+        return body
+
+    def _gemini_part(self, part: dict) -> dict:
+        if part["type"] == "text":
+            return {"text": part["text"]}
+        return {"inline_data": {"mime_type": "image/jpeg", "data": jpeg_base64(part["image"], self.jpeg_quality)}}
+
+    def parse_answer(self, payload) -> str:
+        """The candidate's text parts, without thought summaries."""
+        try:
+            parts = payload["candidates"][0]["content"]["parts"]
+            texts = [p["text"] for p in parts if isinstance(p, dict) and "text" in p and not p.get("thought")]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise BackendError(f"generateContent answer without candidates[0].content.parts: {exc!r}") from None
+        if not texts:
+            raise BackendError("generateContent answer has no text parts")
+        return "".join(texts)

@@ -40,5 +40,5 @@ def write_config(path: Path, data_dir: Path, port: int, versions: Path | None, t
 
 def media_versions_folder(data_dir: Path) -> Path:
     """Where a versions folder must live to share the server's media root with the shards' clips
-    (``annotation.loop.media_folder``: ``<data_dir>/annotation/media/clips``)."""
+    (``annotation.locations.media_folder``: ``<data_dir>/annotation/media/clips``)."""
     return data_dir / "annotation" / "media" / "versions"

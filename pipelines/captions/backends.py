@@ -13,24 +13,21 @@
   ``mm_token_type_ids`` 1 on them, which M-RoPE needs. Greedy decoding; only the new tokens
   are decoded, without special tokens.
 - ``OpenAIChatCaptioner``: any OpenAI-compatible ``/chat/completions`` server (vLLM, SGLang,
-  a hosted API), frames sent as JPEG data URLs, temperature 0, retries with exponential
-  backoff on timeouts, connection errors, 429 and 5xx, and a bounded number of requests in
-  flight per captioner. The API key comes from an environment variable and is never logged.
+  a hosted API) through the chat client the judges use too (``pipelines/chat_http.py``:
+  JPEG data URLs, retries with backoff, bounded requests in flight), at temperature 0.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from pipelines.chat_http import (BackendError, RetriesExhausted, RetryingJsonClient, check_frames, jpeg_data_url,
-                                 parse_chat_completion)
+from pipelines.chat_http import BackendError, ChatClient, RetriesExhausted, check_frames, image_part, text_part
 
 log = logging.getLogger(__name__)
 
@@ -243,39 +240,17 @@ class QwenVLCaptioner:
 # --------------------------------------------------------------------------------------
 
 class OpenAIChatCaptioner:
-    """Caption through an OpenAI-compatible ``POST {base_url}/chat/completions``."""
+    """Caption through an OpenAI-compatible ``POST {base_url}/chat/completions`` (the shared
+    :class:`pipelines.chat_http.ChatClient`): one user turn, the frames then the instruction."""
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60,
                  max_retries: int = 3, backoff_s: float = 1.0, max_concurrency: int = 4,
                  max_tokens: int | None = 120, jpeg_quality: int = 90):
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.api_key_env = api_key_env
-        self.timeout_s = float(timeout_s)
-        self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
-        self.max_tokens = max_tokens
-        self.jpeg_quality = jpeg_quality
-        self.name = f"openai-chat:{model}"
-        self._client = RetryingJsonClient(self.name, timeout_s, max_retries, backoff_s, max_concurrency)
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
-    def request_body(self, frames: Sequence[np.ndarray], instruction: str) -> dict:
-        frames = check_frames(frames)
-        content = [{"type": "image_url", "image_url": {"url": jpeg_data_url(f, self.jpeg_quality)}}
-                   for f in frames]
-        content.append({"type": "text", "text": instruction})
-        body = {"model": self.model, "messages": [{"role": "user", "content": content}], "temperature": 0}
-        if self.max_tokens:
-            body["max_tokens"] = self.max_tokens
-        return body
+        self.client = ChatClient(base_url, model, api_key_env=api_key_env, timeout_s=timeout_s,
+                                 max_retries=max_retries, backoff_s=backoff_s, max_concurrency=max_concurrency,
+                                 max_tokens=max_tokens, temperature=0.0, jpeg_quality=jpeg_quality)
+        self.name = self.client.name
 
     def caption(self, frames: Sequence[np.ndarray], instruction: str) -> str:
-        payload = self._client.post_json(self.url, self.request_body(frames, instruction), self._headers())
-        return parse_chat_completion(payload)
+        parts = [image_part(frame) for frame in check_frames(frames)] + [text_part(instruction)]
+        return self.client.complete([{"role": "user", "content": parts}])

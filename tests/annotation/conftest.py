@@ -22,7 +22,7 @@ def ls(tmp_path_factory, grid_dir: Path):
     (project ``loop-test`` rating those versions)."""
     pytest.importorskip("label_studio", reason="label-studio not installed (extra: annotation)")
     pytest.importorskip("label_studio_sdk", reason="label-studio-sdk not installed (extra: annotation)")
-    from annotation.labelstudio import free_port, read_pidfile
+    from annotation.labelstudio_server import free_port, read_pidfile
 
     if shutil.which("ffmpeg") is None:
         pytest.skip("needs ffmpeg")

@@ -37,14 +37,12 @@ from agreement_example import (
 from judge_server import ScriptedServer
 from labelstudio_server import LOOP_PROJECT, cli, write_config
 
-from annotation import loop
-from annotation.labelstudio import (
-    AnnotationClient,
-    create_annotator_account,
-    pid_alive,
-    read_pidfile,
-)
-from annotation.rubric import ASPECT_TITLES
+from annotation.aspects import ASPECT_TITLES
+from annotation.judging import sample_frames
+from annotation.labelstudio_client import AnnotationClient
+from annotation.labelstudio_server import create_annotator_account, pid_alive, read_pidfile
+from annotation.locations import annotation_dir, server_token, server_url
+from annotation.tables import read_table
 from assets.annotation import (
     agreement_report,
     annotation_tasks,
@@ -117,14 +115,14 @@ def test_annotation_loop_against_a_real_server(ls):
     config_path = ls["config"]
     settings = settings_for(config_path)
     config = settings.load()
-    url = loop.server_url(config.annotation)
+    url = server_url(config.annotation)
 
     # tasks: 2 samples x 4 versions, pushed twice -> no duplicates
     first = annotation_tasks(dg.build_asset_context(), settings)
     assert metadata(first, "added") == 8 and metadata(first, "tasks") == 8
     again = annotation_tasks(dg.build_asset_context(), settings)
     assert metadata(again, "added") == 0 and metadata(again, "tasks") == 8
-    admin = AnnotationClient(url, loop.server_token(config))
+    admin = AnnotationClient(url, server_token(config))
     project_id = metadata(first, "project_id")
     keys = admin.task_keys(project_id)
     assert sorted(keys) == sorted(CLIPS)
@@ -140,7 +138,7 @@ def test_annotation_loop_against_a_real_server(ls):
     # three annotator accounts, each submitting with its own token
     for a, annotator in enumerate(ANNOTATORS):
         token = create_annotator_account(url, email(annotator), f"pw-{annotator}-0123456789")
-        assert token != loop.server_token(config)
+        assert token != server_token(config)
         client = AnnotationClient(url, token)
         if a == 0:  # media reach an annotator through local-file serving
             video = admin.tasks(project_id)[0].data["video"]
@@ -165,7 +163,7 @@ def test_annotation_loop_against_a_real_server(ls):
     # human scores: every annotation exported, one row per annotator x task x aspect (+ rank)
     result = human_scores(dg.build_asset_context(), settings)
     assert metadata(result, "rows") == 3 * 8 * 4 and metadata(result, "annotators") == 3
-    rows = loop.read_table(loop.annotation_dir(config) / "human_scores.csv")
+    rows = read_table(annotation_dir(config) / "human_scores.csv")
     got = sorted((r["annotator"], r["sample"], r["version"], r["aspect"], r["score"]) for r in rows)
     expected = []
     for a, annotator in enumerate(ANNOTATORS):
@@ -177,7 +175,7 @@ def test_annotation_loop_against_a_real_server(ls):
     # judges: every kind against a local chat-completions server
     score_of_frame = {}
     for sample, version in CLIPS:
-        frame = loop.sample_frames(ls["versions"] / sample / f"{version}.mp4", 4)[0]
+        frame = sample_frames(ls["versions"] / sample / f"{version}.mp4", 4)[0]
         score_of_frame[hashlib.sha1(encode_jpeg(frame, 90)).hexdigest()] = JUDGE_SCORES[(sample, version)]
     assert len(score_of_frame) == 8  # every version shows a different first frame
     srv = ScriptedServer("openai")
@@ -197,7 +195,7 @@ def test_annotation_loop_against_a_real_server(ls):
 
     # the report's numbers equal the hand-computed example
     report_result = agreement_report(dg.build_asset_context(), settings)
-    report = json.loads((loop.annotation_dir(config) / "report" / "agreement.json").read_text())
+    report = json.loads((annotation_dir(config) / "report" / "agreement.json").read_text())
     assert report["alpha_ordinal"] == pytest.approx(EXPECTED_ALPHA, abs=1e-9)
     assert [(p["sample"], p["a"], p["b"], p["winner"]) for p in report["unanimous_pairs"]] == EXPECTED_UNANIMOUS
     assert set(report["judges"]) == {"holistic", "aspects", "specialist", "pairwise_direct",
@@ -209,7 +207,7 @@ def test_annotation_loop_against_a_real_server(ls):
     cell = next(r for r in report["mean_scores"] if r["version"] == "g1" and r["aspect"] == "lip_sync")
     assert cell["human"] == pytest.approx((5 + 3) / 2) and cell["aspects"] == pytest.approx((3 + 4) / 2)
     assert metadata(report_result, "pairs_unanimous") == 10
-    png = loop.annotation_dir(config) / "report" / "agreement.png"
+    png = annotation_dir(config) / "report" / "agreement.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     assert "| expressiveness | 0.836 |" in (png.parent / "agreement.md").read_text()
 
@@ -233,9 +231,9 @@ def test_labeling_interface_screenshot(ls):
         pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
     settings = settings_for(ls["config"])
     config = settings.load()
-    url = loop.server_url(config.annotation)
+    url = server_url(config.annotation)
     pushed = annotation_tasks(dg.build_asset_context(), settings)
-    admin = AnnotationClient(url, loop.server_token(config))
+    admin = AnnotationClient(url, server_token(config))
     task_id = admin.task_keys(metadata(pushed, "project_id"))[("s1", "orig")]
     viewer, password = "viewer@example.com", "pw-viewer-0123456789"
     create_annotator_account(url, viewer, password)

@@ -15,8 +15,10 @@ import graph_runs
 import pytest
 from labelstudio_server import write_config
 
-from annotation import loop
-from annotation.labelstudio import AnnotationClient, create_annotator_account
+from annotation.labelstudio_client import AnnotationClient
+from annotation.labelstudio_server import create_annotator_account
+from annotation.locations import server_token, server_url
+from annotation.versions import SHARDS_VERSION, collect_versions
 from assets.annotation import annotation_tasks
 from assets.resources import PipelineSettings
 from pipelines.schema.index import ShardIndex
@@ -76,14 +78,14 @@ def test_demo_shards_become_tasks_whose_media_play(ls, tmp_path, tmp_path_factor
     assert _metadata(again, "added") == 0 and _metadata(again, "tasks") == len(members)
 
     # Each version carries the speech stage's transcript from its sample record (the judges' context).
-    transcripts = {c.sample: c.transcript for c in loop.collect_versions(config)}
+    transcripts = {c.sample: c.transcript for c in collect_versions(config)}
     assert transcripts == {key: m["record"]["speech"]["transcript"] or None for key, m in members.items()}
     assert all(transcripts.values())  # GRID sentences are English: pocketsphinx hears words
 
-    url = loop.server_url(config.annotation)
-    admin = AnnotationClient(url, loop.server_token(config))
+    url = server_url(config.annotation)
+    admin = AnnotationClient(url, server_token(config))
     project_id = _metadata(pushed, "project_id")
-    assert sorted(admin.task_keys(project_id)) == sorted((key, loop.SHARDS_VERSION) for key in members)
+    assert sorted(admin.task_keys(project_id)) == sorted((key, SHARDS_VERSION) for key in members)
 
     token = create_annotator_account(url, "shard-rater@example.com", "pw-shard-rater-0123456789")
     for task in admin.tasks(project_id):

@@ -9,20 +9,11 @@ import pytest
 from judge_server import ScriptedServer
 from PIL import Image
 
-from annotation import judge_prompts as P
-from annotation.judges import (
-    AspectJudge,
-    GeminiBackend,
-    HolisticJudge,
-    JudgeParseError,
-    OpenAIChatBackend,
-    PairExample,
-    PairwiseJudge,
-    SpecialistJudge,
-    Video,
-    parse_judgement,
-)
+from annotation.aspects import ASPECT_TITLES, ASPECTS
+from annotation.judge_answers import JudgeParseError, parse_judgement
+from annotation.judges import AspectJudge, HolisticJudge, PairExample, PairwiseJudge, SpecialistJudge, Video
 from pipelines.captions.backends import CaptionRetriesExhausted
+from pipelines.chat_http import ChatClient, GeminiChatClient
 
 BRIGHT, DARK = 230, 20
 
@@ -45,8 +36,8 @@ def server(request):
 def make_backend(srv: ScriptedServer, timeout_s: float = 5.0, max_retries: int = 2):
     kw = {"timeout_s": timeout_s, "max_retries": max_retries, "backoff_s": 0.01, "api_key_env": None}
     if srv.kind == "openai":
-        return OpenAIChatBackend(srv.base_url, "judge-model", **kw)
-    return GeminiBackend("gemini-test", base_url=srv.base_url, **kw)
+        return ChatClient(srv.base_url, "judge-model", **kw)
+    return GeminiChatClient(srv.base_url, "gemini-test", **kw)
 
 
 # ---------------------------------------------------------------- parse_judgement
@@ -59,7 +50,7 @@ def test_parse_good_answers():
     text = 'reasoning {"score": 2}</think> draft {"score": 1} final {"score": 5, "note": {"x": 1}}'
     assert parse_judgement(text, ["score"]) == {"score": 5}
     three = '{"lip_sync": 5, "expressiveness": "3", "motion_quality": 2.0, "extra": 9}'
-    assert parse_judgement(three, P.ASPECTS) == {"lip_sync": 5, "expressiveness": 3, "motion_quality": 2}
+    assert parse_judgement(three, ASPECTS) == {"lip_sync": 5, "expressiveness": 3, "motion_quality": 2}
 
 
 @pytest.mark.parametrize("text, keys", [
@@ -70,7 +61,7 @@ def test_parse_good_answers():
     ('{"score": 3.5}', ["score"]),
     ('{"rating": 3}', ["score"]),
     ('{"winner": "both"}', ["winner"]),
-    ('{"lip_sync": 3, "expressiveness": 3}', list(P.ASPECTS)),
+    ('{"lip_sync": 3, "expressiveness": 3}', list(ASPECTS)),
     ('<think>unfinished reasoning {"score": 4}', ["score"]),
 ])
 def test_parse_rejects(text, keys):
@@ -131,14 +122,14 @@ def test_retries_exhausted(server):
 def test_specialists_one_call_each(server):
     def by_aspect(body):
         text = server.texts(body)
-        for aspect, score in (("Lip synchronisation", 5), ("Expressiveness", 1), ("Motion quality", 3)):
-            if f"specialised in one aspect: {aspect}" in text:
+        for aspect, score in (("lip_sync", 5), ("expressiveness", 1), ("motion_quality", 3)):
+            if f"specialised in one aspect: {ASPECT_TITLES[aspect]}" in text:
                 return f'<think>{aspect}</think>{{"score": {score}}}'
         return "nothing"
 
     server.default = by_aspect
     backend = make_backend(server)
-    result = SpecialistJudge({a: backend for a in P.ASPECTS}).judge(video(BRIGHT))
+    result = SpecialistJudge({a: backend for a in ASPECTS}).judge(video(BRIGHT))
     assert result.scores == {"lip_sync": 5, "expressiveness": 1, "motion_quality": 3}
     assert result.overall == pytest.approx(3.0)
     assert len(server.requests) == 3
@@ -199,7 +190,7 @@ def test_pairwise_multi_agent_specialists_then_aggregator(server):
         assert len(calls) == 4
         assert all("lead a panel" not in server.texts(c[1]) for c in calls[:3])
         assert "lead a panel" in server.texts(calls[3][1])
-        assert result.aspect_winners == {aspect: expected for aspect in P.ASPECTS}
+        assert result.aspect_winners == {aspect: expected for aspect in ASPECTS}
         # the aggregator always says "first": mapped back through the presentation order
         assert result.winner == ("a" if result.a_shown_first else "b")
         assert "aggregate" in result.reasoning

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import stat
 
-from annotation.labelstudio import load_or_create_token, rows_from_annotation
-from annotation.rubric import ASPECTS, labeling_config
+from annotation.aspects import ASPECTS
+from annotation.labelstudio_client import rows_from_annotation
+from annotation.labelstudio_server import load_or_create_token
+from annotation.rubric import labeling_config
 
 
 def test_token_file_is_private(tmp_path):

@@ -1,4 +1,4 @@
-"""annotation.loop without a server: versions, tables, judges with failures, the report."""
+"""The annotation loop without a server: versions, tables, judges with failures, the report."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from agreement_example import CLIPS, EXPECTED_ALPHA, EXPECTED_JUDGE, JUDGE_SCORE
 from judge_server import ScriptedServer
 from training_fixtures import flame_shards_fixture  # noqa: F401
 
-from annotation import loop
+from annotation.judging import NOT_CONFIGURED_ERROR, run_judges
+from annotation.report import agreement_report, compute_agreement
+from annotation.tables import HUMAN_COLUMNS, read_table, write_table
+from annotation.versions import AnnotationInputError, VersionClip, versions_from_folder, versions_from_shards
 from pipelines.config import JudgeConfig
 from pipelines.schema.index import INDEX_FILE, ShardIndex
 
@@ -30,23 +33,23 @@ def clip(tmp_path_factory, grid_dir) -> Path:
 
 
 def test_versions_from_folder_validates(tmp_path, clip):
-    with pytest.raises(loop.AnnotationInputError, match="does not exist"):
-        loop.versions_from_folder(tmp_path / "nope")
-    with pytest.raises(loop.AnnotationInputError, match="no videos"):
-        loop.versions_from_folder(tmp_path)
+    with pytest.raises(AnnotationInputError, match="does not exist"):
+        versions_from_folder(tmp_path / "nope")
+    with pytest.raises(AnnotationInputError, match="no videos"):
+        versions_from_folder(tmp_path)
     (tmp_path / "s1").mkdir()
     shutil.copy(clip, tmp_path / "s1" / "orig.mp4")
     shutil.copy(clip, tmp_path / "s1" / "g1.mp4")
     (tmp_path / "s1" / "notes.txt").write_text("ignored")
-    got = loop.versions_from_folder(tmp_path)
+    got = versions_from_folder(tmp_path)
     assert [(c.sample, c.version) for c in got] == [("s1", "g1"), ("s1", "orig")]
     shutil.copy(clip, tmp_path / "s1" / "bad name;rm.mp4")
-    with pytest.raises(loop.AnnotationInputError, match="letters, digits"):
-        loop.versions_from_folder(tmp_path)
+    with pytest.raises(AnnotationInputError, match="letters, digits"):
+        versions_from_folder(tmp_path)
     (tmp_path / "s1" / "bad name;rm.mp4").unlink()
     (tmp_path / "s1" / "empty.mp4").write_bytes(b"")
-    with pytest.raises(loop.AnnotationInputError, match="empty"):
-        loop.versions_from_folder(tmp_path)
+    with pytest.raises(AnnotationInputError, match="empty"):
+        versions_from_folder(tmp_path)
 
 
 def _shard_mp4s(shards: Path) -> dict[str, bytes]:
@@ -64,40 +67,40 @@ def test_versions_from_shards_reads_what_the_packer_wrote(tmp_path, flame_shards
     shutil.copytree(flame_shards, shards, ignore=shutil.ignore_patterns(".*"))
     expected = _shard_mp4s(shards)
     assert len(expected) == 3
-    got = loop.versions_from_shards(shards, tmp_path / "media" / "clips")
+    got = versions_from_shards(shards, tmp_path / "media" / "clips")
     assert [(c.sample, c.version) for c in got] == [(key, "original") for key in sorted(expected)]
     for clip in got:
         assert clip.path == tmp_path / "media" / "clips" / clip.sample / "original.mp4"
         assert clip.path.read_bytes() == expected[clip.sample]
         assert clip.transcript is None  # the speech stage was off for these shards
     mtimes = [c.path.stat().st_mtime_ns for c in got]
-    loop.versions_from_shards(shards, tmp_path / "media" / "clips")
+    versions_from_shards(shards, tmp_path / "media" / "clips")
     assert [c.path.stat().st_mtime_ns for c in got] == mtimes  # unchanged clips are not rewritten
 
 
 def test_versions_from_shards_explains_an_unusable_shard_folder(tmp_path, flame_shards):
     shards = tmp_path / "shards"
-    with pytest.raises(loop.AnnotationInputError, match="no shards yet"):
-        loop.versions_from_shards(shards, tmp_path / "media")
+    with pytest.raises(AnnotationInputError, match="no shards yet"):
+        versions_from_shards(shards, tmp_path / "media")
     shutil.copytree(flame_shards, shards, ignore=shutil.ignore_patterns(".*"))
     index_text = (shards / INDEX_FILE).read_text()
     # The layout this test once wrote by hand: shard name -> sha256 at the top level.
     (shards / INDEX_FILE).write_text(json.dumps({"shard-000000.tar": "sha"}))
-    with pytest.raises(loop.AnnotationInputError, match="not a shard index as pipelines/shards.py writes it"):
-        loop.versions_from_shards(shards, tmp_path / "media")
+    with pytest.raises(AnnotationInputError, match="not a shard index as pipelines/shards.py writes it"):
+        versions_from_shards(shards, tmp_path / "media")
     (shards / INDEX_FILE).write_text(index_text)
     (name,) = ShardIndex.load(shards).names
     (shards / name).unlink()
-    with pytest.raises(loop.AnnotationInputError, match=f"lists shards that are not in .*{name}"):
-        loop.versions_from_shards(shards, tmp_path / "media")
+    with pytest.raises(AnnotationInputError, match=f"lists shards that are not in .*{name}"):
+        versions_from_shards(shards, tmp_path / "media")
 
 
 def test_tables_round_trip(tmp_path):
     rows = human_rows()
-    path = loop.write_table(tmp_path / "h.csv", rows, loop.HUMAN_COLUMNS)
-    back = loop.read_table(path)
+    path = write_table(tmp_path / "h.csv", rows, HUMAN_COLUMNS)
+    back = read_table(path)
     assert len(back) == len(rows) and back[0]["score"] == float(rows[0]["score"])
-    assert loop.read_table(tmp_path / "missing.csv") == []
+    assert read_table(tmp_path / "missing.csv") == []
 
 
 def test_judge_failures_are_rows_not_exceptions(tmp_path, clip):
@@ -105,30 +108,30 @@ def test_judge_failures_are_rows_not_exceptions(tmp_path, clip):
     try:
         srv.default = 500  # every call fails after its retries
         srv.script.extend(['<think>ok</think>{"score": 4}'])
-        clips = [loop.VersionClip("s1", "g1", clip), loop.VersionClip("s1", "orig", clip)]
+        clips = [VersionClip("s1", "g1", clip), VersionClip("s1", "orig", clip)]
         cfg = JudgeConfig(backend="openai_chat", base_url=srv.base_url, model="m", api_key_env="",
                           kinds=("holistic", "pairwise_direct", "pairwise_in_context"), frames_per_video=2,
                           timeout_s=5, max_retries=1, backoff_s=0.01)
-        scores, pairs = loop.run_judges(clips, cfg)
+        scores, pairs = run_judges(clips, cfg)
     finally:
         srv.close()
     assert [(r["version"], r["score"], bool(r["error"])) for r in scores] == [("g1", 4.0, False), ("orig", None, True)]
     assert pairs[0]["judge"] == "pairwise_direct" and pairs[0]["prediction"] is None and "500" in pairs[0]["error"]
     # no other sample to borrow solved pairs from: recorded, not called
     assert pairs[1]["error"] == "no solved pairs from other samples"
-    report = loop.compute_agreement(human_rows(), scores, pairs)
+    report = compute_agreement(human_rows(), scores, pairs)
     assert report["judges"]["holistic"]["failed_calls"] == 1
     assert report["judges"]["pairwise_direct"]["coverage"] == 0.0  # failed calls count as ties
 
 
 def test_backend_none_makes_no_calls(clip):
     """Backend none with a server configured and real clips: not one request; every row says why."""
-    clips = [loop.VersionClip("s1", "g1", clip), loop.VersionClip("s1", "orig", clip),
-             loop.VersionClip("s2", "g1", clip)]
+    clips = [VersionClip("s1", "g1", clip), VersionClip("s1", "orig", clip),
+             VersionClip("s2", "g1", clip)]
     srv = ScriptedServer("openai")
     try:
         cfg = JudgeConfig(backend="none", base_url=srv.base_url, api_key_env="")
-        scores, pairs = loop.run_judges(clips, cfg)
+        scores, pairs = run_judges(clips, cfg)
     finally:
         srv.close()
     assert srv.requests == []
@@ -139,16 +142,16 @@ def test_backend_none_makes_no_calls(clip):
     assert sorted((r["judge"], r["sample"], r["a"], r["b"]) for r in pairs) == sorted(
         (k, "s1", "g1", "orig") for k in pair_kinds)  # s2 has one version: no pair
     for row in scores + pairs:
-        assert row["error"] == loop.NOT_CONFIGURED_ERROR and "backend is 'none'" in row["error"]
+        assert row["error"] == NOT_CONFIGURED_ERROR and "backend is 'none'" in row["error"]
         assert row.get("score") is None and row.get("prediction") is None
     # Rows that only say no judge ran are not judge failures: the report evaluates no judge.
-    assert loop.compute_agreement(human_rows(), scores, pairs)["judges"] == {}
+    assert compute_agreement(human_rows(), scores, pairs)["judges"] == {}
 
 
 def test_report_files_from_the_hand_example(tmp_path):
     scores = [{"judge": "holistic", "sample": s, "version": v, "aspect": "overall", "score": float(x), "error": None}
               for (s, v), x in JUDGE_SCORES.items()]
-    report = loop.agreement_report(human_rows(), scores, [], tmp_path / "report")
+    report = agreement_report(human_rows(), scores, [], tmp_path / "report")
     assert report["alpha_ordinal"] == pytest.approx(EXPECTED_ALPHA)
     for key, value in EXPECTED_JUDGE.items():
         assert report["judges"]["holistic"][key] == pytest.approx(value)

@@ -1,0 +1,140 @@
+"""Reading a judge's answer: reasoning inside ``<think>...</think>``, then one JSON judgement.
+
+:func:`ask` sends the messages, parses the answer with :func:`parse_judgement` and, when that
+fails, asks once more with a reminder of the format; a second failure raises
+:class:`JudgeParseError` carrying the raw answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+
+from pipelines.chat_http import ChatModel, text_part
+
+from . import judge_prompts as P
+from .aspects import SCORE_MAX, SCORE_MIN
+
+log = logging.getLogger(__name__)
+
+WINNERS = ("first", "second", "tie")
+
+
+class JudgeError(RuntimeError):
+    """A judge could not produce a judgement."""
+
+
+class JudgeParseError(JudgeError):
+    """The model's answer has no usable JSON judgement; ``raw`` holds the answer text."""
+
+    def __init__(self, message: str, raw: str):
+        super().__init__(f"{message}; raw answer: {raw[:500]!r}")
+        self.problem = message
+        self.raw = raw
+
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+
+
+def split_reasoning(text: str) -> tuple[str, str]:
+    """(reasoning, answer): the ``<think>`` text and what remains outside it.
+
+    A closing tag without an opening one (templates that pre-fill ``<think>``) ends the
+    reasoning; an opening tag that is never closed (a truncated answer) swallows the rest.
+    """
+    reasoning = " ".join(m.group(0)[7:-8].strip() for m in _THINK_BLOCK.finditer(text))
+    answer = _THINK_BLOCK.sub(" ", text)
+    lower = answer.lower()
+    if "</think>" in lower:
+        cut = lower.rfind("</think>")
+        reasoning = (reasoning + " " + answer[:cut].replace("<think>", "")).strip()
+        answer = answer[cut + len("</think>"):]
+    elif "<think>" in lower:
+        cut = lower.find("<think>")
+        reasoning = (reasoning + " " + answer[cut + len("<think>"):]).strip()
+        answer = answer[:cut]
+    return reasoning.strip(), answer
+
+
+def _last_json_object(text: str) -> dict | None:
+    decoder = json.JSONDecoder()
+    found = None
+    i = text.find("{")
+    while i != -1:
+        try:
+            value, end = decoder.raw_decode(text, i)
+        except ValueError:
+            i = text.find("{", i + 1)
+            continue
+        if isinstance(value, dict):
+            found = value
+        i = text.find("{", end)
+    return found
+
+
+def _score_value(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and SCORE_MIN <= value <= SCORE_MAX:
+        return value
+    return None
+
+
+def parse_judgement(text: str, keys: Sequence[str]) -> dict:
+    """The validated judgement in ``text``: the last JSON object outside ``<think>``.
+
+    ``keys`` names the fields that must be present; ``"winner"`` must be one of first, second,
+    tie (case-insensitive), any other key must be an integer score on the 1..5 scale. Extra
+    fields are dropped. Raises ``JudgeParseError`` (with the raw text) otherwise.
+    """
+    if not isinstance(text, str):
+        raise JudgeParseError(f"answer is {type(text).__name__}, not text", repr(text))
+    _, answer = split_reasoning(text)
+    obj = _last_json_object(answer)
+    if obj is None:
+        raise JudgeParseError("no JSON object after the reasoning", text)
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise JudgeParseError(f"JSON object lacks {missing} (has {sorted(obj)})", text)
+    out = {}
+    for key in keys:
+        value = obj[key]
+        if key == "winner":
+            winner = value.strip().lower() if isinstance(value, str) else None
+            if winner not in WINNERS:
+                raise JudgeParseError(f"winner {value!r} is not one of {list(WINNERS)}", text)
+            out[key] = winner
+        else:
+            score = _score_value(value)
+            if score is None:
+                raise JudgeParseError(f"{key} = {value!r} is not an integer from {SCORE_MIN} to {SCORE_MAX}", text)
+            out[key] = score
+    return out
+
+
+def answer_example(keys: Sequence[str]) -> str:
+    """The JSON shape the prompts ask for, e.g. ``{"score": 1-5}``."""
+    return "{" + ", ".join(f'"{k}": "first" | "second" | "tie"' if k == "winner" else f'"{k}": {SCORE_MIN}-{SCORE_MAX}'
+                           for k in keys) + "}"
+
+
+def ask(backend: ChatModel, messages: list[dict], keys: Sequence[str]) -> tuple[dict, str, list[str]]:
+    """(judgement, reasoning, raw answers): one call, one format reminder on a parse failure."""
+    text = backend.complete(messages)
+    try:
+        return parse_judgement(text, keys), split_reasoning(text)[0], [text]
+    except JudgeParseError as exc:
+        log.info("%s: unusable answer (%s); asking again", getattr(backend, "name", "backend"), exc.problem)
+        follow_up = list(messages) + [
+            {"role": "assistant", "content": [text_part(text)]},
+            {"role": "user", "content": [text_part(P.FORMAT_REMINDER.format(problem=exc.problem,
+                                                                           example=answer_example(keys)))]},
+        ]
+    second = backend.complete(follow_up)
+    return parse_judgement(second, keys), split_reasoning(second)[0], [text, second]

@@ -1,0 +1,46 @@
+"""The annotation loop's CSV tables: human scores, judge scores and judge verdicts on pairs."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from pipelines.ingest import atomic_write_text
+
+HUMAN_COLUMNS = ("annotator", "task_id", "sample", "version", "aspect", "score")
+SCORE_COLUMNS = ("judge", "sample", "version", "aspect", "score", "error")
+PAIR_COLUMNS = ("judge", "sample", "a", "b", "prediction", "a_shown_first", "error")
+
+HUMAN_SCORES_FILE = "human_scores.csv"
+JUDGE_SCORES_FILE = "judge_scores.csv"
+JUDGE_PAIRS_FILE = "judge_pairs.csv"
+
+
+def write_table(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> Path:
+    """``rows`` as CSV with ``columns`` (None as an empty cell), written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def read_table(path: Path) -> list[dict]:
+    """The rows of a table written by :func:`write_table` with numbers and flags typed back;
+    ``[]`` when the file does not exist yet."""
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in ("score", "task_id"):
+            if key in row:
+                row[key] = float(row[key]) if row[key] not in ("", None) else None
+        if "a_shown_first" in row:
+            row["a_shown_first"] = row["a_shown_first"] == "True"
+    return rows

@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:  # `python bench/bench_pipeline.py` puts bench/, n
 
 import numpy as np  # noqa: E402
 
-from pipelines import media  # noqa: E402
+from pipelines.media import decode as media  # noqa: E402
 from pipelines.config import MODEL_DIR_ENV, PipelineConfig, load_config  # noqa: E402
 from pipelines.faces.detectors import FaceDetector, build_detector  # noqa: E402
 from pipelines.ingest import SourceRegistry  # noqa: E402

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from pipelines.config import FaceDetectionConfig, load_config  # noqa: E402
 from pipelines.faces.detectors import build_detector  # noqa: E402
-from pipelines.media import iter_video_frames  # noqa: E402
+from pipelines.media.decode import iter_video_frames  # noqa: E402
 from pipelines.models import ModelStore  # noqa: E402
 
 # SHeaP demo settings, (margin, shift), from the files named in the module docstring.

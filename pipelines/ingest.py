@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipelines.atomic import file_lock
 from pipelines.config import IngestConfig
-from pipelines.media import MediaRejection, ProbeInfo
+from pipelines.media.decode import MediaRejection, ProbeInfo
 from pipelines.models import sha256_file
 from pipelines.records import SourceRef
 from pipelines.speech.sidecar import SIDECAR_EXTENSIONS

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipelines.media import read_video_frames  # noqa: E402
+from pipelines.media.decode import read_video_frames  # noqa: E402
 
 
 def preview_png(mp4: Path, max_frames: int = 4, thumb_px: int = 160) -> bytes:

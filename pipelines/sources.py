@@ -20,7 +20,7 @@ from pipelines.clips import ProgressFn, extract_face_clips
 from pipelines.config import PipelineConfig
 from pipelines.faces.detectors import FaceDetector
 from pipelines.ingest import probe_limits
-from pipelines.media import MediaRejection, ProbeInfo, probe
+from pipelines.media.decode import MediaRejection, ProbeInfo, probe
 from pipelines.records import SourceRecord, SourceRef
 
 RECORD_FILE = "record.json"

@@ -1,6 +1,6 @@
 """Test helpers for the speech stage: pyannote's sample with its reference, and a random pipeline.
 
-``pyannote_sample()`` / ``read_wav_16k()`` / ``read_rttm()``: pyannote.audio's bundled sample
+``pyannote_sample()`` / ``read_rttm()``: pyannote.audio's bundled sample
 (30 s, two speakers) and its reference turns.
 
 ``build_random_diarization_pipeline(dir)`` writes, with no download, the same layout as a
@@ -146,19 +146,6 @@ def pyannote_sample() -> tuple[Path, Path]:
     if not (wav.is_file() and rttm.is_file()):
         pytest.skip(f"pyannote.audio's sample.wav / sample.rttm not found in {folder}")
     return wav, rttm
-
-
-def read_wav_16k(path: Path) -> np.ndarray:
-    """A 16 kHz WAV file as float32 mono."""
-    from scipy.io import wavfile
-
-    rate, data = wavfile.read(path)
-    if rate != 16000:
-        raise ValueError(f"{path} is {rate} Hz, expected 16000")
-    if data.dtype == np.int16:
-        data = data.astype(np.float32) / 32768.0
-    data = data.astype(np.float32)
-    return data.mean(axis=1) if data.ndim == 2 else data
 
 
 def read_rttm(path: Path):

@@ -12,18 +12,18 @@ a segment kept whole stays as it is, otherwise it is split into children.
 from __future__ import annotations
 
 import json
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.atomic import atomic_path
-from pipelines.clips import ClipEncoder, mux_clip
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
 from pipelines.ingest import atomic_write_text
-from pipelines.media import iter_video_frames, write_wav
+from pipelines.media.decode import iter_video_frames
+from pipelines.media.encode import ClipEncoder, mux_clip
+from pipelines.media.wav import read_wav, write_wav
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.sources import source_dir, source_lock
 from pipelines.stages import candidate_segments, stage_path, write_stage_result
@@ -46,11 +46,6 @@ class ScoredSegment:
         return np.where(inside, np.interp(times, self.times, self.smooth), 0.0)
 
 
-def read_pcm(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path), "rb") as wav:
-        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").copy(), wav.getframerate()
-
-
 def score_segment(folder: Path, segment: dict, scorer, config: PipelineConfig) -> ScoredSegment:
     from pipelines.asd.features import face_crop_112
 
@@ -64,9 +59,9 @@ def score_segment(folder: Path, segment: dict, scorer, config: PipelineConfig) -
     t25 = np.arange(int(np.floor(n / fps * ASD_FPS + 1e-6))) / ASD_FPS
     at = np.minimum((t25 * fps + 1e-9).astype(int), n - 1)
     faces = np.stack([small[j] for j in at])
-    pcm, rate = read_pcm(folder / segment["files"]["wav"])
-    if rate != 16000:
-        raise ValueError(f"{segment['files']['wav']}: expected 16 kHz audio, got {rate} Hz")
+    pcm, rate = read_wav(folder / segment["files"]["wav"])
+    if rate != config.audio.sample_rate:
+        raise ValueError(f"{segment['files']['wav']}: expected {config.audio.sample_rate} Hz audio, got {rate} Hz")
     p25 = np.asarray(scorer.probabilities(faces, pcm), dtype=np.float64)
     centres = (np.arange(n) + 0.5) / fps
     raw = p25[np.clip((centres * ASD_FPS).astype(int), 0, len(p25) - 1)]
@@ -121,7 +116,7 @@ def _write_child(folder: Path, parent: dict, key: str, lo: int, hi: int, config:
     fps = config.crops.fps
     start_s, end_s = parent["start_s"] + lo / fps, parent["start_s"] + hi / fps
     video_tmp = _child_video(folder, key)
-    pcm, rate = read_pcm(folder / parent["files"]["wav"])
+    pcm, rate = read_wav(folder / parent["files"]["wav"])
     samples = pcm[int(round(lo / fps * rate)): int(round(hi / fps * rate))]
     # Each file appears under its final name only when complete (see pipelines/atomic.py).
     with atomic_path(folder / f"{key}.wav") as tmp:

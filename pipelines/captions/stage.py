@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pipelines.config import PipelineConfig
 from pipelines.captions.windows import caption_windows
-from pipelines.media import count_video_frames, iter_video_frames
+from pipelines.media.decode import count_video_frames, iter_video_frames
 from pipelines.models import ModelStore, sha256_file
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.sources import source_dir, source_lock

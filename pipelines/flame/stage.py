@@ -20,7 +20,7 @@ import numpy as np
 from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop
-from pipelines.media import iter_video_frames
+from pipelines.media.decode import iter_video_frames
 from pipelines.models import ModelStore
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.sources import source_dir, source_lock

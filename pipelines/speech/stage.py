@@ -6,14 +6,12 @@ not decoded again, and writes ``speech.json`` beside the face record.
 
 from __future__ import annotations
 
-import wave
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from pipelines.clips import SOURCE_AUDIO_FILE
 from pipelines.config import PipelineConfig
+from pipelines.media.wav import read_wav_float
 from pipelines.models import ModelError, ModelStore
 from pipelines.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.speech.base import (SAMPLE_RATE, WORD_TIMING_NONE, ActivityBackend, LanguageIdentifier, SpeakerActivity,
@@ -103,14 +101,6 @@ def build_backends(config: PipelineConfig) -> SpeechBackends:
     return SpeechBackends(activity, transcriber, identifier, choice)
 
 
-def read_audio(path: Path) -> np.ndarray:
-    with wave.open(str(path), "rb") as wav:
-        if wav.getframerate() != SAMPLE_RATE or wav.getnchannels() != 1:
-            raise ValueError(f"{path}: expected 16 kHz mono, got {wav.getframerate()} Hz x{wav.getnchannels()}")
-        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    return (data.astype(np.float32) / 32768.0).copy()
-
-
 def _shift_transcript(t: Transcript, offset: float) -> Transcript:
     if not offset:
         return t
@@ -140,7 +130,7 @@ def assign_speakers(transcript: Transcript, turns: list[Turn]) -> Transcript:
 def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConfig,
                    backends: SpeechBackends) -> dict:
     """Run the speech backends over the source's audio and decide every face-accepted segment."""
-    audio = read_audio(source_dir(config, source.source_id) / SOURCE_AUDIO_FILE)
+    audio = read_wav_float(source_dir(config, source.source_id) / SOURCE_AUDIO_FILE, SAMPLE_RATE)
     offset = float(record.numbers.get("audio_start_s", 0.0))
     duration = len(audio) / SAMPLE_RATE
     activity = _shift_activity(backends.activity.activity(audio, SAMPLE_RATE), offset)

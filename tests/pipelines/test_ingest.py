@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.config import IngestConfig
 from pipelines.ingest import SourceRegistry, classify_files, probe_limits, skipped_file_rows
-from pipelines.media import ProbeInfo
+from pipelines.media.decode import ProbeInfo
 
 EXTS = IngestConfig().extensions
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipelines import media
 import pipelines.fixtures.media as mf
-from pipelines.media import MediaRejection, WavSink, decode_source, frames_needed, probe, read_wav_slice
+from pipelines.media.decode import DECODE_COUNTS, MediaRejection, decode_source, frames_needed, probe
+from pipelines.media.wav import WavSink, read_wav
 
 
 def test_probe_grid_clip(grid_clip: Path):
@@ -62,11 +61,11 @@ def test_truncated_faststart_file_still_probes(composed, grid_clip: Path):
 
 
 def test_decode_grid_clip_once(grid_clip: Path, tmp_path: Path):
-    before = media.DECODE_COUNTS[str(grid_clip)]
+    before = DECODE_COUNTS[str(grid_clip)]
     sink = WavSink(tmp_path / "audio.wav", 16000)
     frames = list(decode_source(grid_clip, sink))
     sink.close()
-    assert media.DECODE_COUNTS[str(grid_clip)] == before + 1
+    assert DECODE_COUNTS[str(grid_clip)] == before + 1
 
     assert len(frames) == 75
     assert [f.index for f in frames] == list(range(75))
@@ -79,12 +78,9 @@ def test_decode_grid_clip_once(grid_clip: Path, tmp_path: Path):
 
     assert sink.start_time_s == pytest.approx(0.0, abs=0.05)
     assert sink.samples / 16000 == pytest.approx(3.0, abs=0.1)
-    with wave.open(str(tmp_path / "audio.wav"), "rb") as wav:
-        assert wav.getframerate() == 16000
-        assert wav.getnchannels() == 1
-        assert wav.getsampwidth() == 2
-        assert wav.getnframes() == sink.samples
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
+    stored, rate = read_wav(tmp_path / "audio.wav")
+    assert rate == 16000 and len(stored) == sink.samples
+    samples = stored.astype(np.float64)
     assert np.sqrt(np.mean(samples ** 2)) > 100, "GRID clips contain speech: the audio must not be silent"
 
 
@@ -106,20 +102,6 @@ def test_decode_honours_display_rotation(composed, grid_clip: Path, tmp_path: Pa
     first = frames[0].rgb.astype(np.int16)
     assert np.abs(first - reference).mean() < 2.0
     assert np.abs(np.rot90(first, 2) - reference).mean() > 10.0  # upside down would be far off
-
-
-def test_read_wav_slice_pads_outside_the_recording(tmp_path: Path):
-    path = tmp_path / "ramp.wav"
-    media.write_wav(path, np.arange(16000, dtype=np.int16), 16000)  # 1 s, sample value = index
-    samples, padded = read_wav_slice(path, 16000, 0.25, 0.5, origin_s=0.0)
-    assert padded == 0
-    np.testing.assert_array_equal(samples, np.arange(4000, 8000))
-    samples, padded = read_wav_slice(path, 16000, 0.9, 1.2, origin_s=0.0)
-    assert len(samples) == 4800 and padded == 3200
-    np.testing.assert_array_equal(samples[:1600], np.arange(14400, 16000))
-    assert not samples[1600:].any()
-    samples, padded = read_wav_slice(path, 16000, 0.0, 0.1, origin_s=0.05)  # audio starts late
-    assert padded == 800 and not samples[:800].any() and samples[800] == 0 and samples[801] == 1
 
 
 @pytest.mark.parametrize(("start", "end", "fps", "expected"),

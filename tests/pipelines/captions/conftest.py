@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.captions.windows import caption_windows
 from pipelines.fixtures.qwen_vl import build_tiny_qwen_vl
-from pipelines.media import iter_video_frames
+from pipelines.media.decode import iter_video_frames
 
 
 @pytest.fixture(scope="session")

@@ -204,7 +204,7 @@ def _real_sheap() -> Path | None:
 @pytest.mark.skipif(_real_sheap() is None, reason=f"no SHeaP checkpoint in {REAL_MODEL_DIR / 'sheap'} "
                     "(model_expressive.pt / model_paper.pt from the release, or sheap.pt)")
 def test_real_checkpoint_returns_the_published_outputs(grid_clip, scrfd_detector):
-    from pipelines.media import iter_video_frames
+    from pipelines.media.decode import iter_video_frames
 
     path = _real_sheap()
     flame = FlameConfig()

@@ -24,8 +24,9 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 
 pytest.importorskip("pyannote.audio", reason="pyannote.audio is not installed")
 
-from speech_fixtures import build_random_diarization_pipeline, pyannote_sample, read_rttm, read_wav_16k  # noqa: E402
+from speech_fixtures import build_random_diarization_pipeline, pyannote_sample, read_rttm  # noqa: E402
 
+from pipelines.media.wav import read_wav_float  # noqa: E402
 from pipelines.speech.base import SAMPLE_RATE  # noqa: E402
 from pipelines.speech.diarization import (  # noqa: E402
     DiarizationPipelineError,
@@ -180,7 +181,7 @@ def test_real_pipeline_overlap_matches_the_reference_rttm():
 
     torch.set_num_threads(2)
     wav, rttm = pyannote_sample()
-    audio, turns = read_wav_16k(wav), read_rttm(rttm)
+    audio, turns = read_wav_float(wav, SAMPLE_RATE), read_rttm(rttm)
     duration = len(audio) / SAMPLE_RATE
     reference = overlap_stats(activity_from_turns(turns, duration, "rttm"))
     backend = PyannoteDiarizationActivity(config)

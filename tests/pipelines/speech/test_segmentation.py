@@ -18,8 +18,9 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 
 pytest.importorskip("pyannote.audio", reason="pyannote.audio is not installed")
 
-from speech_fixtures import pyannote_sample, read_rttm, read_wav_16k  # noqa: E402
+from speech_fixtures import pyannote_sample, read_rttm  # noqa: E402
 
+from pipelines.media.wav import read_wav_float  # noqa: E402
 from pipelines.speech.base import SAMPLE_RATE, Turn  # noqa: E402
 from pipelines.speech.overlap import activity_from_turns, overlap_stats  # noqa: E402
 from pipelines.speech.segmentation import (  # noqa: E402
@@ -46,7 +47,7 @@ def segmenter() -> PyannoteSegmentationActivity:
 @pytest.fixture(scope="module")
 def sample_audio() -> tuple[np.ndarray, list[Turn]]:
     wav, rttm = pyannote_sample()
-    return read_wav_16k(wav), read_rttm(rttm)
+    return read_wav_float(wav, SAMPLE_RATE), read_rttm(rttm)
 
 
 def test_overlap_ratio_matches_the_reference_rttm(segmenter, sample_audio):

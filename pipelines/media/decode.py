@@ -1,4 +1,4 @@
-"""Media IO: probing with ffprobe, one decode pass of a source with PyAV, ffmpeg encoding.
+"""Reading media: probing with ffprobe, one decode pass of a source with PyAV, clip frames.
 
 Times are seconds on the source's own clock, counted from the container's start time,
 so video at any frame rate and audio at any sample rate line up without frame-index drift.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import collections
 import math
-import subprocess
-import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +16,8 @@ from typing import Iterator
 import av
 import ffmpeg
 import numpy as np
+
+from pipelines.media.wav import WavSink
 
 # Source decodes per path: a performance figure (goal: one per source), read by bench/.
 DECODE_COUNTS: collections.Counter[str] = collections.Counter()
@@ -149,29 +149,6 @@ class Frame:
     rgb: np.ndarray  # (H, W, 3) uint8, display orientation
 
 
-class WavSink:
-    """Collects 16-bit PCM into a WAV file as audio frames arrive (no whole-file buffer)."""
-
-    def __init__(self, path: Path, sample_rate: int):
-        self.path = Path(path)
-        self.sample_rate = sample_rate
-        self._wav = wave.open(str(self.path), "wb")
-        self._wav.setnchannels(1)
-        self._wav.setsampwidth(2)
-        self._wav.setframerate(sample_rate)
-        self.start_time_s: float | None = None
-        self.samples = 0
-
-    def write(self, time_s: float | None, pcm: np.ndarray) -> None:
-        if self.start_time_s is None:
-            self.start_time_s = time_s if time_s is not None else 0.0
-        self._wav.writeframes(pcm.astype("<i2").tobytes())
-        self.samples += len(pcm)
-
-    def close(self) -> None:
-        self._wav.close()
-
-
 def _rotate(rgb: np.ndarray, rotation_deg: int) -> np.ndarray:
     # The display matrix angle is counter-clockwise; np.rot90 with k>0 is counter-clockwise too.
     k = {0: 0, 90: 1, 180: 2, 270: 3}.get(rotation_deg % 360, 0)
@@ -242,41 +219,6 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
                                                               and packet.pos + packet.size >= size)
         if pending is not None:
             yield pending
-
-
-def read_wav_slice(path: Path, sample_rate: int, start_s: float, end_s: float, origin_s: float) -> tuple[np.ndarray, int]:
-    """Samples of [start_s, end_s) from a mono WAV that begins at ``origin_s``.
-
-    Time outside the recorded audio is filled with silence; returns (int16 samples, padded count).
-    """
-    first = int(round((start_s - origin_s) * sample_rate))
-    count = int(round((end_s - start_s) * sample_rate))
-    out = np.zeros(count, dtype=np.int16)
-    with wave.open(str(path), "rb") as wav:
-        total = wav.getnframes()
-        lo, hi = max(first, 0), min(first + count, total)
-        if hi > lo:
-            wav.setpos(lo)
-            data = np.frombuffer(wav.readframes(hi - lo), dtype="<i2")
-            out[lo - first: lo - first + len(data)] = data
-            return out, count - len(data)
-    return out, count
-
-
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(samples.astype("<i2").tobytes())
-
-
-def run_ffmpeg(args: list[str]) -> None:
-    """Run ffmpeg quietly; raise with its last error lines on failure."""
-    proc = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
 
 
 def frames_needed(start_s: float, end_s: float, fps: float) -> int:

@@ -33,7 +33,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.parse import urlencode
 
-from pipelines.ingest import atomic_write_text
+from pipelines.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

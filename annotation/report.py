@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.atomic import atomic_path
-from pipelines.ingest import atomic_write_text
+from pipelines.atomic import atomic_path, atomic_write_text
 
 from . import agreement as A
 from .aspects import ASPECTS

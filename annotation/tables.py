@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pipelines.ingest import atomic_write_text
+from pipelines.atomic import atomic_write_text
 
 HUMAN_COLUMNS = ("annotator", "task_id", "sample", "version", "aspect", "score")
 SCORE_COLUMNS = ("judge", "sample", "version", "aspect", "score", "error")

@@ -10,9 +10,9 @@ from assets.faces import _png_markdown, face_clips
 from assets.partitions import SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
 from assets.speech import speech_analysis
-from pipelines.atomic import atomic_write_bytes
+from pipelines.atomic import atomic_write_bytes, atomic_write_text
 from pipelines.config import PipelineConfig
-from pipelines.ingest import SourceRegistry, atomic_write_text
+from pipelines.ingest import SourceRegistry
 from pipelines.records import SourceRecord
 from pipelines.reports import qc_plot_png
 from pipelines.schema.index import MissingShardIndexError, ShardIndex, ShardIndexError

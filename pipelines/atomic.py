@@ -53,6 +53,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text under a temporary name, then rename: readers never see half a file."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def _held_locks() -> dict[str, int]:
     if not hasattr(_held, "locks"):
         _held.locks = {}

@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import unicodedata
 from pathlib import Path
 
-from pipelines.atomic import file_lock
+from pipelines.atomic import atomic_write_text, file_lock
 from pipelines.config import IngestConfig
 from pipelines.media.decode import MediaRejection, ProbeInfo
 from pipelines.models import sha256_file
@@ -33,20 +32,6 @@ def slugify(stem: str, max_len: int = 40) -> str:
     ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
     slug = _SLUG.sub("-", ascii_stem.lower()).strip("-")
     return (slug[:max_len].rstrip("-")) or "video"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def list_candidates(input_dir: Path, extensions: tuple[str, ...]) -> list[Path]:

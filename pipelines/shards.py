@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from pipelines.atomic import TMP_SUFFIX, atomic_path, atomic_write_text
 from pipelines.config import PipelineConfig
-from pipelines.ingest import atomic_write_text, skipped_file_rows
+from pipelines.ingest import skipped_file_rows
 from pipelines.records import ACCEPTED, SourceRecord
 from pipelines.schema.index import (
     INDEX_FILE,
@@ -128,7 +127,7 @@ def write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSu
 def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSummary:
     shards_dir = config.paths.shards_dir
     shards_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in shards_dir.glob(".*.tmp"):
+    for leftover in shards_dir.glob(f".*{TMP_SUFFIX}*"):
         leftover.unlink()  # temporaries of a packer that died; no live packer exists while we hold the lock
     records = sorted((apply_stages(r, config) for r in records), key=lambda r: r.source_id)
     owner = {seg["key"]: rec.source_id for rec in records if rec.status == ACCEPTED for seg in rec.accepted_segments()}
@@ -142,20 +141,14 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardS
     shard_entries, index = [], {}
     for number, keys in enumerate(plan):
         name = config.shards.name_pattern.format(index=number)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=shards_dir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
+        with atomic_path(shards_dir / name) as tmp:
+            with open(tmp, "wb") as handle:
                 writer = wds.TarWriter(handle, user="talkinghead", group="talkinghead", mtime=0.0, encoder=False)
                 for key in keys:
                     writer.write(_sample_bytes(config, owner[key], segs[key]))
                     index[key] = name
                 writer.close()
-            digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, shards_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         shard_entries.append(ShardEntry(name=name, samples=len(keys), bytes=(shards_dir / name).stat().st_size,
                                         sha256=digest))
 

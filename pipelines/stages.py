@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 import json
 
+from pipelines.atomic import atomic_write_text
 from pipelines.config import PipelineConfig
-from pipelines.ingest import atomic_write_text
 from pipelines.records import ACCEPTED, REJECTED, SourceRecord
 from pipelines.sources import source_dir
 

@@ -2,7 +2,7 @@
 
 The key is the sha256 of a canonical JSON list of those five fields, so it is the same on
 every machine and run. Files live at ``folder/<key[:2]>/<key>.json`` and are written
-atomically (temporary file in the same folder, then ``os.replace``), so a crashed or
+atomically (:func:`pipelines.atomic.atomic_write_text`), so a crashed or
 concurrent writer never leaves a half-written entry. Each file stores its key fields beside
 the value; a file whose fields do not match (a hash collision or a hand edit) is a miss.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from pipelines.atomic import atomic_write_text
 
 
 def cache_key(clip_sha: str, start: int, end: int, model: str, instruction_version: str) -> str:
@@ -47,16 +47,6 @@ class CaptionCache:
 
     def put(self, clip_sha: str, start: int, end: int, model: str, instruction_version: str, value: dict) -> Path:
         path = self.path(cache_key(clip_sha, start, end, model, instruction_version))
-        path.parent.mkdir(parents=True, exist_ok=True)
         entry = {"key": self._fields(clip_sha, start, end, model, instruction_version), "value": value}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(entry, handle, sort_keys=True, ensure_ascii=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, json.dumps(entry, sort_keys=True, ensure_ascii=False))
         return path

@@ -21,7 +21,7 @@ def test_put_get_roundtrip(tmp_path):
     assert path.is_file() and path.parent.parent == tmp_path / "cache"
     assert cache.get(*key) == value
     assert cache.get("ab" * 32, 0, 200, "m", "v2") is None
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp-")]
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left beside the entry
     # overwrite
     cache.put(*key, {"caption": "x"})
     assert cache.get(*key) == {"caption": "x"}

@@ -13,20 +13,22 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from pipelines.schema.base import StrictModel
 
 CONFIG_ENV = "TALKINGHEAD_CONFIG"
 MODEL_DIR_ENV = "TALKINGHEAD_MODEL_DIR"
 DATA_DIR_ENV = "TALKINGHEAD_DATA_DIR"
 INPUT_DIR_ENV = "TALKINGHEAD_INPUT_DIR"
 
+# Light-ASD's MFCC features and Whisper (with the VAD and diarization models) all take 16 kHz audio.
+AUDIO_SAMPLE_RATE_HZ = 16000
+# Frame rate of every output clip; the ASD stage resamples to its own 25 fps by time.
+OUTPUT_FPS = 24.0
 
-class _Strict(BaseModel):
-    # Unknown keys are typos: fail loudly instead of silently ignoring a threshold.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class PathsConfig(_Strict):
+class PathsConfig(StrictModel):
     input_dir: Path = Field(Path("data/input"), description="Folder watched for source videos.")
     data_dir: Path = Field(Path("data"), description="Root for work files, shards and reports.")
     model_dir: Path = Field(Path("models"), description="Folder holding model weights (see `talkinghead models status`).")
@@ -50,7 +52,7 @@ class PathsConfig(_Strict):
         return self.data_dir / "sources.json"
 
 
-class IngestConfig(_Strict):
+class IngestConfig(StrictModel):
     extensions: tuple[str, ...] = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m4v")
     min_duration_s: float = Field(0.5, gt=0, description="Sources shorter than this are rejected.")
     min_decoded_fraction: float = Field(
@@ -68,7 +70,7 @@ class IngestConfig(_Strict):
     )
 
 
-class FaceDetectionConfig(_Strict):
+class FaceDetectionConfig(StrictModel):
     backend: Literal["scrfd", "mediapipe"] = "scrfd"
     score_threshold: float = Field(0.5, ge=0, le=1)
     scrfd_input_size: int = Field(640, description="SCRFD letterbox size; the mirrored ONNX files are fixed at 640.")
@@ -76,7 +78,7 @@ class FaceDetectionConfig(_Strict):
     min_face_size_px: int = Field(24, ge=1, description="Detections whose longer side is smaller are ignored.")
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(StrictModel):
     iou_threshold: float = Field(0.3, gt=0, le=1, description="Minimum IoU to continue a track.")
     max_gap_s: float = Field(
         1.0, ge=0, description="A face missing for longer than this ends its track (24 frames at 24 fps)."
@@ -84,21 +86,29 @@ class TrackingConfig(_Strict):
     min_segment_s: float = Field(1.0, gt=0, description="Face segments shorter than this are rejected.")
 
 
-class CropConfig(_Strict):
+class CropConfig(StrictModel):
     scale: float = Field(1.5, ge=1.0, description="The square's side is the box's longer side times this.")
     size_px: int = Field(384, ge=16)
-    fps: float = Field(24.0, gt=0)
+    fps: float = Field(OUTPUT_FPS, gt=0)
     smoothing_window_s: float = Field(
         0.4, ge=0, description="Centred moving-average window over crop centre and side, so crops do not jitter."
     )
 
 
-class AudioConfig(_Strict):
-    sample_rate: int = 16000
+class AudioConfig(StrictModel):
+    sample_rate: int = AUDIO_SAMPLE_RATE_HZ
     channels: Literal[1] = 1
 
+    @field_validator("sample_rate")
+    @classmethod
+    def _models_need_16k(cls, value: int) -> int:
+        if value != AUDIO_SAMPLE_RATE_HZ:
+            raise ValueError(f"audio.sample_rate must be {AUDIO_SAMPLE_RATE_HZ} Hz, the rate Light-ASD's MFCC "
+                             f"features and Whisper take; got {value} Hz")
+        return value
 
-class EncodeConfig(_Strict):
+
+class EncodeConfig(StrictModel):
     video_codec: Literal["libx264"] = "libx264"
     crf: int = Field(18, ge=0, le=51)
     preset: str = "veryfast"
@@ -109,7 +119,7 @@ class EncodeConfig(_Strict):
     audio_bitrate: str = "64k"
 
 
-class AsdConfig(_Strict):
+class AsdConfig(StrictModel):
     """Active speaker detection with Light-ASD: keep only frames where the visible face speaks."""
 
     enabled: bool = True
@@ -124,7 +134,7 @@ class AsdConfig(_Strict):
     device: Literal["cpu", "cuda"] = "cpu"
 
 
-class SpeechConfig(_Strict):
+class SpeechConfig(StrictModel):
     """Speech filtering (FlowPortrait appendix B): drop overlapping or non-English speech."""
 
     enabled: bool = Field(True, description="Run the speech stage; its decisions gate every sample.")
@@ -157,7 +167,7 @@ class SpeechConfig(_Strict):
     hf_token_env: str = Field("HF_TOKEN", description="Environment variable holding a Hugging Face token, if any.")
 
 
-class FlameConfig(_Strict):
+class FlameConfig(StrictModel):
     """Per-frame FLAME parameters from SHeaP, smoothed with a Savitzky-Golay filter."""
 
     enabled: bool = True
@@ -177,7 +187,7 @@ class FlameConfig(_Strict):
     head_smoothing_window_s: float = Field(
         0.2, ge=0, description="Centred moving average of the head square over time; 0 turns it off.")
 
-class CaptionConfig(_Strict):
+class CaptionConfig(StrictModel):
     """One expression caption per 200-frame window from 8 frames, by a Qwen-VL model."""
 
     enabled: bool = True
@@ -195,7 +205,7 @@ class CaptionConfig(_Strict):
     frames_per_window: int = Field(8, ge=1)
 
 
-class ShardConfig(_Strict):
+class ShardConfig(StrictModel):
     max_samples_per_shard: int = Field(500, ge=1)
     max_bytes_per_shard: int = Field(1_000_000_000, ge=1_000_000)
     name_pattern: str = "shard-{index:06d}.tar"
@@ -203,7 +213,7 @@ class ShardConfig(_Strict):
         None, description="Also copy finished shards here (s3://bucket/prefix or any fsspec URL), index.json last.")
 
 
-class JudgeConfig(_Strict):
+class JudgeConfig(StrictModel):
     """Automatic (MLLM) judges scored against the human ratings."""
 
     backend: Literal["none", "openai_chat", "gemini"] = Field(
@@ -225,7 +235,7 @@ class JudgeConfig(_Strict):
     seed: int = Field(0, description="Seeds the presentation order of compared videos.")
 
 
-class AnnotationConfig(_Strict):
+class AnnotationConfig(StrictModel):
     """Human ratings in a local Label Studio, and the judges compared with them."""
 
     server_dir: Path | None = Field(None, description="Label Studio state (SQLite, logs, token); default <data_dir>/labelstudio.")
@@ -245,7 +255,7 @@ class AnnotationConfig(_Strict):
         return None if value is None else Path(value).expanduser().resolve()
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(StrictModel):
     paths: PathsConfig = PathsConfig()
     ingest: IngestConfig = IngestConfig()
     faces: FaceDetectionConfig = FaceDetectionConfig()

@@ -6,11 +6,13 @@ import cv2
 import numpy as np
 import python_speech_features
 
-SAMPLE_RATE = 16000
+from pipelines.config import AUDIO_SAMPLE_RATE_HZ
+
+SAMPLE_RATE = AUDIO_SAMPLE_RATE_HZ  # the rate Light-ASD's MFCC was trained on
 MFCC_PER_SECOND = 100
 MFCC_PER_VIDEO_FRAME = 4  # at 25 fps
-WINDOW_SAMPLES = 400  # 25 ms at 16 kHz
-STEP_SAMPLES = 160  # 10 ms at 16 kHz
+WINDOW_SAMPLES = SAMPLE_RATE * 25 // 1000  # 25 ms
+STEP_SAMPLES = SAMPLE_RATE * 10 // 1000  # 10 ms
 CROP_SIZE = 112
 PAD_VALUE = 110  # grey used for the part of a crop that falls outside the frame
 CROP_SCALE = 0.4  # "cs" of the training-time crop rule

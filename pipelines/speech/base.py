@@ -12,7 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from pipelines.config import AUDIO_SAMPLE_RATE_HZ
+
+SAMPLE_RATE = AUDIO_SAMPLE_RATE_HZ  # every backend's input rate (Whisper, VAD, diarization)
 UNKNOWN_LANGUAGE = "unknown"
 
 # How a transcript's word times were obtained (``Transcript.word_timing``), the one list of names:

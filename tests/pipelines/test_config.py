@@ -52,6 +52,12 @@ def test_invalid_values_raise(raw):
         PipelineConfig.model_validate(raw)
 
 
+@pytest.mark.parametrize("rate", [8000, 22050, 44100])
+def test_audio_rate_other_than_16k_is_refused_naming_the_models(rate: int):
+    with pytest.raises(ValidationError, match=rf"must be 16000 Hz.*Light-ASD.*Whisper.*got {rate} Hz"):
+        PipelineConfig.model_validate({"audio": {"sample_rate": rate}})
+
+
 def test_config_is_frozen():
     cfg = PipelineConfig()
     with pytest.raises(ValidationError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,9 +254,9 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    raise SystemExit(command(parse_args("RL post-training of the flow model (GRPO / GDPO advantages).", argv)))
+def main(argv: list[str] | None = None) -> int:
+    return command(parse_args("RL post-training of the flow model (GRPO / GDPO advantages).", argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

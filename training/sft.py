@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 
 import torch
@@ -153,9 +154,9 @@ def command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    raise SystemExit(command(parse_args("Supervised training of the motion VAE or the flow model.", argv)))
+def main(argv: list[str] | None = None) -> int:
+    return command(parse_args("Supervised training of the motion VAE or the flow model.", argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

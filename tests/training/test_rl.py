@@ -99,7 +99,7 @@ def test_the_rl_command_dry_run(tmp_path, flame_shards, flow_run, capsys):
 
     config_file = tmp_path / "rl.yaml"
     config_file.write_text(yaml.safe_dump(_rl_config(tmp_path, flame_shards, flow_run).model_dump(mode="json")))
-    rl_main(["--config", str(config_file), "--dry-run"])
+    assert rl_main(["--config", str(config_file), "--dry-run"]) == 0
     assert "done: 1 step(s)" in capsys.readouterr().out
     assert (tmp_path / "rl" / "stats.json").exists()
 

@@ -12,8 +12,9 @@ import torch
 
 from pipelines.fixtures.media import concatenated
 from pipelines.fixtures.shards import build_flame_shards
+from pipelines.media.wav import read_wav
 from training.config import load_run_config
-from training.data import batches, eval_pipeline, read_wav, shard_urls, train_pipeline
+from training.data import batches, eval_pipeline, shard_urls, train_pipeline
 from training.stats import compute_stats
 from training.vae import MotionVAE
 
@@ -58,7 +59,7 @@ def test_default_windows_cut_200_frames_with_aligned_audio_and_encode_to_25_late
         audio, rate = read_wav(members[f"{key}.wav"])
         a0 = round(start * rate / 24)
         assert rate == 16000 and len(audio) >= a0 + samples  # the clip's audio covers the whole window
-        np.testing.assert_array_equal(batch["audio"][row].numpy(), audio[a0:a0 + samples])
+        np.testing.assert_array_equal(batch["audio"][row].numpy(), audio[a0:a0 + samples] / 32768.0)
 
     tiled = next(batches(eval_pipeline(str(long_shards), config.data), config.data, keep_last=True))
     assert tiled["start"].tolist() == [0] * len(tiled["key"])

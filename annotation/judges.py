@@ -54,7 +54,7 @@ class PairExample:
 
 @dataclass
 class ScoreResult:
-    scores: dict[str, int]  # "overall" for HolisticJudge, the three aspects otherwise
+    scores: dict[str, int]  # "overall" for HolisticJudge, one per aspect otherwise
     overall: float
     reasoning: dict[str, str] = field(default_factory=dict)
     raw: list[str] = field(default_factory=list)

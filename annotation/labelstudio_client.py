@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from pipelines.config import PipelineConfig
 
-from .aspects import ASPECTS
+from .aspects import ASPECT_TITLES, ASPECTS
 from .locations import media_folder, media_root
 from .rubric import RANK_NAME, labeling_config
 from .versions import AnnotationInputError, VersionClip
@@ -103,7 +103,7 @@ class AnnotationClient:
         return self.ls.projects.create(
             title=title,
             label_config=label_config or labeling_config(n_versions),
-            description="Talking-head ratings: lip-sync, expressiveness, motion quality, rank.",
+            description="Talking-head ratings: " + ", ".join(ASPECT_TITLES[a] for a in ASPECTS) + ", rank.",
         )
 
     def ensure_local_storage(self, project, path: Path | str):

@@ -46,14 +46,9 @@ def build_inputs(root: Path) -> tuple[Path, tuple[Path, Path]]:
     from pipelines.fixtures.encoders import build_tiny_encoders
     from pipelines.fixtures.shards import build_flame_shards
 
-    from pipelines.config import FaceDetectionConfig
-    from pipelines.faces.detectors import build_detector
-    from pipelines.models import ModelStore
-
     shared = Path(os.environ.get("TALKINGHEAD_SHARED_DIR") or REPO.parent / "shared")
-    detector = build_detector(FaceDetectionConfig(backend="scrfd"), ModelStore(shared / "models"))
     clips = sorted((shared / "media" / "grid").glob("*.mpg"))
-    shards = build_flame_shards(root / "data", clips, shared / "models", detector)
+    shards = build_flame_shards(root / "data", clips, shared / "models")
     return shards, build_tiny_encoders(root / "encoders")
 
 

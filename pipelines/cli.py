@@ -1,8 +1,10 @@
-"""`talkinghead` command line: model status and engine-free runs of the stage library.
+"""The `talkinghead` command: pipeline, models, annotation server and trainers in one group.
 
     talkinghead models status [--json]
-    talkinghead scan                       # register the input folder's videos
-    talkinghead run [--input DIR]          # process every source and write shards, no Dagster
+    talkinghead scan                          # register the input folder's videos
+    talkinghead run [--input DIR] [--stage S] [--force]   # every stage on every source + shards, no Dagster
+    talkinghead annotation server start|stop|status
+    talkinghead train sft|rl|evaluate ...
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from pipelines.config import INPUT_DIR_ENV, load_config
 from pipelines.models import ModelStore, format_report, report_json
+from pipelines.registry import STAGES
 
 
-def _models_status(args, config) -> int:
+def _models_status(args) -> int:
     from pipelines.speech.asr_whisperx import registered_whisper, whisper_folder_status
 
+    config = load_config(args.config)
     store = ModelStore(config.paths.model_dir)
     statuses = store.report()
     if registered_whisper(config.speech.whisper_model) is None:  # a user's own Whisper folder: files checked
@@ -29,9 +34,10 @@ def _models_status(args, config) -> int:
     return 0 if next(s for s in statuses if s.name == needed).state in ("ok", "unpinned") else 1
 
 
-def _scan(args, config) -> int:
+def _scan(args) -> int:
     from pipelines.ingest import SourceRegistry
 
+    config = load_config(args.config)
     registry = SourceRegistry(config.paths.registry_path)
     for ref in registry.scan(config.paths.input_dir, config.ingest.extensions):
         print(f"{ref.source_id}\t{ref.relpath}")
@@ -40,48 +46,30 @@ def _scan(args, config) -> int:
     return 0
 
 
-def _run(args, config) -> int:
-    from pipelines.faces.detectors import build_detector
+def _run(args) -> int:
     from pipelines.ingest import SourceRegistry
+    from pipelines.runner import close_backends, run_sources
     from pipelines.shards import write_shards
-    from pipelines.sources import process_source
-    from pipelines.asd.score import ActiveSpeakerScorer
-    from pipelines.asd.stage import run_asd_stage
-    from pipelines.captions.stage import build_captioner, run_caption_stage
-    from pipelines.flame.stage import build_backend as build_flame_backend
-    from pipelines.flame.stage import run_flame_stage
-    from pipelines.speech.stage import build_backends, run_speech_stage
 
+    config = load_config(args.config)
     refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions)
-    detector = build_detector(config.faces, ModelStore(config.paths.model_dir))
-    speech = build_backends(config) if config.speech.enabled else None
-    scorer = ActiveSpeakerScorer(ModelStore(config.paths.model_dir).path(config.asd.model), device=config.asd.device,
-                                 window_frames=config.asd.window_frames,
-                                 overlap_frames=config.asd.overlap_frames) if config.asd.enabled else None
-    flame = build_flame_backend(config) if config.flame.enabled else None
-    captioner = build_captioner(config) if config.captions.enabled else None
-    records = []
     try:
-        for n, ref in enumerate(refs, 1):
-            record = process_source(ref, config, detector)
-            if scorer is not None:
-                run_asd_stage(ref, record, config, scorer)
-            if speech is not None:
-                run_speech_stage(ref, record, config, speech)
-            if config.flame.enabled:
-                run_flame_stage(ref, record, config, flame)
-            if config.captions.enabled:
-                run_caption_stage(ref, record, config, captioner)
-            records.append(record)
-            print(f"[{n}/{len(refs)}] {ref.source_id}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
+        report = run_sources(refs, config, stages=args.stage or None, force=args.force, progress=not args.quiet)
     finally:
-        detector.close()
-    summary = write_shards(records, config)
+        close_backends()
+    for record in report.records:
+        print(f"{record.source_id}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
+    ran = Counter((o.stage, o.status) for o in report.outcomes)
+    print("stages: " + ", ".join(f"{stage} {status} {n}" for (stage, status), n in sorted(ran.items())))
+    summary = write_shards(report.records, config)
     print(json.dumps(summary.stats, indent=1))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from annotation.cli import register as register_annotation
+    from training.cli import register as register_training
+
     parser = argparse.ArgumentParser(prog="talkinghead", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config (default: $TALKINGHEAD_CONFIG or built-in defaults)")
@@ -93,12 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_models_status)
     sub.add_parser("scan", help="register the input folder's videos").set_defaults(func=_scan)
-    sub.add_parser("run", help="process all sources and write shards without Dagster").set_defaults(func=_run)
-    args = parser.parse_args(argv)
+    run = sub.add_parser("run", help="process all sources and write shards without Dagster")
+    run.add_argument("--stage", action="append", choices=[spec.name for spec in STAGES],
+                     help="run only this stage and what it needs (repeatable); default: every stage")
+    run.add_argument("--force", action="store_true", help="re-run stages whose output is current")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
+    register_annotation(sub)
+    register_training(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.input:
         os.environ[INPUT_DIR_ENV] = str(Path(args.input).resolve())
-    config = load_config(args.config)
-    return args.func(args, config)
+    return args.func(args)
 
 
 if __name__ == "__main__":

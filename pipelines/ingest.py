@@ -22,7 +22,7 @@ from pipelines.atomic import atomic_write_text, file_lock
 from pipelines.config import IngestConfig
 from pipelines.media.decode import MediaRejection, ProbeInfo
 from pipelines.models import sha256_file
-from pipelines.records import SourceRef
+from pipelines.schema.records import SourceRef
 from pipelines.speech.sidecar import SIDECAR_EXTENSIONS
 
 _SLUG = re.compile(r"[^a-z0-9]+")
@@ -133,8 +133,8 @@ class SourceRegistry:
         entry = self.load().get(source_id)
         if entry is None:
             raise KeyError(f"source {source_id!r} is not registered in {self.path}; run the sensor or `talkinghead scan`")
-        return SourceRef(source_id, Path(input_dir) / entry["relpath"], entry["relpath"], entry["sha256"],
-                         entry["size_bytes"])
+        return SourceRef(source_id=source_id, path=Path(input_dir) / entry["relpath"], relpath=entry["relpath"],
+                         sha256=entry["sha256"], size_bytes=entry["size_bytes"])
 
     def scan(self, input_dir: Path, extensions: tuple[str, ...]) -> list[SourceRef]:
         """Register every video under ``input_dir``; return all sources found, sorted by id.
@@ -175,7 +175,8 @@ class SourceRegistry:
             if known.get(sid) != entry:
                 known[sid] = entry
                 changed = True
-            refs[sid] = SourceRef(sid, path, relpath, entry["sha256"], entry["size_bytes"])
+            refs[sid] = SourceRef(source_id=sid, path=path, relpath=relpath, sha256=entry["sha256"],
+                                  size_bytes=entry["size_bytes"])
         skipped = dict(sorted(skipped.items()))
         if changed or document.get("skipped", {}) != skipped:
             atomic_write_text(self.path, json.dumps({"sources": dict(sorted(known.items())), "skipped": skipped},

@@ -85,16 +85,20 @@ def _bars(ax, counts: dict, title: str, colour: str, empty: str) -> None:
 
 
 def asd_plot_png(plots: dict, threshold: float) -> bytes:
-    """Speaking probability over time for each face segment of a source, with the kept runs shaded."""
+    """Speaking probability over time for each face segment of a source, with the kept runs shaded.
+
+    ``plots``: the ASD result's ``details["plots"]`` (per segment key: start_s, fps, raw, smooth, runs).
+    """
     keys = sorted(plots)
     fig, axes = plt.subplots(len(keys) or 1, 1, figsize=(9, 1.9 * max(1, len(keys))), squeeze=False)
     for ax, key in zip(axes[:, 0], keys):
         data = plots[key]
-        ax.plot(data["times"], data["raw"], color="#999999", linewidth=0.8, label="per frame")
-        ax.plot(data["times"], data["smooth"], color="#4c72b0", linewidth=1.6, label="smoothed")
+        times = data["start_s"] + (np.arange(len(data["raw"])) + 0.5) / data["fps"]
+        ax.plot(times, data["raw"], color="#999999", linewidth=0.8, label="per frame")
+        ax.plot(times, data["smooth"], color="#4c72b0", linewidth=1.6, label="smoothed")
         ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8)
         for lo, hi in data["runs"]:
-            ax.axvspan(data["times"][lo], data["times"][hi - 1], color="#55a868", alpha=0.2)
+            ax.axvspan(times[lo], times[hi - 1], color="#55a868", alpha=0.2)
         ax.set_ylim(0, 1)
         ax.set_ylabel("P(speaking)")
         ax.set_title(key, fontsize=9)

@@ -22,7 +22,6 @@ import webdataset as wds
 from pipelines.atomic import TMP_SUFFIX, atomic_path, atomic_write_text
 from pipelines.config import PipelineConfig
 from pipelines.ingest import skipped_file_rows
-from pipelines.records import ACCEPTED, SourceRecord
 from pipelines.schema.index import (
     INDEX_FILE,
     MissingShardIndexError,
@@ -31,8 +30,10 @@ from pipelines.schema.index import (
     ShardIndexError,
     shards_lock,
 )
-from pipelines.sources import source_dir
-from pipelines.stages import SPLIT, apply_stages, sample_json
+from pipelines.decisions import sample_record
+from pipelines.runner import decided_record, stage_fingerprints
+from pipelines.schema.records import ACCEPTED, SPLIT, Segment, SourceRecord
+from pipelines.workdir import source_dir
 
 STATS_FILE = "stats.json"
 MANIFEST_FILE = "manifest.jsonl"
@@ -57,12 +58,13 @@ class ShardSummary:
         return dict(self.shard_index.samples)
 
 
-def _sample_bytes(config: PipelineConfig, source_id: str, segment: dict) -> dict:
+def _sample_bytes(config: PipelineConfig, source_id: str, segment: Segment, fingerprints: dict[str, str]) -> dict:
+    """The sample's members; its JSON is validated against the schema before it is packed."""
     folder = source_dir(config, source_id)
-    sample = {"__key__": segment["key"]}
-    for ext, name in sorted(segment["files"].items()):
+    sample = {"__key__": segment.key}
+    for ext, name in sorted(segment.files.items()):
         sample[ext] = (folder / name).read_bytes()
-    sample["json"] = sample_json(sample["json"], segment)
+    sample["json"] = sample_record(sample["json"], segment, fingerprints).dumps()
     return sample
 
 
@@ -82,34 +84,34 @@ def manifest_rows(records: list[SourceRecord]) -> list[dict]:
     """One row per source and one per candidate segment, each with status and reason."""
     rows = []
     for rec in records:
-        rows.append({"kind": "source", "source_id": rec.source_id, "relpath": rec.source.get("relpath"),
+        rows.append({"kind": "source", "source_id": rec.source_id, "relpath": rec.source.relpath,
                      "status": rec.status, "reason": rec.reason, "detail": rec.detail, "numbers": rec.numbers})
         for seg in rec.segments:
-            rows.append({"kind": "segment", "source_id": rec.source_id, "key": seg["key"], "status": seg["status"],
-                         "reason": seg["reason"], "start_s": seg["start_s"], "end_s": seg["end_s"],
-                         "parent": seg.get("parent"), "numbers": seg["numbers"]})
+            rows.append({"kind": "segment", "source_id": rec.source_id, "key": seg.key, "status": seg.status,
+                         "reason": seg.reason, "start_s": seg.start_s, "end_s": seg.end_s,
+                         "parent": seg.parent, "numbers": seg.numbers})
     return rows
 
 
 def dataset_stats(records: list[SourceRecord], shards: list[dict]) -> dict:
     segments = [s for r in records for s in r.segments]
-    accepted = [s for s in segments if s["status"] == ACCEPTED]
-    durations = np.array([s["numbers"]["duration_s"] for s in accepted]) if accepted else np.zeros(0)
+    accepted = [s for s in segments if s.status == ACCEPTED]
+    durations = np.array([s.numbers["duration_s"] for s in accepted]) if accepted else np.zeros(0)
     return {
         "sources": {"total": len(records),
                     "accepted": sum(r.status == ACCEPTED for r in records),
                     "rejected_by_reason": dict(sorted(Counter(r.reason for r in records if r.status != ACCEPTED).items()))},
         "segments": {"total": len(segments), "accepted": len(accepted),
-                     "split": sum(s["status"] == SPLIT for s in segments),
-                     "rejected_by_reason": dict(sorted(Counter(s["reason"] for s in segments
-                                                               if s["status"] not in (ACCEPTED, SPLIT)).items()))},
+                     "split": sum(s.status == SPLIT for s in segments),
+                     "rejected_by_reason": dict(sorted(Counter(s.reason for s in segments
+                                                               if s.status not in (ACCEPTED, SPLIT)).items()))},
         "accepted_duration_s": {"total": round(float(durations.sum()), 3),
                                 "mean": round(float(durations.mean()), 3) if len(durations) else 0.0,
                                 "min": round(float(durations.min()), 3) if len(durations) else 0.0,
                                 "max": round(float(durations.max()), 3) if len(durations) else 0.0},
         # Kept but worth knowing: e.g. language_unknown, flame_model_not_installed.
-        "accepted_flags": dict(sorted(Counter(flag for s in accepted for decision in s.get("stages", {}).values()
-                                              for flag in decision.get("flags", [])).items())),
+        "accepted_flags": dict(sorted(Counter(flag for s in accepted for decision in s.stages.values()
+                                              for flag in decision.flags).items())),
         "shards": {"count": len(shards), "bytes": sum(s["bytes"] for s in shards)},
     }
 
@@ -129,13 +131,14 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardS
     shards_dir.mkdir(parents=True, exist_ok=True)
     for leftover in shards_dir.glob(f".*{TMP_SUFFIX}*"):
         leftover.unlink()  # temporaries of a packer that died; no live packer exists while we hold the lock
-    records = sorted((apply_stages(r, config) for r in records), key=lambda r: r.source_id)
-    owner = {seg["key"]: rec.source_id for rec in records if rec.status == ACCEPTED for seg in rec.accepted_segments()}
-    segs = {seg["key"]: seg for rec in records for seg in rec.accepted_segments()}
+    records = sorted((decided_record(config, r) for r in records), key=lambda r: r.source_id)
+    owner = {seg.key: rec.source_id for rec in records if rec.status == ACCEPTED for seg in rec.accepted_segments()}
+    segs = {seg.key: seg for rec in records for seg in rec.accepted_segments()}
+    fingerprints = {rec.source_id: stage_fingerprints(config, rec.source_id) for rec in records}
     sizes = []
     for key in sorted(segs):
         folder = source_dir(config, owner[key])
-        sizes.append((key, sum((folder / name).stat().st_size for name in segs[key]["files"].values())))
+        sizes.append((key, sum((folder / name).stat().st_size for name in segs[key].files.values())))
     plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
 
     shard_entries, index = [], {}
@@ -145,7 +148,7 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardS
             with open(tmp, "wb") as handle:
                 writer = wds.TarWriter(handle, user="talkinghead", group="talkinghead", mtime=0.0, encoder=False)
                 for key in keys:
-                    writer.write(_sample_bytes(config, owner[key], segs[key]))
+                    writer.write(_sample_bytes(config, owner[key], segs[key], fingerprints[owner[key]]))
                     index[key] = name
                 writer.close()
             digest = hashlib.sha256(tmp.read_bytes()).hexdigest()

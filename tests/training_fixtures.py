@@ -54,10 +54,10 @@ def _once(name: str, make) -> Path:
 
 
 @pytest.fixture(scope="session", name="flame_shards")
-def flame_shards_fixture(tmp_path_factory, grid_clips, model_dir, scrfd_detector) -> Path:
+def flame_shards_fixture(tmp_path_factory, grid_clips, model_dir) -> Path:
     """Pipeline-written shards of three GRID clips with FLAME arrays (72 frames each)."""
     return _once("shards", lambda: build_flame_shards(tmp_path_factory.mktemp("train-shards"), grid_clips[:3],
-                                                      model_dir, scrfd_detector))
+                                                      model_dir))
 
 
 @pytest.fixture(scope="session", name="tiny_encoders")

@@ -11,7 +11,6 @@ a segment kept whole stays as it is, otherwise it is split into children.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +19,13 @@ import numpy as np
 from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
-from pipelines.ingest import atomic_write_text
 from pipelines.media.decode import iter_video_frames
 from pipelines.media.encode import ClipEncoder, mux_clip
 from pipelines.media.wav import read_wav, write_wav
-from pipelines.records import ACCEPTED, SourceRecord, SourceRef
-from pipelines.sources import source_dir, source_lock
-from pipelines.stages import candidate_segments, stage_path, write_stage_result
+from pipelines.models import ModelStore
+from pipelines.schema.records import ACCEPTED, REJECTED, ChildSegment, Segment, StageDecision, StageResult
+from pipelines.schema.sample import SampleRecord, TimeRange
+from pipelines.stage_spec import StageContext, StageSpec
 
 STAGE = "asd"
 ASD_FPS = 25.0
@@ -35,39 +34,39 @@ CHILD_TAG = "_a"
 
 @dataclass
 class ScoredSegment:
-    segment: dict
+    segment: Segment
     times: np.ndarray  # absolute centre time of each 24 fps frame
     raw: np.ndarray  # speaking probability per 24 fps frame
     smooth: np.ndarray
 
     def smooth_at(self, times: np.ndarray) -> np.ndarray:
         """This face's smoothed probability at ``times``; 0 where the face is not on screen."""
-        inside = (times >= self.segment["start_s"]) & (times < self.segment["end_s"])
+        inside = (times >= self.segment.start_s) & (times < self.segment.end_s)
         return np.where(inside, np.interp(times, self.times, self.smooth), 0.0)
 
 
-def score_segment(folder: Path, segment: dict, scorer, config: PipelineConfig) -> ScoredSegment:
+def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig) -> ScoredSegment:
     from pipelines.asd.features import face_crop_112
 
     fps = config.crops.fps
-    boxes = boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
+    boxes = boxes_in_crop(np.load(folder / segment.files["boxes.npy"]), config.crops.size_px)
     # Streamed: only the 112 px grey face of each frame is kept (about 1/36 of the RGB frame).
     small = [face_crop_112(frame, tuple(boxes[j]))
-             for j, frame in zip(range(len(boxes)), iter_video_frames(folder / segment["files"]["mp4"]))]
+             for j, frame in zip(range(len(boxes)), iter_video_frames(folder / segment.files["mp4"]))]
     n = len(small)
     # Light-ASD was trained at 25 fps: sample the 24 fps clip at 25 fps by time.
     t25 = np.arange(int(np.floor(n / fps * ASD_FPS + 1e-6))) / ASD_FPS
     at = np.minimum((t25 * fps + 1e-9).astype(int), n - 1)
     faces = np.stack([small[j] for j in at])
-    pcm, rate = read_wav(folder / segment["files"]["wav"])
+    pcm, rate = read_wav(folder / segment.files["wav"])
     if rate != config.audio.sample_rate:
-        raise ValueError(f"{segment['files']['wav']}: expected {config.audio.sample_rate} Hz audio, got {rate} Hz")
+        raise ValueError(f"{segment.files['wav']}: expected {config.audio.sample_rate} Hz audio, got {rate} Hz")
     p25 = np.asarray(scorer.probabilities(faces, pcm), dtype=np.float64)
     centres = (np.arange(n) + 0.5) / fps
     raw = p25[np.clip((centres * ASD_FPS).astype(int), 0, len(p25) - 1)]
     radius = int(round(config.asd.smoothing_window_s / 2 * fps))
     smooth = smooth_params(raw[:, None], radius)[:, 0]
-    return ScoredSegment(segment, segment["start_s"] + centres, raw, smooth)
+    return ScoredSegment(segment, segment.start_s + centres, raw, smooth)
 
 
 def kept_runs(keep: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
@@ -81,7 +80,7 @@ def _child_video(folder: Path, key: str) -> Path:
     return folder / f".{key}.video.mp4"
 
 
-def _encode_runs(folder: Path, parent: dict, runs: list[tuple[int, int]], keys: list[str],
+def _encode_runs(folder: Path, parent: Segment, runs: list[tuple[int, int]], keys: list[str],
                  config: PipelineConfig) -> None:
     """One streaming pass over the parent clip feeds each kept run's frames to its own encoder."""
     fps = config.crops.fps
@@ -90,11 +89,11 @@ def _encode_runs(folder: Path, parent: dict, runs: list[tuple[int, int]], keys: 
     def close(run: int) -> None:
         # Each run's encoder ends as soon as its last frame is in: one x264 process at a time.
         if not encoders[run].finish():
-            raise ValueError(f"{parent['files']['mp4']}: no frames decoded for the kept run {keys[run]}")
+            raise ValueError(f"{parent.files['mp4']}: no frames decoded for the kept run {keys[run]}")
 
     try:
         run = 0
-        for j, frame in enumerate(iter_video_frames(folder / parent["files"]["mp4"])):
+        for j, frame in enumerate(iter_video_frames(folder / parent.files["mp4"])):
             while run < len(runs) and j >= runs[run][1]:
                 close(run)
                 run += 1
@@ -111,12 +110,14 @@ def _encode_runs(folder: Path, parent: dict, runs: list[tuple[int, int]], keys: 
         raise
 
 
-def _write_child(folder: Path, parent: dict, key: str, lo: int, hi: int, config: PipelineConfig) -> dict:
-    """The child's wav, mp4 (from the video _encode_runs wrote), boxes and json."""
+def _write_child(folder: Path, parent: Segment, key: str, lo: int, hi: int,
+                 config: PipelineConfig) -> tuple[float, float, dict[str, str]]:
+    """The child's wav, mp4 (from the video _encode_runs wrote), boxes and sample JSON:
+    (start_s, end_s, files)."""
     fps = config.crops.fps
-    start_s, end_s = parent["start_s"] + lo / fps, parent["start_s"] + hi / fps
+    start_s, end_s = parent.start_s + lo / fps, parent.start_s + hi / fps
     video_tmp = _child_video(folder, key)
-    pcm, rate = read_wav(folder / parent["files"]["wav"])
+    pcm, rate = read_wav(folder / parent.files["wav"])
     samples = pcm[int(round(lo / fps * rate)): int(round(hi / fps * rate))]
     # Each file appears under its final name only when complete (see pipelines/atomic.py).
     with atomic_path(folder / f"{key}.wav") as tmp:
@@ -124,16 +125,17 @@ def _write_child(folder: Path, parent: dict, key: str, lo: int, hi: int, config:
     with atomic_path(folder / f"{key}.mp4") as tmp:
         mux_clip(video_tmp, folder / f"{key}.wav", tmp, config)
     with atomic_path(folder / f"{key}.boxes.npy") as tmp, open(tmp, "wb") as handle:
-        np.save(handle, np.load(folder / parent["files"]["boxes.npy"])[lo:hi])
-    record = json.loads((folder / parent["files"]["json"]).read_text())
-    record.update(key=key, parent_key=parent["key"])
-    record["time_range_s"] = {"start": round(start_s, 6), "end": round(end_s, 6), "duration": round(end_s - start_s, 6)}
-    record["video"].update(file=f"{key}.mp4", frames=hi - lo, frames_expected=hi - lo)
-    record["audio"].update(file=f"{key}.wav", samples=int(len(samples)))
-    record["faces"]["boxes_file"] = f"{key}.boxes.npy"
-    atomic_write_text(folder / f"{key}.json", json.dumps(record, indent=1, sort_keys=True))
-    return {"key": key, "start_s": round(start_s, 6), "end_s": round(end_s, 6),
-            "files": {"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json", "boxes.npy": f"{key}.boxes.npy"}}
+        np.save(handle, np.load(folder / parent.files["boxes.npy"])[lo:hi])
+    sample = SampleRecord.load(folder / parent.files["json"])
+    sample.model_copy(update={
+        "key": key, "parent_key": parent.key,
+        "time_range_s": TimeRange(start=round(start_s, 6), end=round(end_s, 6), duration=round(end_s - start_s, 6)),
+        "video": sample.video.model_copy(update={"file": f"{key}.mp4", "frames": hi - lo, "frames_expected": hi - lo}),
+        "audio": sample.audio.model_copy(update={"file": f"{key}.wav", "samples": int(len(samples))}),
+        "faces": sample.faces.model_copy(update={"boxes_file": f"{key}.boxes.npy"}),
+    }).save(folder / f"{key}.json")
+    files = {"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json", "boxes.npy": f"{key}.boxes.npy"}
+    return round(start_s, 6), round(end_s, 6), files
 
 
 def lost_to_rivals(item: ScoredSegment, scored: list[ScoredSegment], threshold: float) -> np.ndarray:
@@ -148,7 +150,7 @@ def lost_to_rivals(item: ScoredSegment, scored: list[ScoredSegment], threshold: 
     for other in scored:
         if other is item:
             continue
-        shared = (item.times >= other.segment["start_s"]) & (item.times < other.segment["end_s"])
+        shared = (item.times >= other.segment.start_s) & (item.times < other.segment.end_s)
         rival = other.smooth_at(item.times)
         active = shared & ((item.smooth >= threshold) | (rival >= threshold))
         if active.any() and rival[active].mean() > item.smooth[active].mean():
@@ -156,8 +158,10 @@ def lost_to_rivals(item: ScoredSegment, scored: list[ScoredSegment], threshold: 
     return lost
 
 
-def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path) -> tuple[dict, dict]:
-    """Decisions per segment (writing child clips where a segment splits), and plot data."""
+def decide(scored: list[ScoredSegment], config: PipelineConfig,
+           folder: Path) -> tuple[dict[str, StageDecision], dict[str, dict]]:
+    """Decisions per segment (writing child clips where a segment splits), and the curves to plot
+    (start, fps, raw and smoothed probability per 24 fps frame, kept runs)."""
     fps, threshold = config.crops.fps, config.asd.threshold
     min_frames = max(1, int(np.ceil(config.asd.min_segment_s * fps)))
     decisions, plots = {}, {}
@@ -172,50 +176,50 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path) ->
                    "threshold": threshold, "lost_to_other_face_s": round(float((speaking & ~keep).sum()) / fps, 4)}
         payload = {"model": config.asd.model, "probability_definition": "softmax of Light-ASD's audio-visual logits",
                    "probability": [round(float(p), 3) for p in item.smooth], "fps": fps, **numbers}
-        key = item.segment["key"]
-        plots[key] = {"times": item.times, "raw": item.raw, "smooth": item.smooth, "runs": runs}
+        key = item.segment.key
+        plots[key] = {"start_s": item.segment.start_s, "fps": fps, "raw": [round(float(p), 3) for p in item.raw],
+                      "smooth": payload["probability"], "runs": runs}
         if not runs:
             reason = ("no_active_speaker" if not speaking.any()
                       else "another_face_speaking" if (speaking & ~keep).any() and not keep.any()
                       else "active_speech_too_short")
-            decisions[key] = {"decision": "rejected", "reason": reason, "numbers": numbers, "flags": [], "payload": payload}
+            decisions[key] = StageDecision(decision=REJECTED, reason=reason, numbers=numbers, payload=payload)
             continue
-        decision = {"decision": ACCEPTED, "reason": None, "numbers": numbers, "flags": [], "payload": payload}
+        children = []
         if runs != [(0, n)]:
             child_keys = [f"{key}{CHILD_TAG}{number:02d}" for number in range(len(runs))]
             _encode_runs(folder, item.segment, runs, child_keys, config)
-            decision["children"] = []
             for (lo, hi), child_key in zip(runs, child_keys):
-                child = _write_child(folder, item.segment, child_key, lo, hi, config)
+                start_s, end_s, files = _write_child(folder, item.segment, child_key, lo, hi, config)
                 child_numbers = {**numbers, "kept_s": round((hi - lo) / fps, 4), "dropped_s": 0.0,
                                  "mean_probability": round(float(item.raw[lo:hi].mean()), 4)}
-                child.update(numbers=child_numbers,
-                             payload={**payload, **child_numbers, "parent": key,
-                                      "probability": payload["probability"][lo:hi]})
-                decision["children"].append(child)
-        decisions[key] = decision
+                children.append(ChildSegment(key=child_key, start_s=start_s, end_s=end_s, files=files,
+                                             numbers=child_numbers,
+                                             payload={**payload, **child_numbers, "parent": key,
+                                                      "probability": payload["probability"][lo:hi]}))
+        decisions[key] = StageDecision(decision=ACCEPTED, numbers=numbers, payload=payload, children=children)
     return decisions, plots
 
 
-def run_asd_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig, scorer) -> tuple[dict, dict]:
-    """Score every candidate segment of ``source``; write child clips and ``asd.json``.
+def build_backend(config: PipelineConfig):
+    """Light-ASD from the model directory (sha256-verified)."""
+    from pipelines.asd.score import ActiveSpeakerScorer
 
-    Returns (the stage result, plot data per segment key).
-    """
-    folder = source_dir(config, source.source_id)
-    with source_lock(config, source.source_id):
-        # The old result names the children about to be removed: withdraw it first, so no
-        # visible asd.json ever points at a missing or half-written file.
-        stage_path(config, source.source_id, STAGE).unlink(missing_ok=True)
-        for stale in folder.glob(f"*{CHILD_TAG}[0-9][0-9].*"):
-            stale.unlink()  # children of an earlier run are rewritten below
-        plots: dict = {}
-        if record.status != ACCEPTED:
-            result = {"stage": STAGE, "model": config.asd.model, "segments": {},
-                      "skipped": f"source {record.status} ({record.reason})"}
-        else:
-            scored = [score_segment(folder, seg, scorer, config) for seg in candidate_segments(record, config, STAGE)]
-            decisions, plots = decide(scored, config, folder)
-            result = {"stage": STAGE, "model": config.asd.model, "segments": decisions}
-        write_stage_result(config, source.source_id, STAGE, result)
-    return result, plots
+    asd = config.asd
+    return ActiveSpeakerScorer(ModelStore(config.paths.model_dir).path(asd.model), device=asd.device,
+                               window_frames=asd.window_frames, overlap_frames=asd.overlap_frames)
+
+
+def run(ctx: StageContext) -> StageResult:
+    """Score every candidate segment; write the child clips. ``details["plots"]``: the curves."""
+    for stale in ctx.folder.glob(f"*{CHILD_TAG}[0-9][0-9].*"):
+        stale.unlink()  # children of an earlier run are rewritten below (its asd.json is withdrawn)
+    scored = [score_segment(ctx.folder, segment, ctx.backend, ctx.config) for segment in ctx.candidates]
+    decisions, plots = decide(scored, ctx.config, ctx.folder)
+    return StageResult(stage=STAGE, segments=decisions, details={"model": ctx.config.asd.model, "plots": plots})
+
+
+SPEC = StageSpec(
+    name=STAGE, needs=("faces",), config_sections=("asd", "encode"), version="1", build_backend=build_backend, run=run,
+    description="Light-ASD speaking probability per frame of every face track; segments cut to the speaking frames.",
+)

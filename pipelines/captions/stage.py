@@ -11,14 +11,13 @@ from pipelines.config import PipelineConfig
 from pipelines.captions.windows import caption_windows
 from pipelines.media.decode import count_video_frames, iter_video_frames
 from pipelines.models import ModelStore, sha256_file
-from pipelines.records import ACCEPTED, SourceRecord, SourceRef
-from pipelines.sources import source_dir, source_lock
-from pipelines.stages import candidate_segments, write_stage_result
+from pipelines.schema.records import ACCEPTED, StageDecision, StageResult
+from pipelines.stage_spec import StageContext, StageSpec
 
 STAGE = "captions"
 
 
-def build_captioner(config: PipelineConfig):
+def build_backend(config: PipelineConfig):
     """The configured captioner, or None when its local model is not installed."""
     captions = config.captions
     if captions.backend == "openai_chat":
@@ -42,47 +41,46 @@ def caption_cache(config: PipelineConfig):
     return CaptionCache(config.paths.data_dir / "cache" / "captions")
 
 
-def run_caption_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig, captioner) -> dict:
-    """Caption every candidate clip and write ``captions.json``, holding the source's lock."""
-    with source_lock(config, source.source_id):
-        return _caption_clips(source, record, config, captioner)
-
-
-def _caption_clips(source: SourceRef, record: SourceRecord, config: PipelineConfig, captioner) -> dict:
+def run(ctx: StageContext) -> StageResult:
+    """Caption every candidate clip, one caption per window; clips are kept and flagged when the
+    captioning model is not installed."""
     from pipelines.captions.describe import describe_windows
 
-    folder = source_dir(config, source.source_id)
+    config, captioner = ctx.config, ctx.backend
     missing = None if captioner is not None else ModelStore(config.paths.model_dir).status(config.captions.model).detail
     cache = caption_cache(config)
     decisions = {}
-    if record.status == ACCEPTED:
-        for segment in candidate_segments(record, config, STAGE):
-            key = segment["key"]
-            if captioner is None:
-                decisions[key] = {"decision": ACCEPTED, "reason": None, "numbers": {"status": "model_not_installed"},
-                                  "flags": ["caption_model_not_installed"],
-                                  "payload": {"status": "model not installed", "detail": missing}}
-                continue
-            mp4 = folder / segment["files"]["mp4"]
-            # Only the frames the windows sample are kept (8 per 200), streamed from the clip.
-            n_frames = count_video_frames(mp4)
-            wanted = {i for _, _, indices in caption_windows(n_frames, config.captions.window_frames,
-                                                             config.captions.frames_per_window) for i in indices}
-            frames, decoded = {}, 0
-            for decoded, frame in enumerate(iter_video_frames(mp4), start=1):
-                if decoded - 1 in wanted:
-                    frames[decoded - 1] = frame
-            if decoded != n_frames:
-                raise ValueError(f"{mp4.name}: the container declares {n_frames} frames, {decoded} decoded")
-            windows = describe_windows(frames.__getitem__, n_frames, captioner, cache, sha256_file(mp4),
-                                       window=config.captions.window_frames,
-                                       samples=config.captions.frames_per_window)
-            flagged = sum(bool(w["flagged"]) for w in windows)
-            decisions[key] = {"decision": ACCEPTED, "reason": None,
-                              "numbers": {"status": "ok", "windows": len(windows), "flagged": flagged},
-                              "flags": ["caption_flagged"] if flagged else [],
-                              "payload": {"status": "ok", "model": captioner.name, "windows": windows}}
-    result = {"stage": STAGE, "backend": config.captions.backend, "installed": captioner is not None,
-              "segments": decisions}
-    write_stage_result(config, source.source_id, STAGE, result)
-    return result
+    for segment in ctx.candidates:
+        if captioner is None:
+            decisions[segment.key] = StageDecision(
+                decision=ACCEPTED, numbers={"status": "model_not_installed"}, flags=["caption_model_not_installed"],
+                payload={"status": "model not installed", "detail": missing})
+            continue
+        mp4 = ctx.folder / segment.files["mp4"]
+        # Only the frames the windows sample are kept (8 per 200), streamed from the clip.
+        n_frames = count_video_frames(mp4)
+        wanted = {i for _, _, indices in caption_windows(n_frames, config.captions.window_frames,
+                                                         config.captions.frames_per_window) for i in indices}
+        frames, decoded = {}, 0
+        for decoded, frame in enumerate(iter_video_frames(mp4), start=1):
+            if decoded - 1 in wanted:
+                frames[decoded - 1] = frame
+        if decoded != n_frames:
+            raise ValueError(f"{mp4.name}: the container declares {n_frames} frames, {decoded} decoded")
+        windows = describe_windows(frames.__getitem__, n_frames, captioner, cache, sha256_file(mp4),
+                                   window=config.captions.window_frames, samples=config.captions.frames_per_window)
+        flagged = sum(bool(w["flagged"]) for w in windows)
+        decisions[segment.key] = StageDecision(
+            decision=ACCEPTED, numbers={"status": "ok", "windows": len(windows), "flagged": flagged},
+            flags=["caption_flagged"] if flagged else [],
+            payload={"status": "ok", "model": captioner.name, "windows": windows})
+    return StageResult(stage=STAGE, segments=decisions,
+                       details={"backend": config.captions.backend, "installed": captioner is not None})
+
+
+# Captions need the final clips (after the speaking-frame split and the speech rules), not FLAME:
+# the two annotate side by side.
+SPEC = StageSpec(
+    name=STAGE, needs=("speech",), config_sections=("captions",), version="1", build_backend=build_backend, run=run,
+    description="One expression caption per 200-frame window of each clip, cached across runs.",
+)

@@ -22,9 +22,8 @@ from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop
 from pipelines.media.decode import iter_video_frames
 from pipelines.models import ModelStore
-from pipelines.records import ACCEPTED, SourceRecord, SourceRef
-from pipelines.sources import source_dir, source_lock
-from pipelines.stages import candidate_segments, write_stage_result
+from pipelines.schema.records import ACCEPTED, Segment, StageDecision, StageResult
+from pipelines.stage_spec import StageContext, StageSpec
 
 STAGE = "flame"
 NOT_INSTALLED = "model_not_installed"
@@ -43,16 +42,16 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             archive.writestr(info, buffer.getvalue())
 
 
-def head_crops(folder: Path, segment: dict, config: PipelineConfig) -> Iterator[np.ndarray]:
+def head_crops(folder: Path, segment: Segment, config: PipelineConfig) -> Iterator[np.ndarray]:
     """The 224 px head crop of each frame of a clip, streamed from its mp4 (rule and smoothing:
     pipelines/flame/headcrop.py)."""
     from pipelines.flame.headcrop import crop_square, head_squares
 
     flame = config.flame
-    boxes = boxes_in_crop(np.load(folder / segment["files"]["boxes.npy"]), config.crops.size_px)
+    boxes = boxes_in_crop(np.load(folder / segment.files["boxes.npy"]), config.crops.size_px)
     radius = int(round(flame.head_smoothing_window_s * config.crops.fps / 2))
     squares = head_squares(boxes, flame.head_scale, flame.head_shift_up, radius)
-    for j, frame in zip(range(len(squares)), iter_video_frames(folder / segment["files"]["mp4"])):
+    for j, frame in zip(range(len(squares)), iter_video_frames(folder / segment.files["mp4"])):
         yield crop_square(frame, squares[j])
 
 
@@ -121,12 +120,12 @@ def clip_arrays(outputs: dict[str, np.ndarray], backend, config: PipelineConfig)
     return arrays, payload
 
 
-def flame_for_clip(folder: Path, segment: dict, backend, config: PipelineConfig) -> tuple[dict, dict]:
+def flame_for_clip(folder: Path, segment: Segment, backend, config: PipelineConfig) -> tuple[dict, dict]:
     """(arrays for the npz, payload) of one clip."""
-    ((_, outputs),) = predict_clips([(segment["key"], head_crops(folder, segment, config))], backend,
+    ((_, outputs),) = predict_clips([(segment.key, head_crops(folder, segment, config))], backend,
                                     config.flame.batch_size)
     if outputs is None:
-        raise ValueError(f"{segment['files']['mp4']}: no frames decoded")
+        raise ValueError(f"{segment.files['mp4']}: no frames decoded")
     return clip_arrays(outputs, backend, config)
 
 
@@ -140,35 +139,31 @@ def build_backend(config: PipelineConfig):
     return SheapBackend(store.path(config.flame.model), device=config.flame.device, batch_size=config.flame.batch_size)
 
 
-def run_flame_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig, backend) -> dict:
-    """FLAME arrays for every candidate clip and ``flame.json``, holding the source's lock."""
-    with source_lock(config, source.source_id):
-        return _flame_clips(source, record, config, backend)
+def run(ctx: StageContext) -> StageResult:
+    """FLAME arrays (``<key>.flame.npz``) for every candidate clip; clips are kept and flagged
+    when the SHeaP weights are not installed."""
+    config, decisions = ctx.config, {}
+    if ctx.backend is None:
+        missing = ModelStore(config.paths.model_dir).status(config.flame.model).detail
+        for segment in ctx.candidates:
+            decisions[segment.key] = StageDecision(
+                decision=ACCEPTED, numbers={"status": NOT_INSTALLED}, flags=["flame_model_not_installed"],
+                payload={"status": "model not installed", "detail": missing})
+    else:
+        clips = ((segment.key, head_crops(ctx.folder, segment, config)) for segment in ctx.candidates)
+        for key, outputs in predict_clips(clips, ctx.backend, config.flame.batch_size):
+            if outputs is None:
+                raise ValueError(f"{key}: no frames decoded from its clip")
+            arrays, payload = clip_arrays(outputs, ctx.backend, config)
+            name = f"{key}.flame.npz"
+            save_npz(ctx.folder / name, arrays)
+            decisions[key] = StageDecision(decision=ACCEPTED, numbers={"status": "ok", "frames": payload["frames"]},
+                                           payload=payload, files={"flame.npz": name})
+    return StageResult(stage=STAGE, segments=decisions,
+                       details={"model": config.flame.model, "installed": ctx.backend is not None})
 
 
-def _flame_clips(source: SourceRef, record: SourceRecord, config: PipelineConfig, backend) -> dict:
-    folder = source_dir(config, source.source_id)
-    decisions = {}
-    missing = None if backend is not None else ModelStore(config.paths.model_dir).status(config.flame.model).detail
-    if record.status == ACCEPTED:
-        segments = list(candidate_segments(record, config, STAGE))
-        if backend is None:
-            for segment in segments:
-                decisions[segment["key"]] = {"decision": ACCEPTED, "reason": None,
-                                             "numbers": {"status": NOT_INSTALLED},
-                                             "flags": ["flame_model_not_installed"],
-                                             "payload": {"status": "model not installed", "detail": missing}}
-        else:
-            clips = ((seg["key"], head_crops(folder, seg, config)) for seg in segments)
-            for key, outputs in predict_clips(clips, backend, config.flame.batch_size):
-                if outputs is None:
-                    raise ValueError(f"{key}: no frames decoded from its clip")
-                arrays, payload = clip_arrays(outputs, backend, config)
-                name = f"{key}.flame.npz"
-                save_npz(folder / name, arrays)
-                decisions[key] = {"decision": ACCEPTED, "reason": None,
-                                  "numbers": {"status": "ok", "frames": payload["frames"]},
-                                  "flags": [], "payload": payload, "files": {"flame.npz": name}}
-    result = {"stage": STAGE, "model": config.flame.model, "installed": backend is not None, "segments": decisions}
-    write_stage_result(config, source.source_id, STAGE, result)
-    return result
+SPEC = StageSpec(
+    name=STAGE, needs=("speech",), config_sections=("flame",), version="1", build_backend=build_backend, run=run,
+    description="Per-frame FLAME parameters from SHeaP (six motion groups, raw and Savitzky-Golay smoothed).",
+)

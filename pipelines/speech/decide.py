@@ -8,9 +8,10 @@ A segment is rejected when more than ``max_overlap_ratio`` of its speech overlap
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from pipelines.config import SpeechConfig
+from pipelines.schema.records import ACCEPTED, REJECTED, StageDecision
 from pipelines.speech.base import UNKNOWN_LANGUAGE, WORD_TIMING_NONE, LanguageIdentifier, SpeakerActivity, Transcript
 from pipelines.speech.overlap import overlap_stats
 
@@ -21,18 +22,6 @@ class LanguageCall:
     confidence: float | None
     source: str  # "asr:<backend>", "text:<identifier>" or "none"
     detail: str = ""
-
-
-@dataclass
-class SpeechDecision:
-    decision: str  # "accepted" / "rejected"
-    reason: str | None
-    numbers: dict
-    flags: list[str] = field(default_factory=list)
-    payload: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def language_reason(required: str) -> str:
@@ -65,7 +54,7 @@ def call_language(transcript: Transcript | None, start: float, end: float, ident
 
 def decide_segment(start: float, end: float, activity: SpeakerActivity, transcript: Transcript | None,
                    identifier: LanguageIdentifier | None, config: SpeechConfig,
-                   audio_language: tuple[str, float] | None = None) -> SpeechDecision:
+                   audio_language: tuple[str, float] | None = None) -> StageDecision:
     overlap = overlap_stats(activity, start, end)
     language = call_language(transcript, start, end, identifier, config, audio_language)
     words = transcript.words_in(start, end) if transcript else []
@@ -89,11 +78,14 @@ def decide_segment(start: float, end: float, activity: SpeakerActivity, transcri
     }
     flags = []
     if overlap.ratio > config.max_overlap_ratio:
-        return SpeechDecision("rejected", "overlapping_speech", numbers, flags, payload)
+        return StageDecision(decision=REJECTED, reason="overlapping_speech", numbers=numbers, flags=flags,
+                             payload=payload)
     if language.language == UNKNOWN_LANGUAGE:
         flags.append("language_unknown")
         if config.unknown_language_policy == "reject":
-            return SpeechDecision("rejected", "language_unknown", numbers, flags, payload)
+            return StageDecision(decision=REJECTED, reason="language_unknown", numbers=numbers, flags=flags,
+                                 payload=payload)
     elif language.language != config.required_language:
-        return SpeechDecision("rejected", language_reason(config.required_language), numbers, flags, payload)
-    return SpeechDecision("accepted", None, numbers, flags, payload)
+        return StageDecision(decision=REJECTED, reason=language_reason(config.required_language), numbers=numbers,
+                             flags=flags, payload=payload)
+    return StageDecision(decision=ACCEPTED, numbers=numbers, flags=flags, payload=payload)

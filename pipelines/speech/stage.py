@@ -9,18 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipelines.clips import SOURCE_AUDIO_FILE
 from pipelines.config import PipelineConfig
 from pipelines.media.wav import read_wav_float
 from pipelines.models import ModelError, ModelStore
-from pipelines.records import ACCEPTED, SourceRecord, SourceRef
+from pipelines.schema.records import Segment, SourceRecord, SourceRef, StageResult
 from pipelines.speech.base import (SAMPLE_RATE, WORD_TIMING_NONE, ActivityBackend, LanguageIdentifier, SpeakerActivity,
                                    Transcript, TranscriptionBackend, Turn)
 from pipelines.speech.decide import decide_segment
 from pipelines.speech.overlap import overlap_stats
 from pipelines.speech.sidecar import find_sidecar, read_sidecar
-from pipelines.sources import source_dir, source_lock
-from pipelines.stages import candidate_segments, write_stage_result
+from pipelines.stage_spec import StageContext, StageSpec
+from pipelines.workdir import SOURCE_AUDIO_FILE, source_dir
 
 STAGE = "speech"
 
@@ -65,7 +64,7 @@ def choose_transcription(config: PipelineConfig, store: ModelStore) -> tuple[str
     return "pocketsphinx", None, f"auto: {speech.whisper_model} {status.state}, so pocketsphinx"
 
 
-def build_backends(config: PipelineConfig) -> SpeechBackends:
+def build_backend(config: PipelineConfig) -> SpeechBackends:
     """The backends named in ``config.speech``, loaded from the model directory."""
     speech, model_dir = config.speech, Path(config.paths.model_dir)
     store = ModelStore(model_dir)
@@ -127,9 +126,9 @@ def assign_speakers(transcript: Transcript, turns: list[Turn]) -> Transcript:
     return replace(transcript, words=[replace(w, speaker=speaker_of(w)) for w in transcript.words])
 
 
-def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConfig,
-                   backends: SpeechBackends) -> dict:
-    """Run the speech backends over the source's audio and decide every face-accepted segment."""
+def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConfig, backends: SpeechBackends,
+                   candidates: tuple[Segment, ...]) -> StageResult:
+    """Run the speech backends over the source's audio and decide every candidate segment."""
     audio = read_wav_float(source_dir(config, source.source_id) / SOURCE_AUDIO_FILE, SAMPLE_RATE)
     offset = float(record.numbers.get("audio_start_s", 0.0))
     duration = len(audio) / SAMPLE_RATE
@@ -144,39 +143,34 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
     if transcript is not None and activity.turns:
         transcript = assign_speakers(transcript, activity.turns)
     decisions = {}
-    for segment in candidate_segments(record, config, STAGE):
-        start, end = segment["start_s"], segment["end_s"]
+    for segment in candidates:
+        start, end = segment.start_s, segment.end_s
         audio_language = None
         detect = getattr(backends.transcriber, "detect_language", None)
         if sidecar is None and detect is not None:
             lo, hi = int(max(0.0, start - offset) * SAMPLE_RATE), int(max(0.0, end - offset) * SAMPLE_RATE)
             audio_language = detect(audio[lo:hi])
-        decisions[segment["key"]] = decide_segment(start, end, activity, transcript, backends.identifier,
-                                                   config.speech, audio_language).as_dict()
+        decisions[segment.key] = decide_segment(start, end, activity, transcript, backends.identifier,
+                                                config.speech, audio_language)
     names = {**backends.names(), "transcription": transcript.backend if transcript else None}
-    for decision in decisions.values():
-        decision["payload"]["backends"] = names
+    decisions = {key: d.model_copy(update={"payload": {**d.payload, "backends": names}}) for key, d in decisions.items()}
     whole = overlap_stats(activity)
-    return {
-        "stage": STAGE,
+    details = {
         "backends": names,
         "audio_seconds": round(duration, 4),
         "source": {**whole.as_dict(), "transcript": transcript.text if transcript else None,
                    "language": transcript.language if transcript else None,
                    "word_timing": transcript.word_timing if transcript else WORD_TIMING_NONE},
         "activity": activity.as_dict(),
-        "segments": decisions,
     }
+    return StageResult(stage=STAGE, segments=decisions, details=details)
 
 
-def run_speech_stage(source: SourceRef, record: SourceRecord, config: PipelineConfig,
-                     backends: SpeechBackends) -> dict:
-    """Analyse and write ``speech.json``; a source with no accepted face segment gets an empty result."""
-    with source_lock(config, source.source_id):
-        if record.status != ACCEPTED:
-            result = {"stage": STAGE, "backends": backends.names(), "segments": {},
-                      "skipped": f"source {record.status} ({record.reason})"}
-        else:
-            result = analyse_speech(source, record, config, backends)
-        write_stage_result(config, source.source_id, STAGE, result)
-    return result
+def run(ctx: StageContext) -> StageResult:
+    return analyse_speech(ctx.source, ctx.record, ctx.config, ctx.backend, ctx.candidates)
+
+
+SPEC = StageSpec(
+    name=STAGE, needs=("asd",), config_sections=("speech",), version="1", build_backend=build_backend, run=run,
+    description="Speaker activity, transcript and language of one source; a speech decision per clip.",
+)

@@ -1,46 +1,27 @@
-"""Processing one source end to end into its work folder, atomically.
+"""The face stage: probe, decode once, track faces and write the clips of one source.
 
 Every outcome is a :class:`SourceRecord`: accepted segments with their files, or a
-rejection with a machine-readable reason and the numbers that decided it.
+rejection with a machine-readable reason and the numbers that decided it. The work
+folder is built under a temporary name and renamed into place as a whole.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.atomic import file_lock
-from pipelines.clips import ProgressFn, extract_face_clips
 from pipelines.config import PipelineConfig
-from pipelines.faces.detectors import FaceDetector
+from pipelines.faces.clips import extract_face_clips
+from pipelines.faces.detectors import FaceDetector, build_detector
 from pipelines.ingest import probe_limits
 from pipelines.media.decode import MediaRejection, ProbeInfo, probe
-from pipelines.records import SourceRecord, SourceRef
-
-RECORD_FILE = "record.json"
-
-
-def source_dir(config: PipelineConfig, source_id: str) -> Path:
-    return config.paths.work_dir / "sources" / source_id
-
-
-@contextmanager
-def source_lock(config: PipelineConfig, source_id: str) -> Iterator[None]:
-    """Exclusive use of one source's work folder (``<work>/sources/.<id>.lock``).
-
-    Every stage that writes into the folder holds it, so two materialisations of the same
-    partition run one after the other instead of interleaving their writes.
-    """
-    folder = source_dir(config, source_id)
-    with file_lock(folder.parent / f".{source_id}.lock"):
-        yield
-
+from pipelines.models import ModelStore
+from pipelines.schema.records import ACCEPTED, SourceRecord, SourceRef
+from pipelines.stage_spec import ProgressFn, StageContext, StageSpec
+from pipelines.workdir import RECORD_FILE, source_dir, source_lock
 
 def _remove_leftovers(final: Path) -> None:
     """Half-built or half-replaced folders of a writer that died (only called under the lock)."""
@@ -62,13 +43,10 @@ def probe_source(source: SourceRef, config: PipelineConfig) -> tuple[dict | None
 
 
 def process_source(source: SourceRef, config: PipelineConfig, detector: FaceDetector,
-                   progress: ProgressFn | None = None,
-                   probed: tuple[dict | None, SourceRecord | None] | None = None) -> SourceRecord:
+                   progress: ProgressFn | None = None, fingerprint: str = "") -> SourceRecord:
     """Probe, decode once, track faces and write clips for ``source``; publish atomically.
 
-    ``probed`` is the result of :func:`probe_source` when the caller already has it.
-
-    The work folder ``<work>/sources/<id>`` is replaced as a whole: it is built under a
+    ``fingerprint`` (from the runner) is stored in the record. The work folder ``<work>/sources/<id>`` is replaced as a whole: it is built under a
     temporary name and renamed into place, so a crash never leaves a half-written clip
     visible and a re-run starts clean. The source's lock is held throughout.
     """
@@ -76,16 +54,15 @@ def process_source(source: SourceRef, config: PipelineConfig, detector: FaceDete
     final.parent.mkdir(parents=True, exist_ok=True)
     with source_lock(config, source.source_id):
         _remove_leftovers(final)
-        return _build_and_publish(source, config, detector, progress, probed, final)
+        return _build_and_publish(source, config, detector, progress, fingerprint, final)
 
 
 def _build_and_publish(source: SourceRef, config: PipelineConfig, detector: FaceDetector,
-                       progress: ProgressFn | None, probed: tuple[dict | None, SourceRecord | None] | None,
-                       final: Path) -> SourceRecord:
+                       progress: ProgressFn | None, fingerprint: str, final: Path) -> SourceRecord:
     stage = Path(tempfile.mkdtemp(prefix=f".{source.source_id}.tmp-", dir=final.parent))
     os.chmod(stage, 0o755)  # mkdtemp makes 0700; the published folder is meant to be shared
     try:
-        probe_dict, record = probed if probed is not None else probe_source(source, config)
+        probe_dict, record = probe_source(source, config)
         if record is None:
             try:
                 record = extract_face_clips(source, ProbeInfo(**probe_dict), detector, config, stage, progress)
@@ -95,10 +72,11 @@ def _build_and_publish(source: SourceRef, config: PipelineConfig, detector: Face
                 record = SourceRecord.rejected(
                     source, "processing_error", f"{type(error).__name__}: {error}",
                     {"traceback_tail": traceback.format_exc().splitlines()[-3:]}, probe_dict)
-        if record.status != "accepted":
+        if record.status != ACCEPTED:
             for child in stage.iterdir():
                 child.unlink()
-        (stage / RECORD_FILE).write_text(json.dumps(record.as_dict(), indent=1, sort_keys=True))
+        record.fingerprint = fingerprint
+        (stage / RECORD_FILE).write_bytes(record.dumps())
         _swap_into_place(stage, final)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -117,8 +95,17 @@ def _swap_into_place(stage: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_record(config: PipelineConfig, source_id: str) -> SourceRecord | None:
-    path = source_dir(config, source_id) / RECORD_FILE
-    if not path.exists():
-        return None
-    return SourceRecord(**json.loads(path.read_text()))
+def build_backend(config: PipelineConfig) -> FaceDetector:
+    """The configured face detector (SCRFD or MediaPipe) from the model directory."""
+    return build_detector(config.faces, ModelStore(config.paths.model_dir))
+
+
+def run(ctx: StageContext) -> SourceRecord:
+    return process_source(ctx.source, ctx.config, ctx.backend, ctx.progress, ctx.fingerprint)
+
+
+SPEC = StageSpec(
+    name="faces", needs=(), config_sections=("faces", "ingest", "tracking", "crops", "audio", "encode"), version="1",
+    build_backend=build_backend, run=run,
+    description="Face tracks of one source, cut where the face is missing over the max gap, as square crops.",
+)

@@ -8,11 +8,9 @@ gap plus the smoothing look-ahead), so memory does not grow with the source's le
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -25,11 +23,13 @@ from pipelines.faces.tracking import IouTracker, Track
 from pipelines.media.decode import DecodeOutcome, Frame, MediaRejection, ProbeInfo, decode_source, frames_needed
 from pipelines.media.encode import ClipEncoder, mux_clip
 from pipelines.media.wav import WavSink, read_wav_slice, write_wav
-from pipelines.records import SegmentRecord, SourceRecord, SourceRef
+from pipelines.schema.records import ACCEPTED, REJECTED, Segment, SourceRecord, SourceRef
+from pipelines.schema.sample import (AudioInfo, FaceTrackInfo, FilterEntry, FpsConversion, SampleRecord, TimeRange,
+                                     VideoInfo)
+from pipelines.stage_spec import ProgressFn
+from pipelines.workdir import SOURCE_AUDIO_FILE
 
-ProgressFn = Callable[[float, float], None]  # (seconds decoded, declared duration)
-# The source's audio at 16 kHz mono, kept from the one decode pass for the speech stage.
-SOURCE_AUDIO_FILE = "source_audio.wav"
+BOXES_COLUMNS = ["t_out", "x1", "y1", "x2", "y2", "score_or_-1_if_bridged", "crop_x", "crop_y", "crop_side"]
 
 
 @dataclass
@@ -191,7 +191,7 @@ def extract_face_clips(
 
     segments = _finalise_segments(source, probe_info, detector, config, out_dir, finished, sink, frame_w, frame_h)
     numbers = {**decode_numbers, "audio_start_s": round(sink.start_time_s or 0.0, 6)}
-    return SourceRecord.from_segments(source, probe_info, segments, numbers)
+    return SourceRecord.from_segments(source, probe_info.as_dict(), segments, numbers)
 
 
 def _decode_rejection(outcome: DecodeOutcome, decoded_s: float, declared_s: float, min_fraction: float,
@@ -217,10 +217,10 @@ def _decode_rejection(outcome: DecodeOutcome, decoded_s: float, declared_s: floa
 
 def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceDetector, config: PipelineConfig,
                        out_dir: Path, finished: list[TrackCropper], sink: WavSink,
-                       frame_w: int, frame_h: int) -> list[SegmentRecord]:
+                       frame_w: int, frame_h: int) -> list[Segment]:
     crop_cfg = config.crops
     ordered = sorted(finished, key=lambda c: (c.track.observations[0].time_s, c.boxes[0][0]))
-    segments: list[SegmentRecord] = []
+    segments: list[Segment] = []
     for number, cropper in enumerate(ordered):
         obs = cropper.track.observations
         start_s, end_s = obs[0].time_s, obs[-1].end_s
@@ -230,8 +230,9 @@ def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceD
         tmp_video = cropper.encoder.path
         if not encoded or end_s - start_s < config.tracking.min_segment_s:
             tmp_video.unlink(missing_ok=True)
-            segments.append(SegmentRecord(key, cropper.track.track_id, start_s, end_s, "rejected", "segment_too_short",
-                                          {**numbers, "min_segment_s": config.tracking.min_segment_s}))
+            segments.append(Segment(key=key, track_id=cropper.track.track_id, start_s=round(start_s, 6),
+                                    end_s=round(end_s, 6), status=REJECTED, reason="segment_too_short",
+                                    numbers={**numbers, "min_segment_s": config.tracking.min_segment_s}))
             continue
         n_expected = frames_needed(start_s, end_s, crop_cfg.fps)
         samples, padded = read_wav_slice(sink.path, sink.sample_rate, start_s, end_s, sink.start_time_s or 0.0)
@@ -245,33 +246,27 @@ def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceD
         crops = np.asarray(cropper.crops, dtype=np.float32)[src_pos]
         table = np.concatenate([out_times[:, None].astype(np.float32), boxes, crops], axis=1)
         np.save(out_dir / f"{key}.boxes.npy", table)
-        record = {
-            "key": key,
-            "schema": "talkinghead.sample/1",
-            "pipeline_version": __version__,
-            "config_hash": config.content_hash(),
-            "source": source.as_dict(),
-            "source_probe": probe_info.as_dict(),
-            "time_range_s": {"start": round(start_s, 6), "end": round(end_s, 6), "duration": round(end_s - start_s, 6)},
-            "video": {"file": f"{key}.mp4", "width": crop_cfg.size_px, "height": crop_cfg.size_px,
-                      "fps": crop_cfg.fps, "frames": cropper.encoder.frames_out, "codec": "h264",
-                      "frames_expected": n_expected},
-            "fps_conversion": {"source_fps": round(probe_info.frame_rate, 6), "output_fps": crop_cfg.fps,
-                               "source_frames": len(obs), "output_frames": cropper.encoder.frames_out,
-                               "method": "output frame k shows the source frame displayed at start+(k+0.5)/fps"},
-            "audio": {"file": f"{key}.wav", "sample_rate": sink.sample_rate, "channels": 1,
-                      "samples": int(len(samples)), "padded_samples": int(padded)},
-            "faces": {"detector": detector.name, "detector_sha256": detector.model_sha256,
-                      "track_id": cropper.track.track_id, "frame_size": [frame_w, frame_h],
-                      "crop_scale": crop_cfg.scale, "smoothing_window_s": crop_cfg.smoothing_window_s,
-                      "boxes_file": f"{key}.boxes.npy",
-                      "boxes_columns": ["t_out", "x1", "y1", "x2", "y2", "score_or_-1_if_bridged",
-                                        "crop_x", "crop_y", "crop_side"],
-                      **numbers},
-            "filters": [{"stage": "faces", "decision": "accepted", "numbers": numbers}],
-        }
-        (out_dir / f"{key}.json").write_text(json.dumps(record, indent=1, sort_keys=True))
-        segments.append(SegmentRecord(key, cropper.track.track_id, start_s, end_s, "accepted", None, numbers,
-                                      files={"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json",
-                                             "boxes.npy": f"{key}.boxes.npy"}))
+        sample = SampleRecord(
+            key=key, pipeline_version=__version__, config_hash=config.content_hash(), source=source.info(),
+            source_probe=probe_info.as_dict(),
+            time_range_s=TimeRange(start=round(start_s, 6), end=round(end_s, 6), duration=round(end_s - start_s, 6)),
+            video=VideoInfo(file=f"{key}.mp4", width=crop_cfg.size_px, height=crop_cfg.size_px, fps=crop_cfg.fps,
+                            frames=cropper.encoder.frames_out, codec="h264", frames_expected=n_expected),
+            fps_conversion=FpsConversion(
+                source_fps=round(probe_info.frame_rate, 6), output_fps=crop_cfg.fps, source_frames=len(obs),
+                output_frames=cropper.encoder.frames_out,
+                method="output frame k shows the source frame displayed at start+(k+0.5)/fps"),
+            audio=AudioInfo(file=f"{key}.wav", sample_rate=sink.sample_rate, channels=1, samples=int(len(samples)),
+                            padded_samples=int(padded)),
+            faces=FaceTrackInfo(detector=detector.name, detector_sha256=detector.model_sha256,
+                                track_id=cropper.track.track_id, frame_size=(frame_w, frame_h),
+                                crop_scale=crop_cfg.scale, smoothing_window_s=crop_cfg.smoothing_window_s,
+                                boxes_file=f"{key}.boxes.npy", boxes_columns=BOXES_COLUMNS, **numbers),
+            filters=[FilterEntry(stage="faces", decision=ACCEPTED, numbers=numbers)],
+        )
+        (out_dir / f"{key}.json").write_bytes(sample.dumps())
+        segments.append(Segment(key=key, track_id=cropper.track.track_id, start_s=round(start_s, 6),
+                                end_s=round(end_s, 6), status=ACCEPTED, numbers=numbers,
+                                files={"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json",
+                                       "boxes.npy": f"{key}.boxes.npy"}))
     return segments

@@ -1,0 +1,196 @@
+"""The one stage runner: ``talkinghead run``, the benches and the Dagster assets all call it.
+
+For one stage and one source it takes the source's lock, computes the fingerprint (stage
+version + the config sections it reads + the fingerprints of its inputs, and for the face
+stage the source's sha256), and skips the work when the stored output has that same
+fingerprint. Otherwise it withdraws the old output, gives the stage its candidate
+segments (the face segments after the stages it needs) and writes what the stage returns.
+Model backends are built once per process and setting (:class:`ModelBackends`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from pipelines.config import PipelineConfig
+from pipelines.decisions import apply_results
+from pipelines.workdir import load_record, source_dir, source_lock
+from pipelines.registry import ROOT, STAGES, ancestors, deciding_stages, stage
+from pipelines.schema.records import ACCEPTED, SourceRecord, SourceRef, StageResult
+from pipelines.stage_spec import ProgressFn, StageContext, digest
+
+OutcomeStatus = Literal["ran", "unchanged", "disabled"]
+
+# (stage, its config fingerprint, model dir) -> built backend; one per process and setting.
+_BUILT: dict[tuple[str, str, str], Any] = {}
+
+
+class StageInputMissing(RuntimeError):
+    """A stage was asked to run before a stage it needs has run for that source."""
+
+
+class ModelBackends:
+    """The model backend of each stage, built on first use and shared by every later call in
+    this process with the same config section (a Dagster step, a CLI run, a bench)."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+
+    def get(self, name: str) -> Any:
+        spec = stage(name)
+        key = (name, spec.config_fingerprint(self.config), str(self.config.paths.model_dir))
+        if key not in _BUILT:
+            _BUILT[key] = spec.build_backend(self.config)
+        return _BUILT[key]
+
+
+def close_backends() -> None:
+    """Release every backend built in this process (detector sessions, worker pools)."""
+    for backend in _BUILT.values():
+        close = getattr(backend, "close", None)
+        if close is not None:
+            close()
+    _BUILT.clear()
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: str
+    source_id: str
+    status: OutcomeStatus
+    fingerprint: str
+    seconds: float
+    result: SourceRecord | StageResult | None  # what is on disk now (None: disabled)
+
+
+@dataclass
+class RunReport:
+    records: list[SourceRecord] = field(default_factory=list)  # each source's face record
+    outcomes: list[StageOutcome] = field(default_factory=list)
+
+
+def result_path(config: PipelineConfig, source_id: str, name: str) -> Path:
+    return source_dir(config, source_id) / f"{name}.json"
+
+
+def load_result(config: PipelineConfig, source_id: str, name: str) -> StageResult | None:
+    """The stage's stored result, or None when absent or written under an older schema (stale)."""
+    path = result_path(config, source_id, name)
+    try:
+        return StageResult.load(path) if path.exists() else None
+    except ValidationError:
+        return None
+
+
+def stored_fingerprint(config: PipelineConfig, source_id: str, name: str) -> str | None:
+    stored = load_record(config, source_id) if name == ROOT else load_result(config, source_id, name)
+    return stored.fingerprint if stored is not None else None
+
+
+def _input_fingerprint(config: PipelineConfig, source: SourceRef, name: str) -> str:
+    spec = stage(name)
+    if not spec.enabled(config):  # a switched-off stage passes its own inputs through
+        return digest({"disabled": name, "inputs": [_input_fingerprint(config, source, n) for n in spec.needs]})
+    stored = stored_fingerprint(config, source.source_id, name)
+    if not stored:
+        raise StageInputMissing(f"{source.source_id}: stage {name!r} has not run yet")
+    return stored
+
+
+def fingerprint(config: PipelineConfig, source: SourceRef, name: str) -> str:
+    """What the stage's output for ``source`` depends on, as one hash."""
+    spec = stage(name)
+    inputs = {need: _input_fingerprint(config, source, need) for need in spec.needs}
+    return digest({"config": spec.config_fingerprint(config), "inputs": inputs,
+                   "source_sha256": source.sha256 if spec.is_root else None})
+
+
+def decided_record(config: PipelineConfig, record: SourceRecord, upto: str | None = None) -> SourceRecord:
+    """``record`` with the enabled later stages' stored decisions applied (all of them, or those
+    ``upto`` needs)."""
+    names = deciding_stages(config, upto)
+    return apply_results(record, names, {n: load_result(config, record.source_id, n) for n in names})
+
+
+def stage_fingerprints(config: PipelineConfig, source_id: str) -> dict[str, str]:
+    """Fingerprints of every enabled stage's stored output for the source."""
+    out = {}
+    for spec in STAGES:
+        if spec.enabled(config):
+            stored = stored_fingerprint(config, source_id, spec.name)
+            if stored:
+                out[spec.name] = stored
+    return out
+
+
+def run_stage(name: str, source: SourceRef, config: PipelineConfig, backends: ModelBackends, *,
+              force: bool = False, progress: ProgressFn | None = None) -> StageOutcome:
+    """Run one stage on one source unless its stored output is current (``force`` runs anyway)."""
+    spec = stage(name)
+    started = time.monotonic()
+    if not spec.enabled(config):
+        return StageOutcome(name, source.source_id, "disabled", "", 0.0, None)
+    with source_lock(config, source.source_id):
+        wanted = fingerprint(config, source, name)
+        if not force and stored_fingerprint(config, source.source_id, name) == wanted:
+            stored = load_record(config, source.source_id) if spec.is_root else \
+                load_result(config, source.source_id, name)
+            return StageOutcome(name, source.source_id, "unchanged", wanted, time.monotonic() - started, stored)
+        result = _run(spec.name, source, config, backends, wanted, progress)
+    return StageOutcome(name, source.source_id, "ran", wanted, time.monotonic() - started, result)
+
+
+def _run(name: str, source: SourceRef, config: PipelineConfig, backends: ModelBackends, wanted: str,
+         progress: ProgressFn | None) -> SourceRecord | StageResult:
+    spec = stage(name)
+    folder = source_dir(config, source.source_id)
+    if spec.is_root:  # the face stage replaces the whole work folder atomically itself
+        return spec.run(StageContext(source, config, backends.get(name), folder, wanted, progress=progress))
+    path = result_path(config, source.source_id, name)
+    path.unlink(missing_ok=True)  # withdraw first: no visible result ever names files being rewritten
+    record = load_record(config, source.source_id)
+    if record is None:
+        raise StageInputMissing(f"{source.source_id}: the face stage has not run yet")
+    if record.status != ACCEPTED:
+        result = StageResult(stage=name, skipped=f"source {record.status} ({record.reason})")
+    else:
+        candidates = tuple(s for s in decided_record(config, record, upto=name).segments if s.status == ACCEPTED)
+        result = spec.run(StageContext(source, config, backends.get(name), folder, wanted, record, candidates,
+                                       progress))
+    result = result.model_copy(update={"fingerprint": wanted})
+    result.save(path)
+    return result
+
+
+def run_source(source: SourceRef, config: PipelineConfig, backends: ModelBackends, *,
+               stages: Sequence[str] | None = None, force: bool = False,
+               progress: ProgressFn | None = None) -> list[StageOutcome]:
+    """Every stage (or ``stages`` and what they need) on one source, in run order."""
+    wanted = {spec.name for spec in STAGES} if stages is None else \
+        {n for name in stages for n in (name, *ancestors(name))}
+    return [run_stage(spec.name, source, config, backends, force=force, progress=progress)
+            for spec in STAGES if spec.name in wanted]
+
+
+def run_sources(sources: Iterable[SourceRef], config: PipelineConfig, *, backends: ModelBackends | None = None,
+                stages: Sequence[str] | None = None, force: bool = False, progress: bool = True) -> RunReport:
+    """Every stage on every source, one source after the other, with a progress bar."""
+    backends = backends or ModelBackends(config)
+    sources = list(sources)
+    report = RunReport()
+    bar = tqdm(sources, desc="sources", unit="source", disable=not progress)
+    for source in bar:
+        bar.set_postfix_str(source.source_id)
+        outcomes = run_source(source, config, backends, stages=stages, force=force)
+        report.outcomes.extend(outcomes)
+        record = load_record(config, source.source_id)
+        if record is not None:
+            report.records.append(record)
+    return report

@@ -1,7 +1,7 @@
 """Benchmark the face-clip pipeline on real videos against an ffmpeg floor.
 
 For each video, in a fresh temporary data dir per repetition, this runs
-scan -> process_source -> write_shards and reports the best wall time, the number of
+scan -> the face stage (through the stage runner) -> write_shards and reports the best wall time, the number of
 source decodes (``pipelines.media.DECODE_COUNTS``; goal: 1), the time spent inside the
 face detector and everything else ("non-model" time). In the same run it times an
 ffmpeg floor: one plain decode of the source, and one ffmpeg that decodes the source and
@@ -34,11 +34,13 @@ import numpy as np  # noqa: E402
 
 from pipelines.media import decode as media  # noqa: E402
 from pipelines.config import MODEL_DIR_ENV, PipelineConfig, load_config  # noqa: E402
-from pipelines.faces.detectors import FaceDetector, build_detector  # noqa: E402
 from pipelines.ingest import SourceRegistry  # noqa: E402
-from pipelines.models import ModelStore  # noqa: E402
+from pipelines.runner import close_backends, run_sources  # noqa: E402
+from pipelines.schema.records import ACCEPTED  # noqa: E402
 from pipelines.shards import write_shards  # noqa: E402
-from pipelines.sources import process_source  # noqa: E402
+from pipelines.workdir import source_dir  # noqa: E402
+
+from bench.timed_backends import TimedBackends  # noqa: E402
 
 DEFAULT_MEDIA_DIR = REPO.parent / "shared" / "media" / "grid"
 DEFAULT_MODEL_DIR = REPO.parent / "shared" / "models"
@@ -103,31 +105,8 @@ class VideoResult:
 # --------------------------------------------------------------------------- measurement
 
 
-class TimedDetector:
-    """Wraps a detector and accumulates the time spent in ``detect``; everything else passes through."""
-
-    def __init__(self, inner: FaceDetector):
-        self._inner = inner
-        self.seconds = 0.0
-        self.calls = 0
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-    def reset(self) -> None:
-        self.seconds, self.calls = 0.0, 0
-
-    def detect(self, rgb):
-        start = time.perf_counter()
-        try:
-            return self._inner.detect(rgb)
-        finally:
-            self.seconds += time.perf_counter() - start
-            self.calls += 1
-
-
-def run_pipeline_once(video: Path, config: PipelineConfig, detector: TimedDetector) -> PipelineRun:
-    """scan + process_source + write_shards on ``video`` alone, in a fresh data dir, timed."""
+def run_pipeline_once(video: Path, config: PipelineConfig, backends: TimedBackends) -> PipelineRun:
+    """scan + the face stage + write_shards on ``video`` alone, in a fresh data dir, timed."""
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         input_dir, data_dir = Path(tmp) / "input", Path(tmp) / "data"
         input_dir.mkdir()
@@ -135,26 +114,27 @@ def run_pipeline_once(video: Path, config: PipelineConfig, detector: TimedDetect
         cfg = PipelineConfig.model_validate(
             {**config.model_dump(), "paths": {**config.paths.model_dump(), "input_dir": input_dir, "data_dir": data_dir}})
         media.DECODE_COUNTS.clear()
-        detector.reset()
+        backends.reset()
         start = time.perf_counter()
         refs = SourceRegistry(cfg.paths.registry_path).scan(cfg.paths.input_dir, cfg.ingest.extensions)
-        records = [process_source(ref, cfg, detector) for ref in refs]
+        records = run_sources(refs, cfg, backends=backends, stages=["faces"], progress=False).records
         write_shards(records, cfg)
         wall = time.perf_counter() - start
         for rec in records:
-            if rec.status != "accepted":
+            if rec.status != ACCEPTED:
                 print(f"warning: {video.name}: source {rec.status} ({rec.reason}: {rec.detail})", file=sys.stderr)
         segments = [seg for rec in records for seg in rec.accepted_segments()]
         frames, sides = 0, []
         for rec in records:
             for seg in rec.accepted_segments():
-                sample = json.loads((cfg.paths.work_dir / "sources" / rec.source_id / seg["files"]["json"]).read_text())
+                sample = json.loads((source_dir(cfg, rec.source_id) / seg.files["json"]).read_text())
                 frames += int(sample["video"]["frames"])
-                sides.append(float(seg["numbers"]["crop_side_px"]["mean"]))
+                sides.append(float(seg.numbers["crop_side_px"]["mean"]))
+        detector_s, detector_calls = backends.model_time("faces")
         return PipelineRun(
             wall_s=wall,
-            detector_s=detector.seconds,
-            detector_calls=detector.calls,
+            detector_s=detector_s,
+            detector_calls=detector_calls,
             decodes=sum(media.DECODE_COUNTS.values()),
             sources=len(refs),
             accepted_segments=len(segments),
@@ -196,14 +176,14 @@ def time_crop_encode_floor(video: Path, frames: int, crop_filter: str, config: P
     ])
 
 
-def bench_video(video: Path, config: PipelineConfig, detector: TimedDetector, repeat: int) -> VideoResult:
+def bench_video(video: Path, config: PipelineConfig, backends: TimedBackends, repeat: int) -> VideoResult:
     """Best-of-``repeat`` pipeline and floor timings; each repetition runs both, so they share the machine's load."""
     info = media.probe(video)
     result = VideoResult(str(video), info.duration_s, info.width, info.height, runs=[])
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         crop_filter = None
         for _ in range(repeat):
-            run = run_pipeline_once(video, config, detector)
+            run = run_pipeline_once(video, config, backends)
             result.runs.append(run)
             if crop_filter is None:  # the pipeline is deterministic: the first run fixes the floor's work
                 result.floor_frames = run.output_frames
@@ -313,14 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(paths={"model_dir": args.model_dir}, **overrides)
     videos = collect_videos(args.videos, config.ingest.extensions)
 
-    detector = TimedDetector(build_detector(config.faces, ModelStore(config.paths.model_dir)))
+    backends = TimedBackends(config)
+    detector = backends.get("faces")
     try:
         # One untimed call so session/graph initialisation is not charged to the first video.
         first = media.probe(videos[0])
         detector.detect(np.zeros((max(first.height, 16), max(first.width, 16), 3), np.uint8))
-        results = [bench_video(video, config, detector, args.repeat) for video in videos]
+        results = [bench_video(video, config, backends, args.repeat) for video in videos]
     finally:
-        detector.close()
+        close_backends()
 
     rows = [r.summary() for r in results]
     if len(rows) > 1:

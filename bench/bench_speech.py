@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from pipelines.config import MODEL_DIR_ENV, load_config  # noqa: E402
 from pipelines.speech.base import SAMPLE_RATE  # noqa: E402
 from pipelines.speech.decide import decide_segment  # noqa: E402
-from pipelines.speech.stage import build_backends  # noqa: E402
+from pipelines.speech.stage import build_backend  # noqa: E402
 
 
 def load_audio(path: Path) -> np.ndarray:
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {}
     if not args.whisper:
         start = time.perf_counter()
-        backends = build_backends(config)
+        backends = build_backend(config)
         backends.identifier.identify("warm up the language models with a sentence")  # lingua loads lazily
         load_s = time.perf_counter() - start
         rows = [bench_input(path, backends, config, args.repeat) for path in inputs]

@@ -3,7 +3,7 @@
     python bench/eval_asd_pairs.py [--clips DIR] [--json OUT]
 
 For every pair of GRID clips, both side by side with the audio of only one of them, it
-runs the face stage and the ASD stage and checks that the face whose audio plays is kept
+runs the face stage and the ASD stage (through the stage runner) and checks that the face whose audio plays is kept
 and the other dropped. Every GRID face moves its lips in the same window, so this is a
 hard case for Light-ASD; the figure is what the stage achieves, not a test threshold.
 """
@@ -23,13 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/eval_asd_pairs.py` puts bench/, not the repo, on the path
     sys.path.insert(0, str(REPO))
 
-from pipelines.asd.score import ActiveSpeakerScorer  # noqa: E402
-from pipelines.asd.stage import run_asd_stage  # noqa: E402
-from pipelines.config import MODEL_DIR_ENV, load_config  # noqa: E402
-from pipelines.faces.detectors import build_detector  # noqa: E402
+from pipelines.config import MODEL_DIR_ENV, PipelineConfig, load_config  # noqa: E402
 from pipelines.ingest import SourceRegistry  # noqa: E402
-from pipelines.models import ModelStore  # noqa: E402
-from pipelines.sources import process_source  # noqa: E402
+from pipelines.runner import ModelBackends, close_backends, run_stage  # noqa: E402
+from pipelines.schema.records import ACCEPTED, SourceRef  # noqa: E402
 
 
 def side_by_side(left: Path, right: Path, out: Path, audio_from: str) -> None:
@@ -39,6 +36,18 @@ def side_by_side(left: Path, right: Path, out: Path, audio_from: str) -> None:
                     "-c:a", "aac", "-shortest", str(out)], check=True)
 
 
+def pair_row(ref: SourceRef, config: PipelineConfig, backends: ModelBackends, audio_from: str) -> dict:
+    """The face and ASD stages on one side-by-side input, through the stage runner: which faces ASD kept."""
+    record = run_stage("faces", ref, config, backends).result
+    result = run_stage("asd", ref, config, backends).result
+    faces = sorted(record.accepted_segments(), key=lambda s: s.numbers["first_box"][0])
+    kept = [result.segments[f.key].decision == ACCEPTED for f in faces]
+    means = [result.segments[f.key].numbers["mean_probability"] for f in faces]
+    want = [audio_from == "left", audio_from == "right"]
+    return {"input": ref.relpath, "audio_from": audio_from, "kept_left": kept[0], "kept_right": kept[1],
+            "mean_p_left": means[0], "mean_p_right": means[1], "correct": kept == want}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "media" / "grid")
@@ -46,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     clips = sorted(args.clips.glob("*.mpg"))
-    rows = []
     with tempfile.TemporaryDirectory(prefix="asd-pairs-") as tmp:
         inputs = Path(tmp) / "input"
         inputs.mkdir()
@@ -58,19 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                 expected[name] = side
         config = load_config(paths={"input_dir": inputs, "data_dir": Path(tmp) / "data", "model_dir": args.model_dir},
                              speech={"enabled": False})
-        models = ModelStore(config.paths.model_dir)
-        detector = build_detector(config.faces, models)
-        scorer = ActiveSpeakerScorer(models.path(config.asd.model))
-        for ref in SourceRegistry(config.paths.registry_path).scan(inputs, config.ingest.extensions):
-            record = process_source(ref, config, detector)
-            result, _ = run_asd_stage(ref, record, config, scorer)
-            faces = sorted(record.segments, key=lambda s: s["numbers"]["first_box"][0])
-            kept = [result["segments"][f["key"]]["decision"] == "accepted" for f in faces]
-            means = [result["segments"][f["key"]]["numbers"]["mean_probability"] for f in faces]
-            want = [expected[ref.relpath] == "left", expected[ref.relpath] == "right"]
-            rows.append({"input": ref.relpath, "audio_from": expected[ref.relpath], "kept_left": kept[0],
-                         "kept_right": kept[1], "mean_p_left": means[0], "mean_p_right": means[1],
-                         "correct": kept == want})
+        backends = ModelBackends(config)
+        try:
+            refs = SourceRegistry(config.paths.registry_path).scan(inputs, config.ingest.extensions)
+            rows = [pair_row(ref, config, backends, expected[ref.relpath]) for ref in refs]
+        finally:
+            close_backends()
     for row in rows:
         print(f"{row['input']:<32} audio {row['audio_from']:<5}  kept L={row['kept_left']!s:<5} R={row['kept_right']!s:<5}"
               f"  mean P L={row['mean_p_left']:.3f} R={row['mean_p_right']:.3f}  {'ok' if row['correct'] else 'WRONG'}")

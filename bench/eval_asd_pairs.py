@@ -3,9 +3,10 @@
     python bench/eval_asd_pairs.py [--clips DIR] [--json OUT]
 
 For every pair of GRID clips, both side by side with the audio of only one of them, it
-runs the face stage and the ASD stage (through the stage runner) and checks that the face whose audio plays is kept
-and the other dropped. Every GRID face moves its lips in the same window, so this is a
-hard case for Light-ASD; the figure is what the stage achieves, not a test threshold.
+runs the face stage and the ASD stage through the stage runner and checks that the face
+whose audio plays is kept and the other dropped. Every GRID face moves its lips in the same
+window, so this is a hard case for Light-ASD; the figure is what the stage achieves, not a
+test threshold.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.definitions import ALL_ASSETS, ALL_CHECKS
+from assets.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
 from assets.executors import (
     EXECUTOR_ENV,
     EXECUTORS,
@@ -26,12 +26,10 @@ from assets.executors import (
     run_job,
 )
 from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME
-from assets.resources import PipelineSettings
 from assets.sources import register_sources
-from assets.storage import AtomicFilesystemIOManager
 from pipelines.config import INPUT_DIR_ENV, load_config
 from pipelines.schema.index import ShardIndex
-from pipelines.sources import load_record
+from pipelines.workdir import load_record
 
 # Dagster's console logger prints every engine event at DEBUG; the demo keeps warnings only.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -42,8 +40,7 @@ def _materialize_in_process(config_path: str | None, instance: dg.DagsterInstanc
     everything = [*ALL_ASSETS, *ALL_CHECKS]
     groups = PER_SOURCE_GROUPS if partition_key else ("dataset",)
     return dg.materialize(everything, selection=dg.AssetSelection.groups(*groups), partition_key=partition_key,
-                          instance=instance, resources={"settings": PipelineSettings(config_path=config_path),
-                                                       "io_manager": AtomicFilesystemIOManager()},
+                          instance=instance, resources=build_resources(config_path),
                           raise_on_error=False, run_config=QUIET)
 
 
@@ -73,9 +70,8 @@ def run_demo(config_path: str | None, instance: dg.DagsterInstance, log=print, e
     failed_runs = []
     for n, sid in enumerate(source_ids, 1):
         result = run(config_path, instance, sid)
-        record = load_record(config, sid).as_dict() if result.success else None
-        status = f"{record['status']}" + (f" ({record['reason']})" if record and record["reason"] else "") \
-            if record else "RUN FAILED"
+        record = load_record(config, sid) if result.success else None
+        status = (record.status + (f" ({record.reason})" if record.reason else "")) if record else "RUN FAILED"
         if not result.success:
             failed_runs.append(sid)
         log(f"[{n}/{len(source_ids)}] {sid}: {status}")

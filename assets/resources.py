@@ -1,15 +1,12 @@
-"""Resources chosen per deployment: the pipeline config and the face detector."""
-
-from functools import lru_cache
+"""Resources chosen per deployment: the pipeline config and the stages' model backends."""
 
 import dagster as dg
 from pydantic import Field
 
-from pipelines.config import FaceDetectionConfig, PipelineConfig, load_config
-from pipelines.faces.detectors import FaceDetector, build_detector
+from pipelines.config import PipelineConfig, load_config
 from pipelines.ingest import SourceRegistry
-from pipelines.models import ModelStore
-from pipelines.records import SourceRef
+from pipelines.runner import ModelBackends
+from pipelines.schema.records import SourceRef
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -23,14 +20,13 @@ class PipelineSettings(dg.ConfigurableResource):
         return load_config(self.config_path)
 
 
-@lru_cache(maxsize=4)
-def _cached_detector(faces: FaceDetectionConfig, model_dir: str) -> FaceDetector:
-    return build_detector(faces, ModelStore(model_dir))
+class StageModels(dg.ConfigurableResource):
+    """The stages' model backends (face detector, Light-ASD, speech models, SHeaP, captioner),
+    each built once per step process on first use and reused across partitions
+    (pipelines.runner.ModelBackends)."""
 
-
-def face_detector(config: PipelineConfig) -> FaceDetector:
-    """One loaded detector per process and setting, reused across partitions of a run."""
-    return _cached_detector(config.faces, str(config.paths.model_dir))
+    def backends(self, config: PipelineConfig) -> ModelBackends:
+        return ModelBackends(config)
 
 
 def partition_source(config: PipelineConfig, partition_key: str) -> SourceRef:

@@ -4,20 +4,18 @@ import json
 
 import dagster as dg
 
-from assets.annotate import expression_captions, flame_parameters
-from assets.asd import active_speakers
-from assets.faces import _png_markdown, face_clips
 from assets.partitions import SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
-from assets.speech import speech_analysis
+from assets.stage_metadata import png_markdown
+from assets.stages import STAGE_ASSETS
 from pipelines.atomic import atomic_write_bytes, atomic_write_text
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
-from pipelines.records import SourceRecord
 from pipelines.reports import qc_plot_png
 from pipelines.schema.index import MissingShardIndexError, ShardIndex, ShardIndexError
 from pipelines.shards import MANIFEST_FILE, verify_shards, write_shards
-from pipelines.sources import load_record
+from pipelines.schema.records import SourceRecord
+from pipelines.workdir import load_record
 
 
 def _records(config: PipelineConfig, source_ids: list[str]) -> tuple[list[SourceRecord], list[str]]:
@@ -31,7 +29,7 @@ def _records(config: PipelineConfig, source_ids: list[str]) -> tuple[list[Source
 
 @dg.asset(
     group_name="dataset",
-    deps=[face_clips, active_speakers, speech_analysis, flame_parameters, expression_captions],
+    deps=STAGE_ASSETS,
     kinds={"webdataset"},
     automation_condition=dg.AutomationCondition.eager(),
 )
@@ -66,7 +64,7 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         "shards": dg.MetadataValue.json(summary.shards),
         "rejections": dg.MetadataValue.md(table if reasons else "no rejections"),
         "shards_dir": dg.MetadataValue.path(str(summary.shards_dir)),
-        "qc_overview": _png_markdown(png, "QC overview"),
+        "qc_overview": png_markdown(png, "QC overview"),
         "published_to": published["url"] if published else "not published (shards.publish_url unset)",
     })
     return {"shards_dir": str(summary.shards_dir), "samples": len(summary.index), "stats": stats}

@@ -6,7 +6,7 @@ from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME, source_
 from assets.resources import PipelineSettings, partition_source
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
-from pipelines.sources import probe_source
+from pipelines.faces.stage import probe_source
 
 
 def register_sources(config: PipelineConfig, instance: dg.DagsterInstance) -> tuple[list[str], list[str]]:
@@ -56,5 +56,5 @@ def source_probe(context: dg.AssetExecutionContext, settings: PipelineSettings) 
                     frame_rate=probe["frame_rate"], rotation_deg=probe["rotation_deg"],
                     audio=f"{probe['audio_codec']} {probe['audio_sample_rate']} Hz x{probe['audio_channels']}")
     context.add_output_metadata(meta)
-    return {"source": source.as_dict(), "probe": probe,
-            "rejection": rejection.as_dict() if rejection is not None else None}
+    return {"source": source.info().model_dump(), "probe": probe,
+            "rejection": rejection.model_dump(mode="json") if rejection is not None else None}

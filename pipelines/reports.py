@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipelines.media.decode import read_video_frames  # noqa: E402
+from pipelines.schema.records import Segment  # noqa: E402
 
 
 def preview_png(mp4: Path, max_frames: int = 4, thumb_px: int = 160) -> bytes:
@@ -30,12 +31,12 @@ def preview_png(mp4: Path, max_frames: int = 4, thumb_px: int = 160) -> bytes:
     return out.getvalue()
 
 
-def qc_plot_png(stats: dict, segments: list[dict]) -> bytes:
+def qc_plot_png(stats: dict, segments: list[Segment]) -> bytes:
     """Dataset QC at a glance: accepted durations, rejections by reason, and the speech
     stage's overlap ratios and languages over every segment it decided."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     (durations_ax, reasons_ax), (overlap_ax, language_ax) = axes
-    durations = [s["numbers"]["duration_s"] for s in segments if s["status"] == "accepted"]
+    durations = [s.numbers["duration_s"] for s in segments if s.status == "accepted"]
     if durations:
         durations_ax.hist(durations, bins=min(30, max(5, len(durations))), color="#4c72b0")
     durations_ax.set_title(f"accepted clips: {len(durations)} ({sum(durations) / 60:.1f} min)")
@@ -46,9 +47,9 @@ def qc_plot_png(stats: dict, segments: list[dict]) -> bytes:
     reasons.update({f"segment: {k}": v for k, v in stats["segments"]["rejected_by_reason"].items()})
     _bars(reasons_ax, reasons, "rejections by reason", "#dd8452", "no rejections")
 
-    ratios = [s["numbers"]["speech.overlap_ratio"] for s in segments if "speech.overlap_ratio" in s["numbers"]]
-    limit = next((s["numbers"]["speech.max_overlap_ratio"] for s in segments
-                  if "speech.max_overlap_ratio" in s["numbers"]), None)
+    ratios = [s.numbers["speech.overlap_ratio"] for s in segments if "speech.overlap_ratio" in s.numbers]
+    limit = next((s.numbers["speech.max_overlap_ratio"] for s in segments
+                  if "speech.max_overlap_ratio" in s.numbers), None)
     if ratios:
         overlap_ax.hist(ratios, bins=20, range=(0, 1), color="#55a868")
         if limit is not None:
@@ -62,8 +63,8 @@ def qc_plot_png(stats: dict, segments: list[dict]) -> bytes:
 
     languages: dict[str, int] = {}
     for s in segments:
-        if "speech.language" in s["numbers"]:
-            languages[s["numbers"]["speech.language"]] = languages.get(s["numbers"]["speech.language"], 0) + 1
+        if "speech.language" in s.numbers:
+            languages[s.numbers["speech.language"]] = languages.get(s.numbers["speech.language"], 0) + 1
     _bars(language_ax, languages, "speech language per segment", "#8172b2", "speech stage has not run")
     fig.tight_layout()
     out = io.BytesIO()

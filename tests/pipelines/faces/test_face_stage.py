@@ -1,7 +1,8 @@
-"""End to end on composed media with the real SCRFD weights: sources -> face clips -> shards.
+"""The face stage end to end on composed media with the real SCRFD weights: sources -> face
+clips -> shards.
 
-One run over several sources (module-scoped, about half a minute on 2 cores) feeds most
-tests; the SCRFD detector is the session one.
+One run through the stage runner over several sources (module-scoped, about half a minute on
+2 cores) feeds most tests; the SCRFD detector is the session one.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from pipelines.ingest import SourceRegistry
 from pipelines.media import decode as media
 from pipelines.media.wav import read_wav
 from pipelines.models import ModelStore
-from pipelines.records import SourceRecord, SourceRef
+from pipelines.schema.records import Segment, SourceRecord, SourceRef
+from pipelines.schema.sample import SampleRecord
+from pipelines.runner import run_stage
 from pipelines.shards import INDEX_FILE, MANIFEST_FILE, ShardSummary, verify_shards, write_shards
-from pipelines.sources import RECORD_FILE, load_record, process_source, source_dir
+from pipelines.faces.stage import process_source
+from pipelines.workdir import RECORD_FILE, SOURCE_AUDIO_FILE, load_record, source_dir
+from stage_fixtures import SharedDetectorBackends
 
 GRID_FRAME_W = 360
 ONE_OUT_FRAME = 1 / 24
@@ -74,18 +79,21 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> Ru
     refs = _scan(cfg)
     assert sorted(refs) == sorted(inputs)
     before = {name: media.DECODE_COUNTS[str(ref.path)] for name, ref in refs.items()}
-    records = {name: process_source(ref, cfg, scrfd_detector) for name, ref in sorted(refs.items())}
+    backends = SharedDetectorBackends(cfg, scrfd_detector)
+    outcomes = {name: run_stage("faces", ref, cfg, backends) for name, ref in sorted(refs.items())}
+    assert {o.status for o in outcomes.values()} == {"ran"}
+    records = {name: outcome.result for name, outcome in outcomes.items()}
     decodes = {name: media.DECODE_COUNTS[str(ref.path)] - before[name] for name, ref in refs.items()}
     summary = write_shards(list(records.values()), cfg)
     return Run(cfg, refs, records, summary, decodes)
 
 
-def _accepted(record: SourceRecord) -> list[dict]:
+def _accepted(record: SourceRecord) -> list[Segment]:
     return record.accepted_segments()
 
 
-def _duration(segment: dict) -> float:
-    return segment["end_s"] - segment["start_s"]
+def _duration(segment: Segment) -> float:
+    return segment.end_s - segment.start_s
 
 
 def test_grid_clip_alone_gives_one_segment(run: Run):
@@ -93,11 +101,15 @@ def test_grid_clip_alone_gives_one_segment(run: Run):
     assert record.status == "accepted", record.reason
     assert len(record.segments) == 1
     (segment,) = _accepted(record)
-    assert segment["start_s"] == pytest.approx(0.0, abs=0.05)
-    assert segment["end_s"] == pytest.approx(3.0, abs=0.05)
-    assert segment["numbers"]["bridged_frames"] == 0
-    assert segment["numbers"]["detected_frames"] == 75
+    assert segment.start_s == pytest.approx(0.0, abs=0.05)
+    assert segment.end_s == pytest.approx(3.0, abs=0.05)
+    assert segment.numbers["bridged_frames"] == 0
+    assert segment.numbers["detected_frames"] == 75
     assert record.numbers["decoded_frames"] == 75
+    # The runner stored its fingerprint in record.json; the source's 16 kHz audio is kept for speech.
+    folder = source_dir(run.cfg, record.source_id)
+    assert record.fingerprint and SourceRecord.load(folder / RECORD_FILE) == record
+    assert (folder / SOURCE_AUDIO_FILE).is_file()
 
 
 def test_two_second_gap_splits_into_two_segments(run: Run):
@@ -106,21 +118,21 @@ def test_two_second_gap_splits_into_two_segments(run: Run):
     segments = _accepted(record)
     assert len(segments) == len(record.segments) == 2
     first, second = segments
-    assert first["track_id"] != second["track_id"]
-    assert (first["start_s"], first["end_s"]) == pytest.approx((0.0, 3.0), abs=0.05)
-    assert (second["start_s"], second["end_s"]) == pytest.approx((5.0, 8.0), abs=0.05)
-    assert first["numbers"]["bridged_frames"] == second["numbers"]["bridged_frames"] == 0
+    assert first.track_id != second.track_id
+    assert (first.start_s, first.end_s) == pytest.approx((0.0, 3.0), abs=0.05)
+    assert (second.start_s, second.end_s) == pytest.approx((5.0, 8.0), abs=0.05)
+    assert first.numbers["bridged_frames"] == second.numbers["bridged_frames"] == 0
 
 
 def test_short_gap_is_bridged_into_one_segment(run: Run):
     record = run.records["gap_0p4s.mp4"]
     assert record.status == "accepted", record.reason
     (segment,) = record.segments
-    assert segment["status"] == "accepted"
-    assert (segment["start_s"], segment["end_s"]) == pytest.approx((0.0, 6.4), abs=0.05)
-    assert segment["numbers"]["bridged_frames"] == 10  # 0.4 s of blue frames at 25 fps
-    assert segment["numbers"]["longest_gap_s"] == pytest.approx(0.4, abs=0.01)
-    assert segment["numbers"]["source_frames"] == 160
+    assert segment.status == "accepted"
+    assert (segment.start_s, segment.end_s) == pytest.approx((0.0, 6.4), abs=0.05)
+    assert segment.numbers["bridged_frames"] == 10  # 0.4 s of blue frames at 25 fps
+    assert segment.numbers["longest_gap_s"] == pytest.approx(0.4, abs=0.01)
+    assert segment.numbers["source_frames"] == 160
 
 
 def test_two_faces_side_by_side_give_two_tracks(run: Run):
@@ -128,8 +140,8 @@ def test_two_faces_side_by_side_give_two_tracks(run: Run):
     assert record.status == "accepted", record.reason
     segments = _accepted(record)
     assert len(segments) == len(record.segments) == 2
-    assert len({s["track_id"] for s in segments}) == 2
-    centres = sorted((s["numbers"]["first_box"][0] + s["numbers"]["first_box"][2]) / 2 for s in segments)
+    assert len({s.track_id for s in segments}) == 2
+    centres = sorted((s.numbers["first_box"][0] + s.numbers["first_box"][2]) / 2 for s in segments)
     assert centres[0] < GRID_FRAME_W <= centres[1]  # one face in each half of the 720 px frame
     for segment in segments:
         assert _duration(segment) == pytest.approx(3.0, abs=0.05)
@@ -168,13 +180,13 @@ def test_manifest_accounts_for_every_source_and_segment(run: Run):
         assert row["status"] == run.records[name].status
         assert row["reason"] == run.records[name].reason
     segment_keys = {row["key"] for row in rows if row["kind"] == "segment"}
-    expected = {s["key"] for rec in run.records.values() for s in rec.segments}
+    expected = {s.key for rec in run.records.values() for s in rec.segments}
     assert segment_keys == expected and len(expected) == 6
     stats = run.summary.stats
     assert stats["sources"] == {"total": 6, "accepted": 4,
                                 "rejected_by_reason": {run.records["truncated.mp4"].reason: 1, "not_a_media_file": 1}}
     assert stats["segments"]["accepted"] == 6
-    accepted_keys = {s["key"] for rec in run.records.values() for s in _accepted(rec)}
+    accepted_keys = {s.key for rec in run.records.values() for s in _accepted(rec)}
     assert set(run.summary.index) == accepted_keys
 
 
@@ -190,7 +202,7 @@ def test_accepted_clips_have_the_output_format(run: Run):
         folder = source_dir(run.cfg, record.source_id)
         for segment in _accepted(record):
             duration = _duration(segment)
-            mp4 = folder / segment["files"]["mp4"]
+            mp4 = folder / segment.files["mp4"]
             info = mf.ffprobe(mp4, "-count_frames")
             video, audio = _ffprobe_stream(info, "video"), _ffprobe_stream(info, "audio")
             assert (video["codec_name"], video["width"], video["height"]) == ("h264", 384, 384), mp4.name
@@ -201,17 +213,17 @@ def test_accepted_clips_have_the_output_format(run: Run):
             assert (audio["codec_name"], int(audio["sample_rate"]), audio["channels"]) == ("aac", 16000, 1)
             assert float(audio["duration"]) == pytest.approx(duration, abs=ONE_OUT_FRAME)
 
-            samples, rate = read_wav(folder / segment["files"]["wav"])
+            samples, rate = read_wav(folder / segment.files["wav"])
             assert rate == 16000 and len(samples) == round(duration * 16000)
 
-            sample = json.loads((folder / segment["files"]["json"]).read_text())
-            assert sample["key"] == segment["key"]
+            sample = json.loads((folder / segment.files["json"]).read_text())
+            assert sample["key"] == segment.key
             assert sample["video"]["frames"] == frames
             assert sample["time_range_s"]["duration"] == pytest.approx(duration, abs=1e-5)
             assert sample["faces"]["detector"].startswith("insightface-scrfd")
             assert sample["config_hash"] == run.cfg.content_hash()
 
-            table = np.load(folder / segment["files"]["boxes.npy"])
+            table = np.load(folder / segment.files["boxes.npy"])
             assert table.shape == (frames, 9)
             assert np.all(np.diff(table[:, 0]) > 0)
             assert np.all(table[:, 8] > 0)  # crop sides
@@ -230,15 +242,22 @@ def test_shards_hold_every_accepted_sample(run: Run):
     for record in run.records.values():
         folder = source_dir(run.cfg, record.source_id)
         for segment in _accepted(record):
-            for ext, file_name in segment["files"].items():
-                assert members[f"{segment['key']}.{ext}"] == (folder / file_name).read_bytes()
+            for ext, file_name in segment.files.items():
+                if ext == "json":  # packed: the face stage's JSON plus the fingerprint of the run it came from
+                    packed = SampleRecord.load(members[f"{segment.key}.json"])
+                    written = SampleRecord.load(folder / file_name)
+                    assert packed == written.model_copy(update={"stage_fingerprints": {"faces": record.fingerprint}})
+                    assert packed.stage_fingerprints["faces"]
+                    continue
+                assert members[f"{segment.key}.{ext}"] == (folder / file_name).read_bytes()
     assert len(members) == 6 * 4
 
 
 def test_process_source_twice_gives_identical_files(run: Run, tmp_path: Path, model_dir: Path, scrfd_detector):
     ref = run.refs["gap_0p4s.mp4"]
     cfg2 = _config(tmp_path, model_dir)
-    again = process_source(ref, cfg2, scrfd_detector)
+    # The same fingerprint the runner stored, so record.json is comparable byte for byte.
+    again = process_source(ref, cfg2, scrfd_detector, fingerprint=run.records["gap_0p4s.mp4"].fingerprint)
     assert again == run.records["gap_0p4s.mp4"]
     first, second = source_dir(run.cfg, ref.source_id), source_dir(cfg2, ref.source_id)
     names = sorted(p.name for p in first.iterdir())
@@ -300,8 +319,8 @@ def test_mediapipe_backend_finds_the_grid_face(tmp_path: Path, grid_clip: Path, 
         detector.close()
     assert record.status == "accepted", record.reason
     (segment,) = record.segments
-    assert segment["status"] == "accepted"
+    assert segment.status == "accepted"
     assert _duration(segment) == pytest.approx(3.0, abs=0.05)
-    sample = json.loads((source_dir(cfg, ref.source_id) / segment["files"]["json"]).read_text())
+    sample = json.loads((source_dir(cfg, ref.source_id) / segment.files["json"]).read_text())
     assert sample["faces"]["detector"].startswith("mediapipe-blazeface")
     assert sample["faces"]["detector_sha256"] == ModelStore(model_dir).status("mediapipe_short_range").sha256

@@ -1,0 +1,66 @@
+"""Test helpers for running stages through the one runner (pipelines/runner.py).
+
+``SharedDetectorBackends`` hands the session's SCRFD detector to the face stage instead of
+building another one; every other stage's backend is built as in production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines.config import PipelineConfig, load_config
+from pipelines.ingest import SourceRegistry
+from pipelines.runner import ModelBackends
+from pipelines.schema.records import SourceRef
+
+
+class SharedDetectorBackends(ModelBackends):
+    def __init__(self, config: PipelineConfig, detector):
+        super().__init__(config)
+        self.detector = detector
+
+    def get(self, name: str):
+        return self.detector if name == "faces" else super().get(name)
+
+
+def stage_config(root: Path, model_dir: Path, inputs: Path | None = None, **overrides) -> PipelineConfig:
+    return load_config(paths={"input_dir": inputs or root / "input", "data_dir": root / "data",
+                              "model_dir": model_dir}, **overrides)
+
+
+def scan(config: PipelineConfig) -> dict[str, SourceRef]:
+    """The input folder's sources by relative path."""
+    refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions)
+    return {ref.relpath: ref for ref in refs}
+
+
+# --- One GRID clip through the face and ASD stages, shared by the schema and decision tests ---
+
+_GRID_RUNS: dict[str, "GridRun"] = {}
+
+
+class GridRun:
+    """A GRID clip after the real face stage (SCRFD) and ASD stage (Light-ASD), run by the runner;
+    speech, FLAME and captions are off. ``shards`` holds the packed result."""
+
+    def __init__(self, root: Path, clip: Path, model_dir: Path, detector):
+        import shutil
+
+        from pipelines.runner import run_source
+        from pipelines.shards import write_shards
+
+        (root / "input").mkdir(parents=True)
+        shutil.copyfile(clip, root / "input" / clip.name)
+        self.config = stage_config(root, model_dir, speech={"enabled": False}, flame={"enabled": False},
+                                   captions={"enabled": False})
+        (self.ref,) = scan(self.config).values()
+        faces, asd = run_source(self.ref, self.config, SharedDetectorBackends(self.config, detector), stages=["asd"])
+        self.record, self.asd = faces.result, asd.result
+        self.shards = write_shards([self.record], self.config)
+
+
+def grid_run(tmp_path_factory, clip: Path, model_dir: Path, detector) -> GridRun:
+    """Built once per test session and clip (test modules share it; treat it as read-only)."""
+    if clip.name not in _GRID_RUNS:
+        _GRID_RUNS[clip.name] = GridRun(tmp_path_factory.mktemp("grid-run"), clip, model_dir, detector)
+    return _GRID_RUNS[clip.name]

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.annotation import ANNOTATION_ASSETS, annotation_loop_job, new_annotations, refresh_annotations_job
-from assets.executors import build_executor
+from assets.executors import DATASET_JOB, PROCESS_JOB, build_executor
 from assets.partitions import PER_SOURCE_GROUPS
 from assets.resources import PipelineSettings, StageModels
 from assets.shards import dataset_shards, every_source_accounted_for, shards_open
@@ -13,11 +13,11 @@ from assets.storage import AtomicFilesystemIOManager
 from assets.training import train_job
 
 process_sources_job = dg.define_asset_job(
-    "process_sources", selection=dg.AssetSelection.groups(*PER_SOURCE_GROUPS),
+    PROCESS_JOB, selection=dg.AssetSelection.groups(*PER_SOURCE_GROUPS),
     description="Every per-source stage (probe, faces, active speakers, speech, FLAME, captions) for selected partitions.",
 )
 build_dataset_job = dg.define_asset_job(
-    "build_dataset", selection=dg.AssetSelection.assets(dataset_shards),
+    DATASET_JOB, selection=dg.AssetSelection.assets(dataset_shards),
     description="Pack all processed sources into shards and run the dataset checks.",
 )
 

@@ -16,15 +16,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.definitions import ALL_ASSETS, ALL_CHECKS, build_resources
-from assets.executors import (
-    EXECUTOR_ENV,
-    EXECUTORS,
-    RunResult,
-    build_dataset_job,
-    executor_run_config,
-    process_sources_job,
-    run_job,
-)
+from assets.executors import EXECUTOR_ENV, EXECUTORS, executor_run_config
+from assets.job_runs import RunResult, build_dataset_job, process_sources_job, run_job
 from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME
 from assets.sources import register_sources
 from pipelines.config import INPUT_DIR_ENV, load_config

@@ -17,8 +17,6 @@ the run: the same ``TALKINGHEAD_*`` environment or config file must reach them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-
 import dagster as dg
 
 EXECUTOR_ENV = "TALKINGHEAD_EXECUTOR"
@@ -26,13 +24,9 @@ CELERY_BROKER_ENV = "TALKINGHEAD_CELERY_BROKER"
 CELERY_BACKEND_ENV = "TALKINGHEAD_CELERY_BACKEND"
 EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
 DEFAULT_EXECUTOR = "multiprocess"
-
-# What a run returns: in-process (dg.materialize) or through an executor (dg.execute_job).
-RunResult = dg.ExecuteInProcessResult | dg.JobExecutionResult
-
+# The code location's jobs (assets/definitions.py), rebuilt by name on the executor (assets/job_runs.py).
 PROCESS_JOB = "process_sources"
 DATASET_JOB = "build_dataset"
-
 
 def executor_name() -> str:
     name = os.environ.get(EXECUTOR_ENV) or DEFAULT_EXECUTOR
@@ -73,30 +67,3 @@ def executor_run_config(name: str | None = None) -> dict:
         return {}
     return {"execution": {"config": {"multiprocess": {
         "start_method": {"forkserver": {"preload_modules": PRELOAD_MODULES}}}}}}
-
-
-def _job(name: str) -> dg.JobDefinition:
-    # The executor is read from the environment when the job is built, not when
-    # assets.definitions was imported: the run process and every step process (or worker)
-    # rebuild the job through these functions and must agree.
-    from assets.definitions import defs
-
-    return defs.resolve_job_def(name).with_executor_def(build_executor())
-
-
-def process_sources_job() -> dg.JobDefinition:
-    """Every per-source stage for one partition; module-level so it is reconstructable."""
-    return _job(PROCESS_JOB)
-
-
-def build_dataset_job() -> dg.JobDefinition:
-    """Shards, index, stats, manifest and the dataset checks."""
-    return _job(DATASET_JOB)
-
-
-def run_job(job_fn: Callable[[], dg.JobDefinition], instance: dg.DagsterInstance,
-            partition_key: str | None = None, run_config: Mapping | None = None) -> RunResult:
-    """One run of a code-location job on the configured executor (needs a persistent instance)."""
-    tags = {"dagster/partition": partition_key} if partition_key else None
-    return dg.execute_job(dg.reconstructable(job_fn), instance=instance, run_config=dict(run_config or {}),
-                          tags=tags, raise_on_error=False)

@@ -166,7 +166,7 @@ def _run(name: str, source: SourceRef, config: PipelineConfig, backends: ModelBa
                                        progress))
     result = result.model_copy(update={"fingerprint": wanted})
     result.save(path)
-    return result
+    return StageResult.load(path)  # what is on disk (JSON types: a stage's tuples come back as lists)
 
 
 def run_source(source: SourceRef, config: PipelineConfig, backends: ModelBackends, *,

@@ -39,7 +39,7 @@ def _scan(args) -> int:
 
     config = load_config(args.config)
     registry = SourceRegistry(config.paths.registry_path)
-    for ref in registry.scan(config.paths.input_dir, config.ingest.extensions):
+    for ref in registry.scan(config.paths.input_dir, config.ingest.extensions, progress=True):
         print(f"{ref.source_id}\t{ref.relpath}")
     for relpath, why in registry.skipped().items():
         print(f"skipped ({why['reason']})\t{relpath}")
@@ -52,7 +52,8 @@ def _run(args) -> int:
     from pipelines.shards import write_shards
 
     config = load_config(args.config)
-    refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions)
+    refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions,
+                                                           progress=not args.quiet)
     try:
         report = run_sources(refs, config, stages=args.stage or None, force=args.force, progress=not args.quiet)
     finally:
@@ -61,7 +62,7 @@ def _run(args) -> int:
         print(f"{record.source_id}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
     ran = Counter((o.stage, o.status) for o in report.outcomes)
     print("stages: " + ", ".join(f"{stage} {status} {n}" for (stage, status), n in sorted(ran.items())))
-    summary = write_shards(report.records, config)
+    summary = write_shards(report.records, config, progress=not args.quiet)
     print(json.dumps(summary.stats, indent=1))
     return 0
 

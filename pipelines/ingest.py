@@ -18,6 +18,8 @@ import re
 import unicodedata
 from pathlib import Path
 
+from tqdm import tqdm
+
 from pipelines.atomic import atomic_write_text, file_lock
 from pipelines.config import IngestConfig
 from pipelines.media.decode import MediaRejection, ProbeInfo
@@ -136,8 +138,10 @@ class SourceRegistry:
         return SourceRef(source_id=source_id, path=Path(input_dir) / entry["relpath"], relpath=entry["relpath"],
                          sha256=entry["sha256"], size_bytes=entry["size_bytes"])
 
-    def scan(self, input_dir: Path, extensions: tuple[str, ...]) -> list[SourceRef]:
+    def scan(self, input_dir: Path, extensions: tuple[str, ...], progress: bool = False) -> list[SourceRef]:
         """Register every video under ``input_dir``; return all sources found, sorted by id.
+
+        ``progress``: a bar over the files (hashing a new file reads it whole).
 
         Identical content under two names registers once (the first path in sorted order);
         the other names, and every file that is not a video, are recorded as skipped.
@@ -145,9 +149,9 @@ class SourceRegistry:
         (a sensor tick, the demo, the CLI) never drop each other's new entries.
         """
         with file_lock(self.path.parent / f".{self.path.name}.lock"):
-            return self._scan(input_dir, extensions)
+            return self._scan(input_dir, extensions, progress)
 
-    def _scan(self, input_dir: Path, extensions: tuple[str, ...]) -> list[SourceRef]:
+    def _scan(self, input_dir: Path, extensions: tuple[str, ...], progress: bool) -> list[SourceRef]:
         input_dir = Path(input_dir)
         if not input_dir.is_dir():
             raise FileNotFoundError(f"input folder {input_dir} does not exist")
@@ -158,7 +162,7 @@ class SourceRegistry:
         refs: dict[str, SourceRef] = {}
         by_digest: dict[str, str] = {}
         changed = False
-        for path in candidates:
+        for path in tqdm(candidates, desc="scan", unit="file", disable=not progress):
             relpath = path.relative_to(input_dir).as_posix()
             stat = path.stat()
             cached = by_path.get(relpath)

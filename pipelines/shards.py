@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import webdataset as wds
+from tqdm import tqdm
 
 from pipelines.atomic import TMP_SUFFIX, atomic_path, atomic_write_text
 from pipelines.config import PipelineConfig
@@ -116,17 +117,17 @@ def dataset_stats(records: list[SourceRecord], shards: list[dict]) -> dict:
     }
 
 
-def write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSummary:
+def write_shards(records: list[SourceRecord], config: PipelineConfig, progress: bool = False) -> ShardSummary:
     """Pack every accepted segment of ``records`` into shards; write index, stats and manifest.
 
     Segments are first re-decided by the required later stages (:func:`apply_stages`).
     Holds the shard folder's lock, so two packers never interleave their files.
     """
     with shards_lock(config.paths.shards_dir):
-        return _write_shards(records, config)
+        return _write_shards(records, config, progress)
 
 
-def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardSummary:
+def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress: bool) -> ShardSummary:
     shards_dir = config.paths.shards_dir
     shards_dir.mkdir(parents=True, exist_ok=True)
     for leftover in shards_dir.glob(f".*{TMP_SUFFIX}*"):
@@ -142,6 +143,7 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardS
     plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
 
     shard_entries, index = [], {}
+    bar = tqdm(total=len(sizes), desc="packing", unit="sample", disable=not progress)
     for number, keys in enumerate(plan):
         name = config.shards.name_pattern.format(index=number)
         with atomic_path(shards_dir / name) as tmp:
@@ -150,10 +152,12 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig) -> ShardS
                 for key in keys:
                     writer.write(_sample_bytes(config, owner[key], segs[key], fingerprints[owner[key]]))
                     index[key] = name
+                    bar.update()
                 writer.close()
             digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         shard_entries.append(ShardEntry(name=name, samples=len(keys), bytes=(shards_dir / name).stat().st_size,
                                         sha256=digest))
+    bar.close()
 
     skipped = skipped_file_rows(config.paths.registry_path)  # input files that are not sources, with why
     stats = {**dataset_stats(records, [entry.model_dump() for entry in shard_entries]),

@@ -80,12 +80,17 @@ def test_sensor_registers_each_new_video_once(tmp_path, grid_clips, demo_models)
 
 
 def test_face_clips_asset_called_directly(tmp_path, grid_clip, demo_models):
-    """Assets are thin functions: call them with a built context, no run needed."""
-    from assets.faces import face_clips
+    """Assets are thin functions: call them with a built context, no run needed. The stage asset
+    returns a small summary (the record is in the work folder) and reports what the runner did."""
+    from assets.resources import StageModels
     from assets.sources import source_probe
+    from assets.stages import STAGE_ASSETS
     from pipelines.config import load_config
     from pipelines.ingest import SourceRegistry
+    from pipelines.registry import stage
+    from pipelines.workdir import load_record
 
+    face_clips = next(a for a in STAGE_ASSETS if a.key == dg.AssetKey("face_clips"))
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(grid_clip, inputs / grid_clip.name)
@@ -96,10 +101,18 @@ def test_face_clips_asset_called_directly(tmp_path, grid_clip, demo_models):
         instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, [ref.source_id])
         probed = source_probe(dg.build_asset_context(partition_key=ref.source_id, instance=instance), settings)
         assert probed["rejection"] is None and probed["probe"]["width"] == 360
-        record = face_clips(dg.build_asset_context(partition_key=ref.source_id, instance=instance),
-                            settings, probed)
-    assert record["status"] == "accepted" and len(record["segments"]) == 1
-    assert (load_config(settings.config_path).paths.work_dir / "sources" / ref.source_id / "record.json").exists()
+        runs = [face_clips(dg.build_asset_context(partition_key=ref.source_id, instance=instance),
+                           settings=settings, models=StageModels()) for _ in range(2)]
+    record = load_record(load_config(settings.config_path), ref.source_id)
+    assert record.status == "accepted" and len(record.segments) == 1
+    assert record.fingerprint and record.fingerprint != stage("faces").config_fingerprint(config)
+    assert [r.value["status"] for r in runs] == ["ran", "unchanged"]
+    for output in runs:
+        assert output.value == {"stage": "faces", "source_id": ref.source_id, "status": output.value["status"],
+                                "fingerprint": record.fingerprint}
+        assert output.data_version == dg.DataVersion(record.fingerprint)
+        assert output.metadata["run"].value == output.value["status"]
+        assert output.metadata["accepted_segments"].value == 1
 
 
 def _ffprobe(path: Path) -> dict:
@@ -220,12 +233,14 @@ def test_flame_asset_on_a_demo_clip_with_the_scripted_model(tmp_path, grid_clip,
     """The flame_parameters asset, called directly, with a SHeaP-shaped scripted model in the model dir."""
     import numpy as np
 
-    from assets.annotate import flame_parameters
-    from assets.faces import face_clips
+    from assets.resources import StageModels
     from assets.sources import source_probe
+    from assets.stages import STAGE_ASSETS
     from pipelines.fixtures.sheap import build_scripted_sheap
     from pipelines.ingest import SourceRegistry
+    from pipelines.runner import load_result
 
+    by_name = {a.key.to_user_string(): a for a in STAGE_ASSETS}
     models = tmp_path / "models"
     build_scripted_sheap(models / "sheap" / "sheap.pt")
     (models / "scrfd").mkdir()
@@ -243,8 +258,14 @@ def test_flame_asset_on_a_demo_clip_with_the_scripted_model(tmp_path, grid_clip,
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SOURCE_PARTITIONS_NAME, [ref.source_id])
         context = lambda: dg.build_asset_context(partition_key=ref.source_id, instance=instance)  # noqa: E731
-        record = face_clips(context(), settings, source_probe(context(), settings))
-        result = flame_parameters(context(), settings, record)
-    (decision,) = result["segments"].values()
-    arrays = np.load(config.paths.work_dir / "sources" / ref.source_id / decision["files"]["flame.npz"])
+        source_probe(context(), settings)
+        statuses = {name: by_name[name](context(), settings=settings, models=StageModels()).value["status"]
+                    for name in ("face_clips", "active_speakers", "speech_analysis", "flame_parameters")}
+    # ASD and speech are switched off: FLAME decides on the face stage's segment directly.
+    assert statuses == {"face_clips": "ran", "active_speakers": "disabled", "speech_analysis": "disabled",
+                        "flame_parameters": "ran"}
+    result = load_result(config, ref.source_id, "flame")
+    (decision,) = result.segments.values()
+    assert decision.decision == "accepted" and result.details.get("installed")
+    arrays = np.load(config.paths.work_dir / "sources" / ref.source_id / decision.files["flame.npz"])
     assert arrays["smooth/expression"].shape == (72, 100) and arrays["raw/global_rotation"].shape == (72, 3)

@@ -57,7 +57,7 @@ def build_executor(name: str | None = None) -> dg.ExecutorDefinition:
 
 # Step processes fork from one server that has already imported the code location and the
 # model libraries, instead of each paying several seconds of imports (measured in the README).
-PRELOAD_MODULES = ["assets.definitions", "pipelines.asd.score", "pipelines.speech.stage", "pipelines.flame.stage",
+PRELOAD_MODULES = ["assets.definitions", "pipelines.runner", "pipelines.asd.score", "pipelines.speech.stage", "pipelines.flame.stage",
                    "pipelines.captions.stage"]
 
 

@@ -2,7 +2,7 @@
 
 For each video, in a fresh temporary data dir per repetition, this runs
 scan -> the face stage (through the stage runner) -> write_shards and reports the best wall time, the number of
-source decodes (``pipelines.media.DECODE_COUNTS``; goal: 1), the time spent inside the
+source decodes (``pipelines.media.decode.DECODE_COUNTS``; goal: 1), the time spent inside the
 face detector and everything else ("non-model" time). In the same run it times an
 ffmpeg floor: one plain decode of the source, and one ffmpeg that decodes the source and
 encodes a 384x384, 24 fps crop of as many frames as the pipeline wrote, with the
@@ -54,7 +54,7 @@ class PipelineRun:
     wall_s: float
     detector_s: float
     detector_calls: int
-    decodes: int  # source decodes counted by pipelines.media.DECODE_COUNTS
+    decodes: int  # source decodes counted by pipelines.media.decode.DECODE_COUNTS
     sources: int
     accepted_segments: int
     output_frames: int

@@ -12,7 +12,7 @@ faces + crops, asd, speech, flame, captions, shards), and the parent records:
 
 - wall time of the stage's work (model loading excluded, reported apart) and its
   realtime factor (wall / source seconds), time inside the model calls, and the rest;
-- source decodes (``pipelines.media.DECODE_COUNTS``, summed over the children);
+- source decodes (``pipelines.media.decode.DECODE_COUNTS``, summed over the children);
 - the child's peak memory: its own VmHWM (exact) and the peak of the summed RSS of its
   whole process tree (x264 encoders included), polled from /proc; the larger is "peak";
 - the ffmpeg floor of bench_pipeline.py (one ffmpeg decoding the source and encoding as

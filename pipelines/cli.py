@@ -62,9 +62,11 @@ def _run(args) -> int:
         print(f"{record.source_id}: {record.status}" + (f" ({record.reason})" if record.reason else ""))
     ran = Counter((o.stage, o.status) for o in report.outcomes)
     print("stages: " + ", ".join(f"{stage} {status} {n}" for (stage, status), n in sorted(ran.items())))
+    for source_id, error in report.failures.items():
+        print(f"FAILED {source_id}: {error}", file=sys.stderr)
     summary = write_shards(report.records, config, progress=not args.quiet)
     print(json.dumps(summary.stats, indent=1))
-    return 0
+    return 1 if report.failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

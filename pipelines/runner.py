@@ -74,6 +74,7 @@ class StageOutcome:
 class RunReport:
     records: list[SourceRecord] = field(default_factory=list)  # each source's face record
     outcomes: list[StageOutcome] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # source id -> the error that stopped its stages
 
 
 def result_path(config: PipelineConfig, source_id: str, name: str) -> Path:
@@ -181,15 +182,22 @@ def run_source(source: SourceRef, config: PipelineConfig, backends: ModelBackend
 
 def run_sources(sources: Iterable[SourceRef], config: PipelineConfig, *, backends: ModelBackends | None = None,
                 stages: Sequence[str] | None = None, force: bool = False, progress: bool = True) -> RunReport:
-    """Every stage on every source, one source after the other, with a progress bar."""
+    """Every stage on every source, one source after the other, with a progress bar.
+
+    A stage that raises on one source stops that source only: the error is recorded in
+    ``failures``, its later stages stay unrun (their segments are pending, never packed),
+    and the run goes on with the next source.
+    """
     backends = backends or ModelBackends(config)
     sources = list(sources)
     report = RunReport()
     bar = tqdm(sources, desc="sources", unit="source", disable=not progress)
     for source in bar:
         bar.set_postfix_str(source.source_id)
-        outcomes = run_source(source, config, backends, stages=stages, force=force)
-        report.outcomes.extend(outcomes)
+        try:
+            report.outcomes.extend(run_source(source, config, backends, stages=stages, force=force))
+        except Exception as error:  # one bad source must not stop the others
+            report.failures[source.source_id] = f"{type(error).__name__}: {error}"
         record = load_record(config, source.source_id)
         if record is not None:
             report.records.append(record)

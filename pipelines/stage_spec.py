@@ -50,7 +50,7 @@ class StageSpec:
 
     name: str
     needs: tuple[str, ...]
-    config_sections: tuple[str, ...]
+    config_sections: tuple[str, ...]  # the first is the stage's own (its ``enabled`` switch, if it has one)
     version: str
     build_backend: Callable[[PipelineConfig], Any]
     run: Callable[[StageContext], SourceRecord | StageResult]

@@ -2,8 +2,10 @@
 
 Each asset runs its stage on one ``source_videos`` partition through the one runner. Its
 ``code_version`` is the stage's config fingerprint (stage version + the config sections it
-reads) and each materialisation's data version is the stage's fingerprint for that source,
-so after a config change the UI marks exactly that stage and its dependants stale, and a
+reads) chained with the code versions of the stages it needs (Dagster does not pass a code
+version change on to dependants by itself), and each materialisation's data version is the
+stage's fingerprint for that source, so after a config change the UI marks exactly that
+stage and its dependants stale, and a
 re-run of an unchanged source is skipped by the runner and reports ``unchanged``.
 The value passed between steps is a small summary; stages read their inputs from the work
 folder through the runner.
@@ -17,9 +19,9 @@ from assets.resources import PipelineSettings, StageModels, partition_source
 from assets.sources import source_probe
 from assets.stage_metadata import stage_metadata
 from pipelines.config import PipelineConfig, load_config
-from pipelines.registry import STAGES
+from pipelines.registry import STAGES, stage
 from pipelines.runner import run_stage
-from pipelines.stage_spec import StageSpec
+from pipelines.stage_spec import StageSpec, digest
 
 # Asset key, Dagster group and kinds of each stage, in the UI's words.
 ASSET_NAMES = {"faces": "face_clips", "asd": "active_speakers", "speech": "speech_analysis",
@@ -29,12 +31,21 @@ KINDS = {"faces": {"onnx", "ffmpeg"}, "asd": {"pytorch"}, "speech": {"pytorch"},
          "captions": {"pytorch"}}
 
 
+def code_version(spec: StageSpec, config: PipelineConfig) -> str:
+    """The stage's config fingerprint and those of every stage it depends on: a config change
+    gives the changed stage and each of its dependants a new code version."""
+    if spec.is_root:
+        return spec.config_fingerprint(config)
+    return digest({"config": spec.config_fingerprint(config),
+                   "needs": {need: code_version(stage(need), config) for need in spec.needs}})
+
+
 def stage_asset(spec: StageSpec, config: PipelineConfig) -> dg.AssetsDefinition:
     """The partitioned asset that runs ``spec`` on one source."""
     deps = [source_probe] if spec.is_root else [ASSET_NAMES[need] for need in spec.needs]
 
     @dg.asset(name=ASSET_NAMES[spec.name], partitions_def=source_partitions, group_name=GROUPS[spec.name],
-              kinds=KINDS[spec.name], deps=deps, code_version=spec.config_fingerprint(config),
+              kinds=KINDS[spec.name], deps=deps, code_version=code_version(spec, config),
               description=spec.description)
     def _stage(context: dg.AssetExecutionContext, settings: PipelineSettings, models: StageModels) -> dg.Output:
         run_config = settings.load()

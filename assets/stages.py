@@ -3,12 +3,11 @@
 Each asset runs its stage on one ``source_videos`` partition through the one runner. Its
 ``code_version`` is the stage's config fingerprint (stage version + the config sections it
 reads) chained with the code versions of the stages it needs (Dagster does not pass a code
-version change on to dependants by itself), and each materialisation's data version is the
-stage's fingerprint for that source, so after a config change the UI marks exactly that
-stage and its dependants stale, and a
-re-run of an unchanged source is skipped by the runner and reports ``unchanged``.
-The value passed between steps is a small summary; stages read their inputs from the work
-folder through the runner.
+version change on to dependants by itself); each materialisation's data version is the
+stage's fingerprint for that source. So after a config change the UI marks exactly that
+stage and its dependants stale, and a re-run of an unchanged source is skipped by the
+runner and reports ``unchanged``. The value passed between steps is a small summary;
+stages read their inputs from the work folder through the runner.
 """
 
 

@@ -17,11 +17,11 @@ import pytest
 
 from pipelines.config import PipelineConfig, load_config
 import pipelines.fixtures.media as mf
-from pipelines.ingest import SourceRegistry
-from pipelines.records import SourceRecord
+from pipelines.runner import run_source
+from pipelines.schema.records import SourceRecord, StageDecision, StageResult
+from pipelines.schema.sample import SampleRecord
 from pipelines.shards import MANIFEST_FILE, write_shards
-from pipelines.sources import process_source
-from pipelines.speech.stage import build_backends, run_speech_stage
+from stage_fixtures import SharedDetectorBackends, scan
 
 GERMAN = "Guten Morgen, wir treffen uns heute Abend im kleinen Garten hinter dem Haus."
 FRENCH = "Bonjour, nous allons nous retrouver ce soir dans le petit jardin derrière la maison."
@@ -32,12 +32,12 @@ ENGLISH = "Good morning, we will meet tonight in the small garden behind the old
 class SpeechRun:
     cfg: PipelineConfig
     records: dict[str, SourceRecord]
-    speech: dict[str, dict]
+    speech: dict[str, StageResult]
     summary: object
 
 
-def _decision(run: SpeechRun, name: str) -> dict:
-    (decision,) = run.speech[name]["segments"].values()
+def _decision(run: SpeechRun, name: str) -> StageDecision:
+    (decision,) = run.speech[name].segments.values()
     return decision
 
 
@@ -63,53 +63,55 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> Sp
     cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir},
                       asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False},
                       speech={"transcription_backend": "pocketsphinx"})
-    backends = build_backends(cfg)
-    refs = {ref.relpath: ref for ref in SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)}
+    backends = SharedDetectorBackends(cfg, scrfd_detector)
     records, speech = {}, {}
-    for name, ref in refs.items():
-        records[name] = process_source(ref, cfg, scrfd_detector)
+    for name, ref in scan(cfg).items():
+        outcomes = run_source(ref, cfg, backends, stages=["speech"])
+        # ASD is off: speech decides on the face segments directly.
+        assert [(o.stage, o.status) for o in outcomes] == [("faces", "ran"), ("asd", "disabled"), ("speech", "ran")]
+        records[name], speech[name] = outcomes[0].result, outcomes[2].result
         assert records[name].status == "accepted", (name, records[name].reason)
-        speech[name] = run_speech_stage(ref, records[name], cfg, backends)
+        assert set(speech[name].segments) == {s.key for s in records[name].accepted_segments()}
     return SpeechRun(cfg, records, speech, write_shards(list(records.values()), cfg))
 
 
 def test_a_single_grid_speaker_is_kept(run):
     decision = _decision(run, "grid.mpg")
-    print(f"\nGRID alone: overlap ratio {decision['numbers']['overlap_ratio']:.3f}, "
-          f"speech {decision['numbers']['speech_s']:.2f} s, words: {decision['payload']['transcript']!r}")
-    assert decision["decision"] == "accepted"
-    assert decision["numbers"]["overlap_ratio"] <= run.cfg.speech.max_overlap_ratio
-    assert decision["numbers"]["speech_s"] > 0.8  # GRID speech runs from about 1.0 to 2.2 s
+    print(f"\nGRID alone: overlap ratio {decision.numbers['overlap_ratio']:.3f}, "
+          f"speech {decision.numbers['speech_s']:.2f} s, words: {decision.payload['transcript']!r}")
+    assert decision.decision == "accepted"
+    assert decision.numbers["overlap_ratio"] <= run.cfg.speech.max_overlap_ratio
+    assert decision.numbers["speech_s"] > 0.8  # GRID speech runs from about 1.0 to 2.2 s
     # pocketsphinx is English-only: the language is honestly unknown, kept and flagged.
-    assert decision["numbers"]["language"] == "unknown" and decision["flags"] == ["language_unknown"]
-    assert decision["payload"]["words"], "pocketsphinx found words with times"
-    assert decision["numbers"]["word_timing"] == "pocketsphinx"
-    assert decision["numbers"]["transcription_backend"] == "pocketsphinx:en-us"
+    assert decision.numbers["language"] == "unknown" and decision.flags == ["language_unknown"]
+    assert decision.payload["words"], "pocketsphinx found words with times"
+    assert decision.numbers["word_timing"] == "pocketsphinx"
+    assert decision.numbers["transcription_backend"] == "pocketsphinx:en-us"
 
 
 def test_two_voices_at_once_are_rejected_for_overlap(run):
     decision = _decision(run, "two_voices.mp4")
-    print(f"\ntwo GRID speakers mixed: overlap ratio {decision['numbers']['overlap_ratio']:.3f}")
-    assert decision["decision"] == "rejected" and decision["reason"] == "overlapping_speech"
-    assert decision["numbers"]["overlap_ratio"] > run.cfg.speech.max_overlap_ratio
+    print(f"\ntwo GRID speakers mixed: overlap ratio {decision.numbers['overlap_ratio']:.3f}")
+    assert decision.decision == "rejected" and decision.reason == "overlapping_speech"
+    assert decision.numbers["overlap_ratio"] > run.cfg.speech.max_overlap_ratio
 
 
 @pytest.mark.parametrize("name, code", [("german.mp4", "de"), ("french.mp4", "fr")])
 def test_non_english_speech_with_subtitles_is_rejected(run, name, code):
     decision = _decision(run, name)
-    assert decision["decision"] == "rejected" and decision["reason"] == "non_english_speech"
-    assert decision["numbers"]["language"] == code
-    assert decision["numbers"]["language_source"] == "text:lingua"
-    assert run.speech[name]["backends"]["transcription"] == "sidecar:txt"
+    assert decision.decision == "rejected" and decision.reason == "non_english_speech"
+    assert decision.numbers["language"] == code
+    assert decision.numbers["language_source"] == "text:lingua"
+    assert run.speech[name].details["backends"]["transcription"] == "sidecar:txt"
     # Subtitles time their cues, not their words: every word is untimed and carries its cue's span.
-    assert decision["numbers"]["word_timing"] == "subtitle_cues"
-    assert decision["payload"]["words"] and not any(w["timed"] for w in decision["payload"]["words"])
+    assert decision.numbers["word_timing"] == "subtitle_cues"
+    assert decision.payload["words"] and not any(w["timed"] for w in decision.payload["words"])
 
 
 def test_english_speech_with_subtitles_is_kept_with_its_language(run):
     decision = _decision(run, "english.mp4")
-    assert decision["decision"] == "accepted" and decision["numbers"]["language"] == "en"
-    assert decision["flags"] == []
+    assert decision.decision == "accepted" and decision.numbers["language"] == "en"
+    assert decision.flags == []
 
 
 def test_shard_json_carries_the_speech_results(run):
@@ -120,6 +122,7 @@ def test_shard_json_carries_the_speech_results(run):
                               shardshuffle=False)}
     assert len(samples) == 2  # the GRID clip and the English dub
     for record in samples.values():
+        SampleRecord.model_validate(record)  # the packed JSON is a valid sample
         speech = record["speech"]
         assert {"transcript", "words", "turns", "overlap_ratio", "language", "backends", "word_timing",
                 "transcription_backend"} <= set(speech)
@@ -144,7 +147,7 @@ def test_manifest_shows_speech_rejections_with_their_numbers(run):
 
 
 def test_whisperx_and_diarization_backends_run_through_the_config(tmp_path, grid_clip, model_dir, scrfd_detector):
-    """The with-weights path: config names the backends, build_backends loads them from the model
+    """The with-weights path: config names the backends, the stage's build_backend loads them from the model
     dir (tiny random Whisper + alignment model + random diarization pipeline built here), and the
     stage records which backend decided what. Outputs are noise; the wiring and structure are real."""
     pytest.importorskip("whisperx")
@@ -164,22 +167,22 @@ def test_whisperx_and_diarization_backends_run_through_the_config(tmp_path, grid
                       asd={"enabled": False}, flame={"enabled": False}, captions={"enabled": False},
                       speech={"activity_backend": "pyannote_diarization", "transcription_backend": "whisperx",
                               "whisper_model": "faster-whisper", "alignment_model": "alignment-en"})
-    backends = build_backends(cfg)
-    (ref,) = SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions)
-    record = process_source(ref, cfg, scrfd_detector)
-    result = run_speech_stage(ref, record, cfg, backends)
-    assert result["backends"]["activity"].startswith("pyannote-diarization")
-    assert result["backends"]["transcription"] == "whisperx:faster-whisper"
-    assert result["backends"]["transcription_choice"] == "configured"
-    (decision,) = result["segments"].values()
+    (ref,) = scan(cfg).values()
+    *_, outcome = run_source(ref, cfg, SharedDetectorBackends(cfg, scrfd_detector), stages=["speech"])
+    result = outcome.result
+    assert outcome.stage == "speech" and outcome.status == "ran"
+    assert result.details["backends"]["activity"].startswith("pyannote-diarization")
+    assert result.details["backends"]["transcription"] == "whisperx:faster-whisper"
+    assert result.details["backends"]["transcription_choice"] == "configured"
+    (decision,) = result.segments.values()
     # Whisper detected a language from the segment's audio: the language comes from the ASR.
-    assert decision["numbers"]["language_source"] == "asr:whisperx:faster-whisper"
-    assert isinstance(decision["numbers"]["language"], str) and decision["numbers"]["language"] != "unknown"
-    assert decision["decision"] in ("accepted", "rejected")
-    for turn in decision["payload"]["turns"]:
+    assert decision.numbers["language_source"] == "asr:whisperx:faster-whisper"
+    assert isinstance(decision.numbers["language"], str) and decision.numbers["language"] != "unknown"
+    assert decision.decision in ("accepted", "rejected")
+    for turn in decision.payload["turns"]:
         assert 0 <= turn["start"] < turn["end"] <= 3.0 + 1e-6
-    speakers = {t["speaker"] for t in decision["payload"]["turns"]}
-    assert all(w["speaker"] in speakers | {None} for w in decision["payload"]["words"])
+    speakers = {t["speaker"] for t in decision.payload["turns"]}
+    assert all(w["speaker"] in speakers | {None} for w in decision.payload["words"])
 
 
 def test_auto_transcription_takes_whisper_only_when_its_folder_is_verified(tmp_path, model_dir):

@@ -12,12 +12,12 @@ import pytest
 
 from pipelines.config import PipelineConfig, load_config
 import pipelines.fixtures.media as mf
-from pipelines.ingest import SourceRegistry
-from pipelines.models import ModelStore
-from pipelines.records import SourceRecord
+from pipelines.runner import result_path, run_source
+from pipelines.schema.records import SourceRecord, StageDecision, StageResult
+from pipelines.schema.sample import SampleRecord
 from pipelines.shards import MANIFEST_FILE, write_shards
-from pipelines.sources import process_source
 from pipelines.speech.base import SAMPLE_RATE
+from stage_fixtures import SharedDetectorBackends, scan
 
 BOUNDARY_TOLERANCE_S = 0.4
 
@@ -26,15 +26,12 @@ BOUNDARY_TOLERANCE_S = 0.4
 class AsdRun:
     cfg: PipelineConfig
     records: dict[str, SourceRecord]
-    results: dict[str, dict]
+    results: dict[str, StageResult]
     summary: object
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> AsdRun:
-    from pipelines.asd.score import ActiveSpeakerScorer
-    from pipelines.asd.stage import run_asd_stage
-
     if not (model_dir / "light-asd" / "pretrain_AVA_CVPR.model").is_file():
         pytest.skip("Light-ASD weights not in the model dir")
     root = tmp_path_factory.mktemp("asd-stage")
@@ -57,17 +54,19 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> As
     # The ASD stage alone: the stages after it (each tested in its own folder) are off.
     cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir},
                       speech={"enabled": False}, flame={"enabled": False}, captions={"enabled": False})
-    scorer = ActiveSpeakerScorer(ModelStore(model_dir).path(cfg.asd.model))
+    backends = SharedDetectorBackends(cfg, scrfd_detector)
     records, results = {}, {}
-    for ref in SourceRegistry(cfg.paths.registry_path).scan(inputs, cfg.ingest.extensions):
-        records[ref.relpath] = process_source(ref, cfg, scrfd_detector)
-        assert records[ref.relpath].status == "accepted", ref.relpath
-        results[ref.relpath], _ = run_asd_stage(ref, records[ref.relpath], cfg, scorer)
+    for name, ref in scan(cfg).items():
+        faces, asd = run_source(ref, cfg, backends, stages=["asd"])  # the runner writes asd.json
+        assert (faces.stage, faces.status, asd.stage, asd.status) == ("faces", "ran", "asd", "ran"), name
+        records[name], results[name] = faces.result, asd.result
+        assert records[name].status == "accepted", name
+        assert StageResult.load(result_path(cfg, ref.source_id, "asd")) == results[name]
     return AsdRun(cfg, records, results, write_shards(list(records.values()), cfg))
 
 
-def _only(result: dict) -> dict:
-    (decision,) = result["segments"].values()
+def _only(result: StageResult) -> StageDecision:
+    (decision,) = result.segments.values()
     return decision
 
 
@@ -88,22 +87,22 @@ def _speech_bounds(path: Path) -> tuple[float, float]:
 def test_each_grid_clip_keeps_its_speech_within_tolerance(run, grid_clips):
     for clip in grid_clips:
         decision = _only(run.results[clip.name])
-        assert decision["decision"] == "accepted", (clip.name, decision["numbers"])
-        (child,) = decision["children"]  # the silent lead-in and tail are cut off
+        assert decision.decision == "accepted", (clip.name, decision.numbers)
+        (child,) = decision.children  # the silent lead-in and tail are cut off
         vad_start, vad_end = _speech_bounds(clip)
-        print(f"\n{clip.name}: kept {child['start_s']:.2f}-{child['end_s']:.2f} s, "
-              f"speech (VAD) {vad_start:.2f}-{vad_end:.2f} s, mean P {decision['numbers']['mean_probability']:.2f}")
-        assert abs(child["start_s"] - vad_start) <= BOUNDARY_TOLERANCE_S
-        assert abs(child["end_s"] - vad_end) <= BOUNDARY_TOLERANCE_S
-        probability = np.array(decision["payload"]["probability"])
+        print(f"\n{clip.name}: kept {child.start_s:.2f}-{child.end_s:.2f} s, "
+              f"speech (VAD) {vad_start:.2f}-{vad_end:.2f} s, mean P {decision.numbers['mean_probability']:.2f}")
+        assert abs(child.start_s - vad_start) <= BOUNDARY_TOLERANCE_S
+        assert abs(child.end_s - vad_end) <= BOUNDARY_TOLERANCE_S
+        probability = np.array(decision.payload["probability"])
         times = (np.arange(len(probability)) + 0.5) / run.cfg.crops.fps
         assert probability[times < 0.5].max() < 0.5 and probability[times > 2.6].max() < 0.5
 
 
 def test_silent_audio_means_no_active_speaker(run):
     decision = _only(run.results["silent.mp4"])
-    assert decision["decision"] == "rejected" and decision["reason"] == "no_active_speaker"
-    assert decision["numbers"]["max_probability"] < 0.5
+    assert decision.decision == "rejected" and decision.reason == "no_active_speaker"
+    assert decision.numbers["max_probability"] < 0.5
     rows = [json.loads(line) for line in (run.cfg.paths.shards_dir / MANIFEST_FILE).read_text().splitlines()]
     source = next(r for r in rows if r["kind"] == "source" and r["relpath"] == "silent.mp4")
     assert source["status"] == "rejected" and source["reason"] == "no_accepted_segment"
@@ -114,19 +113,19 @@ def test_silent_audio_means_no_active_speaker(run):
 @pytest.mark.parametrize("name, speaking_side", [("pair_left_speaks.mp4", 0), ("pair_right_speaks.mp4", 1)])
 def test_the_speaking_face_of_two_is_kept(run, name, speaking_side):
     record = run.records[name]
-    by_side = sorted(record.segments, key=lambda s: s["numbers"]["first_box"][0])
-    decisions = run.results[name]["segments"]
-    speaker, listener = decisions[by_side[speaking_side]["key"]], decisions[by_side[1 - speaking_side]["key"]]
-    assert speaker["decision"] == "accepted"
-    assert listener["decision"] == "rejected"
-    assert listener["reason"] in ("no_active_speaker", "another_face_speaking")
-    assert speaker["numbers"]["mean_probability"] > listener["numbers"]["mean_probability"]
+    by_side = sorted(record.segments, key=lambda s: s.numbers["first_box"][0])
+    decisions = run.results[name].segments
+    speaker, listener = decisions[by_side[speaking_side].key], decisions[by_side[1 - speaking_side].key]
+    assert speaker.decision == "accepted"
+    assert listener.decision == "rejected"
+    assert listener.reason in ("no_active_speaker", "another_face_speaking")
+    assert speaker.numbers["mean_probability"] > listener.numbers["mean_probability"]
 
 
-def _mean_while_speech(decision: dict, audio_source: Path, fps: float) -> float:
+def _mean_while_speech(decision: StageDecision, audio_source: Path, fps: float) -> float:
     """Mean speaking probability over the frames where the scored audio holds speech (silero VAD):
     a whole-clip mean would reward audio that simply contains more speech."""
-    probability = np.array(decision["payload"]["probability"])
+    probability = np.array(decision.payload["probability"])
     times = (np.arange(len(probability)) + 0.5) / fps
     start, end = _speech_bounds(audio_source)
     return float(probability[(times >= start) & (times < end)].mean())
@@ -144,10 +143,14 @@ def test_split_clips_reach_the_shards_cut_to_the_kept_frames(run, grid_clips):
 
     samples = {s["__key__"]: s for s in wds.WebDataset(
         [str(run.cfg.paths.shards_dir / e["name"]) for e in run.summary.shards], shardshuffle=False)}
-    key = _only(run.results[grid_clips[0].name])["children"][0]["key"]
+    key = _only(run.results[grid_clips[0].name]).children[0].key
     sample = samples[key]
     record = json.loads(sample["json"])
     assert record["parent_key"] + "_a00" == key
+    # The packed JSON validates against the sample schema and names the stage runs it came from.
+    source = run.records[grid_clips[0].name]
+    assert SampleRecord.load(sample["json"]).stage_fingerprints == {
+        "faces": source.fingerprint, "asd": run.results[grid_clips[0].name].fingerprint}
     assert record["asd"]["mean_probability"] > 0.5 and [f["stage"] for f in record["filters"]] == ["faces", "asd"]
     mp4 = run.cfg.paths.data_dir / f"{key}.mp4"
     mp4.write_bytes(sample["mp4"])

@@ -60,9 +60,9 @@ class TimedBackends(ModelBackends):
         self._timed: dict[str, Any] = {}
         self.timers: dict[str, list[TimedCalls]] = {}
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, config: PipelineConfig | None = None) -> Any:
         if name not in self._timed:
-            self._timed[name] = self._wrap(name, super().get(name))
+            self._timed[name] = self._wrap(name, super().get(name, config))
         return self._timed[name]
 
     def _wrap(self, name: str, backend: Any) -> Any:

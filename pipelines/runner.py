@@ -43,11 +43,13 @@ class ModelBackends:
     def __init__(self, config: PipelineConfig):
         self.config = config
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, config: PipelineConfig | None = None) -> Any:
+        """The backend of stage ``name`` for ``config`` (default: the one given at construction)."""
+        config = config or self.config
         spec = stage(name)
-        key = (name, spec.config_fingerprint(self.config), str(self.config.paths.model_dir))
+        key = (name, spec.config_fingerprint(config), str(config.paths.model_dir))
         if key not in _BUILT:
-            _BUILT[key] = spec.build_backend(self.config)
+            _BUILT[key] = spec.build_backend(config)
         return _BUILT[key]
 
 
@@ -153,7 +155,7 @@ def _run(name: str, source: SourceRef, config: PipelineConfig, backends: ModelBa
     spec = stage(name)
     folder = source_dir(config, source.source_id)
     if spec.is_root:  # the face stage replaces the whole work folder atomically itself
-        return spec.run(StageContext(source, config, backends.get(name), folder, wanted, progress=progress))
+        return spec.run(StageContext(source, config, backends.get(name, config), folder, wanted, progress=progress))
     path = result_path(config, source.source_id, name)
     path.unlink(missing_ok=True)  # withdraw first: no visible result ever names files being rewritten
     record = load_record(config, source.source_id)
@@ -163,7 +165,7 @@ def _run(name: str, source: SourceRef, config: PipelineConfig, backends: ModelBa
         result = StageResult(stage=name, skipped=f"source {record.status} ({record.reason})")
     else:
         candidates = tuple(s for s in decided_record(config, record, upto=name).segments if s.status == ACCEPTED)
-        result = spec.run(StageContext(source, config, backends.get(name), folder, wanted, record, candidates,
+        result = spec.run(StageContext(source, config, backends.get(name, config), folder, wanted, record, candidates,
                                        progress))
     result = result.model_copy(update={"fingerprint": wanted})
     result.save(path)

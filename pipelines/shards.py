@@ -120,7 +120,8 @@ def dataset_stats(records: list[SourceRecord], shards: list[dict]) -> dict:
 def write_shards(records: list[SourceRecord], config: PipelineConfig, progress: bool = False) -> ShardSummary:
     """Pack every accepted segment of ``records`` into shards; write index, stats and manifest.
 
-    Segments are first re-decided by the required later stages (:func:`apply_stages`).
+    Segments are first re-decided by the enabled later stages' stored results
+    (:func:`pipelines.runner.decided_record`).
     Holds the shard folder's lock, so two packers never interleave their files.
     """
     with shards_lock(config.paths.shards_dir):

@@ -19,8 +19,8 @@ class SharedDetectorBackends(ModelBackends):
         super().__init__(config)
         self.detector = detector
 
-    def get(self, name: str):
-        return self.detector if name == "faces" else super().get(name)
+    def get(self, name: str, config: PipelineConfig | None = None):
+        return self.detector if name == "faces" else super().get(name, config)
 
 
 def stage_config(root: Path, model_dir: Path, inputs: Path | None = None, **overrides) -> PipelineConfig:

@@ -65,7 +65,8 @@ class StageSpec:
         return bool(getattr(section, "enabled", True))
 
     def config_fingerprint(self, config: PipelineConfig) -> str:
-        """Stage version + the config sections it reads: the Dagster ``code_version``."""
+        """Stage version + the config sections it reads (assets/stages.py chains it with the
+        needed stages' into the Dagster ``code_version``)."""
         return digest({"stage": self.name, "version": self.version,
                        "config": {name: getattr(config, name).model_dump(mode="json")
                                   for name in self.config_sections}})

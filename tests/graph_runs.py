@@ -39,6 +39,19 @@ def make_input(grid_dir: Path, folder: Path, names: tuple[str, ...] = CLIPS) -> 
     return folder
 
 
+def private_models(folder: Path, model_dir: Path, relpaths) -> Path:
+    """A model folder holding links to just ``relpaths`` of ``model_dir``; skips the test when one
+    is missing."""
+    import pytest
+
+    for relpath in relpaths:
+        if not (model_dir / relpath).is_file():
+            pytest.skip(f"{model_dir / relpath} not found")
+        (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relpath).symlink_to(model_dir / relpath)
+    return folder
+
+
 def run_env(root: Path, input_dir: Path, model_dir: Path, **extra: str) -> dict[str, str]:
     """Environment of one isolated deployment under ``root``: instance, data, inputs, weights."""
     home = root / "dagster_home"

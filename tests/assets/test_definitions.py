@@ -18,6 +18,7 @@ from assets.partitions import SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
 from assets.sources import watch_input_folder
 from pipelines.media.wav import read_wav
+from tests.graph_runs import private_models
 
 
 # The weights the default config runs on: SCRFD-500M faces and Light-ASD. Nothing else, so what the
@@ -28,13 +29,7 @@ DEMO_WEIGHTS = ("scrfd/scrfd_500m_kps.onnx", "light-asd/pretrain_AVA_CVPR.model"
 @pytest.fixture(scope="module")
 def demo_models(tmp_path_factory, model_dir: Path) -> Path:
     """A private model folder: links to just DEMO_WEIGHTS in the shared one."""
-    folder = tmp_path_factory.mktemp("demo-models")
-    for relpath in DEMO_WEIGHTS:
-        if not (model_dir / relpath).is_file():
-            pytest.skip(f"{model_dir / relpath} not found")
-        (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
-        (folder / relpath).symlink_to(model_dir / relpath)
-    return folder
+    return private_models(tmp_path_factory.mktemp("demo-models"), model_dir, DEMO_WEIGHTS)
 
 
 def _write_config(tmp_path: Path, input_dir: Path, model_dir: Path, **sections: dict) -> Path:

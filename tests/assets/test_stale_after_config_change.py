@@ -27,6 +27,7 @@ from assets.sources import register_sources, source_probe
 from assets.stages import ASSET_NAMES, build_stage_assets
 from pipelines.config import CONFIG_ENV, load_config
 from pipelines.registry import dependants
+from tests.graph_runs import private_models
 
 REPO = Path(__file__).resolve().parents[2]
 # Faces and Light-ASD only: speech runs without its models (language unknown), FLAME and captions
@@ -44,15 +45,6 @@ query Staleness($keys: [AssetKeyInput!], $partition: String) {
   }
 }
 """
-
-
-def _models(folder: Path, model_dir: Path) -> Path:
-    for relpath in WEIGHTS:
-        if not (model_dir / relpath).is_file():
-            pytest.skip(f"{model_dir / relpath} not found")
-        (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
-        (folder / relpath).symlink_to(model_dir / relpath)
-    return folder
 
 
 def _config(path: Path, paths: dict, **sections) -> Path:
@@ -106,7 +98,7 @@ def test_changed_asd_threshold_marks_asd_and_its_dependants_stale(tmp_path, grid
     inputs.mkdir()
     shutil.copy(grid_clip, inputs / grid_clip.name)
     paths = {"input_dir": str(inputs), "data_dir": str(tmp_path / "data"),
-             "model_dir": str(_models(tmp_path / "models", model_dir))}
+             "model_dir": str(private_models(tmp_path / "models", model_dir, WEIGHTS))}
     before = _config(tmp_path / "before.yaml", paths)
     after = _config(tmp_path / "after.yaml", paths, asd={"threshold": 0.45})
     changed = {ASSET_NAMES[name] for name in ("asd", *dependants("asd"))}

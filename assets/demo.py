@@ -8,7 +8,6 @@ on the same home shows them afterwards.
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from assets.partitions import PER_SOURCE_GROUPS, SOURCE_PARTITIONS_NAME
 from assets.sources import register_sources
 from pipelines.config import INPUT_DIR_ENV, load_config
 from pipelines.schema.index import ShardIndex
+from pipelines.schema.manifest import DatasetStats
 from pipelines.workdir import load_record
 
 # Dagster's console logger prints every engine event at DEBUG; the demo keeps warnings only.
@@ -70,7 +70,7 @@ def run_demo(config_path: str | None, instance: dg.DagsterInstance, log=print, e
         log(f"[{n}/{len(source_ids)}] {sid}: {status}")
     result = run(config_path, instance, None)
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()} if result.success else {}
-    stats = json.loads((config.paths.shards_dir / "stats.json").read_text()) if result.success else {}
+    stats = DatasetStats.load(config.paths.shards_dir).model_dump(mode="json") if result.success else {}
     shards = ShardIndex.load(config.paths.shards_dir).locations() if result.success else []
     return {"stats": stats, "shards": shards,
             "checks": checks, "failed_runs": failed_runs, "dataset_run_ok": result.success,

@@ -13,7 +13,8 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
 from pipelines.reports import qc_plot_png
 from pipelines.schema.index import MissingShardIndexError, ShardIndex, ShardIndexError
-from pipelines.shards import MANIFEST_FILE, verify_shards, write_shards
+from pipelines.schema.manifest import SourceRow, load_manifest
+from pipelines.shards import verify_shards, write_shards
 from pipelines.schema.records import SourceRecord
 from pipelines.workdir import load_record
 
@@ -52,22 +53,22 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         context.log.info(f"published to {published['url']}: {len(published['uploaded'])} uploaded, "
                          f"{len(published['unchanged'])} unchanged")
     stats = summary.stats
-    reasons = {**{f"source: {k}": v for k, v in stats["sources"]["rejected_by_reason"].items()},
-               **{f"segment: {k}": v for k, v in stats["segments"]["rejected_by_reason"].items()}}
+    reasons = {**{f"source: {k}": v for k, v in stats.sources.rejected_by_reason.items()},
+               **{f"segment: {k}": v for k, v in stats.segments.rejected_by_reason.items()}}
     table = "\n".join(["| reason | count |", "|---|---|"] + [f"| {k} | {v} |" for k, v in reasons.items()])
     context.add_output_metadata({
-        "sources": stats["sources"]["total"],
-        "sources_accepted": stats["sources"]["accepted"],
+        "sources": stats.sources.total,
+        "sources_accepted": stats.sources.accepted,
         "sources_pending": len(pending),
         "samples": len(summary.index),
-        "accepted_minutes": round(stats["accepted_duration_s"]["total"] / 60, 3),
+        "accepted_minutes": round(stats.accepted_duration_s.total / 60, 3),
         "shards": dg.MetadataValue.json(summary.shards),
         "rejections": dg.MetadataValue.md(table if reasons else "no rejections"),
         "shards_dir": dg.MetadataValue.path(str(summary.shards_dir)),
         "qc_overview": png_markdown(png, "QC overview"),
         "published_to": published["url"] if published else "not published (shards.publish_url unset)",
     })
-    return {"shards_dir": str(summary.shards_dir), "samples": len(summary.index), "stats": stats}
+    return {"shards_dir": str(summary.shards_dir), "samples": len(summary.index), "stats": stats.model_dump(mode="json")}
 
 
 @dg.asset_check(asset=dataset_shards, description="Every registered source appears in the manifest with a status.")
@@ -76,9 +77,7 @@ def every_source_accounted_for(context: dg.AssetCheckExecutionContext, settings:
     registered = set(context.instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
     on_disk = {ref.source_id for ref in SourceRegistry(config.paths.registry_path).scan(
         config.paths.input_dir, config.ingest.extensions)} if config.paths.input_dir.is_dir() else set()
-    manifest = config.paths.shards_dir / MANIFEST_FILE
-    rows = [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.exists() else []
-    listed = {row["source_id"] for row in rows if row["kind"] == "source"}
+    listed = {row.source_id for row in load_manifest(config.paths.shards_dir) if isinstance(row, SourceRow)}
     missing = sorted((registered | on_disk) - listed)
     unregistered = sorted(on_disk - registered)
     return dg.AssetCheckResult(

@@ -65,7 +65,7 @@ def _run(args) -> int:
     for source_id, error in report.failures.items():
         print(f"FAILED {source_id}: {error}", file=sys.stderr)
     summary = write_shards(report.records, config, progress=not args.quiet)
-    print(json.dumps(summary.stats, indent=1))
+    print(json.dumps(summary.stats.model_dump(mode="json"), indent=1))
     return 1 if report.failures else 0
 
 

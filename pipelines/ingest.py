@@ -24,6 +24,7 @@ from pipelines.atomic import atomic_write_text, file_lock
 from pipelines.config import IngestConfig
 from pipelines.media.decode import MediaRejection, ProbeInfo
 from pipelines.models import sha256_file
+from pipelines.schema.manifest import FileRow
 from pipelines.schema.records import SourceRef
 from pipelines.speech.sidecar import SIDECAR_EXTENSIONS
 
@@ -188,7 +189,7 @@ class SourceRegistry:
         return [refs[k] for k in sorted(refs)]
 
 
-def skipped_file_rows(registry_path: Path) -> list[dict]:
+def skipped_file_rows(registry_path: Path) -> list[FileRow]:
     """Manifest rows for the input files that are not sources, with why (see :func:`classify_files`)."""
-    return [{"kind": "file", "relpath": relpath, "status": "skipped", "reason": why["reason"], "detail": why["detail"]}
+    return [FileRow(relpath=relpath, reason=why["reason"], detail=why["detail"])
             for relpath, why in SourceRegistry(registry_path).skipped().items()]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.schema.index import INDEX_FILE, MissingShardIndexError, ShardIndex, shards_lock
-from pipelines.shards import MANIFEST_FILE, STATS_FILE
+from pipelines.schema.manifest import MANIFEST_FILE, STATS_FILE
 
 CHUNK_BYTES = 8 << 20
 

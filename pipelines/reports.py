@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipelines.media.decode import read_video_frames  # noqa: E402
+from pipelines.schema.manifest import DatasetStats  # noqa: E402
 from pipelines.schema.records import Segment  # noqa: E402
 
 
@@ -31,7 +32,7 @@ def preview_png(mp4: Path, max_frames: int = 4, thumb_px: int = 160) -> bytes:
     return out.getvalue()
 
 
-def qc_plot_png(stats: dict, segments: list[Segment]) -> bytes:
+def qc_plot_png(stats: DatasetStats, segments: list[Segment]) -> bytes:
     """Dataset QC at a glance: accepted durations, rejections by reason, and the speech
     stage's overlap ratios and languages over every segment it decided."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
@@ -43,8 +44,8 @@ def qc_plot_png(stats: dict, segments: list[Segment]) -> bytes:
     durations_ax.set_xlabel("clip duration (s)")
     durations_ax.set_ylabel("clips")
 
-    reasons = {f"source: {k}": v for k, v in stats["sources"]["rejected_by_reason"].items()}
-    reasons.update({f"segment: {k}": v for k, v in stats["segments"]["rejected_by_reason"].items()})
+    reasons = {f"source: {k}": v for k, v in stats.sources.rejected_by_reason.items()}
+    reasons.update({f"segment: {k}": v for k, v in stats.segments.rejected_by_reason.items()})
     _bars(reasons_ax, reasons, "rejections by reason", "#dd8452", "no rejections")
 
     ratios = [s.numbers["speech.overlap_ratio"] for s in segments if "speech.overlap_ratio" in s.numbers]

@@ -20,7 +20,7 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
-from pipelines.atomic import TMP_SUFFIX, atomic_path, atomic_write_text
+from pipelines.atomic import TMP_SUFFIX, atomic_path
 from pipelines.config import PipelineConfig
 from pipelines.ingest import skipped_file_rows
 from pipelines.schema.index import (
@@ -33,18 +33,29 @@ from pipelines.schema.index import (
 )
 from pipelines.decisions import sample_record
 from pipelines.runner import decided_record, stage_fingerprints
+from pipelines.schema.manifest import (
+    MANIFEST_FILE,
+    STATS_FILE,
+    DatasetStats,
+    DurationSummary,
+    FileRow,
+    SegmentCounts,
+    SegmentRow,
+    ShardTotals,
+    SourceCounts,
+    SourceRow,
+    save_manifest,
+)
 from pipelines.schema.records import ACCEPTED, SPLIT, Segment, SourceRecord
 from pipelines.workdir import source_dir
 
-STATS_FILE = "stats.json"
-MANIFEST_FILE = "manifest.jsonl"
 
 
 @dataclass
 class ShardSummary:
     records: list[SourceRecord]  # after the later stages' decisions
     shard_index: ShardIndex  # what index.json holds
-    stats: dict
+    stats: DatasetStats
     manifest_path: Path
     shards_dir: Path
 
@@ -81,40 +92,42 @@ def _plan_shards(sizes: list[tuple[str, int]], max_samples: int, max_bytes: int)
     return [s for s in shards if s]
 
 
-def manifest_rows(records: list[SourceRecord]) -> list[dict]:
+def manifest_rows(records: list[SourceRecord]) -> list[SourceRow | SegmentRow]:
     """One row per source and one per candidate segment, each with status and reason."""
-    rows = []
+    rows: list[SourceRow | SegmentRow] = []
     for rec in records:
-        rows.append({"kind": "source", "source_id": rec.source_id, "relpath": rec.source.relpath,
-                     "status": rec.status, "reason": rec.reason, "detail": rec.detail, "numbers": rec.numbers})
-        for seg in rec.segments:
-            rows.append({"kind": "segment", "source_id": rec.source_id, "key": seg.key, "status": seg.status,
-                         "reason": seg.reason, "start_s": seg.start_s, "end_s": seg.end_s,
-                         "parent": seg.parent, "numbers": seg.numbers})
+        rows.append(SourceRow(source_id=rec.source_id, relpath=rec.source.relpath, status=rec.status,
+                              reason=rec.reason, detail=rec.detail, numbers=rec.numbers))
+        rows.extend(SegmentRow(source_id=rec.source_id, key=seg.key, status=seg.status, reason=seg.reason,
+                               start_s=seg.start_s, end_s=seg.end_s, parent=seg.parent, numbers=seg.numbers)
+                    for seg in rec.segments)
     return rows
 
 
-def dataset_stats(records: list[SourceRecord], shards: list[dict]) -> dict:
+def _duration_summary(durations: np.ndarray) -> DurationSummary:
+    if not len(durations):
+        return DurationSummary(total=0.0, mean=0.0, min=0.0, max=0.0)
+    return DurationSummary(total=round(float(durations.sum()), 3), mean=round(float(durations.mean()), 3),
+                           min=round(float(durations.min()), 3), max=round(float(durations.max()), 3))
+
+
+def dataset_stats(records: list[SourceRecord], shards: list[ShardEntry], skipped: list[FileRow]) -> DatasetStats:
     segments = [s for r in records for s in r.segments]
     accepted = [s for s in segments if s.status == ACCEPTED]
-    durations = np.array([s.numbers["duration_s"] for s in accepted]) if accepted else np.zeros(0)
-    return {
-        "sources": {"total": len(records),
-                    "accepted": sum(r.status == ACCEPTED for r in records),
-                    "rejected_by_reason": dict(sorted(Counter(r.reason for r in records if r.status != ACCEPTED).items()))},
-        "segments": {"total": len(segments), "accepted": len(accepted),
-                     "split": sum(s.status == SPLIT for s in segments),
-                     "rejected_by_reason": dict(sorted(Counter(s.reason for s in segments
-                                                               if s.status not in (ACCEPTED, SPLIT)).items()))},
-        "accepted_duration_s": {"total": round(float(durations.sum()), 3),
-                                "mean": round(float(durations.mean()), 3) if len(durations) else 0.0,
-                                "min": round(float(durations.min()), 3) if len(durations) else 0.0,
-                                "max": round(float(durations.max()), 3) if len(durations) else 0.0},
-        # Kept but worth knowing: e.g. language_unknown, flame_model_not_installed.
-        "accepted_flags": dict(sorted(Counter(flag for s in accepted for decision in s.stages.values()
-                                              for flag in decision.flags).items())),
-        "shards": {"count": len(shards), "bytes": sum(s["bytes"] for s in shards)},
-    }
+    return DatasetStats(
+        sources=SourceCounts(total=len(records), accepted=sum(r.status == ACCEPTED for r in records),
+                             rejected_by_reason=dict(sorted(Counter(r.reason for r in records
+                                                                    if r.status != ACCEPTED).items()))),
+        segments=SegmentCounts(total=len(segments), accepted=len(accepted),
+                               split=sum(s.status == SPLIT for s in segments),
+                               rejected_by_reason=dict(sorted(Counter(s.reason for s in segments
+                                                                      if s.status not in (ACCEPTED, SPLIT)).items()))),
+        accepted_duration_s=_duration_summary(np.array([s.numbers["duration_s"] for s in accepted])),
+        accepted_flags=dict(sorted(Counter(flag for s in accepted for decision in s.stages.values()
+                                           for flag in decision.flags).items())),
+        shards=ShardTotals(count=len(shards), bytes=sum(entry.bytes for entry in shards)),
+        skipped_files=dict(sorted(Counter(row.reason for row in skipped).items())),
+    )
 
 
 def write_shards(records: list[SourceRecord], config: PipelineConfig, progress: bool = False) -> ShardSummary:
@@ -161,12 +174,9 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     bar.close()
 
     skipped = skipped_file_rows(config.paths.registry_path)  # input files that are not sources, with why
-    stats = {**dataset_stats(records, [entry.model_dump() for entry in shard_entries]),
-             "skipped_files": dict(sorted(Counter(row["reason"] for row in skipped).items()))}
-    manifest_path = shards_dir / MANIFEST_FILE
-    atomic_write_text(manifest_path, "".join(json.dumps(row, sort_keys=True) + "\n"
-                                             for row in manifest_rows(records) + skipped))
-    atomic_write_text(shards_dir / STATS_FILE, json.dumps(stats, indent=1, sort_keys=True))
+    stats = dataset_stats(records, shard_entries, skipped)
+    manifest_path = save_manifest(shards_dir, [*manifest_rows(records), *skipped])
+    stats.save(shards_dir)
     shard_index = ShardIndex(config_hash=config.content_hash(), shards=tuple(shard_entries), samples=index)
     shard_index.write(shards_dir)
     # Shards from an earlier, larger dataset are no longer indexed: remove them last.

@@ -53,7 +53,7 @@ def test_scan_registers_content_once_and_records_the_rest(tmp_path):
     refs = registry.scan(inputs, EXTS)
     # Identical bytes under two names, and a link to a file inside the folder, register once.
     assert sorted(r.relpath for r in refs) == ["copy of talk.mp4", "sub/other.MOV"]
-    reasons = {row["relpath"]: row["reason"] for row in skipped_file_rows(registry.path)}
+    reasons = {row.relpath: row.reason for row in skipped_file_rows(registry.path)}
     assert reasons == {"talk.mp4": "duplicate_content", "link inside.mp4": "duplicate_content",
                        "talk.srt": "sidecar_transcript", "notes.txt": "unsupported_extension",
                        "link outside.mp4": "symlink_outside_input", "dangling.mp4": "broken_symlink",

@@ -182,7 +182,7 @@ def test_manifest_accounts_for_every_source_and_segment(run: Run):
     segment_keys = {row["key"] for row in rows if row["kind"] == "segment"}
     expected = {s.key for rec in run.records.values() for s in rec.segments}
     assert segment_keys == expected and len(expected) == 6
-    stats = run.summary.stats
+    stats = run.summary.stats.model_dump()
     assert stats["sources"] == {"total": 6, "accepted": 4,
                                 "rejected_by_reason": {run.records["truncated.mp4"].reason: 1, "not_a_media_file": 1}}
     assert stats["segments"]["accepted"] == 6

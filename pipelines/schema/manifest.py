@@ -1,0 +1,115 @@
+"""What lies next to the shards besides the index: the manifest and the dataset statistics.
+
+``manifest.jsonl`` accounts for everything the pipeline saw, one JSON object per line:
+a :class:`SourceRow` per registered source, a :class:`SegmentRow` per candidate segment
+(accepted, rejected, split or pending, with its reason and numbers) and a :class:`FileRow`
+per input file that is not a source (with why). ``stats.json`` is :class:`DatasetStats`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from pipelines.atomic import atomic_write_text
+from pipelines.schema.base import StrictModel
+from pipelines.schema.records import Status
+
+MANIFEST_FILE = "manifest.jsonl"
+STATS_FILE = "stats.json"
+
+
+class SourceRow(StrictModel):
+    kind: Literal["source"] = "source"
+    source_id: str
+    relpath: str
+    status: Status
+    reason: str | None
+    detail: str | None
+    numbers: dict[str, Any]
+
+
+class SegmentRow(StrictModel):
+    kind: Literal["segment"] = "segment"
+    source_id: str
+    key: str
+    status: Status
+    reason: str | None
+    start_s: float
+    end_s: float
+    parent: str | None  # the segment a stage split this one from
+    numbers: dict[str, Any]
+
+
+class FileRow(StrictModel):
+    """An input file that is not a source: unsupported extension, sidecar, duplicate, ..."""
+
+    kind: Literal["file"] = "file"
+    relpath: str
+    status: Literal["skipped"] = "skipped"
+    reason: str
+    detail: str
+
+
+ManifestRow = Annotated[SourceRow | SegmentRow | FileRow, Field(discriminator="kind")]
+_ROW = TypeAdapter(ManifestRow)
+
+
+def save_manifest(shards_dir: Path, rows: Iterable[SourceRow | SegmentRow | FileRow]) -> Path:
+    path = Path(shards_dir) / MANIFEST_FILE
+    atomic_write_text(path, "".join(json.dumps(row.model_dump(mode="json"), sort_keys=True) + "\n" for row in rows))
+    return path
+
+
+def load_manifest(shards_dir: Path) -> list[SourceRow | SegmentRow | FileRow]:
+    """Every row of the folder's manifest (empty when there is none yet)."""
+    path = Path(shards_dir) / MANIFEST_FILE
+    if not path.exists():
+        return []
+    return [_ROW.validate_json(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class SourceCounts(StrictModel):
+    total: int
+    accepted: int
+    rejected_by_reason: dict[str, int]
+
+
+class SegmentCounts(StrictModel):
+    total: int
+    accepted: int
+    split: int
+    rejected_by_reason: dict[str, int]  # rejected or pending segments, by reason
+
+
+class DurationSummary(StrictModel):
+    total: float
+    mean: float
+    min: float
+    max: float
+
+
+class ShardTotals(StrictModel):
+    count: int
+    bytes: int
+
+
+class DatasetStats(StrictModel):
+    sources: SourceCounts
+    segments: SegmentCounts
+    accepted_duration_s: DurationSummary
+    accepted_flags: dict[str, int]  # kept but worth knowing: language_unknown, flame_model_not_installed
+    shards: ShardTotals
+    skipped_files: dict[str, int]  # input files that are not sources, by reason
+
+    @classmethod
+    def load(cls, shards_dir: Path) -> DatasetStats:
+        return cls.model_validate_json((Path(shards_dir) / STATS_FILE).read_bytes())
+
+    def save(self, shards_dir: Path) -> None:
+        atomic_write_text(Path(shards_dir) / STATS_FILE, json.dumps(self.model_dump(mode="json"), indent=1,
+                                                                     sort_keys=True))

@@ -98,3 +98,14 @@ def _no_talkinghead_env():
         for name in (CONFIG_ENV, MODEL_DIR_ENV, DATA_DIR_ENV, INPUT_DIR_ENV):
             patch.delenv(name, raising=False)
         yield
+
+
+@pytest.fixture(scope="session")
+def grid_asd_run(tmp_path_factory, grid_clip: Path, model_dir: Path, scrfd_detector):
+    """One GRID clip through the real face stage (SCRFD) and Light-ASD, packed into shards
+    (tests/stage_fixtures.py: GridRun); shared by the schema and decision tests, read-only."""
+    from stage_fixtures import GridRun
+
+    if not (model_dir / "light-asd" / "pretrain_AVA_CVPR.model").is_file():
+        pytest.skip("Light-ASD weights not in the model dir")
+    return GridRun(tmp_path_factory.mktemp("grid-run"), grid_clip, model_dir, scrfd_detector)

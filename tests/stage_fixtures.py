@@ -34,9 +34,7 @@ def scan(config: PipelineConfig) -> dict[str, SourceRef]:
     return {ref.relpath: ref for ref in refs}
 
 
-# --- One GRID clip through the face and ASD stages, shared by the schema and decision tests ---
-
-_GRID_RUNS: dict[str, "GridRun"] = {}
+# One GRID clip through the face and ASD stages: the session fixture grid_asd_run (tests/conftest.py).
 
 
 class GridRun:
@@ -57,10 +55,3 @@ class GridRun:
         faces, asd = run_source(self.ref, self.config, SharedDetectorBackends(self.config, detector), stages=["asd"])
         self.record, self.asd = faces.result, asd.result
         self.shards = write_shards([self.record], self.config)
-
-
-def grid_run(tmp_path_factory, clip: Path, model_dir: Path, detector) -> GridRun:
-    """Built once per test session and clip (test modules share it; treat it as read-only)."""
-    if clip.name not in _GRID_RUNS:
-        _GRID_RUNS[clip.name] = GridRun(tmp_path_factory.mktemp("grid-run"), clip, model_dir, detector)
-    return _GRID_RUNS[clip.name]

@@ -9,14 +9,11 @@ import pytest
 from pipelines.decisions import apply_results, sample_record
 from pipelines.schema.records import ACCEPTED, PENDING, REJECTED, SPLIT, StageDecision, StageResult
 from pipelines.workdir import source_dir
-from stage_fixtures import grid_run
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory, grid_clip, model_dir, scrfd_detector):
-    if not (model_dir / "light-asd" / "pretrain_AVA_CVPR.model").is_file():
-        pytest.skip("Light-ASD weights not in the model dir")
-    run = grid_run(tmp_path_factory, grid_clip, model_dir, scrfd_detector)
+def grid(grid_asd_run):
+    run = grid_asd_run
     (segment,) = run.record.segments
     (decision,) = run.asd.segments.values()
     assert decision.decision == ACCEPTED and len(decision.children) == 1, "ASD keeps the speaking run only"

@@ -8,7 +8,7 @@ from pipelines.runner import run_sources
 from pipelines.schema.index import ShardIndex
 from pipelines.schema.records import PENDING
 from pipelines.workdir import SOURCE_AUDIO_FILE, source_dir
-from tests.stage_fixtures import SharedDetectorBackends, scan, stage_config
+from stage_fixtures import SharedDetectorBackends, scan, stage_config
 
 
 def test_a_failing_stage_stops_its_source_only_and_nothing_of_it_is_packed(tmp_path, grid_clips, model_dir,

@@ -10,14 +10,11 @@ from pydantic import ValidationError
 
 from pipelines.schema.manifest import (MANIFEST_FILE, DatasetStats, SegmentRow, SourceRow, load_manifest,
                                        save_manifest)
-from stage_fixtures import grid_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, grid_clip, model_dir, scrfd_detector):
-    if not (model_dir / "light-asd" / "pretrain_AVA_CVPR.model").is_file():
-        pytest.skip("Light-ASD weights not in the model dir")
-    return grid_run(tmp_path_factory, grid_clip, model_dir, scrfd_detector)
+def run(grid_asd_run):
+    return grid_asd_run
 
 
 def test_manifest_rows_account_for_the_source_and_every_segment_and_round_trip(run, tmp_path):

@@ -11,14 +11,11 @@ from pydantic import ValidationError
 from pipelines.runner import load_result, result_path
 from pipelines.schema.records import ACCEPTED, SourceInfo, SourceRecord, SourceRef, StageDecision, StageResult
 from pipelines.workdir import RECORD_FILE, load_record, source_dir
-from stage_fixtures import grid_run
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory, grid_clip, model_dir, scrfd_detector):
-    if not (model_dir / "light-asd" / "pretrain_AVA_CVPR.model").is_file():
-        pytest.skip("Light-ASD weights not in the model dir")
-    return grid_run(tmp_path_factory, grid_clip, model_dir, scrfd_detector)
+def grid(grid_asd_run):
+    return grid_asd_run
 
 
 def test_source_record_round_trips_through_record_json(grid, tmp_path):

@@ -10,15 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from pipelines.schema.sample import SAMPLE_SCHEMA, SampleRecord
-from stage_fixtures import grid_run
 
 
 @pytest.fixture(scope="module")
-def packed(tmp_path_factory, grid_clip, model_dir, scrfd_detector) -> tuple[object, dict[str, bytes]]:
+def packed(grid_asd_run) -> tuple[object, dict[str, bytes]]:
     """(the run, sample key -> its JSON bytes as found in the shards)."""
-    if not (model_dir / "light-asd" / "pretrain_AVA_CVPR.model").is_file():
-        pytest.skip("Light-ASD weights not in the model dir")
-    run = grid_run(tmp_path_factory, grid_clip, model_dir, scrfd_detector)
+    run = grid_asd_run
     samples = {}
     for entry in run.shards.shards:
         with tarfile.open(run.shards.shards_dir / entry["name"]) as tar:

@@ -34,12 +34,10 @@ def scan(config: PipelineConfig) -> dict[str, SourceRef]:
     return {ref.relpath: ref for ref in refs}
 
 
-# One GRID clip through the face and ASD stages: the session fixture grid_asd_run (tests/conftest.py).
-
-
 class GridRun:
     """A GRID clip after the real face stage (SCRFD) and ASD stage (Light-ASD), run by the runner;
-    speech, FLAME and captions are off. ``shards`` holds the packed result."""
+    speech, FLAME and captions are off. ``shards`` holds the packed result. Built once per session
+    by the ``grid_asd_run`` fixture (tests/conftest.py)."""
 
     def __init__(self, root: Path, clip: Path, model_dir: Path, detector):
         import shutil

@@ -45,8 +45,12 @@ def pair_row(ref: SourceRef, config: PipelineConfig, backends: ModelBackends, au
     kept = [result.segments[f.key].decision == ACCEPTED for f in faces]
     means = [result.segments[f.key].numbers["mean_probability"] for f in faces]
     want = [audio_from == "left", audio_from == "right"]
+    # The smoothed curves go into --json so a rule for shared time can be replayed without the models.
+    curves = [{"start_s": f.start_s, "end_s": f.end_s, "smooth": result.segments[f.key].payload["probability"]}
+              for f in faces]
     return {"input": ref.relpath, "audio_from": audio_from, "kept_left": kept[0], "kept_right": kept[1],
-            "mean_p_left": means[0], "mean_p_right": means[1], "correct": kept == want}
+            "mean_p_left": means[0], "mean_p_right": means[1], "correct": kept == want,
+            "curve_left": curves[0], "curve_right": curves[1]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,6 +129,11 @@ class AsdConfig(StrictModel):
     threshold: float = Field(0.5, gt=0, lt=1, description="Frames whose speaking probability is below this are dropped.")
     smoothing_window_s: float = Field(0.2, ge=0, description="Centred moving average of the probability before the threshold.")
     min_segment_s: float = Field(1.0, gt=0, description="Kept runs shorter than this are dropped.")
+    turn_window_s: float = Field(
+        2.5, gt=0, description="Where faces share time, each frame goes to the face with the higher mean probability "
+        "over this centred window (a turn changes hands where the other face has spoken more around it).")
+    min_turn_s: float = Field(
+        1.0, ge=0, description="A change of speaker shorter than this is noise: it stays with the face before it.")
     window_frames: int = Field(100, ge=8, description="Inference window at 25 fps (4 s).")
     overlap_frames: int = Field(25, ge=0, description="Overlap between windows; overlapping scores are averaged.")
     device: Literal["cpu", "cuda"] = "cpu"

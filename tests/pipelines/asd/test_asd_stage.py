@@ -41,7 +41,7 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> As
     sources = {clip.name: clip for clip in grid_clips}
     sources["silent.mp4"] = composed.get("silent.mp4", mf.silenced, male)
     # bbaf2n + lbax4n: every GRID face moves its lips in the same window, so Light-ASD tells
-    # pairs apart only narrowly; bench/eval_asd_pairs.py measures all 15 pairs (19/30 right).
+    # pairs apart only narrowly; bench/eval_asd_pairs.py measures all 15 pairs (20/30 right).
     left, right = grid_clips[0], grid_clips[2]
     sources["pair_left_speaks.mp4"] = composed.get("pair_left.mp4", mf.side_by_side, left, right, audio_from="left")
     sources["pair_right_speaks.mp4"] = composed.get("pair_right.mp4", mf.side_by_side, left, right,

@@ -34,8 +34,6 @@ from pipelines.schema.index import (
 from pipelines.decisions import sample_record
 from pipelines.runner import decided_record, stage_fingerprints
 from pipelines.schema.manifest import (
-    MANIFEST_FILE,
-    STATS_FILE,
     DatasetStats,
     DurationSummary,
     FileRow,

@@ -15,7 +15,8 @@ import pipelines.fixtures.media as mf
 from pipelines.runner import result_path, run_source
 from pipelines.schema.records import SourceRecord, StageDecision, StageResult
 from pipelines.schema.sample import SampleRecord
-from pipelines.shards import MANIFEST_FILE, write_shards
+from pipelines.schema.manifest import MANIFEST_FILE
+from pipelines.shards import write_shards
 from pipelines.speech.base import SAMPLE_RATE
 from stage_fixtures import SharedDetectorBackends, scan
 

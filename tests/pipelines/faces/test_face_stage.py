@@ -27,7 +27,9 @@ from pipelines.models import ModelStore
 from pipelines.schema.records import Segment, SourceRecord, SourceRef
 from pipelines.schema.sample import SampleRecord
 from pipelines.runner import run_stage
-from pipelines.shards import INDEX_FILE, MANIFEST_FILE, ShardSummary, verify_shards, write_shards
+from pipelines.schema.index import INDEX_FILE
+from pipelines.schema.manifest import MANIFEST_FILE
+from pipelines.shards import ShardSummary, verify_shards, write_shards
 from pipelines.faces.stage import process_source
 from pipelines.workdir import RECORD_FILE, SOURCE_AUDIO_FILE, load_record, source_dir
 from stage_fixtures import SharedDetectorBackends

@@ -20,7 +20,8 @@ import pipelines.fixtures.media as mf
 from pipelines.runner import run_source
 from pipelines.schema.records import SourceRecord, StageDecision, StageResult
 from pipelines.schema.sample import SampleRecord
-from pipelines.shards import MANIFEST_FILE, write_shards
+from pipelines.schema.manifest import MANIFEST_FILE
+from pipelines.shards import write_shards
 from stage_fixtures import SharedDetectorBackends, scan
 
 GERMAN = "Guten Morgen, wir treffen uns heute Abend im kleinen Garten hinter dem Haus."

@@ -86,6 +86,62 @@ class TrackingConfig(StrictModel):
     min_segment_s: float = Field(1.0, gt=0, description="Face segments shorter than this are rejected.")
 
 
+class ShotConfig(StrictModel):
+    """Shot cuts, found in the face stage's one decode: a face track never crosses one."""
+
+    detector: Literal["content", "adaptive", "hash", "histogram", "none"] = Field(
+        "content", description="PySceneDetect whole-frame detector fed the decoded frames; none: only the face check.")
+    threshold: float | None = Field(
+        None, gt=0, description="The detector's own threshold; null: PySceneDetect's default for that detector.")
+    min_shot_s: float = Field(0.5, ge=0, description="Cuts closer than this to the previous one are ignored.")
+    analysis_width_px: int = Field(
+        320, ge=32, description="Frames are shrunk to this width before the whole-frame detector sees them.")
+    face_check: bool = Field(
+        True, description="End a track where its face changes abruptly (another person framed alike after a cut).")
+    max_face_distance: float = Field(
+        0.5, gt=0, description="Appearance distance between a track's face and the new detection above which the "
+        "detection starts a new track (see pipelines/faces/shots.py for the measure and its calibration).")
+
+
+class QualityConfig(StrictModel):
+    """Per-frame face quality gates applied to the face segments (pipelines/quality)."""
+
+    enabled: bool = True
+    max_upscale: float = Field(
+        4.0, gt=0, description="Frames whose crop is enlarged more than this to reach crops.size_px fail "
+        "(upscale = size_px / crop side in source pixels).")
+    size_policy: Literal["reject", "flag"] = Field(
+        "reject", description="reject: frames over max_upscale are cut out; flag: kept and flagged.")
+    min_sharpness: float = Field(
+        0.0, ge=0, description="Frames whose face sharpness (pipelines/faces/quality.py) is below this fail.")
+    allowed_orientations: tuple[Literal["frontal", "side", "profile"], ...] = Field(
+        ("frontal", "side"), description="Head orientation labels that pass (FlowPortrait keeps frontal and side).")
+    frontal_max_yaw_deg: float = Field(30.0, gt=0, description="|yaw| up to this is frontal (Hallo keeps under 30).")
+    side_max_yaw_deg: float = Field(60.0, gt=0, description="|yaw| up to this is side; beyond, profile.")
+    max_pitch_deg: float = Field(
+        40.0, gt=0, description="|pitch| beyond this labels the frame side at best (a head tipped far up or down).")
+    direction_sidecar: bool = Field(
+        True, description="<video>.directions.json beside a source overrides the estimated orientation labels.")
+    smoothing_window_s: float = Field(
+        0.5, ge=0, description="Per-frame pass/fail is a majority over this centred window, so one bad frame "
+        "does not cut a clip.")
+    min_segment_s: float = Field(1.0, gt=0, description="Passing runs shorter than this are dropped.")
+
+
+class SyncConfig(StrictModel):
+    """Audio-video offset from Light-ASD scores with the audio shifted (run inside the ASD stage)."""
+
+    enabled: bool = True
+    max_shift_frames: int = Field(8, ge=1, description="Audio shifts tried: -N..+N frames at 25 fps.")
+    max_offset_frames: int = Field(
+        6, ge=0, description="Clips whose best offset is further than this are rejected (LatentSync: 6 frames).")
+    min_confidence: float = Field(
+        0.0, ge=0, description="Peak of the offset curve over the rest of it; below this the face does not match "
+        "the voice at any shift: rejected av_sync_mismatch.")
+    correction: Literal["shift", "flag"] = Field(
+        "shift", description="shift: write the clip's audio moved to zero offset; flag: keep it as is, flagged.")
+
+
 class CropConfig(StrictModel):
     scale: float = Field(1.5, ge=1.0, description="The square's side is the box's longer side times this.")
     size_px: int = Field(384, ge=16)
@@ -265,10 +321,13 @@ class PipelineConfig(StrictModel):
     ingest: IngestConfig = IngestConfig()
     faces: FaceDetectionConfig = FaceDetectionConfig()
     tracking: TrackingConfig = TrackingConfig()
+    shots: ShotConfig = ShotConfig()
+    quality: QualityConfig = QualityConfig()
     crops: CropConfig = CropConfig()
     audio: AudioConfig = AudioConfig()
     encode: EncodeConfig = EncodeConfig()
     asd: AsdConfig = AsdConfig()
+    sync: SyncConfig = SyncConfig()
     speech: SpeechConfig = SpeechConfig()
     flame: FlameConfig = FlameConfig()
     captions: CaptionConfig = CaptionConfig()

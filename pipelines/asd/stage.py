@@ -16,15 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
 from pipelines.media.decode import iter_video_frames
-from pipelines.media.encode import ClipEncoder, mux_clip
-from pipelines.media.wav import read_wav, write_wav
+from pipelines.media.wav import read_wav
 from pipelines.models import ModelStore
 from pipelines.schema.records import ACCEPTED, REJECTED, ChildSegment, Segment, StageDecision, StageResult
-from pipelines.schema.sample import SampleRecord, TimeRange
+from pipelines.segment_runs import child_file_pattern, kept_runs, write_runs
 from pipelines.stage_spec import StageContext, StageSpec
 
 STAGE = "asd"
@@ -67,75 +65,6 @@ def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig
     radius = int(round(config.asd.smoothing_window_s / 2 * fps))
     smooth = smooth_params(raw[:, None], radius)[:, 0]
     return ScoredSegment(segment, segment.start_s + centres, raw, smooth)
-
-
-def kept_runs(keep: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
-    """[start, end) frame runs of True at least ``min_frames`` long."""
-    edges = np.diff(np.concatenate([[0], keep.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return [(int(a), int(b)) for a, b in zip(starts, ends) if b - a >= min_frames]
-
-
-def _child_video(folder: Path, key: str) -> Path:
-    return folder / f".{key}.video.mp4"
-
-
-def _encode_runs(folder: Path, parent: Segment, runs: list[tuple[int, int]], keys: list[str],
-                 config: PipelineConfig) -> None:
-    """One streaming pass over the parent clip feeds each kept run's frames to its own encoder."""
-    fps = config.crops.fps
-    encoders = [ClipEncoder(_child_video(folder, key), config, start_s=0.0, start_after=1) for key in keys]
-
-    def close(run: int) -> None:
-        # Each run's encoder ends as soon as its last frame is in: one x264 process at a time.
-        if not encoders[run].finish():
-            raise ValueError(f"{parent.files['mp4']}: no frames decoded for the kept run {keys[run]}")
-
-    try:
-        run = 0
-        for j, frame in enumerate(iter_video_frames(folder / parent.files["mp4"])):
-            while run < len(runs) and j >= runs[run][1]:
-                close(run)
-                run += 1
-            if run == len(runs):
-                break
-            lo = runs[run][0]
-            if j >= lo:
-                encoders[run].add((j - lo) / fps, 1.0 / fps, frame)
-        for rest in range(run, len(runs)):
-            close(rest)
-    except BaseException:
-        for encoder in encoders:
-            encoder.abort()
-        raise
-
-
-def _write_child(folder: Path, parent: Segment, key: str, lo: int, hi: int,
-                 config: PipelineConfig) -> tuple[float, float, dict[str, str]]:
-    """The child's wav, mp4 (from the video _encode_runs wrote), boxes and sample JSON:
-    (start_s, end_s, files)."""
-    fps = config.crops.fps
-    start_s, end_s = parent.start_s + lo / fps, parent.start_s + hi / fps
-    video_tmp = _child_video(folder, key)
-    pcm, rate = read_wav(folder / parent.files["wav"])
-    samples = pcm[int(round(lo / fps * rate)): int(round(hi / fps * rate))]
-    # Each file appears under its final name only when complete (see pipelines/atomic.py).
-    with atomic_path(folder / f"{key}.wav") as tmp:
-        write_wav(tmp, samples, rate)
-    with atomic_path(folder / f"{key}.mp4") as tmp:
-        mux_clip(video_tmp, folder / f"{key}.wav", tmp, config)
-    with atomic_path(folder / f"{key}.boxes.npy") as tmp, open(tmp, "wb") as handle:
-        np.save(handle, np.load(folder / parent.files["boxes.npy"])[lo:hi])
-    sample = SampleRecord.load(folder / parent.files["json"])
-    sample.model_copy(update={
-        "key": key, "parent_key": parent.key,
-        "time_range_s": TimeRange(start=round(start_s, 6), end=round(end_s, 6), duration=round(end_s - start_s, 6)),
-        "video": sample.video.model_copy(update={"file": f"{key}.mp4", "frames": hi - lo, "frames_expected": hi - lo}),
-        "audio": sample.audio.model_copy(update={"file": f"{key}.wav", "samples": int(len(samples))}),
-        "faces": sample.faces.model_copy(update={"boxes_file": f"{key}.boxes.npy"}),
-    }).save(folder / f"{key}.json")
-    files = {"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json", "boxes.npy": f"{key}.boxes.npy"}
-    return round(start_s, 6), round(end_s, 6), files
 
 
 def _window_means(probs: np.ndarray, on_screen: np.ndarray, radius: int) -> np.ndarray:
@@ -241,14 +170,12 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig,
             continue
         children = []
         if runs != [(0, n)]:
-            child_keys = [f"{key}{CHILD_TAG}{number:02d}" for number in range(len(runs))]
-            _encode_runs(folder, item.segment, runs, child_keys, config)
-            for (lo, hi), child_key in zip(runs, child_keys):
-                start_s, end_s, files = _write_child(folder, item.segment, child_key, lo, hi, config)
+            for child in write_runs(folder, item.segment, runs, CHILD_TAG, config):
+                lo, hi = child.lo, child.hi
                 child_numbers = {**numbers, "kept_s": round((hi - lo) / fps, 4), "dropped_s": 0.0,
                                  "mean_probability": round(float(item.raw[lo:hi].mean()), 4)}
-                children.append(ChildSegment(key=child_key, start_s=start_s, end_s=end_s, files=files,
-                                             numbers=child_numbers,
+                children.append(ChildSegment(key=child.key, start_s=child.start_s, end_s=child.end_s,
+                                             files=child.files, numbers=child_numbers,
                                              payload={**payload, **child_numbers, "parent": key,
                                                       "probability": payload["probability"][lo:hi]}))
         decisions[key] = StageDecision(decision=ACCEPTED, numbers=numbers, payload=payload, children=children)
@@ -266,7 +193,7 @@ def build_backend(config: PipelineConfig):
 
 def run(ctx: StageContext) -> StageResult:
     """Score every candidate segment; write the child clips. ``details["plots"]``: the curves."""
-    for stale in ctx.folder.glob(f"*{CHILD_TAG}[0-9][0-9].*"):
+    for stale in ctx.folder.glob(child_file_pattern(CHILD_TAG)):
         stale.unlink()  # children of an earlier run are rewritten below (its asd.json is withdrawn)
     scored = [score_segment(ctx.folder, segment, ctx.backend, ctx.config) for segment in ctx.candidates]
     decisions, plots = decide(scored, ctx.config, ctx.folder)

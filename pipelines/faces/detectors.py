@@ -12,10 +12,17 @@ from pipelines.config import FaceDetectionConfig
 from pipelines.models import ModelStore
 
 
+Point = tuple[float, float]
+
+
 @dataclass(frozen=True)
 class Detection:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
     score: float
+    # Five landmarks in pixels, in SCRFD's order: the eye, the other eye, nose tip, one mouth
+    # corner, the other (as the image shows them: left eye on the image's left first).
+    # MediaPipe gives eyes, nose and one mouth centre: both corners are that centre.
+    keypoints: tuple[Point, Point, Point, Point, Point] | None = None
 
     @property
     def longer_side(self) -> float:
@@ -46,8 +53,12 @@ class ScrfdDetector:
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        boxes, _ = self._model.detect(bgr)
-        return [Detection(tuple(float(v) for v in row[:4]), float(row[4])) for row in boxes]
+        boxes, kpss = self._model.detect(bgr)
+        out = []
+        for k, row in enumerate(boxes):
+            points = tuple((float(x), float(y)) for x, y in kpss[k]) if kpss is not None else None
+            out.append(Detection(tuple(float(v) for v in row[:4]), float(row[4]), points))
+        return out
 
     def close(self) -> None:
         self._model = None
@@ -79,13 +90,24 @@ class MediaPipeDetector:
             bb = det.bounding_box
             score = det.categories[0].score if det.categories else 0.0
             out.append(Detection((float(bb.origin_x), float(bb.origin_y),
-                                  float(bb.origin_x + bb.width), float(bb.origin_y + bb.height)), float(score)))
+                                  float(bb.origin_x + bb.width), float(bb.origin_y + bb.height)), float(score),
+                                 _mediapipe_points(det.keypoints, rgb.shape[1], rgb.shape[0])))
         return out
 
     def close(self) -> None:
         if self._detector is not None:
             self._detector.close()
             self._detector = None
+
+
+def _mediapipe_points(keypoints, width: int, height: int):
+    """BlazeFace's six normalised keypoints (eye, eye, nose tip, mouth centre, ear, ear, in the
+    model card's order) as the five-point layout: both mouth corners become the mouth centre."""
+    if not keypoints or len(keypoints) < 4:
+        return None
+    eye_a, eye_b, nose, mouth = [(float(k.x) * width, float(k.y) * height) for k in keypoints[:4]]
+    first, second = sorted((eye_a, eye_b))
+    return first, second, nose, mouth, mouth
 
 
 def build_detector(config: FaceDetectionConfig, models: ModelStore) -> FaceDetector:

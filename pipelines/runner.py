@@ -111,8 +111,11 @@ def fingerprint(config: PipelineConfig, source: SourceRef, name: str) -> str:
     """What the stage's output for ``source`` depends on, as one hash."""
     spec = stage(name)
     inputs = {need: _input_fingerprint(config, source, need) for need in spec.needs}
-    return digest({"config": spec.config_fingerprint(config), "inputs": inputs,
-                   "source_sha256": source.sha256 if spec.is_root else None})
+    fields = {"config": spec.config_fingerprint(config), "inputs": inputs,
+              "source_sha256": source.sha256 if spec.is_root else None}
+    if spec.source_inputs is not None:
+        fields["source_inputs"] = spec.source_inputs(source, config)
+    return digest(fields)
 
 
 def decided_record(config: PipelineConfig, record: SourceRecord, upto: str | None = None) -> SourceRecord:

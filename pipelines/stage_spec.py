@@ -55,6 +55,9 @@ class StageSpec:
     build_backend: Callable[[PipelineConfig], Any]
     run: Callable[[StageContext], SourceRecord | StageResult]
     description: str
+    # Files beside the source that the stage reads (a dataset's sidecar annotations): what
+    # they hold joins the fingerprint, so editing one re-runs the stage. JSON-able.
+    source_inputs: Callable[[SourceRef, PipelineConfig], Any] | None = None
 
     @property
     def is_root(self) -> bool:

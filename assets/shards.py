@@ -11,12 +11,27 @@ from assets.stages import STAGE_ASSETS
 from pipelines.atomic import atomic_write_bytes, atomic_write_text
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
-from pipelines.reports import qc_plot_png
+from pipelines.reports import gates_report_png, qc_plot_png
 from pipelines.schema.index import MissingShardIndexError, ShardIndex, ShardIndexError
-from pipelines.schema.manifest import SourceRow, load_manifest
+from pipelines.schema.manifest import FunnelStats, SourceRow, load_manifest
 from pipelines.shards import verify_shards, write_shards
 from pipelines.schema.records import SourceRecord
 from pipelines.workdir import load_record
+
+
+def funnel_metadata(funnel: FunnelStats) -> dict:
+    """Seconds in, kept, pending and lost per gate, as numbers the UI can plot over runs, plus a table."""
+    rows = [("kept", funnel.seconds_kept), ("pending", funnel.seconds_pending), *funnel.lost_s.items()]
+
+    def share(seconds: float) -> str:
+        return f"{100 * seconds / funnel.seconds_in:.1f}%" if funnel.seconds_in else "-"
+
+    table = "\n".join(["| where | seconds | share |", "|---|---|---|"] + [f"| {k} | {v:.2f} | {share(v)} |"
+                                                                      for k, v in rows])
+    return {"funnel_seconds_in": funnel.seconds_in, "funnel_seconds_kept": funnel.seconds_kept,
+            "funnel_seconds_pending": funnel.seconds_pending,
+            **{f"funnel_lost_s.{gate}": seconds for gate, seconds in funnel.lost_s.items()},
+            "funnel": dg.MetadataValue.md(table)}
 
 
 def _records(config: PipelineConfig, source_ids: list[str]) -> tuple[list[SourceRecord], list[str]]:
@@ -42,8 +57,11 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
     if pending:
         context.log.warning(f"{len(pending)} registered source(s) not processed yet: {', '.join(pending[:10])}")
     summary = write_shards(records, config)
-    png = qc_plot_png(summary.stats, [s for r in summary.records for s in r.segments])
+    segments = [s for r in summary.records for s in r.segments]
+    png = qc_plot_png(summary.stats, segments)
+    gates_png = gates_report_png(summary.stats, segments)
     atomic_write_bytes(config.paths.shards_dir / "qc" / "overview.png", png)
+    atomic_write_bytes(config.paths.shards_dir / "qc" / "gates.png", gates_png)
     atomic_write_text(config.paths.shards_dir / "qc" / "pending.json", json.dumps(pending))
     published = None
     if config.shards.publish_url:
@@ -66,6 +84,8 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         "rejections": dg.MetadataValue.md(table if reasons else "no rejections"),
         "shards_dir": dg.MetadataValue.path(str(summary.shards_dir)),
         "qc_overview": png_markdown(png, "QC overview"),
+        "qc_gates": png_markdown(gates_png, "funnel and gates"),
+        **funnel_metadata(stats.funnel),
         "published_to": published["url"] if published else "not published (shards.publish_url unset)",
     })
     return {"shards_dir": str(summary.shards_dir), "samples": len(summary.index), "stats": stats.model_dump(mode="json")}

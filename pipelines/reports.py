@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipelines.media.decode import read_video_frames  # noqa: E402
-from pipelines.schema.manifest import DatasetStats  # noqa: E402
+from pipelines.schema.manifest import DatasetStats, FunnelStats  # noqa: E402
 from pipelines.schema.records import Segment  # noqa: E402
 
 
@@ -84,6 +84,103 @@ def _bars(ax, counts: dict, title: str, colour: str, empty: str) -> None:
         ax.set_yticks([])
     ax.set_title(title)
     ax.set_xlabel("count")
+
+
+def stage_numbers(segments: list[Segment], stage: str) -> list[dict]:
+    """The numbers of each decision ``stage`` made, once per decision.
+
+    Children inherit their parent's stage decisions (and a stage that splits a segment
+    gives each child a copy with the child's numbers): a segment counts for ``stage`` only
+    where its parent had not been through ``stage`` already.
+    """
+    by_key = {s.key: s for s in segments}
+    out = []
+    for segment in segments:
+        parent = by_key.get(segment.parent) if segment.parent else None
+        if stage in segment.stages and (parent is None or stage not in parent.stages):
+            out.append(segment.stages[stage].numbers)
+    return out
+
+
+def _values(numbers: list[dict], key: str) -> list[float]:
+    return [float(n[key]) for n in numbers if isinstance(n.get(key), int | float) and not isinstance(n[key], bool)]
+
+
+def _no_data(ax, title: str, why: str) -> None:
+    ax.text(0.5, 0.5, f"no data\n({why})", ha="center", va="center")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+
+
+def _hist(ax, values: list[float], title: str, xlabel: str, why: str, colour: str, **kwargs) -> None:
+    if not values:
+        _no_data(ax, title, why)
+        return
+    ax.hist(values, color=colour, **kwargs)
+    ax.set_title(f"{title} (n={len(values)}, median {np.median(values):.3g})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("segments")
+
+
+def _funnel_panel(ax, funnel: FunnelStats) -> None:
+    """Horizontal bars: seconds kept, pending and lost per gate, each with its share of seconds in."""
+    title = f"where {funnel.seconds_in:.1f} s of decoded video went"
+    if funnel.seconds_in <= 0:
+        _no_data(ax, title, "no decoded source")
+        return
+    bars = {"kept": funnel.seconds_kept, **({"pending": funnel.seconds_pending} if funnel.seconds_pending else {}),
+            **dict(sorted(funnel.lost_s.items(), key=lambda kv: -kv[1]))}
+    names = list(bars)
+    colours = ["#55a868" if n == "kept" else "#8c8c8c" if n == "pending" else "#c44e52" for n in names]
+    ax.barh(names, [bars[n] for n in names], color=colours)
+    for y, name in enumerate(names):
+        ax.text(bars[name], y, f" {bars[name]:.1f} s ({100 * bars[name] / funnel.seconds_in:.0f}%)",
+                va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, funnel.seconds_in * 1.35)  # room for the labels
+    ax.set_title(title)
+    ax.set_xlabel("seconds of source video")
+
+
+def gates_report_png(stats: DatasetStats, segments: list[Segment]) -> bytes:
+    """The real-footage gates at a glance: the seconds funnel, face size (px and upscale),
+    sharpness, head orientation, and audio-video offset and confidence.
+
+    Panels whose stage is disabled or has not run say "no data".
+    """
+    quality, asd = stage_numbers(segments, "quality"), stage_numbers(segments, "asd")
+    fig = plt.figure(figsize=(12, 13))
+    grid = fig.add_gridspec(4, 2)
+    _funnel_panel(fig.add_subplot(grid[0, :]), stats.funnel)
+    axes = np.array([[None, None], *[[fig.add_subplot(grid[r, c]) for c in range(2)] for r in range(1, 4)]])
+    no_quality = "quality stage has not run"
+    _hist(axes[1, 0], _values(quality, "face_px_median"), "face size", "median face side (source px)", no_quality,
+          "#4c72b0", bins=20)
+    _hist(axes[1, 1], _values(quality, "upscale_median"), "upscale to the crop", "median upscale factor", no_quality,
+          "#dd8452", bins=20)
+    _hist(axes[2, 0], _values(quality, "sharpness_median"), "face sharpness", "median sharpness", no_quality,
+          "#55a868", bins=20)
+    orientations: dict[str, int] = {}
+    for numbers in quality:
+        if "orientation" in numbers:
+            orientations[str(numbers["orientation"])] = orientations.get(str(numbers["orientation"]), 0) + 1
+    _bars(axes[2, 1], orientations, "head orientation per segment", "#8172b2", f"no data\n({no_quality})")
+    no_sync = "no AV offset measured (sync off or not run)"
+    offsets = _values(asd, "av_offset_frames")
+    if offsets:
+        low, high = int(min(offsets)) - 1, int(max(offsets)) + 1
+        _hist(axes[3, 0], offsets, "audio-video offset", "offset (frames)", no_sync, "#937860",
+              bins=np.arange(low, high + 1) + 0.5)
+    else:
+        _no_data(axes[3, 0], "audio-video offset", no_sync)
+    _hist(axes[3, 1], _values(asd, "av_confidence"), "audio-video sync confidence", "confidence", no_sync, "#da8bc3",
+          bins=20)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=80)
+    plt.close(fig)
+    return out.getvalue()
 
 
 def asd_plot_png(plots: dict, threshold: float) -> bytes:

@@ -32,6 +32,7 @@ from pipelines.schema.index import (
     shards_lock,
 )
 from pipelines.decisions import sample_record
+from pipelines.funnel import compute_funnel
 from pipelines.runner import decided_record, stage_fingerprints
 from pipelines.schema.manifest import (
     DatasetStats,
@@ -125,6 +126,7 @@ def dataset_stats(records: list[SourceRecord], shards: list[ShardEntry], skipped
                                            for flag in decision.flags).items())),
         shards=ShardTotals(count=len(shards), bytes=sum(entry.bytes for entry in shards)),
         skipped_files=dict(sorted(Counter(row.reason for row in skipped).items())),
+        funnel=compute_funnel(records),
     )
 
 

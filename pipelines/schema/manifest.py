@@ -32,6 +32,11 @@ class SourceRow(StrictModel):
     detail: str | None
     numbers: dict[str, Any]
 
+    @property
+    def shot_cuts_s(self) -> list[float]:
+        """Shot cut times on the source clock, as the face stage found them (none when it did not look)."""
+        return [float(t) for t in self.numbers.get("shot_cuts_s", [])]
+
 
 class SegmentRow(StrictModel):
     kind: Literal["segment"] = "segment"
@@ -43,6 +48,11 @@ class SegmentRow(StrictModel):
     end_s: float
     parent: str | None  # the segment a stage split this one from
     numbers: dict[str, Any]
+
+    @property
+    def shot(self) -> int | None:
+        """Index of the shot the segment lies in (children inherit their parent's), None before shot cuts."""
+        return int(self.numbers["shot"]) if self.numbers.get("shot") is not None else None
 
 
 class FileRow(StrictModel):
@@ -98,6 +108,25 @@ class ShardTotals(StrictModel):
     bytes: int
 
 
+class FunnelStats(StrictModel):
+    """Where the decoded source seconds went (pipelines/funnel.py computes it).
+
+    ``seconds_in == seconds_kept + seconds_pending + sum(lost_s.values())`` up to rounding;
+    each moment of a source counts once, on the source clock.
+    """
+
+    seconds_in: float  # decoded seconds of every source, accepted or rejected
+    seconds_kept: float  # source seconds covered by accepted clips
+    seconds_pending: float  # in segments waiting for a stage that has not run
+    lost_s: dict[str, float]  # `<stage>.<reason>` -> seconds: source.*, faces.no_face, <stage>.trimmed, ...
+    kept_clip_s: float  # sum of accepted clip durations; above seconds_kept where clips overlap in time
+    not_decoded: dict[str, int]  # `source.<reason>` -> sources turned away before decoding (not in seconds_in)
+
+    @property
+    def seconds_lost(self) -> float:
+        return sum(self.lost_s.values())
+
+
 class DatasetStats(StrictModel):
     sources: SourceCounts
     segments: SegmentCounts
@@ -105,6 +134,7 @@ class DatasetStats(StrictModel):
     accepted_flags: dict[str, int]  # kept but worth knowing: language_unknown, flame_model_not_installed
     shards: ShardTotals
     skipped_files: dict[str, int]  # input files that are not sources, by reason
+    funnel: FunnelStats
 
     @classmethod
     def load(cls, shards_dir: Path) -> DatasetStats:

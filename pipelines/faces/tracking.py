@@ -4,10 +4,18 @@ A track continues while a detection overlaps its last box by at least the IoU
 threshold. Frames where its face is missing are kept as gaps; when the face returns
 within ``max_gap_s`` the gap is bridged (boxes interpolated), otherwise the track ends at
 its last detection.
+
+With face signatures (pipelines/faces/shots.py) the tracker also refuses an IoU match whose
+face differs from the track's recent faces by more than ``max_face_distance``: after a cut
+between two people framed alike the boxes overlap, the faces do not. The old track then ends
+at its last detection (it is not bridged into the new face) and the detection starts a new
+track. The reference is the mean of the track's last ``REFERENCE_FRAMES`` signatures: one
+frame's mouth opening or blink moves it little, while a slow turn of the head still updates it.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +43,9 @@ class Observation:
         return self.time_s + self.duration_s
 
 
+REFERENCE_FRAMES = 8  # 0.32 s at 25 fps
+
+
 @dataclass
 class Track:
     track_id: int
@@ -42,6 +53,18 @@ class Track:
     last_detected: int = -1  # position in observations of the latest detection
     longest_gap_s: float = 0.0
     bridged_frames: int = 0
+    # Why the track ended: "gap" (face gone too long), "cut" (shot cut), "face_change" (another
+    # face took its place), "end" (source finished); "" while active.
+    ended_by: str = ""
+    recent_signatures: deque = field(default_factory=lambda: deque(maxlen=REFERENCE_FRAMES), repr=False)
+
+    def reference_signature(self) -> np.ndarray | None:
+        """Mean of the recent signatures, renormalised; None before the first one."""
+        if not self.recent_signatures:
+            return None
+        mean = np.mean(np.stack(self.recent_signatures), axis=0)
+        norm = float(np.linalg.norm(mean))
+        return mean / norm if norm > 1e-9 else mean
 
     @property
     def last_box(self) -> tuple[float, float, float, float]:
@@ -69,32 +92,49 @@ class Track:
 class IouTracker:
     """Online greedy IoU tracker; :meth:`step` returns tracks that ended at this frame."""
 
-    def __init__(self, iou_threshold: float, max_gap_s: float):
+    def __init__(self, iou_threshold: float, max_gap_s: float, max_face_distance: float | None = None):
         self.iou_threshold = iou_threshold
         self.max_gap_s = max_gap_s
+        self.max_face_distance = max_face_distance  # None: no appearance check
         self.active: list[Track] = []
         self._next_id = 0
 
     def step(self, obs_time: float, obs_duration: float, frame_index: int,
-             detections: list[Detection]) -> tuple[list[Track], list[Track]]:
-        """Assign detections; return (tracks ended here, tracks started here)."""
+             detections: list[Detection],
+             signatures: list[np.ndarray] | None = None) -> tuple[list[Track], list[Track]]:
+        """Assign detections; return (tracks ended here, tracks started here).
+
+        ``signatures`` (one per detection, same order) enable the face-change check."""
+        if signatures is not None and len(signatures) != len(detections):
+            raise ValueError(f"{len(signatures)} signatures for {len(detections)} detections")
         # Sorting makes ids independent of the detector's output order.
-        detections = sorted(detections, key=lambda d: (d.box[0], d.box[1]))
+        order = sorted(range(len(detections)), key=lambda i: (detections[i].box[0], detections[i].box[1]))
+        detections = [detections[i] for i in order]
+        sigs = [signatures[i] for i in order] if signatures is not None else None
         pairs = sorted(
             ((iou(t.last_box, d.box), ti, di) for ti, t in enumerate(self.active) for di, d in enumerate(detections)),
             key=lambda p: (-p[0], p[1], p[2]),
         )
         matched_tracks: dict[int, int] = {}
         used: set[int] = set()
+        changed: set[int] = set()  # tracks whose place another face took
         for overlap, ti, di in pairs:
             if overlap < self.iou_threshold:
                 break
-            if ti in matched_tracks or di in used:
+            if ti in matched_tracks or ti in changed or di in used:
+                continue
+            if self._face_changed(self.active[ti], sigs, di):
+                changed.add(ti)
                 continue
             matched_tracks[ti] = di
             used.add(di)
         ended, still_active = [], []
         for ti, track in enumerate(self.active):
+            if ti in changed:
+                track.trim_to_last_detection()
+                track.ended_by = "face_change"
+                ended.append(track)
+                continue
             det = detections[matched_tracks[ti]] if ti in matched_tracks else None
             obs = Observation(frame_index, obs_time, obs_duration, det)
             if det is not None:
@@ -104,11 +144,14 @@ class IouTracker:
                     track.bridged_frames += len(track.observations) - 1 - track.last_detected
                 track.observations.append(obs)
                 track.last_detected = len(track.observations) - 1
+                if sigs is not None:
+                    track.recent_signatures.append(sigs[matched_tracks[ti]])
                 still_active.append(track)
             else:
                 track.observations.append(obs)
                 if track.missing_s(obs) > self.max_gap_s + 1e-9:
                     track.trim_to_last_detection()
+                    track.ended_by = "gap"
                     ended.append(track)
                 else:
                     still_active.append(track)
@@ -117,14 +160,33 @@ class IouTracker:
             if di in used:
                 continue
             track = Track(self._next_id, [Observation(frame_index, obs_time, obs_duration, det)], 0)
+            if sigs is not None:
+                track.recent_signatures.append(sigs[di])
             self._next_id += 1
             started.append(track)
         self.active = still_active + started
         return ended, started
 
-    def finish(self) -> list[Track]:
+    def _face_changed(self, track: Track, sigs: list[np.ndarray] | None, di: int) -> bool:
+        if self.max_face_distance is None or sigs is None:
+            return False
+        reference = track.reference_signature()
+        if reference is None:
+            return False  # a track started without signatures has nothing to compare with
+        return float(1.0 - np.dot(reference, sigs[di])) > self.max_face_distance
+
+    def _end_all(self, reason: str) -> list[Track]:
         ended = self.active
         for track in ended:
             track.trim_to_last_detection()
+            track.ended_by = reason
         self.active = []
         return ended
+
+    def cut(self) -> list[Track]:
+        """End every active track now, at its last detection: a shot cut lies before the next frame."""
+        return self._end_all("cut")
+
+    def finish(self) -> list[Track]:
+        """End every active track: the source is finished."""
+        return self._end_all("end")

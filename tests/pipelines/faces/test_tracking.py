@@ -148,3 +148,83 @@ def test_detection_order_does_not_change_track_ids():
         assert _ids_by_face(shuffled) == reference
     reversed_frames = [list(reversed(dets)) for dets in frames]
     assert _ids_by_face(reversed_frames) == reference
+
+
+# --- face-change check and shot cuts (issue 14) ---
+
+def unit(seed: int, dim: int = 64) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim)
+    return v / np.linalg.norm(v)
+
+
+def test_face_change_refuses_the_iou_match_and_starts_a_new_track():
+    a, b = unit(1), unit(2)  # unrelated faces: distance about 1
+    tracker = IouTracker(0.3, 1.0, max_face_distance=0.2)
+    ended_all = []
+    for index in range(20):
+        sig = a if index < 10 else b
+        ended, started = tracker.step(index / 25, 1 / 25, index, [face(100.0)], [sig])
+        ended_all += ended
+        if index == 10:
+            assert [t.ended_by for t in ended] == ["face_change"] and len(started) == 1
+    (old,) = ended_all
+    assert detected_frames(old) == list(range(10)) and len(old.observations) == 10  # no bridge into the new face
+    (new,) = tracker.finish()
+    assert detected_frames(new) == list(range(10, 20)) and new.ended_by == "end"
+
+
+def test_same_face_with_noise_stays_one_track():
+    a = unit(1)
+    rng = np.random.default_rng(3)
+    tracker = IouTracker(0.3, 1.0, max_face_distance=0.2)
+    for index in range(50):
+        noisy = a + 0.05 * rng.standard_normal(a.size) / np.sqrt(a.size)
+        ended, _ = tracker.step(index / 25, 1 / 25, index, [face(100.0 + index)], [noisy / np.linalg.norm(noisy)])
+        assert ended == []
+    (track,) = tracker.finish()
+    assert len(track.observations) == 50
+
+
+def test_signatures_follow_the_detections_order():
+    """Detections are sorted by position inside step; each keeps its own signature."""
+    a, b = unit(1), unit(2)
+    tracker = IouTracker(0.3, 1.0, max_face_distance=0.2)
+    tracker.step(0.0, 0.04, 0, [face(100.0), face(400.0)], [a, b])
+    ended, _ = tracker.step(0.04, 0.04, 1, [face(400.0), face(100.0)], [b, a])  # reversed order
+    assert ended == []
+    ended, _ = tracker.step(0.08, 0.04, 2, [face(400.0), face(100.0)], [a, b])  # swapped faces
+    assert sorted(t.ended_by for t in ended) == ["face_change", "face_change"]
+
+
+def test_no_signatures_or_no_threshold_means_no_check():
+    a, b = unit(1), unit(2)
+    for tracker, sigs in ((IouTracker(0.3, 1.0, max_face_distance=0.2), [None, None]),
+                          (IouTracker(0.3, 1.0), [[a], [b]])):
+        for index, sig in enumerate(sigs):
+            ended, _ = tracker.step(index / 25, 1 / 25, index, [face(100.0)], sig)
+            assert ended == []
+        assert len(tracker.finish()) == 1
+
+
+def test_signature_count_must_match():
+    with pytest.raises(ValueError):
+        IouTracker(0.3, 1.0, 0.2).step(0.0, 0.04, 0, [face(100.0)], [])
+
+
+def test_cut_ends_every_track_at_its_last_detection():
+    tracker = IouTracker(0.3, 1.0)
+    for index in range(10):
+        tracker.step(index / 25, 1 / 25, index, [face(100.0)] + ([face(400.0)] if index < 7 else []))
+    ended = tracker.cut()
+    assert tracker.active == []
+    assert sorted(len(t.observations) for t in ended) == [7, 10]  # the 3-frame gap is trimmed
+    assert all(t.ended_by == "cut" for t in ended)
+    # The same face after the cut is a new track.
+    _, started = tracker.step(10 / 25, 1 / 25, 10, [face(100.0)])
+    assert len(started) == 1 and started[0].track_id not in {t.track_id for t in ended}
+    assert tracker.cut()[0].ended_by == "cut" and tracker.cut() == []
+
+
+def test_ended_by_gap():
+    tracks = run_tracker(with_gap(10, 40, 10), fps=25)
+    assert [t.ended_by for t in tracks] == ["gap", "end"]

@@ -74,7 +74,8 @@ def run_demo(config_path: str | None, instance: dg.DagsterInstance, log=print, e
     shards = ShardIndex.load(config.paths.shards_dir).locations() if result.success else []
     return {"stats": stats, "shards": shards,
             "checks": checks, "failed_runs": failed_runs, "dataset_run_ok": result.success,
-            "manifest": str(config.paths.shards_dir / "manifest.jsonl")}
+            "manifest": str(config.paths.shards_dir / "manifest.jsonl"),
+            "qc_reports": [str(config.paths.shards_dir / "qc" / n) for n in ("overview.png", "gates.png")]}
 
 
 def print_summary(summary: dict) -> None:
@@ -89,10 +90,18 @@ def print_summary(summary: dict) -> None:
         print("rejected by reason: " + (", ".join(f"{k}={v}" for k, v in rejected.items()) or "none"))
         skipped = stats.get("skipped_files", {})  # input files that are not sources: links out, other types, copies
         print("files not taken as sources: " + (", ".join(f"{k}={v}" for k, v in skipped.items()) or "none"))
+        funnel = stats.get("funnel")
+        if funnel:  # where the decoded seconds went, gate by gate
+            lost = sorted(funnel["lost_s"].items(), key=lambda kv: -kv[1])
+            print(f"seconds: {funnel['seconds_in']:.1f} in, {funnel['seconds_kept']:.1f} kept, "
+                  f"{funnel['seconds_pending']:.1f} pending; lost: " + (", ".join(f"{k}={v:.1f}" for k, v in lost)
+                                                                         or "none"))
         print("accepted with flags: " + (", ".join(f"{k}={v}" for k, v in stats["accepted_flags"].items()) or "none"))
     for path in summary["shards"]:
         print(f"shard: {path}")
     print(f"manifest: {summary['manifest']}")
+    for path in summary.get("qc_reports", []):
+        print(f"QC report: {path}")
     print("checks: " + ", ".join(f"{k}={'passed' if v else 'FAILED'}" for k, v in summary["checks"].items()))
 
 

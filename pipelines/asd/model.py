@@ -200,6 +200,23 @@ class LightASD(nn.Module):
     def forward(self, audio_mfcc: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         return self.lossAV.FC(self.embed(audio_mfcc, video))
 
+    # The three parts below are forward() taken apart, so that a caller trying many audio
+    # alignments against one face track (pipelines/asd/sync.py) runs the visual encoder, by far
+    # the costliest part, once, and only the audio encoder, GRU and head per alignment.
+
+    def encode_visual(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 112, 112) raw 0..255 grey faces -> (B, T, 128), normalised as in :meth:`embed`."""
+        return self.model.visualEncoder((video / 255.0 - VIDEO_MEAN) / VIDEO_STD)
+
+    def encode_audio(self, audio_mfcc: torch.Tensor) -> torch.Tensor:
+        """(B, 4T, 13) MFCC -> (B, T, 128). Convolutions and two stride-2 pools: shifting the
+        input by 4 rows shifts the output by one frame, away from the ends."""
+        return self.model.audioEncoder(audio_mfcc)
+
+    def logits_from_embeddings(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """Fusion (sum), GRU and audio-visual head on encoder outputs of equal shape (B, T, 128)."""
+        return self.lossAV.FC(self.model.GRU(audio + visual))
+
 
 def load_light_asd(path: str | Path, device: str | torch.device = "cpu") -> LightASD:
     """Build :class:`LightASD`, load a published checkpoint strictly, move it to ``device``, eval mode."""

@@ -146,6 +146,52 @@ class ActiveSpeakerScorer:
                     weight_sum[a:a + window] += weights
         return (total / weight_sum[:, None]).astype(np.float32)
 
+    def shifted_logits(self, faces: np.ndarray, audio: np.ndarray, max_shift: int) -> np.ndarray:
+        """(2N + 1, T, 2) float32 logits of the face track against its audio shifted by k = -N..N frames.
+
+        Row ``k + N`` pairs video frame t with the audio of frame t + k (k > 0: later audio, the
+        alignment that matches sound arriving k frames late). ``audio`` (int16, 16 kHz) must start
+        N frames (N * 40 ms) before the first face frame; it is cut or padded with silence to
+        cover T + 2N frames. Per window the visual encoder runs once and the audio encoder once
+        over the window widened by N frames each side; each shift is a slice of that output (the
+        encoder maps 4 MFCC rows to one frame, so a one-frame shift is a 4-row shift of its
+        input), and only the GRU and head run 2N + 1 times, as one batch.
+        """
+        faces = self._check_faces(faces)
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        frames, shifts = len(faces), 2 * max_shift + 1
+        if frames == 0:
+            return np.zeros((shifts, 0, 2), dtype=np.float32)
+        audio_mfcc = audio_features_for_frames(audio, frames + 2 * max_shift)
+        window = min(self.window_frames, frames)
+        starts = window_starts(frames, window, self.overlap_frames)
+        total = np.zeros((shifts, frames, 2), dtype=np.float64)
+        weight_sum = np.zeros(frames, dtype=np.float64)
+        with torch.no_grad():
+            for index, a in enumerate(starts):
+                out = self._shifted_window(faces[a:a + window],
+                                           audio_mfcc[MFCC_PER_VIDEO_FRAME * a:
+                                                      MFCC_PER_VIDEO_FRAME * (a + window + 2 * max_shift)],
+                                           max_shift)
+                weights = _cross_fade_weights(window, self.overlap_frames if len(starts) > 1 else 0,
+                                              first=index == 0, last=index == len(starts) - 1)
+                total[:, a:a + window] += out * weights[None, :, None]
+                weight_sum[a:a + window] += weights
+        return (total / weight_sum[None, :, None]).astype(np.float32)
+
+    def _shifted_window(self, faces: np.ndarray, audio_mfcc: np.ndarray, max_shift: int) -> np.ndarray:
+        """One window's (2N + 1, W, 2) logits: faces (W, 112, 112), MFCC (4 (W + 2N), 13)."""
+        window = len(faces)
+        video = torch.from_numpy(np.ascontiguousarray(faces)[None]).to(self.device, dtype=torch.float32)
+        mfcc_rows = torch.from_numpy(np.ascontiguousarray(audio_mfcc)[None]).to(self.device, dtype=torch.float32)
+        visual = self.model.encode_visual(video)  # (1, W, 128)
+        heard = self.model.encode_audio(mfcc_rows)[0]  # (W + 2N, 128)
+        # Row j = k + N holds the audio of frames [j, j + W) of the widened window, i.e. window frame t + k.
+        audio = torch.stack([heard[j:j + window] for j in range(2 * max_shift + 1)])
+        logits = self.model.logits_from_embeddings(audio, visual.expand(len(audio), -1, -1))
+        return logits.float().cpu().numpy().astype(np.float64)
+
     @staticmethod
     def _check_faces(faces: np.ndarray) -> np.ndarray:
         faces = np.asarray(faces)

@@ -4,8 +4,9 @@ Two complementary signals end a face track at a cut:
 
 * :class:`ShotCutDetector` feeds the decoded frames, shrunk to ``shots.analysis_width_px``,
   to one of PySceneDetect's detectors. It finds cuts where the whole picture changes, but not
-  a cut between two people framed alike in front of the same backdrop (two GRID speakers:
-  none of the four detectors at its default reports such a cut, see bench/eval_cuts.py).
+  reliably a cut between two people framed alike in front of the same backdrop: on GRID
+  bbaf2n -> brbk7n, content and histogram at their defaults miss it (adaptive and hash catch
+  that pair; the issue's author measured a pair that all four miss), see bench/eval_cuts.py.
 * :func:`face_signature` / :func:`signature_distance` describe the face itself, so the tracker
   (pipelines/faces/tracking.py) refuses an IoU match when the face changes abruptly.
 

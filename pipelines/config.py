@@ -99,7 +99,7 @@ class ShotConfig(StrictModel):
     face_check: bool = Field(
         True, description="End a track where its face changes abruptly (another person framed alike after a cut).")
     max_face_distance: float = Field(
-        0.5, gt=0, description="Appearance distance between a track's face and the new detection above which the "
+        0.13, gt=0, description="Appearance distance between a track's face and the new detection above which the "
         "detection starts a new track (see pipelines/faces/shots.py for the measure and its calibration).")
 
 

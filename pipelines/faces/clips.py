@@ -1,6 +1,12 @@
 """Face clips from one source in a single decode pass.
 
-decode (video + audio, once) -> detect -> track -> smooth crop -> 24 fps -> H.264 + 16 kHz audio.
+decode (video + audio, once) -> shot cuts -> detect -> track -> smooth crop -> 24 fps -> H.264 + 16 kHz audio.
+
+A track never crosses a shot cut (PySceneDetect on the decoded frames) nor a change of the
+face it follows (the appearance check in pipelines/faces/shots.py), so crop smoothing never
+blends two shots. Each kept frame is measured for the quality gates (pipelines/faces/quality.py:
+face size, sharpness, head pose) while its pixels are in memory; the figures go into the
+boxes table, and pipelines/quality decides on them later without decoding again.
 
 Frames are held only while an active track may still need them (at most the bridging
 gap plus the smoothing look-ahead), so memory does not grow with the source's length.
@@ -9,6 +15,7 @@ gap plus the smoothing look-ahead), so memory does not grow with the source's le
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +26,8 @@ from pipelines import __version__
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import fit_square, square_params, window_mean
 from pipelines.faces.detectors import FaceDetector, filter_detections
+from pipelines.faces.quality import FaceMeasure, measure_face
+from pipelines.faces.shots import ShotCutDetector, face_signature
 from pipelines.faces.tracking import IouTracker, Track
 from pipelines.media.decode import DecodeOutcome, Frame, MediaRejection, ProbeInfo, decode_source, frames_needed
 from pipelines.media.encode import ClipEncoder, mux_clip
@@ -29,7 +38,13 @@ from pipelines.schema.sample import (AudioInfo, FaceTrackInfo, FilterEntry, FpsC
 from pipelines.stage_spec import ProgressFn
 from pipelines.workdir import SOURCE_AUDIO_FILE
 
-BOXES_COLUMNS = ["t_out", "x1", "y1", "x2", "y2", "score_or_-1_if_bridged", "crop_x", "crop_y", "crop_side"]
+# One row per output frame. Columns after crop_side are the quality figures of the source frame
+# shown: face_px is the box's longer side in source pixels, upscale = crops.size_px / crop_side;
+# sharpness and the head pose are NaN on bridged frames (no detection to measure).
+BOXES_COLUMNS = ["t_out", "x1", "y1", "x2", "y2", "score_or_-1_if_bridged", "crop_x", "crop_y", "crop_side",
+                 "face_px", "upscale", "sharpness", "yaw_deg", "pitch_deg", "roll_deg", "shot"]
+UNMEASURED = FaceMeasure(face_px=float("nan"), sharpness=float("nan"), yaw_deg=float("nan"), pitch_deg=float("nan"),
+                         roll_deg=float("nan"))
 
 
 @dataclass
@@ -43,13 +58,16 @@ class TrackCropper:
     encoder: ClipEncoder
     scale: float
     size_px: int
+    shot: int
     params: list[tuple[float, float, float]] = field(default_factory=list)
     boxes: list[tuple[float, ...]] = field(default_factory=list)
+    measures: list[FaceMeasure] = field(default_factory=list)
     crops: list[tuple[int, int, int]] = field(default_factory=list)
     next_pos: int = 0
 
-    def _extend_params(self) -> None:
-        """Fill square parameters up to the track's last detection, interpolating bridged gaps."""
+    def _extend_params(self, frames: dict[int, Frame]) -> None:
+        """Fill square parameters (and quality figures) up to the track's last detection,
+        interpolating bridged gaps."""
         obs = self.track.observations
         last = self.track.last_detected
         prev = len(self.params) - 1
@@ -62,9 +80,11 @@ class TrackCropper:
             det = obs[pos].detection
             if det is not None:
                 box, score = np.array(det.box), det.score
+                self.measures.append(measure_face(frames[obs[pos].frame_index].rgb, det))
             else:
                 w = (obs[pos].time_s - t0) / (obs[last].time_s - t0)
                 box, score = start_box + w * (end_box - start_box), -1.0
+                self.measures.append(UNMEASURED)
             self.boxes.append((*map(float, box), float(score)))
             self.params.append(square_params(tuple(box), self.scale))
 
@@ -73,7 +93,7 @@ class TrackCropper:
         return obs[self.next_pos].frame_index if self.next_pos < len(obs) else obs[-1].frame_index + 1
 
     def emit(self, frames: dict[int, Frame], final: bool) -> None:
-        self._extend_params()
+        self._extend_params(frames)
         last = len(self.params) - 1
         limit = last if final else last - self.radius
         while self.next_pos <= limit:
@@ -98,6 +118,8 @@ def _summarise_track(cropper: TrackCropper) -> dict:
     sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     crops = np.asarray(cropper.crops, dtype=np.float64)
     return {
+        "shot": cropper.shot,
+        "ended_by": cropper.track.ended_by,
         "source_frames": int(len(boxes)),
         "detected_frames": int(detected.sum()),
         "bridged_frames": int((~detected).sum()),
@@ -126,15 +148,20 @@ def extract_face_clips(
     source raises :class:`MediaRejection`; the caller records it.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    crop_cfg, track_cfg = config.crops, config.tracking
+    crop_cfg, track_cfg, shot_cfg = config.crops, config.tracking, config.shots
     sink = WavSink(out_dir / SOURCE_AUDIO_FILE, config.audio.sample_rate)
-    tracker = IouTracker(track_cfg.iou_threshold, track_cfg.max_gap_s)
-    nominal_dt = 1.0 / probe_info.frame_rate if probe_info.frame_rate > 0 else 1 / 25
-    radius = int(round(crop_cfg.smoothing_window_s / 2 / nominal_dt))
+    tracker = IouTracker(track_cfg.iou_threshold, track_cfg.max_gap_s,
+                         max_face_distance=shot_cfg.max_face_distance if shot_cfg.face_check else None)
+    nominal_fps = probe_info.frame_rate if probe_info.frame_rate > 0 else 25.0
+    shots = ShotCutDetector(shot_cfg, nominal_fps)
+    radius = int(round(crop_cfg.smoothing_window_s / 2 * nominal_fps))
     start_after = max(1, int(np.ceil(track_cfg.min_segment_s * crop_cfg.fps)))
     croppers: dict[int, TrackCropper] = {}
     finished: list[TrackCropper] = []
     frames: dict[int, Frame] = {}
+    waiting: deque[Frame] = deque()  # decoded, not yet tracked: the shot detector may still cut before them
+    cut_frames: set[int] = set()
+    cut_times: list[float] = []
     decoded_frames, decoded_until, last_report = 0, 0.0, time.monotonic()
     frame_w = frame_h = 0
 
@@ -143,30 +170,43 @@ def extract_face_clips(
         cropper.emit(frames, final=True)
         finished.append(cropper)
 
+    def track_frame(frame: Frame) -> None:
+        frames[frame.index] = frame
+        if frame.index in cut_frames:
+            cut_times.append(round(frame.time_s, 6))
+            for track in tracker.cut():
+                close_track(track)
+        detections = filter_detections(detector.detect(frame.rgb), config.faces)
+        signatures = [face_signature(frame.rgb, d) for d in detections] if shot_cfg.face_check else None
+        ended, started = tracker.step(frame.time_s, frame.duration_s, frame.index, detections, signatures)
+        for track in started:
+            encoder = ClipEncoder(out_dir / f"_track{track.track_id:04d}.video.mp4", config,
+                                  track.observations[0].time_s, start_after)
+            croppers[track.track_id] = TrackCropper(track, frame_w, frame_h, radius, encoder,
+                                                    crop_cfg.scale, crop_cfg.size_px, shot=len(cut_times))
+        for track in ended:
+            close_track(track)
+        for cropper in croppers.values():
+            cropper.emit(frames, final=False)
+        keep_from = min((c.next_frame_index() for c in croppers.values()), default=frame.index + 1)
+        for index in [i for i in frames if i < keep_from]:
+            del frames[index]
+
     outcome = DecodeOutcome()
     try:
         for frame in decode_source(source.path, sink, probe_info.rotation_deg, outcome):
             decoded_frames += 1
             decoded_until = frame.time_s + frame.duration_s
             frame_h, frame_w = frame.rgb.shape[:2]
-            frames[frame.index] = frame
-            detections = filter_detections(detector.detect(frame.rgb), config.faces)
-            ended, started = tracker.step(frame.time_s, frame.duration_s, frame.index, detections)
-            for track in started:
-                encoder = ClipEncoder(out_dir / f"_track{track.track_id:04d}.video.mp4", config,
-                                      track.observations[0].time_s, start_after)
-                croppers[track.track_id] = TrackCropper(track, frame_w, frame_h, radius, encoder,
-                                                        crop_cfg.scale, crop_cfg.size_px)
-            for track in ended:
-                close_track(track)
-            for cropper in croppers.values():
-                cropper.emit(frames, final=False)
-            keep_from = min((c.next_frame_index() for c in croppers.values()), default=frame.index + 1)
-            for index in [i for i in frames if i < keep_from]:
-                del frames[index]
+            waiting.append(frame)
+            cut_frames.update(shots.step(frame.index, frame.rgb))
+            while waiting and waiting[0].index <= frame.index - shots.delay_frames:
+                track_frame(waiting.popleft())
             if progress and time.monotonic() - last_report > 5:
                 progress(decoded_until, probe_info.duration_s)
                 last_report = time.monotonic()
+        while waiting:
+            track_frame(waiting.popleft())
         for track in tracker.finish():
             close_track(track)
     except BaseException:
@@ -190,7 +230,8 @@ def extract_face_clips(
         raise rejection
 
     segments = _finalise_segments(source, probe_info, detector, config, out_dir, finished, sink, frame_w, frame_h)
-    numbers = {**decode_numbers, "audio_start_s": round(sink.start_time_s or 0.0, 6)}
+    numbers = {**decode_numbers, "audio_start_s": round(sink.start_time_s or 0.0, 6), "shot_detector": shots.name,
+               "shot_cuts_s": cut_times}
     return SourceRecord.from_segments(source, probe_info.as_dict(), segments, numbers)
 
 
@@ -213,6 +254,17 @@ def _decode_rejection(outcome: DecodeOutcome, decoded_s: float, declared_s: floa
     if outcome.error:
         return MediaRejection("decode_error", outcome.error, **numbers)
     return None
+
+
+def _quality_columns(cropper: TrackCropper, size_px: int) -> np.ndarray:
+    """(source frames, 7) float32: face_px, upscale, sharpness, yaw, pitch, roll, shot (BOXES_COLUMNS)."""
+    boxes = np.asarray(cropper.boxes, dtype=np.float64)
+    face_px = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    upscale = size_px / np.asarray(cropper.crops, dtype=np.float64)[:, 2]
+    measured = np.array([(m.sharpness, m.yaw_deg, m.pitch_deg, m.roll_deg) for m in cropper.measures],
+                        dtype=np.float64).reshape(-1, 4)
+    shot = np.full(len(boxes), cropper.shot, dtype=np.float64)
+    return np.column_stack([face_px, upscale, measured, shot]).astype(np.float32)
 
 
 def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceDetector, config: PipelineConfig,
@@ -244,7 +296,8 @@ def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceD
         src_pos = np.clip(np.searchsorted(src_times, out_times, side="right") - 1, 0, len(obs) - 1)
         boxes = np.asarray(cropper.boxes, dtype=np.float32)[src_pos]
         crops = np.asarray(cropper.crops, dtype=np.float32)[src_pos]
-        table = np.concatenate([out_times[:, None].astype(np.float32), boxes, crops], axis=1)
+        table = np.concatenate([out_times[:, None].astype(np.float32), boxes, crops,
+                                _quality_columns(cropper, crop_cfg.size_px)[src_pos]], axis=1)
         np.save(out_dir / f"{key}.boxes.npy", table)
         sample = SampleRecord(
             key=key, pipeline_version=__version__, config_hash=config.content_hash(), source=source.info(),

@@ -10,6 +10,9 @@ Schema versions:
 - ``talkinghead.sample/1``: the layout below without ``stage_fingerprints``.
 - ``talkinghead.sample/2``: adds ``stage_fingerprints`` (stage -> fingerprint of the run that
   produced the sample's data), so a sample names the exact stage runs it came from.
+- ``talkinghead.sample/3``: ``faces`` gains ``shot`` (index of the shot the track lies in) and
+  ``ended_by`` (what ended the track: gap, cut, face_change, end), and the boxes table gains
+  the per-frame quality columns (face_px ... shot, see ``faces.boxes_columns``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from pipelines.atomic import atomic_write_bytes
 from pipelines.schema.base import StrictModel
 from pipelines.schema.records import SourceInfo
 
-SAMPLE_SCHEMA = "talkinghead.sample/2"
+SAMPLE_SCHEMA = "talkinghead.sample/3"
 # Stages whose payload a sample may carry, in the order they run (pipelines/registry.py).
-PAYLOAD_STAGES = ("asd", "speech", "flame", "captions")
+PAYLOAD_STAGES = ("quality", "asd", "speech", "flame", "captions")
 
 
 class TimeRange(StrictModel):
@@ -80,6 +83,8 @@ class FaceTrackInfo(StrictModel):
     smoothing_window_s: float
     boxes_file: str
     boxes_columns: list[str]
+    shot: int | None = None  # absent before talkinghead.sample/3
+    ended_by: Literal["gap", "cut", "face_change", "end"] | None = None
     duration_s: float
     source_frames: int
     detected_frames: int
@@ -116,6 +121,7 @@ class SampleRecord(StrictModel):
     filters: list[FilterEntry]
     stage_fingerprints: dict[str, str] = {}
     # Each later stage's payload plus its flags; the stage module documents its fields.
+    quality: dict[str, Any] | None = None
     asd: dict[str, Any] | None = None
     speech: dict[str, Any] | None = None
     flame: dict[str, Any] | None = None

@@ -226,7 +226,7 @@ def test_accepted_clips_have_the_output_format(run: Run):
             assert sample["config_hash"] == run.cfg.content_hash()
 
             table = np.load(folder / segment.files["boxes.npy"])
-            assert table.shape == (frames, 9)
+            assert table.shape == (frames, len(BOXES_COLUMNS))
             assert np.all(np.diff(table[:, 0]) > 0)
             assert np.all(table[:, 8] > 0)  # crop sides
             checked += 1

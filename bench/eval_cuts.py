@@ -10,7 +10,7 @@ Prints, and with ``--json PATH`` writes:
   speakers, on a zoom cut of one speaker, and on a cut to a visibly different picture.
 
 Run: ``TALKINGHEAD_SHARED_DIR=/work/shared .venv/bin/python -m bench.eval_cuts [--json out.json]``.
-The composition helpers are shared with tests/pipelines/faces/test_shots.py.
+The composed media come from pipelines/fixtures/footage.py, as in the tests.
 """
 
 from __future__ import annotations
@@ -24,55 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.fixtures.media import AUDIO_RATE, FPS, H264_AAC, grid_clips, run_ffmpeg, shared_dir
-
-CUT_FRAME = 38  # first frame of the second shot in the composed cuts (1.52 s at 25 fps)
-ZOOM = 1.5
-
-_AUDIO = f"aresample={AUDIO_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
-
-
-def _two_shots(first: Path, second: Path, out: Path, second_filter: str = "null") -> Path:
-    """Frames [0, CUT_FRAME) of ``first`` then frames [CUT_FRAME, end) of ``second`` (after
-    ``second_filter``), with each shot's own audio: a hard cut at CUT_FRAME, speech continuing."""
-    cut_s = CUT_FRAME / FPS
-    graph = (f"[0:v]fps={FPS},trim=end_frame={CUT_FRAME},setpts=PTS-STARTPTS,format=yuv420p,setsar=1[v0];"
-             f"[1:v]fps={FPS},trim=start_frame={CUT_FRAME},setpts=PTS-STARTPTS,{second_filter},"
-             f"format=yuv420p,setsar=1[v1];"
-             f"[0:a]atrim=end={cut_s},asetpts=PTS-STARTPTS,{_AUDIO}[a0];"
-             f"[1:a]atrim=start={cut_s},asetpts=PTS-STARTPTS,{_AUDIO}[a1];"
-             "[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]")
-    run_ffmpeg(["-i", str(first), "-i", str(second), "-filter_complex", graph, "-map", "[v]", "-map", "[a]",
-                *H264_AAC, str(out)])
-    return out
-
-
-def hard_cut(first: Path, second: Path, out: Path) -> Path:
-    """A cut from one GRID speaker to another at CUT_FRAME: same framing, same backdrop."""
-    return _two_shots(first, second, out)
-
-
-def zoom_cut(clip: Path, out: Path, zoom: float = ZOOM) -> Path:
-    """One speaker, the second shot framed ``zoom`` times tighter (centre crop scaled back up)."""
-    return _two_shots(clip, clip, out, f"crop=iw/{zoom}:ih/{zoom},scale=360:288")
-
-
-def scene_cut(first: Path, second: Path, out: Path) -> Path:
-    """A cut to a visibly different picture: the second shot mirrored, hue rotated and brightened."""
-    return _two_shots(first, second, out, "hflip,hue=h=120:s=1.5,eq=brightness=0.15")
-
-
-def variant(clip: Path, out: Path, kind: str) -> Path:
-    """The whole clip zoomed, blurred, recompressed hard, or upscaled to 1080p (pillarboxed)."""
-    filters = {"zoom": f"crop=iw/{ZOOM}:ih/{ZOOM},scale=360:288",
-               "blur": "gblur=sigma=1.5",
-               "recompressed": "null",
-               "1080p": "scale=1350:1080,pad=1920:1080:285:0"}[kind]
-    quality = ["-crf", "38"] if kind == "recompressed" else []
-    run_ffmpeg(["-i", str(clip), "-vf", f"fps={FPS},{filters},format=yuv420p", "-an",
-                "-c:v", "libx264", "-preset", "veryfast", *quality, str(out)])
-    return out
-
+from pipelines.fixtures.footage import CUT_FRAME, hard_cut, scene_cut, variant, zoom_cut
+from pipelines.fixtures.media import FPS, grid_clips, shared_dir
 
 def _frames(path: Path) -> list[np.ndarray]:
     from pipelines.media.decode import read_video_frames

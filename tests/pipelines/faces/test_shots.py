@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.eval_cuts import CUT_FRAME, hard_cut, scene_cut, zoom_cut
+from pipelines.fixtures.footage import CUT_FRAME, hard_cut, scene_cut, zoom_cut
 from pipelines.config import ShotConfig
 from pipelines.faces.shots import CALIBRATED_MAX_FACE_DISTANCE, ShotCutDetector, face_signature, signature_distance
 from pipelines.faces.tracking import IouTracker, Track

@@ -53,6 +53,9 @@ def _config(root: Path, model_dir: Path, **overrides) -> PipelineConfig:
     overrides.setdefault("asd", {"enabled": False})
     overrides.setdefault("flame", {"enabled": False})
     overrides.setdefault("captions", {"enabled": False})
+    # The gap tests compose gaps as blue frames, which the whole-frame shot detector rightly takes
+    # for two cuts; the tracker's own gap bridging is what they test (cuts: test_shot_cuts_e2e.py).
+    overrides.setdefault("shots", {"detector": "none"})
     return load_config(paths={"input_dir": root / "input", "data_dir": root / "data", "model_dir": model_dir},
                        **overrides)
 

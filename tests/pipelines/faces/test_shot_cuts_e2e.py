@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.faces.clips import BOXES_COLUMNS
 from pipelines.fixtures.footage import CUT_FRAME, hard_cut, zoom_cut
-from pipelines.fixtures.media import FPS
+from pipelines.fixtures.media import FPS, concat_with_gap
 from pipelines.runner import run_stage
 from pipelines.schema.records import ACCEPTED, SourceRecord
 from pipelines.workdir import source_dir
@@ -44,7 +44,8 @@ def composed(tmp_path_factory, grid_clips: list[Path]) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cuts")
     out = {}
     for name, make in (("hard", lambda p: hard_cut(grid_clips[0], grid_clips[1], p)),
-                       ("zoom", lambda p: zoom_cut(grid_clips[0], p))):
+                       ("zoom", lambda p: zoom_cut(grid_clips[0], p)),
+                       ("interlude", lambda p: concat_with_gap(grid_clips[0], 0.4, p))):
         (root / name).mkdir()
         out[name] = make(root / name / f"{name}_cut.mp4")
     return out
@@ -88,3 +89,16 @@ def test_without_the_gates_the_zoom_cut_blends_into_one_clip(composed, tmp_path:
     cut = int(round((CUT_S - only.start_s) * 24))
     ramp = sides[cut - 3: cut + 3]
     assert len(np.unique(np.round(ramp))) > 3  # the smoothing window blends the framings across the cut
+
+
+def test_a_short_cutaway_and_back_is_two_shots_not_a_bridged_gap(composed, tmp_path: Path, model_dir: Path,
+                                                                 scrfd_detector):
+    """0.4 s of a blue picture between two copies of one clip: the tracker alone would bridge the
+    missing face (test_face_stage.py), but the picture cut away and back, so the clip splits there."""
+    record, _ = _faces(tmp_path, composed["interlude"], model_dir, scrfd_detector)
+    accepted = sorted((s for s in record.segments if s.status == ACCEPTED), key=lambda s: s.start_s)
+    # The cut back comes 0.4 s after the cut away, within shots.min_shot_s: one cut is reported.
+    assert record.numbers["shot_cuts_s"] == [pytest.approx(3.0, abs=OUTPUT_FRAME_S)]
+    assert len(accepted) == 2 and accepted[0].numbers["shot"] < accepted[1].numbers["shot"]
+    assert accepted[0].numbers["ended_by"] == "cut" and accepted[0].numbers["bridged_frames"] == 0
+    assert accepted[0].end_s == pytest.approx(3.0, abs=OUTPUT_FRAME_S)

@@ -1,10 +1,12 @@
 """The per-source stages, in the order they run.
 
-    faces -> asd -> speech -> flame
-                          \\-> captions
+    faces -> quality -> asd -> speech -> flame
+                                    \\-> captions
 
-Faces decode the source once and write the tracked crops; active speaker detection keeps
-the speaking frames (it may split a clip); speech drops clips with overlapping or
+Faces decode the source once and write the tracked crops with per-frame quality figures;
+quality keeps the frames whose face is large, sharp and turned enough, from those figures
+alone (it may split a clip); active speaker detection keeps the speaking frames (it may
+split a clip); speech drops clips with overlapping or
 non-English speech; FLAME and captions annotate what is left and do not depend on each
 other, so they may run side by side. Each stage module defines its own ``SPEC``.
 """
@@ -16,10 +18,11 @@ from pipelines.captions.stage import SPEC as CAPTIONS
 from pipelines.config import PipelineConfig
 from pipelines.faces.stage import SPEC as FACES
 from pipelines.flame.stage import SPEC as FLAME
+from pipelines.quality.stage import SPEC as QUALITY
 from pipelines.speech.stage import SPEC as SPEECH
 from pipelines.stage_spec import StageSpec
 
-STAGES: tuple[StageSpec, ...] = (FACES, ASD, SPEECH, FLAME, CAPTIONS)
+STAGES: tuple[StageSpec, ...] = (FACES, QUALITY, ASD, SPEECH, FLAME, CAPTIONS)
 BY_NAME: dict[str, StageSpec] = {spec.name: spec for spec in STAGES}
 ROOT = FACES.name
 

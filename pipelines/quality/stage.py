@@ -132,9 +132,9 @@ def decide_segment(folder: Path, segment: Segment, directions: FaceDirections | 
                "upscale_max": _max(cols["upscale"]),
                "max_upscale": q.max_upscale, "min_sharpness": q.min_sharpness}
     flags = ["face_small"] if q.size_policy == "flag" and bool((cols["upscale"] > q.max_upscale).any()) else []
-    payload = {"fps": fps, "orientation": labels, "orientation_source": sources,
-               "failed_runs": {REASONS[g]: _runs_of(failed[g]) for g in GATES}, "kept_runs": [list(r) for r in runs],
-               **numbers}
+    # Per 24 fps frame: the label and its source; the failing frame runs per gate (before smoothing).
+    payload = {**numbers, "fps": fps, "frame_orientation": labels, "frame_orientation_source": sources,
+               "failed_runs": {REASONS[g]: _runs_of(failed[g]) for g in GATES}, "kept_runs": [list(r) for r in runs]}
     if not runs:
         gate = max(GATES, key=lambda g: int(failed[g].sum()))
         reason = REASONS[gate] if failed[gate].any() else "quality_run_too_short"
@@ -151,8 +151,8 @@ def decide_segment(folder: Path, segment: Segment, directions: FaceDirections | 
             children.append(ChildSegment(key=child.key, start_s=child.start_s, end_s=child.end_s, files=child.files,
                                          numbers=child_numbers,
                                          payload={**child_numbers, "fps": fps, "parent": segment.key,
-                                                  "orientation": labels[lo:hi],
-                                                  "orientation_source": sources[lo:hi]}))
+                                                  "frame_orientation": labels[lo:hi],
+                                                  "frame_orientation_source": sources[lo:hi]}))
     return StageDecision(decision=ACCEPTED, numbers=numbers, flags=flags, payload=payload, children=children)
 
 

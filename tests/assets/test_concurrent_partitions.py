@@ -20,7 +20,7 @@ from graph_runs import (
 
 pytestmark = pytest.mark.slow
 
-PER_SOURCE_ASSETS = "source_probe,face_clips,active_speakers,speech_analysis,flame_parameters,expression_captions"
+PER_SOURCE_ASSETS = "source_probe,face_clips,face_quality,active_speakers,speech_analysis,flame_parameters,expression_captions"
 
 REGISTER = """
 import dagster as dg

@@ -46,7 +46,7 @@ def _sha(path: Path) -> str:
 def test_definitions_list_the_graph():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"source_probe", "face_clips", "active_speakers", "speech_analysis", "flame_parameters",
+    assert keys == {"source_probe", "face_clips", "face_quality", "active_speakers", "speech_analysis", "flame_parameters",
                     "expression_captions", "dataset_shards", "annotation_tasks", "human_scores", "judge_scores",
                     "agreement_report"}
     assert {j.name for j in defs.jobs} >= {"process_sources", "build_dataset", "annotation_loop",
@@ -164,7 +164,7 @@ def test_whole_graph_on_every_grid_clip_and_rerun_changes_no_shard_byte(tmp_path
         span = record["time_range_s"]
         assert 0 <= span["start"] < span["end"] <= record["source_probe"]["duration_s"] + 1e-6
         assert abs(float(video["duration"]) - span["duration"]) <= 1 / 24 + 1e-6
-        assert [f["stage"] for f in record["filters"]] == ["faces", "asd", "speech", "flame", "captions"]
+        assert [f["stage"] for f in record["filters"]] == ["faces", "quality", "asd", "speech", "flame", "captions"]
         # No SHeaP or Qwen-VL weights in the private model folder: the stages ran and say so, the clip is kept.
         assert record["flame"]["status"] == record["captions"]["status"] == "model not installed"
         assert "flame_model_not_installed" in record["flame"]["flags"]

@@ -152,7 +152,7 @@ def test_split_clips_reach_the_shards_cut_to_the_kept_frames(run, grid_clips):
     source = run.records[grid_clips[0].name]
     assert SampleRecord.load(sample["json"]).stage_fingerprints == {
         "faces": source.fingerprint, "asd": run.results[grid_clips[0].name].fingerprint}
-    assert record["asd"]["mean_probability"] > 0.5 and [f["stage"] for f in record["filters"]] == ["faces", "asd"]
+    assert record["asd"]["mean_probability"] > 0.5 and [f["stage"] for f in record["filters"]] == ["faces", "quality", "asd"]
     mp4 = run.cfg.paths.data_dir / f"{key}.mp4"
     mp4.write_bytes(sample["mp4"])
     info = mf.ffprobe(mp4, "-count_frames")

@@ -41,7 +41,7 @@ def test_a_shard_sample_round_trips_byte_for_byte(packed):
     assert sample.schema_ == SAMPLE_SCHEMA
     assert sample.stage_fingerprints == {"faces": run.record.fingerprint, "asd": run.asd.fingerprint}
     assert sample.parent_key == run.record.segments[0].key
-    assert [f.stage for f in sample.filters] == ["faces", "asd"]
+    assert [f.stage for f in sample.filters] == ["faces", "quality", "asd"]
     assert sample.video.fps == run.config.crops.fps and sample.audio.sample_rate == run.config.audio.sample_rate
     # Absent optional fields stay absent (not null) in the JSON.
     raw = json.loads(data)

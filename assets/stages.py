@@ -23,10 +23,10 @@ from pipelines.runner import run_stage
 from pipelines.stage_spec import StageSpec, digest
 
 # Asset key, Dagster group and kinds of each stage, in the UI's words.
-ASSET_NAMES = {"faces": "face_clips", "asd": "active_speakers", "speech": "speech_analysis",
+ASSET_NAMES = {"faces": "face_clips", "quality": "face_quality", "asd": "active_speakers", "speech": "speech_analysis",
                "flame": "flame_parameters", "captions": "expression_captions"}
-GROUPS = {"faces": "faces", "asd": "asd", "speech": "speech", "flame": "annotate", "captions": "annotate"}
-KINDS = {"faces": {"onnx", "ffmpeg"}, "asd": {"pytorch"}, "speech": {"pytorch"}, "flame": {"pytorch"},
+GROUPS = {"faces": "faces", "quality": "faces", "asd": "asd", "speech": "speech", "flame": "annotate", "captions": "annotate"}
+KINDS = {"faces": {"onnx", "ffmpeg"}, "quality": {"ffmpeg"}, "asd": {"pytorch"}, "speech": {"pytorch"}, "flame": {"pytorch"},
          "captions": {"pytorch"}}
 
 

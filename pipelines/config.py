@@ -109,11 +109,12 @@ class QualityConfig(StrictModel):
     enabled: bool = True
     max_upscale: float = Field(
         4.0, gt=0, description="Frames whose crop is enlarged more than this to reach crops.size_px fail "
-        "(upscale = size_px / crop side in source pixels).")
+        "(upscale = size_px / crop side in source pixels; 4 keeps faces of 64 px and more in the source).")
     size_policy: Literal["reject", "flag"] = Field(
         "reject", description="reject: frames over max_upscale are cut out; flag: kept and flagged.")
     min_sharpness: float = Field(
-        0.0, ge=0, description="Frames whose face sharpness (pipelines/faces/quality.py) is below this fail.")
+        40.0, ge=0, description="Frames whose face sharpness (pipelines/faces/quality.py) is below this fail. GRID as "
+        "recorded: 82-183; after a Gaussian blur of sigma 2: 14-31 (bench/measure_face_quality.py).")
     allowed_orientations: tuple[Literal["frontal", "side", "profile"], ...] = Field(
         ("frontal", "side"), description="Head orientation labels that pass (FlowPortrait keeps frontal and side).")
     frontal_max_yaw_deg: float = Field(30.0, gt=0, description="|yaw| up to this is frontal (Hallo keeps under 30).")

@@ -49,6 +49,7 @@ class Run:
 
 def _config(root: Path, model_dir: Path, **overrides) -> PipelineConfig:
     # These tests cover the face stage alone: the later stages (each tested in its own folder) are off.
+    overrides.setdefault("quality", {"enabled": False})
     overrides.setdefault("speech", {"enabled": False})
     overrides.setdefault("asd", {"enabled": False})
     overrides.setdefault("flame", {"enabled": False})

@@ -18,7 +18,7 @@ from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
 from pipelines.media.decode import iter_video_frames
 from pipelines.media.encode import ClipEncoder, mux_clip
-from pipelines.media.wav import read_wav, write_wav
+from pipelines.media.wav import read_wav, read_wav_slice, write_wav
 from pipelines.schema.records import Segment
 from pipelines.schema.sample import SampleRecord, TimeRange
 
@@ -33,6 +33,22 @@ class WrittenRun:
     start_s: float
     end_s: float
     files: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ShiftedAudio:
+    """Where a child's audio comes from when it is moved against its video (audio-video sync).
+
+    ``path`` is the source's whole audio (it begins at ``origin_s`` on the source clock);
+    the child of frames [lo, hi) gets the audio of [start + offset_s, end + offset_s), so a
+    clip whose sound came ``offset_s`` late is written in sync. Reading the whole-source file,
+    not the parent clip's wav, gives real sound (not silence) for the moved part wherever the
+    source has it.
+    """
+
+    path: Path
+    origin_s: float
+    offset_s: float
 
 
 def kept_runs(keep: np.ndarray, min_frames: int) -> list[tuple[int, int]]:
@@ -85,13 +101,28 @@ def _encode_runs(folder: Path, parent: Segment, runs: list[tuple[int, int]], key
         raise
 
 
-def _write_child(folder: Path, parent: Segment, key: str, lo: int, hi: int, config: PipelineConfig) -> WrittenRun:
+def _shifted_samples(audio: ShiftedAudio, parent: Segment, lo: int, hi: int,
+                     config: PipelineConfig) -> tuple[np.ndarray, int]:
+    """The child's samples from the whole-source audio, moved by ``audio.offset_s``; the same
+    sample count as the unshifted slice of the parent's wav would have."""
+    fps, rate = config.crops.fps, config.audio.sample_rate
+    count = int(round(hi / fps * rate)) - int(round(lo / fps * rate))
+    start = parent.start_s + lo / fps + audio.offset_s
+    samples, _ = read_wav_slice(audio.path, rate, start, start + count / rate, audio.origin_s)
+    return samples[:count], rate
+
+
+def _write_child(folder: Path, parent: Segment, key: str, lo: int, hi: int, config: PipelineConfig,
+                 audio: ShiftedAudio | None = None) -> WrittenRun:
     """The child's wav, mp4 (from the video _encode_runs wrote), boxes and sample JSON."""
     fps = config.crops.fps
     start_s, end_s = parent.start_s + lo / fps, parent.start_s + hi / fps
     video_tmp = _child_video(folder, key)
-    pcm, rate = read_wav(folder / parent.files["wav"])
-    samples = pcm[int(round(lo / fps * rate)): int(round(hi / fps * rate))]
+    if audio is None:
+        pcm, rate = read_wav(folder / parent.files["wav"])
+        samples = pcm[int(round(lo / fps * rate)): int(round(hi / fps * rate))]
+    else:
+        samples, rate = _shifted_samples(audio, parent, lo, hi, config)
     with atomic_path(folder / f"{key}.wav") as tmp:
         write_wav(tmp, samples, rate)
     with atomic_path(folder / f"{key}.mp4") as tmp:
@@ -111,8 +142,9 @@ def _write_child(folder: Path, parent: Segment, key: str, lo: int, hi: int, conf
 
 
 def write_runs(folder: Path, parent: Segment, runs: list[tuple[int, int]], tag: str,
-               config: PipelineConfig) -> list[WrittenRun]:
-    """Write each [lo, hi) frame run of ``parent`` as a child clip keyed ``<parent><tag>NN``."""
+               config: PipelineConfig, audio: ShiftedAudio | None = None) -> list[WrittenRun]:
+    """Write each [lo, hi) frame run of ``parent`` as a child clip keyed ``<parent><tag>NN``
+    (its audio cut from the parent's wav, or moved against the video as ``audio`` says)."""
     keys = child_keys(parent.key, tag, len(runs))
     _encode_runs(folder, parent, runs, keys, config)
-    return [_write_child(folder, parent, key, lo, hi, config) for (lo, hi), key in zip(runs, keys)]
+    return [_write_child(folder, parent, key, lo, hi, config, audio) for (lo, hi), key in zip(runs, keys)]

@@ -147,7 +147,13 @@ class ActiveSpeakerScorer:
         return (total / weight_sum[:, None]).astype(np.float32)
 
     def shifted_logits(self, faces: np.ndarray, audio: np.ndarray, max_shift: int) -> np.ndarray:
-        """(2N + 1, T, 2) float32 logits of the face track against its audio shifted by k = -N..N frames.
+        """(2N + 1, T, 2) float32 logits of the face track against its audio shifted by k = -N..N frames
+        (:meth:`shifted_scores` without the visual-only margin)."""
+        return self.shifted_scores(faces, audio, max_shift)[0]
+
+    def shifted_scores(self, faces: np.ndarray, audio: np.ndarray, max_shift: int) -> tuple[np.ndarray, np.ndarray]:
+        """(2N + 1, T, 2) float32 logits of the face track against its audio shifted by k = -N..N frames,
+        and (T,) the visual-only speaking margin (``lossV`` head on the visual embedding: logit 1 - logit 0).
 
         Row ``k + N`` pairs video frame t with the audio of frame t + k (k > 0: later audio, the
         alignment that matches sound arriving k frames late). ``audio`` (int16, 16 kHz) must start
@@ -162,26 +168,30 @@ class ActiveSpeakerScorer:
             raise ValueError(f"max_shift must be >= 0, got {max_shift}")
         frames, shifts = len(faces), 2 * max_shift + 1
         if frames == 0:
-            return np.zeros((shifts, 0, 2), dtype=np.float32)
+            return np.zeros((shifts, 0, 2), dtype=np.float32), np.zeros(0, dtype=np.float32)
         audio_mfcc = audio_features_for_frames(audio, frames + 2 * max_shift)
         window = min(self.window_frames, frames)
         starts = window_starts(frames, window, self.overlap_frames)
         total = np.zeros((shifts, frames, 2), dtype=np.float64)
+        seen = np.zeros(frames, dtype=np.float64)
         weight_sum = np.zeros(frames, dtype=np.float64)
         with torch.no_grad():
             for index, a in enumerate(starts):
-                out = self._shifted_window(faces[a:a + window],
+                out, visual = self._shifted_window(faces[a:a + window],
                                            audio_mfcc[MFCC_PER_VIDEO_FRAME * a:
                                                       MFCC_PER_VIDEO_FRAME * (a + window + 2 * max_shift)],
                                            max_shift)
                 weights = _cross_fade_weights(window, self.overlap_frames if len(starts) > 1 else 0,
                                               first=index == 0, last=index == len(starts) - 1)
                 total[:, a:a + window] += out * weights[None, :, None]
+                seen[a:a + window] += visual * weights
                 weight_sum[a:a + window] += weights
-        return (total / weight_sum[None, :, None]).astype(np.float32)
+        return ((total / weight_sum[None, :, None]).astype(np.float32), (seen / weight_sum).astype(np.float32))
 
-    def _shifted_window(self, faces: np.ndarray, audio_mfcc: np.ndarray, max_shift: int) -> np.ndarray:
-        """One window's (2N + 1, W, 2) logits: faces (W, 112, 112), MFCC (4 (W + 2N), 13)."""
+    def _shifted_window(self, faces: np.ndarray, audio_mfcc: np.ndarray,
+                        max_shift: int) -> tuple[np.ndarray, np.ndarray]:
+        """One window's (2N + 1, W, 2) logits and (W,) visual-only margin: faces (W, 112, 112),
+        MFCC (4 (W + 2N), 13)."""
         window = len(faces)
         video = torch.from_numpy(np.ascontiguousarray(faces)[None]).to(self.device, dtype=torch.float32)
         mfcc_rows = torch.from_numpy(np.ascontiguousarray(audio_mfcc)[None]).to(self.device, dtype=torch.float32)
@@ -190,7 +200,10 @@ class ActiveSpeakerScorer:
         # Row j = k + N holds the audio of frames [j, j + W) of the widened window, i.e. window frame t + k.
         audio = torch.stack([heard[j:j + window] for j in range(2 * max_shift + 1)])
         logits = self.model.logits_from_embeddings(audio, visual.expand(len(audio), -1, -1))
-        return logits.float().cpu().numpy().astype(np.float64)
+        # Light-ASD's visual head (trained as an auxiliary loss on the visual embedding): the
+        # face's own speaking activity, independent of any audio, for the offset curve.
+        seen = self.model.lossV.FC(visual[0]).float().cpu().numpy().astype(np.float64)
+        return logits.float().cpu().numpy().astype(np.float64), seen[:, 1] - seen[:, 0]
 
     @staticmethod
     def _check_faces(faces: np.ndarray) -> np.ndarray:

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.asd.sync import SyncMeasure, measure_offset
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
 from pipelines.media.decode import iter_video_frames
-from pipelines.media.wav import read_wav
+from pipelines.media.wav import read_wav, read_wav_slice
 from pipelines.models import ModelStore
 from pipelines.schema.records import ACCEPTED, REJECTED, ChildSegment, Segment, StageDecision, StageResult
-from pipelines.segment_runs import child_file_pattern, kept_runs, write_runs
+from pipelines.segment_runs import ShiftedAudio, child_file_pattern, kept_runs, write_runs
 from pipelines.stage_spec import StageContext, StageSpec
+from pipelines.workdir import SOURCE_AUDIO_FILE
 
 STAGE = "asd"
 ASD_FPS = 25.0
@@ -36,6 +38,7 @@ class ScoredSegment:
     times: np.ndarray  # absolute centre time of each 24 fps frame
     raw: np.ndarray  # speaking probability per 24 fps frame
     smooth: np.ndarray
+    sync: SyncMeasure | None = None  # the offset curve, when config.sync is on and the face speaks at some shift
 
     def smooth_at(self, times: np.ndarray) -> np.ndarray:
         """This face's smoothed probability at ``times``; 0 where the face is not on screen."""
@@ -43,7 +46,8 @@ class ScoredSegment:
         return np.where(inside, np.interp(times, self.times, self.smooth), 0.0)
 
 
-def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig) -> ScoredSegment:
+def face_track_25(folder: Path, segment: Segment, config: PipelineConfig) -> tuple[np.ndarray, int]:
+    """(T, 112, 112) grey faces of ``segment`` sampled at 25 fps, and its number of 24 fps frames."""
     from pipelines.asd.features import face_crop_112
 
     fps = config.crops.fps
@@ -55,16 +59,49 @@ def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig
     # Light-ASD was trained at 25 fps: sample the 24 fps clip at 25 fps by time.
     t25 = np.arange(int(np.floor(n / fps * ASD_FPS + 1e-6))) / ASD_FPS
     at = np.minimum((t25 * fps + 1e-9).astype(int), n - 1)
-    faces = np.stack([small[j] for j in at])
-    pcm, rate = read_wav(folder / segment.files["wav"])
-    if rate != config.audio.sample_rate:
-        raise ValueError(f"{segment.files['wav']}: expected {config.audio.sample_rate} Hz audio, got {rate} Hz")
-    p25 = np.asarray(scorer.probabilities(faces, pcm), dtype=np.float64)
+    return np.stack([small[j] for j in at]), n
+
+
+def shifted_audio(folder: Path, segment: Segment, frames: int, audio_start_s: float,
+                  config: PipelineConfig) -> np.ndarray:
+    """The source's audio from N frames before the segment to N frames after its ``frames`` 25 fps
+    frames (N = config.sync.max_shift_frames), read from the whole-source wav so that shifted
+    alignments hear the real sound beyond the segment; silence only beyond the recording."""
+    pad = config.sync.max_shift_frames / ASD_FPS
+    start = segment.start_s - pad
+    samples, _ = read_wav_slice(folder / SOURCE_AUDIO_FILE, config.audio.sample_rate, start,
+                                start + frames / ASD_FPS + 2 * pad, audio_start_s)
+    return samples
+
+
+def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig,
+                  audio_start_s: float = 0.0) -> ScoredSegment:
+    """Speaking probability per 24 fps frame. With ``config.sync`` on, the face is also scored
+    against its audio shifted by every k in -N..N (one batched pass); with correction "shift" the
+    probability is the one at the best shift, the alignment the written clip will have."""
+    from pipelines.asd.score import probability_from_logits  # torch only when the stage runs
+
+    fps = config.crops.fps
+    faces, n = face_track_25(folder, segment, config)
+    measure = None
+    if config.sync.enabled:
+        logits, visual = scorer.shifted_scores(
+            faces, shifted_audio(folder, segment, len(faces), audio_start_s, config), config.sync.max_shift_frames)
+        measure = measure_offset(logits, visual, config.asd.threshold)
+        row = config.sync.max_shift_frames
+        if measure is not None and config.sync.correction == "shift":
+            row += measure.best_frames
+        p25 = np.asarray(probability_from_logits(logits[row]), dtype=np.float64)
+    else:
+        pcm, rate = read_wav(folder / segment.files["wav"])
+        if rate != config.audio.sample_rate:
+            raise ValueError(f"{segment.files['wav']}: expected {config.audio.sample_rate} Hz audio, got {rate} Hz")
+        p25 = np.asarray(scorer.probabilities(faces, pcm), dtype=np.float64)
     centres = (np.arange(n) + 0.5) / fps
     raw = p25[np.clip((centres * ASD_FPS).astype(int), 0, len(p25) - 1)]
     radius = int(round(config.asd.smoothing_window_s / 2 * fps))
     smooth = smooth_params(raw[:, None], radius)[:, 0]
-    return ScoredSegment(segment, segment.start_s + centres, raw, smooth)
+    return ScoredSegment(segment, segment.start_s + centres, raw, smooth, measure)
 
 
 def _window_means(probs: np.ndarray, on_screen: np.ndarray, radius: int) -> np.ndarray:
@@ -141,10 +178,27 @@ def lost_to_rivals(scored: list[ScoredSegment], config: PipelineConfig) -> list[
     return lost
 
 
-def decide(scored: list[ScoredSegment], config: PipelineConfig,
-           folder: Path) -> tuple[dict[str, StageDecision], dict[str, dict]]:
-    """Decisions per segment (writing child clips where a segment splits), and the curves to plot
-    (start, fps, raw and smoothed probability per 24 fps frame, kept runs)."""
+def sync_numbers(measure: SyncMeasure, corrected: bool) -> dict:
+    """The decision numbers of an offset curve (keys read by the QC report)."""
+    return {"av_offset_frames": measure.best_frames, "av_offset_s": round(measure.offset_s, 4),
+            "av_confidence": round(measure.confidence, 4), "av_corrected": corrected}
+
+
+def sync_rejection(measure: SyncMeasure, config: PipelineConfig) -> str | None:
+    """Why a speaking face fails the sync check: no alignment stands out (a voice that is not
+    this face's), or the best one is further than the training data allows."""
+    if measure.confidence < config.sync.min_confidence:
+        return "av_sync_mismatch"
+    if abs(measure.best_frames) > config.sync.max_offset_frames:
+        return "av_offset_too_large"
+    return None
+
+
+def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path,
+           audio_start_s: float = 0.0) -> tuple[dict[str, StageDecision], dict[str, dict]]:
+    """Decisions per segment (writing child clips where a segment splits or its audio is moved
+    into sync), and the curves to plot (start, fps, raw and smoothed probability per 24 fps
+    frame, kept runs)."""
     fps, threshold = config.crops.fps, config.asd.threshold
     min_frames = max(1, int(np.ceil(config.asd.min_segment_s * fps)))
     decisions, plots = {}, {}
@@ -154,23 +208,35 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig,
         runs = kept_runs(keep, min_frames)
         n = len(item.smooth)
         kept = sum(b - a for a, b in runs)
+        measure = item.sync
+        shift = (measure is not None and config.sync.correction == "shift" and measure.best_frames != 0)
         numbers = {"mean_probability": round(float(item.raw.mean()), 4), "max_probability": round(float(item.raw.max()), 4),
                    "kept_s": round(kept / fps, 4), "dropped_s": round((n - kept) / fps, 4),
                    "threshold": threshold, "lost_to_other_face_s": round(float((speaking & ~keep).sum()) / fps, 4)}
         payload = {"model": config.asd.model, "probability_definition": "softmax of Light-ASD's audio-visual logits",
                    "probability": [round(float(p), 3) for p in item.smooth], "fps": fps, **numbers}
+        if measure is not None:
+            numbers.update(sync_numbers(measure, corrected=shift))
+            payload.update(numbers, av_curve=measure.summary())
         key = item.segment.key
         plots[key] = {"start_s": item.segment.start_s, "fps": fps, "raw": [round(float(p), 3) for p in item.raw],
                       "smooth": payload["probability"], "runs": runs}
+        reason = None
         if not runs:
             reason = ("no_active_speaker" if not speaking.any()
                       else "another_face_speaking" if (speaking & ~keep).any() and not keep.any()
                       else "active_speech_too_short")
+        elif measure is not None:
+            reason = sync_rejection(measure, config)
+        if reason is not None:
             decisions[key] = StageDecision(decision=REJECTED, reason=reason, numbers=numbers, payload=payload)
             continue
+        flags = ["av_offset"] if measure is not None and not shift and measure.best_frames != 0 else []
         children = []
-        if runs != [(0, n)]:
-            for child in write_runs(folder, item.segment, runs, CHILD_TAG, config):
+        if runs != [(0, n)] or shift:
+            # A clip kept whole but with its audio moved is rewritten too: a child with new files.
+            audio = (ShiftedAudio(folder / SOURCE_AUDIO_FILE, audio_start_s, measure.offset_s) if shift else None)
+            for child in write_runs(folder, item.segment, runs, CHILD_TAG, config, audio=audio):
                 lo, hi = child.lo, child.hi
                 child_numbers = {**numbers, "kept_s": round((hi - lo) / fps, 4), "dropped_s": 0.0,
                                  "mean_probability": round(float(item.raw[lo:hi].mean()), 4)}
@@ -178,7 +244,8 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig,
                                              files=child.files, numbers=child_numbers,
                                              payload={**payload, **child_numbers, "parent": key,
                                                       "probability": payload["probability"][lo:hi]}))
-        decisions[key] = StageDecision(decision=ACCEPTED, numbers=numbers, payload=payload, children=children)
+        decisions[key] = StageDecision(decision=ACCEPTED, numbers=numbers, payload=payload, flags=flags,
+                                       children=children)
     return decisions, plots
 
 
@@ -195,12 +262,15 @@ def run(ctx: StageContext) -> StageResult:
     """Score every candidate segment; write the child clips. ``details["plots"]``: the curves."""
     for stale in ctx.folder.glob(child_file_pattern(CHILD_TAG)):
         stale.unlink()  # children of an earlier run are rewritten below (its asd.json is withdrawn)
-    scored = [score_segment(ctx.folder, segment, ctx.backend, ctx.config) for segment in ctx.candidates]
-    decisions, plots = decide(scored, ctx.config, ctx.folder)
+    audio_start_s = float(ctx.record.numbers.get("audio_start_s", 0.0)) if ctx.record is not None else 0.0
+    scored = [score_segment(ctx.folder, segment, ctx.backend, ctx.config, audio_start_s)
+              for segment in ctx.candidates]
+    decisions, plots = decide(scored, ctx.config, ctx.folder, audio_start_s)
     return StageResult(stage=STAGE, segments=decisions, details={"model": ctx.config.asd.model, "plots": plots})
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("faces",), config_sections=("asd", "encode"), version="2", build_backend=build_backend, run=run,
-    description="Light-ASD speaking probability per frame of every face track; segments cut to the speaking frames.",
+    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="3", build_backend=build_backend, run=run,
+    description="Light-ASD speaking probability per frame of every face track; segments cut to the speaking frames; "
+                "audio-video offset from scores with the audio shifted (config.sync).",
 )

@@ -12,18 +12,20 @@ a positive offset means the audio is late, and moving the audio k frames earlier
 
 Definitions (see bench/bench_sync.py for the measurements behind them):
 
-- margin m_k(t) = logit_speaking - logit_silent at shift k (the log-odds of speaking).
-- speaking frames S = {t : max_k sigmoid(m_k(t)) >= threshold}: frames where the face is
-  judged speaking at some shift. Frames never judged speaking (silence, a closed mouth)
-  carry no timing information and would only flatten the curve.
-- curve c(k) = mean over t in S of m_k(t). The margin, not the probability, because the
-  probability saturates near 1 at every shift close to the truth, which flattens the peak.
-- best offset k* = argmax_k c(k) (ties: the smallest |k|). Refined to a fraction of a frame
+- v(t): Light-ASD's visual-only speaking margin (its ``lossV`` head on the visual
+  embedding), the face's own speaking activity, which does not depend on the audio.
+- p_k(t): the audio-visual speaking probability with the audio shifted by k.
+- speaking frames: t with max_k p_k(t) >= threshold; without any, there is no curve.
+- curve c(k) = Pearson correlation over all frames of v(t) and p_k(t). Measured on GRID,
+  the simpler choice, the mean audio-visual margin over the speaking frames, does not track
+  the true offset at all (0 ms read as +4, -2 or -5 frames): the margin saturates wherever
+  the audio holds speech at every shift, and its visual part does not move with k. The
+  correlation asks when the face's activity and the audio-driven activity rise and fall
+  together, i.e. it aligns the speech onsets and ends with the mouth's.
+- best offset k* = argmax_k c(k) (ties: the smallest |k|), refined to a fraction of a frame
   by the vertex of the parabola through c(k*-1), c(k*), c(k*+1), clipped to +-0.5 frame.
-- confidence = c(k*) - median_k c(k): the peak's height over the typical alignment, in
-  logit units, as SyncNet's confidence is median(distance) - min(distance). A face that
-  matches its voice has one clear alignment; a stranger's voice fits about equally badly (or
-  equally well) everywhere, so the peak hardly rises above the median.
+- confidence = c(k*) - median_k c(k): the peak's height over the typical alignment, as
+  SyncNet's confidence is median(distance) - min(distance); in correlation units (0..2).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class SyncMeasure:
     """The offset curve of one face track and what is read from it."""
 
     shifts: np.ndarray  # (2N + 1,) int: k = -N..N in 25 fps frames
-    scores: np.ndarray  # (2N + 1,) c(k), mean speaking margin over the speaking frames
+    scores: np.ndarray  # (2N + 1,) c(k), correlation of the visual margin with the AV probability at k
     speaking_frames: int  # |S|
     best_frames: int  # k*, the argmax of the curve
     refined_frames: float  # k* plus the parabola's sub-frame correction
@@ -54,7 +56,7 @@ class SyncMeasure:
     def summary(self) -> dict:
         """The curve and its reading, rounded for JSON (the ``av_curve`` payload)."""
         return {"shifts": [int(k) for k in self.shifts], "scores": [round(float(c), 4) for c in self.scores],
-                "unit": "mean logit margin over speaking frames", "fps": SYNC_FPS,
+                "unit": "correlation of visual-only margin and AV probability", "fps": SYNC_FPS,
                 "speaking_frames": self.speaking_frames, "best_frames": self.best_frames,
                 "refined_frames": round(self.refined_frames, 3), "peak": round(float(self.scores.max()), 4),
                 "median": round(float(np.median(self.scores)), 4), "confidence": round(self.confidence, 4)}
@@ -66,6 +68,15 @@ def margins(logits: np.ndarray) -> np.ndarray:
     if logits.ndim != 3 or logits.shape[-1] != 2 or logits.shape[0] % 2 != 1:
         raise ValueError(f"expected (2N + 1, T, 2) logits, got shape {logits.shape}")
     return logits[..., 1] - logits[..., 0]
+
+
+def correlation_curve(visual: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """(S,) Pearson correlation over frames of ``visual`` (T,) with each row of ``probability`` (S, T);
+    0 for a row (or a visual curve) that does not vary."""
+    v = np.asarray(visual, dtype=np.float64) - np.mean(visual)
+    p = probability - probability.mean(axis=1, keepdims=True)
+    norm = np.sqrt((v ** 2).sum() * (p ** 2).sum(axis=1))
+    return np.where(norm > 0, (p @ v) / np.where(norm > 0, norm, 1.0), 0.0)
 
 
 def speaking_mask(margin: np.ndarray, threshold: float) -> np.ndarray:
@@ -99,14 +110,18 @@ def parabolic_refinement(scores: np.ndarray, index: int) -> float:
     return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
 
 
-def measure_offset(logits: np.ndarray, threshold: float) -> SyncMeasure | None:
-    """The offset curve of (2N + 1, T, 2) shifted logits; None when no frame is speaking at any shift."""
+def measure_offset(logits: np.ndarray, visual: np.ndarray, threshold: float) -> SyncMeasure | None:
+    """The offset curve of (2N + 1, T, 2) shifted logits against the (T,) visual-only margin;
+    None when no frame is speaking at any shift."""
     margin = margins(logits)
+    if np.shape(visual) != margin.shape[1:]:
+        raise ValueError(f"expected a visual margin of shape {margin.shape[1:]}, got {np.shape(visual)}")
     mask = speaking_mask(margin, threshold)
     if not mask.any():
         return None
     max_shift = len(margin) // 2
-    scores = margin[:, mask].mean(axis=1)
+    probability = 0.5 * (1.0 + np.tanh(0.5 * margin))  # sigmoid without overflow
+    scores = correlation_curve(visual, probability)
     index = best_shift(scores)
     return SyncMeasure(shifts=np.arange(-max_shift, max_shift + 1), scores=scores, speaking_frames=int(mask.sum()),
                        best_frames=index - max_shift, refined_frames=index - max_shift + parabolic_refinement(scores, index),

@@ -132,7 +132,7 @@ class QualityConfig(StrictModel):
 class SyncConfig(StrictModel):
     """Audio-video offset from Light-ASD scores with the audio shifted (run inside the ASD stage)."""
 
-    enabled: bool = True
+    enabled: bool = False
     max_shift_frames: int = Field(8, ge=1, description="Audio shifts tried: -N..+N frames at 25 fps.")
     max_offset_frames: int = Field(
         6, ge=0, description="Clips whose best offset is further than this are rejected (LatentSync: 6 frames).")

@@ -35,7 +35,7 @@ def scan(config: PipelineConfig) -> dict[str, SourceRef]:
 
 
 class GridRun:
-    """A GRID clip after the real face stage (SCRFD) and ASD stage (Light-ASD), run by the runner;
+    """A GRID clip after the real face stage (SCRFD), the quality stage and ASD (Light-ASD), run by the runner;
     speech, FLAME and captions are off. ``shards`` holds the packed result. Built once per session
     by the ``grid_asd_run`` fixture (tests/conftest.py)."""
 
@@ -50,6 +50,6 @@ class GridRun:
         self.config = stage_config(root, model_dir, speech={"enabled": False}, flame={"enabled": False},
                                    captions={"enabled": False})
         (self.ref,) = scan(self.config).values()
-        faces, asd = run_source(self.ref, self.config, SharedDetectorBackends(self.config, detector), stages=["asd"])
+        faces, *_, asd = run_source(self.ref, self.config, SharedDetectorBackends(self.config, detector), stages=["asd"])
         self.record, self.asd = faces.result, asd.result
         self.shards = write_shards([self.record], self.config)

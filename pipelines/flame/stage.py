@@ -19,6 +19,7 @@ import numpy as np
 
 from pipelines.atomic import atomic_path
 from pipelines.config import PipelineConfig
+from pipelines.flame.orientation import flame_orientation
 from pipelines.faces.crop import boxes_in_crop
 from pipelines.media.decode import iter_video_frames
 from pipelines.models import ModelStore
@@ -157,13 +158,16 @@ def run(ctx: StageContext) -> StageResult:
             arrays, payload = clip_arrays(outputs, ctx.backend, config)
             name = f"{key}.flame.npz"
             save_npz(ctx.folder / name, arrays)
-            decisions[key] = StageDecision(decision=ACCEPTED, numbers={"status": "ok", "frames": payload["frames"]},
-                                           payload=payload, files={"flame.npz": name})
+            numbers, orientation, flags = flame_orientation(arrays["raw/global_rotation"], config.quality)
+            decisions[key] = StageDecision(decision=ACCEPTED,
+                                           numbers={"status": "ok", "frames": payload["frames"], **numbers},
+                                           payload={**payload, "orientation": orientation}, flags=flags,
+                                           files={"flame.npz": name})
     return StageResult(stage=STAGE, segments=decisions,
                        details={"model": config.flame.model, "installed": ctx.backend is not None})
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("speech",), config_sections=("flame",), version="1", build_backend=build_backend, run=run,
+    name=STAGE, needs=("speech",), config_sections=("flame", "quality"), version="2", build_backend=build_backend, run=run,
     description="Per-frame FLAME parameters from SHeaP (six motion groups, raw and Savitzky-Golay smoothed).",
 )

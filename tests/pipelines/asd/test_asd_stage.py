@@ -58,7 +58,7 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> As
     backends = SharedDetectorBackends(cfg, scrfd_detector)
     records, results = {}, {}
     for name, ref in scan(cfg).items():
-        faces, asd = run_source(ref, cfg, backends, stages=["asd"])  # the runner writes asd.json
+        faces, *_, asd = run_source(ref, cfg, backends, stages=["asd"])  # the runner writes asd.json
         assert (faces.stage, faces.status, asd.stage, asd.status) == ("faces", "ran", "asd", "ran"), name
         records[name], results[name] = faces.result, asd.result
         assert records[name].status == "accepted", name

@@ -110,7 +110,7 @@ def turns(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector):
     cfg = load_config(paths={"input_dir": inputs, "data_dir": root / "data", "model_dir": model_dir},
                       speech={"enabled": False}, flame={"enabled": False}, captions={"enabled": False})
     (ref,) = scan(cfg).values()
-    faces, asd = run_source(ref, cfg, SharedDetectorBackends(cfg, scrfd_detector), stages=["asd"])
+    faces, *_, asd = run_source(ref, cfg, SharedDetectorBackends(cfg, scrfd_detector), stages=["asd"])
     assert (faces.status, asd.status) == ("ran", "ran")
     offset = float(mf.ffprobe(first, "-show_format")["format"]["duration"])
     speech = [_speech_bounds(first), tuple(offset + t for t in _speech_bounds(second))]

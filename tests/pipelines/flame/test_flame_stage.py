@@ -57,7 +57,7 @@ def flame_run(tmp_path_factory, grid_clips, scrfd_detector):
     for ref in refs:
         outcomes = run_source(ref, cfg, backends, stages=["flame"])
         assert [(o.stage, o.status) for o in outcomes] == [
-            ("faces", "ran"), ("asd", "disabled"), ("speech", "disabled"), ("flame", "ran")]
+            ("faces", "ran"), ("quality", "ran"), ("asd", "disabled"), ("speech", "disabled"), ("flame", "ran")]
         records.append(outcomes[0].result)
         results.append(outcomes[-1].result)
     return cfg, refs, records, results, write_shards(records, cfg), backend
@@ -83,7 +83,11 @@ def test_shards_hold_flame_arrays_with_the_mp4s_frame_count(flame_run, tmp_path)
         assert arrays["meta/shape"].shape == (300,)
         record = json.loads(sample["json"])
         assert record["flame"]["status"] == "ok" and record["flame"]["frames"] == frames
-        assert [f["stage"] for f in record["filters"]] == ["faces", "flame"]
+        assert [f["stage"] for f in record["filters"]] == ["faces", "quality", "flame"]
+        # The orientation label now comes from the fitted head, frame by frame.
+        orientation = record["flame"]["orientation"]
+        assert orientation["source"] == "flame_global_rotation" and len(orientation["yaw_deg"]) == frames
+        assert sum(orientation["labels"].values()) == frames
 
 
 def test_smoothing_reduces_frame_to_frame_jitter(flame_run):

@@ -69,8 +69,9 @@ def run(tmp_path_factory, composed, grid_clips, model_dir, scrfd_detector) -> Sp
     for name, ref in scan(cfg).items():
         outcomes = run_source(ref, cfg, backends, stages=["speech"])
         # ASD is off: speech decides on the face segments directly.
-        assert [(o.stage, o.status) for o in outcomes] == [("faces", "ran"), ("asd", "disabled"), ("speech", "ran")]
-        records[name], speech[name] = outcomes[0].result, outcomes[2].result
+        assert [(o.stage, o.status) for o in outcomes] == [("faces", "ran"), ("quality", "ran"), ("asd", "disabled"),
+                                                           ("speech", "ran")]
+        records[name], speech[name] = outcomes[0].result, outcomes[-1].result
         assert records[name].status == "accepted", (name, records[name].reason)
         assert set(speech[name].segments) == {s.key for s in records[name].accepted_segments()}
     return SpeechRun(cfg, records, speech, write_shards(list(records.values()), cfg))

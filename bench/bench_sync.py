@@ -13,6 +13,11 @@ Prints, per clip and offset, the best shift (frames, refined seconds) and confid
 stranger pairs (clip A's face, clip B's 0 ms audio, all 30 ordered pairs) the confidence;
 and the cost of one shifted-scoring call (2N + 1 shifts) over one plain ASD pass, each the
 best of --repeat in the same run, on each GRID clip and on all six joined into one track.
+
+It also reads the experimental mouth-opening / log-energy curve of pipelines.asd.sync
+(``lip_energy_curve``, at 10 ms lags over the same +-N frames) on the same tracks and audio,
+alone and restricted to lags near Light-ASD's offset, and prints its accuracy and the peak
+correlation of matched and stranger audio.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ if str(REPO) not in sys.path:  # `python bench/bench_sync.py` puts bench/, not t
 import numpy as np  # noqa: E402
 
 from pipelines.asd.stage import face_track_25  # noqa: E402
-from pipelines.asd.sync import SYNC_FPS, measure_offset  # noqa: E402
+from pipelines.asd.sync import (SYNC_FPS, best_shift, lip_energy_curve, log_energy, measure_offset,  # noqa: E402
+                                mouth_opening, parabolic_refinement)
 from pipelines.config import MODEL_DIR_ENV, PipelineConfig, load_config  # noqa: E402
 from pipelines.ingest import SourceRegistry  # noqa: E402
 from pipelines.runner import ModelBackends, run_stage  # noqa: E402
@@ -82,6 +88,34 @@ def face_tracks(clips: list[Path], config: PipelineConfig) -> dict[str, tuple[np
         faces, _ = face_track_25(config.paths.work_dir / "sources" / ref.source_id, segment, config)
         tracks[ref.relpath] = (faces, segment.start_s)
     return tracks
+
+
+def frames_24(faces25: np.ndarray, fps: float = 24.0) -> np.ndarray:
+    """The distinct 24 fps frames of a track face_track_25 sampled at 25 fps (one repeat a second)."""
+    for n in range(len(faces25) - 3, len(faces25) + 1):
+        if int(np.floor(n / fps * SYNC_FPS + 1e-6)) == len(faces25):
+            at = np.minimum((np.arange(len(faces25)) / SYNC_FPS * fps + 1e-9).astype(int), n - 1)
+            return faces25[[int(np.flatnonzero(at == j)[0]) for j in range(n)]]
+    raise ValueError("not a 24 fps track sampled at 25 fps")
+
+
+LAGS_S = np.arange(-32, 33) * 0.01  # +-320 ms every 10 ms, the span of shifts -8..8
+
+
+def lip_reading(faces25: np.ndarray, start_s: float, audio: np.ndarray, max_shift: int,
+                centre_s: float | None = None, window_s: float | None = None) -> tuple[float, float]:
+    """(offset s, peak correlation) of the mouth-opening / log-energy curve (pipelines.asd.sync);
+    with ``centre_s`` and ``window_s`` only lags within ``window_s`` of ``centre_s`` count."""
+    faces = frames_24(faces25)
+    times = start_s + (np.arange(len(faces)) + 0.5) / 24.0
+    energy, energy_times = log_energy(audio, RATE)
+    curve = lip_energy_curve(mouth_opening(faces), times, energy, energy_times + start_s - max_shift / SYNC_FPS,
+                             LAGS_S)
+    if centre_s is not None:
+        curve = np.where(np.abs(LAGS_S - centre_s) <= window_s + 1e-9, curve, -np.inf)
+    index = best_shift(curve)
+    refine = parabolic_refinement(curve, index) if np.isfinite(curve[max(index - 1, 0):index + 2]).all() else 0.0
+    return float(LAGS_S[index] + refine * (LAGS_S[1] - LAGS_S[0])), float(curve[index])
 
 
 def best_of(repeat: int, call) -> float:
@@ -139,7 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         dumped[f"{face_clip}|{audio_key[0]}|{audio_key[1]}|visual"] = visual
         if args.dump:
             np.savez(args.dump, **dumped)
-        return measure_offset(logits, visual, threshold)
+        m = measure_offset(logits, visual, threshold)
+        sliced = padded_slice(audio[audio_key], start, len(faces), n)
+        lips[(face_clip, audio_key)] = {"lips": lip_reading(faces, start, sliced, n)}
+        for w in (0.12, 0.16, 0.2):
+            lips[(face_clip, audio_key)][f"lips_near_asd_{w}"] = (
+                lip_reading(faces, start, sliced, n, m.offset_s, w) if m else (float("nan"), float("nan")))
+        return m
+
+    lips: dict = {}
 
     print(f"shifts -{n}..{n} at 25 fps; threshold {threshold}; curve = corr(visual margin, AV probability at k); confidence = peak - median")
     matched = []
@@ -179,6 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     for row in cost:
         print(f"cost, {row['frames']} frames: plain {row['plain_s']} s, {2 * n + 1} shifts {row['shifted_s']} s "
               f"-> x{row['multiple']} (naive x{row['naive_multiple']})")
+    one_frame = 1000 / 24
+    for name in lips[next(iter(lips))]:
+        errors = [lips[(r["clip"], (r["clip"], r["true_ms"]))][name][0] * 1000 - r["true_ms"] for r in matched]
+        print(f"\n{name}: within one 24 fps frame {sum(abs(e) <= one_frame for e in errors)}/{len(errors)}; errors ms "
+              + " ".join(f"{e:+.0f}" for e in errors))
+        own = [lips[(r["clip"], (r["clip"], r["true_ms"]))][name][1] for r in matched]
+        other = [lips[(r["face"], (r["voice"], 0))][name][1] for r in strangers]
+        print(f"  peak correlation matched {min(own):.3f}-{max(own):.3f} (median {np.median(own):.3f}), "
+              f"strangers {min(other):.3f}-{max(other):.3f} (median {np.median(other):.3f}); strangers below the "
+              f"lowest matched: {sum(o < min(own) for o in other)}/{len(other)}")
     if args.json:
         args.json.write_text(json.dumps({"matched": matched, "strangers": strangers, "cost": cost}, indent=1))
     return 0

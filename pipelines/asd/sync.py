@@ -126,3 +126,66 @@ def measure_offset(logits: np.ndarray, visual: np.ndarray, threshold: float) -> 
     return SyncMeasure(shifts=np.arange(-max_shift, max_shift + 1), scores=scores, speaking_frames=int(mask.sum()),
                        best_frames=index - max_shift, refined_frames=index - max_shift + parabolic_refinement(scores, index),
                        confidence=float(scores[index] - np.median(scores)))
+
+
+# ---- experimental: mouth opening against audio loudness (not used by the stage) -------------
+#
+# Classic audio-visual synchrony (Hershey & Movellan, "Audio Vision", NIPS 2000: correlation of
+# pixel intensities with audio energy; Bredin & Chollet 2007 for its use as a sync/liveness
+# score), reduced to one visual and one audio signal:
+#
+# - o(t): mouth opening, the fraction of pixels of the mouth window (rows MOUTH_ROWS, columns
+#   MOUTH_COLS of the 112 px face crop) darker than the 10th percentile of that window over
+#   the whole track: the open mouth's dark cavity.
+# - e(t): log energy (80-4000 Hz) of 25 ms Hann windows every 10 ms, floored 60 dB below its maximum.
+# - both high-passed (minus a centred 5-frame = 200 ms moving mean: the sentence envelope,
+#   shared by every GRID speaker, is removed; syllable timing is kept), z-scored.
+# - curve r(L) = Pearson correlation over frames t of o(t) and e(t + L), L every 10 ms.
+#
+# Measured on GRID (6 clips x -200/0/+200 ms, 30 stranger pairs), not good enough to replace the
+# curve above: on whole 3 s clips, offline, 14/18 readings within one 24 fps frame (Light-ASD's
+# curve: 4/18), the rest gross errors of 250-520 ms; through bench/bench_sync.py (audio sliced
+# with the stage's +-N frame padding) 10-11/18, every +200 ms clip read near 0 (not yet
+# explained); restricted to lags within 120 ms of Light-ASD's offset 15/18. The peak correlation
+# does not separate strangers (matched 0.29-0.69, strangers 0.24-0.57: 4/30 below every match).
+
+MOUTH_ROWS = (58, 100)
+MOUTH_COLS = (30, 82)
+ENERGY_HOP_S = 0.01
+
+
+def mouth_opening(faces: np.ndarray, percentile: float = 10.0) -> np.ndarray:
+    """(T,) fraction of the mouth window darker than its ``percentile`` over the track, of (T, 112, 112) faces."""
+    mouth = np.asarray(faces, dtype=np.float64)[:, MOUTH_ROWS[0]:MOUTH_ROWS[1], MOUTH_COLS[0]:MOUTH_COLS[1]]
+    return (mouth < np.percentile(mouth, percentile)).mean(axis=(1, 2))
+
+
+def log_energy(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(log energy 80-4000 Hz of 25 ms Hann windows every 10 ms, their centre times in s) of int16 audio."""
+    x = np.asarray(audio, dtype=np.float64) / 32768.0
+    win, hop = int(round(0.025 * rate)), int(round(ENERGY_HOP_S * rate))
+    count = max(0, (len(x) - win) // hop + 1)
+    if count == 0:
+        return np.zeros(0), np.zeros(0)
+    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:count] * np.hanning(win)
+    spectrum = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    band = (np.fft.rfftfreq(win, 1.0 / rate) > 80) & (np.fft.rfftfreq(win, 1.0 / rate) < 4000)
+    power = spectrum[:, band].sum(axis=1)
+    # Floored 60 dB below the loudest window: digital silence (padding, a delay filter's zeros)
+    # would otherwise be a cliff far below any recorded room noise.
+    return np.log(power + 1e-6 * power.max() + 1e-12), (np.arange(count) * hop + win / 2) / rate
+
+
+def _high_pass(x: np.ndarray, width: int) -> np.ndarray:
+    return x - np.convolve(x, np.ones(width) / width, mode="same")
+
+
+def lip_energy_curve(opening: np.ndarray, times: np.ndarray, energy: np.ndarray, energy_times: np.ndarray,
+                     lags_s: np.ndarray, high_pass_s: float = 0.2) -> np.ndarray:
+    """r(L) for each lag (s): correlation of the high-passed opening at ``times`` with the high-passed
+    energy at ``times + L`` (positive L: the sound comes later)."""
+    fps = 1.0 / float(np.median(np.diff(times)))
+    o = _high_pass(np.asarray(opening, dtype=np.float64), max(1, int(round(high_pass_s * fps))))
+    e = _high_pass(np.asarray(energy, dtype=np.float64), max(1, int(round(high_pass_s / ENERGY_HOP_S))))
+    rows = np.stack([np.interp(times + lag, energy_times, e) for lag in lags_s])
+    return correlation_curve(o, rows)

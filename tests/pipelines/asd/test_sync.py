@@ -13,7 +13,8 @@ import pytest
 
 import pipelines.fixtures.media as mf
 from pipelines.asd.stage import face_track_25
-from pipelines.asd.sync import SYNC_FPS, best_shift, measure_offset, parabolic_refinement
+from pipelines.asd.sync import (MOUTH_COLS, MOUTH_ROWS, SYNC_FPS, best_shift, lip_energy_curve, log_energy,
+                                measure_offset, mouth_opening, parabolic_refinement)
 from pipelines.config import load_config
 from pipelines.runner import run_source
 from pipelines.schema.records import Segment
@@ -76,6 +77,32 @@ def test_equal_maxima_go_to_the_shift_nearest_zero():
     curve = np.zeros(17)
     curve[[2, 10, 14]] = 1.0
     assert best_shift(curve) == 10
+
+
+def test_mouth_opening_against_loudness_peaks_at_the_audio_delay():
+    """The experimental lip curve: a mouth opening at irregular syllable times, heard 120 ms later."""
+    rng = np.random.default_rng(3)
+    fps, rate, delay = 24.0, 16000, 0.12
+    onsets = np.cumsum(rng.uniform(0.15, 0.35, size=10)) + 0.3
+    times = (np.arange(96) + 0.5) / fps
+    faces = np.full((len(times), 112, 112), 150, dtype=np.uint8)
+    audio = np.zeros(int(4.5 * rate), dtype=np.int16)
+    for t0 in onsets:
+        open_frames = (times >= t0) & (times < t0 + 0.1)
+        faces[open_frames, MOUTH_ROWS[0] + 10:MOUTH_ROWS[0] + 25, MOUTH_COLS[0] + 10:MOUTH_COLS[1] - 10] = 20
+        a = int((t0 + delay) * rate)
+        audio[a:a + int(0.1 * rate)] = (8000 * np.sin(2 * np.pi * 300 * np.arange(int(0.1 * rate)) / rate)).astype(np.int16)
+    audio = (audio + rng.normal(0, 30, size=len(audio))).astype(np.int16)
+    opening = mouth_opening(faces)
+    assert opening.max() > 0.1 and opening.min() < opening.max()
+    energy, energy_times = log_energy(audio, rate)
+    assert energy_times[1] - energy_times[0] == pytest.approx(0.01)
+    lags = np.arange(-32, 33) * 0.01
+    curve = lip_energy_curve(opening, times, energy, energy_times, lags)
+    assert abs(lags[best_shift(curve)] - delay) <= 0.02
+    # Audio that comes early reads negative: the same sound heard before the mouth opens.
+    early = lip_energy_curve(opening, times, energy, energy_times - 2 * delay, lags)
+    assert abs(lags[best_shift(early)] + delay) <= 0.02
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,9 @@
 Each GRID clip goes once through the real face stage (SCRFD, 384 px 24 fps crop), and its
 face track is read back as the ASD stage reads it (pipelines.asd.stage.face_track_25). The
 audio variants are composed by ffmpeg from the GRID audio: delayed by d ms (adelay, cut to
-the clip) or advanced (atrim from d ms, then silence). Only the audio differs between the
+the clip; ``all=1``: GRID's audio is stereo and a bare adelay delays the first channel only,
+so the mono mix held the undelayed voice too) or advanced (atrim from d ms, then silence).
+Only the audio differs between the
 variants of one clip, so the face stage runs 6 times, not once per variant; the audio is
 sliced exactly as the stage slices the source audio (silence beyond the recording).
 
@@ -14,10 +16,12 @@ stranger pairs (clip A's face, clip B's 0 ms audio, all 30 ordered pairs) the co
 and the cost of one shifted-scoring call (2N + 1 shifts) over one plain ASD pass, each the
 best of --repeat in the same run, on each GRID clip and on all six joined into one track.
 
-It also reads the experimental mouth-opening / log-energy curve of pipelines.asd.sync
-(``lip_energy_curve``, at 10 ms lags over the same +-N frames) on the same tracks and audio,
-alone and restricted to lags near Light-ASD's offset, and prints its accuracy and the peak
-correlation of matched and stranger audio.
+It also reads the mouth-opening / log-energy curve of pipelines.asd.sync the way the stage
+does (pipelines.asd.stage.lip_measure on the same padded audio: the lip curve's peak within
+LIP_WINDOW_S of Light-ASD's reading; this is the stage's offset), the lip curve over all lags
+alone, and the same reading on the unpadded audio (the clip's own audio from its first sample:
+both must agree), and prints their accuracy and the peak correlation of matched and stranger
+audio.
 """
 
 from __future__ import annotations
@@ -39,9 +43,8 @@ if str(REPO) not in sys.path:  # `python bench/bench_sync.py` puts bench/, not t
 
 import numpy as np  # noqa: E402
 
-from pipelines.asd.stage import face_track_25  # noqa: E402
-from pipelines.asd.sync import (SYNC_FPS, best_shift, lip_energy_curve, log_energy, measure_offset,  # noqa: E402
-                                mouth_opening, parabolic_refinement)
+from pipelines.asd.stage import face_track_25, lip_measure  # noqa: E402
+from pipelines.asd.sync import SYNC_FPS, measure_offset  # noqa: E402
 from pipelines.config import MODEL_DIR_ENV, PipelineConfig, load_config  # noqa: E402
 from pipelines.ingest import SourceRegistry  # noqa: E402
 from pipelines.runner import ModelBackends, run_stage  # noqa: E402
@@ -52,7 +55,7 @@ RATE = 16000
 def audio_variant(clip: Path, offset_ms: int) -> np.ndarray:
     """The clip's audio at 16 kHz mono, delayed (> 0) or advanced (< 0) by ``offset_ms``, by ffmpeg."""
     if offset_ms > 0:
-        graph = f"adelay={offset_ms}"
+        graph = f"adelay={offset_ms}:all=1"
     elif offset_ms < 0:
         graph = f"atrim=start={-offset_ms / 1000},asetpts=PTS-STARTPTS,apad"
     else:
@@ -73,8 +76,8 @@ def padded_slice(audio: np.ndarray, start_s: float, frames: int, max_shift: int)
     return out
 
 
-def face_tracks(clips: list[Path], config: PipelineConfig) -> dict[str, tuple[np.ndarray, float]]:
-    """Each clip's (25 fps faces, segment start) after the real face stage."""
+def face_tracks(clips: list[Path], config: PipelineConfig) -> dict[str, tuple[np.ndarray, float, int]]:
+    """Each clip's (25 fps faces, segment start, 24 fps frame count) after the real face stage."""
     backends = ModelBackends(config)
     tracks = {}
     for ref in SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions):
@@ -85,37 +88,9 @@ def face_tracks(clips: list[Path], config: PipelineConfig) -> dict[str, tuple[np
                   "left out")
             continue
         segment = max(segments, key=lambda s: s.end_s - s.start_s)
-        faces, _ = face_track_25(config.paths.work_dir / "sources" / ref.source_id, segment, config)
-        tracks[ref.relpath] = (faces, segment.start_s)
+        faces, frames = face_track_25(config.paths.work_dir / "sources" / ref.source_id, segment, config)
+        tracks[ref.relpath] = (faces, segment.start_s, frames)
     return tracks
-
-
-def frames_24(faces25: np.ndarray, fps: float = 24.0) -> np.ndarray:
-    """The distinct 24 fps frames of a track face_track_25 sampled at 25 fps (one repeat a second)."""
-    for n in range(len(faces25) - 3, len(faces25) + 1):
-        if int(np.floor(n / fps * SYNC_FPS + 1e-6)) == len(faces25):
-            at = np.minimum((np.arange(len(faces25)) / SYNC_FPS * fps + 1e-9).astype(int), n - 1)
-            return faces25[[int(np.flatnonzero(at == j)[0]) for j in range(n)]]
-    raise ValueError("not a 24 fps track sampled at 25 fps")
-
-
-LAGS_S = np.arange(-32, 33) * 0.01  # +-320 ms every 10 ms, the span of shifts -8..8
-
-
-def lip_reading(faces25: np.ndarray, start_s: float, audio: np.ndarray, max_shift: int,
-                centre_s: float | None = None, window_s: float | None = None) -> tuple[float, float]:
-    """(offset s, peak correlation) of the mouth-opening / log-energy curve (pipelines.asd.sync);
-    with ``centre_s`` and ``window_s`` only lags within ``window_s`` of ``centre_s`` count."""
-    faces = frames_24(faces25)
-    times = start_s + (np.arange(len(faces)) + 0.5) / 24.0
-    energy, energy_times = log_energy(audio, RATE)
-    curve = lip_energy_curve(mouth_opening(faces), times, energy, energy_times + start_s - max_shift / SYNC_FPS,
-                             LAGS_S)
-    if centre_s is not None:
-        curve = np.where(np.abs(LAGS_S - centre_s) <= window_s + 1e-9, curve, -np.inf)
-    index = best_shift(curve)
-    refine = parabolic_refinement(curve, index) if np.isfinite(curve[max(index - 1, 0):index + 2]).all() else 0.0
-    return float(LAGS_S[index] + refine * (LAGS_S[1] - LAGS_S[0])), float(curve[index])
 
 
 def best_of(repeat: int, call) -> float:
@@ -144,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offsets-ms", default="-200,-100,0,100,200")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--no-cost", action="store_true", help="skip the timing of shifted scoring")
     parser.add_argument("--dump", type=Path, help="also save every call's shifted logits (npz) to replay curve rules")
     args = parser.parse_args(argv)
     import torch
@@ -167,18 +143,26 @@ def main(argv: list[str] | None = None) -> int:
     dumped: dict[str, np.ndarray] = {}
 
     def measure(face_clip: str, audio_key: tuple[str, int]):
-        faces, start = tracks[face_clip]
-        logits, visual = scorer.shifted_scores(faces, padded_slice(audio[audio_key], start, len(faces), n), n)
+        faces, start, frames = tracks[face_clip]
+        sliced = padded_slice(audio[audio_key], start, len(faces), n)
+        logits, visual = scorer.shifted_scores(faces, sliced, n)
         dumped[f"{face_clip}|{audio_key[0]}|{audio_key[1]}|logits"] = logits
         dumped[f"{face_clip}|{audio_key[0]}|{audio_key[1]}|visual"] = visual
         if args.dump:
             np.savez(args.dump, **dumped)
         m = measure_offset(logits, visual, threshold)
-        sliced = padded_slice(audio[audio_key], start, len(faces), n)
-        lips[(face_clip, audio_key)] = {"lips": lip_reading(faces, start, sliced, n)}
-        for w in (0.12, 0.16, 0.2):
-            lips[(face_clip, audio_key)][f"lips_near_asd_{w}"] = (
-                lip_reading(faces, start, sliced, n, m.offset_s, w) if m else (float("nan"), float("nan")))
+        if m is None:
+            lips[(face_clip, audio_key)] = {k: (float("nan"), float("nan")) for k in ("stage", "alone", "unpadded")}
+            return m
+        stage = lip_measure(faces, frames, start, sliced, m, config)
+        alone = lip_measure(faces, frames, start, sliced, m, config, window_s=np.inf)
+        # The clip's own audio from its first sample, no padding: the same reading as the stage's path.
+        unpadded = lip_measure(faces, frames, start, padded_slice(audio[audio_key], start, len(faces), 0), m,
+                               config, audio_start_s=start)
+        lips[(face_clip, audio_key)] = {
+            "stage": (stage.offset_s, float(np.interp(stage.offset_s, stage.lags_s, stage.scores))),
+            "alone": (alone.offset_s, float(np.interp(alone.offset_s, alone.lags_s, alone.scores))),
+            "unpadded": (unpadded.offset_s, float(np.interp(unpadded.offset_s, unpadded.lags_s, unpadded.scores)))}
         return m
 
     lips: dict = {}
@@ -211,13 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     errors = np.array([abs(r["error_ms"]) for r in matched if r["error_ms"] is not None])
     print(f"|offset error| refined: max {errors.max():.1f} ms, mean {errors.mean():.1f} ms; integer: max "
           f"{max(abs(r['integer_error_ms']) for r in matched):.1f} ms")
-    cost = [cost_row(scorer, *tracks[c.name][:1], padded_slice(audio[(c.name, 0)], tracks[c.name][1],
-                                                               len(tracks[c.name][0]), n), n, args.repeat)
-            for c in clips[:2]]
-    joined_faces = np.concatenate([tracks[c.name][0] for c in clips])
-    joined_audio = np.concatenate([padded_slice(audio[(c.name, 0)], tracks[c.name][1], len(tracks[c.name][0]), 0)
-                                   for c in clips])
-    cost.append(cost_row(scorer, joined_faces, padded_slice(joined_audio, 0.0, len(joined_faces), n), n, args.repeat))
+    cost = []
+    if not args.no_cost:
+        cost = [cost_row(scorer, tracks[c.name][0], padded_slice(audio[(c.name, 0)], tracks[c.name][1],
+                                                                 len(tracks[c.name][0]), n), n, args.repeat)
+                for c in clips[:2]]
+        joined_faces = np.concatenate([tracks[c.name][0] for c in clips])
+        joined_audio = np.concatenate([padded_slice(audio[(c.name, 0)], tracks[c.name][1], len(tracks[c.name][0]), 0)
+                                       for c in clips])
+        cost.append(cost_row(scorer, joined_faces, padded_slice(joined_audio, 0.0, len(joined_faces), n), n,
+                             args.repeat))
     for row in cost:
         print(f"cost, {row['frames']} frames: plain {row['plain_s']} s, {2 * n + 1} shifts {row['shifted_s']} s "
               f"-> x{row['multiple']} (naive x{row['naive_multiple']})")
@@ -231,8 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  peak correlation matched {min(own):.3f}-{max(own):.3f} (median {np.median(own):.3f}), "
               f"strangers {min(other):.3f}-{max(other):.3f} (median {np.median(other):.3f}); strangers below the "
               f"lowest matched: {sum(o < min(own) for o in other)}/{len(other)}")
+    disagree = [key for key, v in lips.items() if abs(v["stage"][0] - v["unpadded"][0]) > 0.005]
+    print(f"\nstage path (padded) vs unpadded audio: {len(lips) - len(disagree)}/{len(lips)} readings within 5 ms"
+          + (f"; differ: {disagree}" if disagree else ""))
     if args.json:
-        args.json.write_text(json.dumps({"matched": matched, "strangers": strangers, "cost": cost}, indent=1))
+        args.json.write_text(json.dumps({"matched": matched, "strangers": strangers, "cost": cost,
+                                         "lips": [{"face": f, "voice": v, "true_ms": d, **lips[(f, (v, d))]}
+                                                  for f, (v, d) in lips]}, indent=1))
     return 0
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.asd.sync import SyncMeasure, measure_offset
+from pipelines.asd.sync import (LIP_WINDOW_S, LipSyncMeasure, SyncMeasure, lip_offset, measure_offset,
+                                mouth_opening)
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
 from pipelines.media.decode import iter_video_frames
@@ -38,7 +39,9 @@ class ScoredSegment:
     times: np.ndarray  # absolute centre time of each 24 fps frame
     raw: np.ndarray  # speaking probability per 24 fps frame
     smooth: np.ndarray
-    sync: SyncMeasure | None = None  # the offset curve, when config.sync is on and the face speaks at some shift
+    # The offset, when config.sync is on and the face speaks at some shift: the lip curve's reading
+    # in the window Light-ASD's curve allows (pipelines.asd.sync).
+    sync: LipSyncMeasure | SyncMeasure | None = None
 
     def smooth_at(self, times: np.ndarray) -> np.ndarray:
         """This face's smoothed probability at ``times``; 0 where the face is not on screen."""
@@ -74,6 +77,28 @@ def shifted_audio(folder: Path, segment: Segment, frames: int, audio_start_s: fl
     return samples
 
 
+def frames_24_of_25(faces25: np.ndarray, n: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct frames, their 24 fps frame numbers) of a track face_track_25 sampled at 25 fps
+    from ``n`` frames at ``fps``: each output frame once, at the first 25 fps sample that shows it."""
+    at = np.minimum((np.arange(len(faces25)) / ASD_FPS * fps + 1e-9).astype(int), n - 1)
+    numbers, first = np.unique(at, return_index=True)
+    return faces25[first], numbers
+
+
+def lip_measure(faces25: np.ndarray, n: int, start_s: float, audio: np.ndarray, coarse: SyncMeasure,
+                config: PipelineConfig, window_s: float = LIP_WINDOW_S,
+                audio_start_s: float | None = None) -> LipSyncMeasure:
+    """The lip-energy offset of a track starting at ``start_s`` (pipelines.asd.sync.lip_offset) from
+    its 25 fps faces and the padded audio shifted_audio read (first sample N frames before the
+    track, unless ``audio_start_s`` says when), at lags of up to N frames."""
+    fps = config.crops.fps
+    faces, numbers = frames_24_of_25(faces25, n, fps)
+    pad = config.sync.max_shift_frames / ASD_FPS
+    return lip_offset(mouth_opening(faces), start_s + (numbers + 0.5) / fps, audio, config.audio.sample_rate,
+                      start_s - pad if audio_start_s is None else audio_start_s, coarse, max_lag_s=pad,
+                      window_s=window_s)
+
+
 def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig,
                   audio_start_s: float = 0.0) -> ScoredSegment:
     """Speaking probability per 24 fps frame. With ``config.sync`` on, the face is also scored
@@ -85,9 +110,11 @@ def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig
     faces, n = face_track_25(folder, segment, config)
     measure = None
     if config.sync.enabled:
-        logits, visual = scorer.shifted_scores(
-            faces, shifted_audio(folder, segment, len(faces), audio_start_s, config), config.sync.max_shift_frames)
+        audio = shifted_audio(folder, segment, len(faces), audio_start_s, config)
+        logits, visual = scorer.shifted_scores(faces, audio, config.sync.max_shift_frames)
         measure = measure_offset(logits, visual, config.asd.threshold)
+        if measure is not None:
+            measure = lip_measure(faces, n, segment.start_s, audio, measure, config)
         row = config.sync.max_shift_frames
         if measure is not None and config.sync.correction == "shift":
             row += measure.best_frames
@@ -272,5 +299,5 @@ def run(ctx: StageContext) -> StageResult:
 SPEC = StageSpec(
     name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="3", build_backend=build_backend, run=run,
     description="Light-ASD speaking probability per frame of every face track; segments cut to the speaking frames; "
-                "audio-video offset from scores with the audio shifted (config.sync).",
+                "audio-video offset (config.sync): mouth opening vs audio energy, in the window Light-ASD's shifted scores allow.",
 )

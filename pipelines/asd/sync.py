@@ -128,7 +128,7 @@ def measure_offset(logits: np.ndarray, visual: np.ndarray, threshold: float) -> 
                        confidence=float(scores[index] - np.median(scores)))
 
 
-# ---- experimental: mouth opening against audio loudness (not used by the stage) -------------
+# ---- mouth opening against audio loudness: the fine reading ----------------------------------
 #
 # Classic audio-visual synchrony (Hershey & Movellan, "Audio Vision", NIPS 2000: correlation of
 # pixel intensities with audio energy; Bredin & Chollet 2007 for its use as a sync/liveness
@@ -136,22 +136,30 @@ def measure_offset(logits: np.ndarray, visual: np.ndarray, threshold: float) -> 
 #
 # - o(t): mouth opening, the fraction of pixels of the mouth window (rows MOUTH_ROWS, columns
 #   MOUTH_COLS of the 112 px face crop) darker than the 10th percentile of that window over
-#   the whole track: the open mouth's dark cavity.
-# - e(t): log energy (80-4000 Hz) of 25 ms Hann windows every 10 ms, floored 60 dB below its maximum.
-# - both high-passed (minus a centred 5-frame = 200 ms moving mean: the sentence envelope,
-#   shared by every GRID speaker, is removed; syllable timing is kept), z-scored.
-# - curve r(L) = Pearson correlation over frames t of o(t) and e(t + L), L every 10 ms.
+#   the whole track: the open mouth's dark cavity; one value per distinct 24 fps frame.
+# - e(t): log energy (80-4000 Hz) of 25 ms Hann windows every 10 ms, floored 60 dB below its
+#   maximum. Windows holding only digital zeros (silence padding beyond the recording, a delay
+#   filter's lead-in) are *no audio*, not a quiet room: they are left out of the high-pass and
+#   of the correlation instead of being a cliff that correlates with the mouth's own edges.
+# - both high-passed (minus a centred HIGH_PASS_S moving mean over the samples present, so the
+#   ends are not biased by zeros outside), which removes the sentence envelope and keeps the
+#   syllable timing.
+# - curve r(L) = Pearson correlation over frames t of o(t) and e(t + L), L every 10 ms over
+#   +-N frames, each lag over the frames whose audio at t + L is present.
 #
-# Measured on GRID (6 clips x -200/0/+200 ms, 30 stranger pairs), not good enough to replace the
-# curve above: on whole 3 s clips, offline, 14/18 readings within one 24 fps frame (Light-ASD's
-# curve: 4/18), the rest gross errors of 250-520 ms; through bench/bench_sync.py (audio sliced
-# with the stage's +-N frame padding) 10-11/18, every +200 ms clip read near 0 (not yet
-# explained); restricted to lags within 120 ms of Light-ASD's offset 15/18. The peak correlation
-# does not separate strangers (matched 0.29-0.69, strangers 0.24-0.57: 4/30 below every match).
+# Syllables come every 200-300 ms, so r(L) has near-equal side peaks one syllable away from the
+# true one (measured on GRID: lrwp9a's curve at 0 ms has 0.41 at -40 ms and 0.41 at -270 ms).
+# Light-ASD's curve (above) is coarse (per clip bias of up to 120 ms on GRID) but has one broad
+# peak: only lags within LIP_WINDOW_S of its reading count, and the lip curve's peak in that
+# window, refined by a parabola, is the offset. Measured with bench/bench_sync.py (6 GRID clips
+# x -200/0/+200 ms, the stage's padded audio): 18/18 within one 24 fps frame, max error 26 ms;
+# the lip curve over all lags alone 14/18 (side peaks), Light-ASD alone 4/18.
 
 MOUTH_ROWS = (58, 100)
 MOUTH_COLS = (30, 82)
 ENERGY_HOP_S = 0.01
+HIGH_PASS_S = 0.4  # 0.3-0.6 s all read 18/18 with the window; 0.2 s (the first choice) 15/18
+LIP_WINDOW_S = 0.16  # 0.10-0.16 s all read 18/18 at HIGH_PASS_S; 0.2 s lets lrwp9a's side peak in
 
 
 def mouth_opening(faces: np.ndarray, percentile: float = 10.0) -> np.ndarray:
@@ -160,32 +168,101 @@ def mouth_opening(faces: np.ndarray, percentile: float = 10.0) -> np.ndarray:
     return (mouth < np.percentile(mouth, percentile)).mean(axis=(1, 2))
 
 
-def log_energy(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(log energy 80-4000 Hz of 25 ms Hann windows every 10 ms, their centre times in s) of int16 audio."""
+def log_energy(audio: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log energy 80-4000 Hz of 25 ms Hann windows every 10 ms, their centre times in s, whether each
+    window holds any non-zero sample) of int16 audio."""
     x = np.asarray(audio, dtype=np.float64) / 32768.0
     win, hop = int(round(0.025 * rate)), int(round(ENERGY_HOP_S * rate))
     count = max(0, (len(x) - win) // hop + 1)
     if count == 0:
-        return np.zeros(0), np.zeros(0)
-    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:count] * np.hanning(win)
-    spectrum = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+        return np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool)
+    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:count]
+    present = np.abs(frames).max(axis=1) > 0
+    spectrum = np.abs(np.fft.rfft(frames * np.hanning(win), axis=1)) ** 2
     band = (np.fft.rfftfreq(win, 1.0 / rate) > 80) & (np.fft.rfftfreq(win, 1.0 / rate) < 4000)
     power = spectrum[:, band].sum(axis=1)
-    # Floored 60 dB below the loudest window: digital silence (padding, a delay filter's zeros)
-    # would otherwise be a cliff far below any recorded room noise.
-    return np.log(power + 1e-6 * power.max() + 1e-12), (np.arange(count) * hop + win / 2) / rate
+    return (np.log(power + 1e-6 * power.max() + 1e-12), (np.arange(count) * hop + win / 2) / rate, present)
 
 
-def _high_pass(x: np.ndarray, width: int) -> np.ndarray:
-    return x - np.convolve(x, np.ones(width) / width, mode="same")
+def high_pass(x: np.ndarray, width: int, present: np.ndarray | None = None) -> np.ndarray:
+    """``x`` minus its centred ``width``-sample moving mean over the samples present (all by default);
+    0 where absent. Near the ends the mean is over the samples that exist, not zeros beyond them."""
+    x = np.asarray(x, dtype=np.float64)
+    present = np.ones(len(x), dtype=bool) if present is None else np.asarray(present, dtype=bool)
+    kernel = np.ones(max(1, min(width, 2 * len(x) - 1)))
+    total = np.convolve(np.where(present, x, 0.0), kernel, mode="same")
+    count = np.convolve(present.astype(np.float64), kernel, mode="same")
+    return np.where(present, x - total / np.maximum(count, 1.0), 0.0)
 
 
 def lip_energy_curve(opening: np.ndarray, times: np.ndarray, energy: np.ndarray, energy_times: np.ndarray,
-                     lags_s: np.ndarray, high_pass_s: float = 0.2) -> np.ndarray:
+                     lags_s: np.ndarray, present: np.ndarray | None = None,
+                     high_pass_s: float = HIGH_PASS_S) -> np.ndarray:
     """r(L) for each lag (s): correlation of the high-passed opening at ``times`` with the high-passed
-    energy at ``times + L`` (positive L: the sound comes later)."""
+    energy at ``times + L`` (positive L: the sound comes later), over the frames whose energy at
+    ``times + L`` is ``present`` (all by default); 0 where fewer than 3 frames are."""
     fps = 1.0 / float(np.median(np.diff(times)))
-    o = _high_pass(np.asarray(opening, dtype=np.float64), max(1, int(round(high_pass_s * fps))))
-    e = _high_pass(np.asarray(energy, dtype=np.float64), max(1, int(round(high_pass_s / ENERGY_HOP_S))))
-    rows = np.stack([np.interp(times + lag, energy_times, e) for lag in lags_s])
-    return correlation_curve(o, rows)
+    present = np.ones(len(energy), dtype=bool) if present is None else np.asarray(present, dtype=bool)
+    o = high_pass(opening, max(1, int(round(high_pass_s * fps))))
+    e = high_pass(energy, max(1, int(round(high_pass_s / ENERGY_HOP_S))), present)
+    curve = np.zeros(len(lags_s))
+    for i, lag in enumerate(lags_s):
+        # A frame counts where both energy windows around t + L hold audio.
+        inside = np.interp(times + lag, energy_times, present.astype(np.float64), left=0.0, right=0.0) > 1 - 1e-9
+        if inside.sum() >= 3:
+            curve[i] = correlation_curve(o[inside], np.interp(times[inside] + lag, energy_times, e)[None])[0]
+    return curve
+
+
+@dataclass(frozen=True)
+class LipSyncMeasure:
+    """The lip-energy reading of one face track, inside the window Light-ASD's curve allows."""
+
+    lags_s: np.ndarray  # (L,) lags in s, every ENERGY_HOP_S
+    scores: np.ndarray  # (L,) r(L)
+    window_s: tuple[float, float]  # the lags that count: within LIP_WINDOW_S of the coarse reading
+    offset_s: float  # the refined peak in the window (positive: the audio is late)
+    confidence: float  # r at the peak - median r over all lags
+    coarse: SyncMeasure  # Light-ASD's curve, which placed the window
+
+    @property
+    def best_frames(self) -> int:
+        """The offset in whole 25 fps frames (the shift row the speaking probability is read at)."""
+        return int(np.round(self.offset_s * SYNC_FPS))
+
+    @property
+    def speaking_frames(self) -> int:
+        return self.coarse.speaking_frames
+
+    def summary(self) -> dict:
+        """The lip curve and its reading, rounded for JSON (the ``av_curve`` payload); ``coarse``: Light-ASD's."""
+        peak = float(np.interp(self.offset_s, self.lags_s, self.scores))
+        return {"method": "lip_energy", "lags_s": [round(float(v), 3) for v in self.lags_s],
+                "scores": [round(float(c), 4) for c in self.scores],
+                "unit": "correlation of mouth opening and audio log energy", "window_s": list(self.window_s),
+                "offset_s": round(self.offset_s, 4), "peak": round(peak, 4),
+                "median": round(float(np.median(self.scores)), 4), "confidence": round(self.confidence, 4),
+                "coarse": self.coarse.summary()}
+
+
+def lip_offset(opening: np.ndarray, times: np.ndarray, audio: np.ndarray, rate: int, audio_start_s: float,
+               coarse: SyncMeasure, max_lag_s: float, window_s: float = LIP_WINDOW_S) -> LipSyncMeasure:
+    """The offset of a face track from its mouth opening (values at absolute ``times``) and ``audio``
+    (int16 at ``rate`` whose first sample is at absolute ``audio_start_s``): the peak of the lip
+    curve over lags -max_lag_s..max_lag_s (10 ms apart) within ``window_s`` of Light-ASD's reading."""
+    steps = int(round(max_lag_s / ENERGY_HOP_S))
+    lags = np.arange(-steps, steps + 1) * ENERGY_HOP_S
+    energy, energy_times, present = log_energy(audio, rate)
+    scores = lip_energy_curve(opening, np.asarray(times, dtype=np.float64), energy, energy_times + audio_start_s,
+                              lags, present)
+    lo, hi = coarse.offset_s - window_s, coarse.offset_s + window_s
+    allowed = (lags >= lo - 1e-9) & (lags <= hi + 1e-9)
+    if not allowed.any():  # the coarse reading at the end of the range: its nearest lag
+        allowed = np.abs(lags - np.clip(coarse.offset_s, lags[0], lags[-1])) <= ENERGY_HOP_S / 2 + 1e-9
+    windowed = np.where(allowed, scores, -np.inf)
+    index = best_shift(windowed)
+    inside = bool(allowed[max(index - 1, 0):index + 2].all())
+    refine = parabolic_refinement(scores, index) if inside else 0.0
+    return LipSyncMeasure(lags_s=lags, scores=scores, window_s=(round(lo, 4), round(hi, 4)),
+                          offset_s=float(lags[index] + refine * ENERGY_HOP_S),
+                          confidence=float(scores[index] - np.median(scores)), coarse=coarse)

@@ -50,6 +50,7 @@ class GridRun:
         self.config = stage_config(root, model_dir, speech={"enabled": False}, flame={"enabled": False},
                                    captions={"enabled": False})
         (self.ref,) = scan(self.config).values()
-        faces, *_, asd = run_source(self.ref, self.config, SharedDetectorBackends(self.config, detector), stages=["asd"])
-        self.record, self.asd = faces.result, asd.result
+        faces, quality, asd = run_source(self.ref, self.config, SharedDetectorBackends(self.config, detector),
+                                         stages=["asd"])
+        self.record, self.quality, self.asd = faces.result, quality.result, asd.result
         self.shards = write_shards([self.record], self.config)

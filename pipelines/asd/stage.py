@@ -116,7 +116,7 @@ def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig
         if measure is not None:
             measure = lip_measure(faces, n, segment.start_s, audio, measure, config)
         row = config.sync.max_shift_frames
-        if measure is not None and config.sync.correction == "shift":
+        if corrects(measure, config):
             row += measure.best_frames
         p25 = np.asarray(probability_from_logits(logits[row]), dtype=np.float64)
     else:
@@ -205,6 +205,17 @@ def lost_to_rivals(scored: list[ScoredSegment], config: PipelineConfig) -> list[
     return lost
 
 
+def outside_tolerance(measure: LipSyncMeasure | SyncMeasure | None, config: PipelineConfig) -> bool:
+    """Whether a measured offset is large enough to act on: smaller ones are within the
+    measure's own error (about one frame)."""
+    return measure is not None and abs(measure.offset_s) >= config.sync.min_correction_s
+
+
+def corrects(measure: LipSyncMeasure | SyncMeasure | None, config: PipelineConfig) -> bool:
+    """Whether the clip is written with its audio moved to zero offset (and decided so)."""
+    return config.sync.correction == "shift" and outside_tolerance(measure, config)
+
+
 def sync_numbers(measure: SyncMeasure, corrected: bool) -> dict:
     """The decision numbers of an offset curve (keys read by the QC report)."""
     return {"av_offset_frames": measure.best_frames, "av_offset_s": round(measure.offset_s, 4),
@@ -236,7 +247,7 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path,
         n = len(item.smooth)
         kept = sum(b - a for a, b in runs)
         measure = item.sync
-        shift = (measure is not None and config.sync.correction == "shift" and measure.best_frames != 0)
+        shift = corrects(measure, config)
         numbers = {"mean_probability": round(float(item.raw.mean()), 4), "max_probability": round(float(item.raw.max()), 4),
                    "kept_s": round(kept / fps, 4), "dropped_s": round((n - kept) / fps, 4),
                    "threshold": threshold, "lost_to_other_face_s": round(float((speaking & ~keep).sum()) / fps, 4)}
@@ -258,7 +269,7 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path,
         if reason is not None:
             decisions[key] = StageDecision(decision=REJECTED, reason=reason, numbers=numbers, payload=payload)
             continue
-        flags = ["av_offset"] if measure is not None and not shift and measure.best_frames != 0 else []
+        flags = ["av_offset"] if outside_tolerance(measure, config) and not shift else []
         children = []
         if runs != [(0, n)] or shift:
             # A clip kept whole but with its audio moved is rewritten too: a child with new files.
@@ -297,7 +308,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="3", build_backend=build_backend, run=run,
+    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="4", build_backend=build_backend, run=run,
     description="Light-ASD speaking probability per frame of every face track; segments cut to the speaking frames; "
                 "audio-video offset (config.sync): mouth opening vs audio energy, in the window Light-ASD's shifted scores allow.",
 )

@@ -137,7 +137,7 @@ def test_funnel_adds_up_on_a_real_grid_run(grid_asd_run):
     assert funnel.seconds_kept == pytest.approx(stats.accepted_duration_s.total, abs=2e-3)
     assert 0 < funnel.seconds_kept < funnel.seconds_in  # ASD cut the silent lead-in and tail
     assert funnel.seconds_pending == 0 and funnel.not_decoded == {}
-    assert all(gate.split(".")[0] in ("faces", "asd") for gate in funnel.lost_s), funnel.lost_s
+    assert all(gate.split(".")[0] in ("faces", "quality", "asd") for gate in funnel.lost_s), funnel.lost_s
     _adds_up(funnel)
 
 

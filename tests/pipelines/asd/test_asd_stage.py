@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.config import PipelineConfig, load_config
 import pipelines.fixtures.media as mf
-from pipelines.runner import result_path, run_source
+from pipelines.runner import load_result, result_path, run_source
 from pipelines.schema.records import SourceRecord, StageDecision, StageResult
 from pipelines.schema.sample import SampleRecord
 from pipelines.schema.manifest import MANIFEST_FILE
@@ -150,8 +150,9 @@ def test_split_clips_reach_the_shards_cut_to_the_kept_frames(run, grid_clips):
     assert record["parent_key"] + "_a00" == key
     # The packed JSON validates against the sample schema and names the stage runs it came from.
     source = run.records[grid_clips[0].name]
+    quality = load_result(run.cfg, source.source_id, "quality")
     assert SampleRecord.load(sample["json"]).stage_fingerprints == {
-        "faces": source.fingerprint, "asd": run.results[grid_clips[0].name].fingerprint}
+        "faces": source.fingerprint, "quality": quality.fingerprint, "asd": run.results[grid_clips[0].name].fingerprint}
     assert record["asd"]["mean_probability"] > 0.5 and [f["stage"] for f in record["filters"]] == ["faces", "quality", "asd"]
     mp4 = run.cfg.paths.data_dir / f"{key}.mp4"
     mp4.write_bytes(sample["mp4"])

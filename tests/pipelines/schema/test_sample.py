@@ -39,7 +39,8 @@ def test_a_shard_sample_round_trips_byte_for_byte(packed):
     assert SampleRecord.load(data.decode()) == sample
     # What a reader relies on, from the real run.
     assert sample.schema_ == SAMPLE_SCHEMA
-    assert sample.stage_fingerprints == {"faces": run.record.fingerprint, "asd": run.asd.fingerprint}
+    assert sample.stage_fingerprints == {"faces": run.record.fingerprint, "quality": run.quality.fingerprint,
+                                         "asd": run.asd.fingerprint}
     assert sample.parent_key == run.record.segments[0].key
     assert [f.stage for f in sample.filters] == ["faces", "quality", "asd"]
     assert sample.video.fps == run.config.crops.fps and sample.audio.sample_rate == run.config.audio.sample_rate

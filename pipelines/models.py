@@ -129,6 +129,20 @@ REGISTRY: dict[str, ModelSpec] = {
             licence="MIT",
         ),
         ModelSpec(
+            name="syncnet",
+            task="av_sync",
+            description="SyncNet (Chung & Zisserman 2016) syncnet_v2.model, a PyTorch state dict of "
+            "SyncNetModel.py S: audio-video offset and sync confidence (pipelines/asd/syncnet.py); optional, "
+            "the ASD stage uses it when present.",
+            # No reference hash is published (github.com/joonson/syncnet_python@6efbb1c download_model.sh
+            # only wgets the file): used and reported unpinned.
+            candidates=(ModelFile("syncnet/syncnet_v2.model", None),),
+            how_to_obtain="on a machine with internet access, download "
+            "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model (joonson/syncnet_python "
+            "download_model.sh) into <model_dir>/syncnet/",
+            licence="MIT (joonson/syncnet_python LICENSE.md)",
+        ),
+        ModelSpec(
             name="pyannote_segmentation_whisperx",
             task="speech_activity",
             description="pyannote/segmentation (v2, 3 speakers, 5 s windows) shipped inside the whisperx wheel; "

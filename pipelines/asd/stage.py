@@ -18,6 +18,7 @@ import numpy as np
 
 from pipelines.asd.sync import (LIP_WINDOW_S, LipSyncMeasure, SyncMeasure, lip_offset, measure_offset,
                                 mouth_opening)
+from pipelines.asd.syncnet import SYNCNET_MIN_CONFIDENCE, SyncNetReading
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
 from pipelines.media.decode import iter_video_frames
@@ -42,6 +43,9 @@ class ScoredSegment:
     # The offset, when config.sync is on and the face speaks at some shift: the lip curve's reading
     # in the window Light-ASD's curve allows (pipelines.asd.sync).
     sync: LipSyncMeasure | SyncMeasure | None = None
+    # SyncNet's reading (pipelines.asd.syncnet), when config.sync is on and its weights are in the
+    # model directory: its confidence decides av_sync_mismatch.
+    syncnet: SyncNetReading | None = None
 
     def smooth_at(self, times: np.ndarray) -> np.ndarray:
         """This face's smoothed probability at ``times``; 0 where the face is not on screen."""
@@ -99,6 +103,32 @@ def lip_measure(faces25: np.ndarray, n: int, start_s: float, audio: np.ndarray, 
                       window_s=window_s)
 
 
+def syncnet_weights(config: PipelineConfig) -> Path | None:
+    """The SyncNet weights (registry ``syncnet``) when the model directory has them, else None."""
+    status = ModelStore(config.paths.model_dir).status("syncnet")
+    return status.path if status.state in ("ok", "unpinned") else None
+
+
+def syncnet_measure(folder: Path, segment: Segment, audio: np.ndarray, frames: int, config: PipelineConfig,
+                    weights: Path) -> SyncNetReading | None:
+    """SyncNet's offset and confidence of a segment: its 224 px crops (the authors' crop rule on the
+    per-frame boxes in the 384 px clip, sampled at 25 fps by time) against the segment's own audio,
+    cut from the padded ``audio`` shifted_audio read for ``frames`` 25 fps frames. None when the
+    segment is too short for one SyncNet window."""
+    from pipelines.asd import syncnet
+
+    boxes = boxes_in_crop(np.load(folder / segment.files["boxes.npy"]), config.crops.size_px)
+    video = syncnet.face_video_25(iter_video_frames(folder / segment.files["mp4"]), boxes, config.crops.fps)
+    rate = config.audio.sample_rate
+    if rate != syncnet.SYNCNET_RATE:
+        raise ValueError(f"SyncNet needs {syncnet.SYNCNET_RATE} Hz audio, config.audio.sample_rate is {rate}")
+    lead = int(round(config.sync.max_shift_frames / ASD_FPS * rate))
+    own = audio[lead:lead + int(round(frames / ASD_FPS * rate))]
+    if syncnet.window_count(len(video), len(own)) == 0:
+        return None
+    return syncnet.measure(syncnet.cached_syncnet(weights, config.asd.device), video, own)
+
+
 def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig,
                   audio_start_s: float = 0.0) -> ScoredSegment:
     """Speaking probability per 24 fps frame. With ``config.sync`` on, the face is also scored
@@ -108,7 +138,7 @@ def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig
 
     fps = config.crops.fps
     faces, n = face_track_25(folder, segment, config)
-    measure = None
+    measure = reading = None
     if config.sync.enabled:
         audio = shifted_audio(folder, segment, len(faces), audio_start_s, config)
         logits, visual = scorer.shifted_scores(faces, audio, config.sync.max_shift_frames)
@@ -119,6 +149,9 @@ def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig
         if corrects(measure, config):
             row += measure.best_frames
         p25 = np.asarray(probability_from_logits(logits[row]), dtype=np.float64)
+        weights = syncnet_weights(config)
+        if weights is not None:
+            reading = syncnet_measure(folder, segment, audio, len(faces), config, weights)
     else:
         pcm, rate = read_wav(folder / segment.files["wav"])
         if rate != config.audio.sample_rate:
@@ -128,7 +161,7 @@ def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig
     raw = p25[np.clip((centres * ASD_FPS).astype(int), 0, len(p25) - 1)]
     radius = int(round(config.asd.smoothing_window_s / 2 * fps))
     smooth = smooth_params(raw[:, None], radius)[:, 0]
-    return ScoredSegment(segment, segment.start_s + centres, raw, smooth, measure)
+    return ScoredSegment(segment, segment.start_s + centres, raw, smooth, measure, reading)
 
 
 def _window_means(probs: np.ndarray, on_screen: np.ndarray, radius: int) -> np.ndarray:
@@ -222,12 +255,24 @@ def sync_numbers(measure: SyncMeasure, corrected: bool) -> dict:
             "av_confidence": round(measure.confidence, 4), "av_corrected": corrected}
 
 
-def sync_rejection(measure: SyncMeasure, config: PipelineConfig) -> str | None:
+def syncnet_numbers(reading: SyncNetReading) -> dict:
+    """The decision numbers of SyncNet's reading."""
+    return {"av_syncnet_offset_frames": reading.offset_frames, "av_syncnet_confidence": round(reading.confidence, 4)}
+
+
+def sync_rejection(measure: LipSyncMeasure | SyncMeasure | None, config: PipelineConfig,
+                   syncnet: SyncNetReading | None = None) -> str | None:
     """Why a speaking face fails the sync check: no alignment stands out (a voice that is not
-    this face's), or the best one is further than the training data allows."""
-    if measure.confidence < config.sync.min_confidence:
+    this face's), or the best one is further than the training data allows. With SyncNet's
+    reading, its confidence decides the first (LatentSync's rule, SYNCNET_MIN_CONFIDENCE); the
+    offset stays the lip-energy measure's (SyncNet's when there is none)."""
+    if syncnet is not None:
+        if syncnet.confidence < SYNCNET_MIN_CONFIDENCE:
+            return "av_sync_mismatch"
+    elif measure is not None and measure.confidence < config.sync.min_confidence:
         return "av_sync_mismatch"
-    if abs(measure.best_frames) > config.sync.max_offset_frames:
+    offset = measure.best_frames if measure is not None else syncnet.offset_frames if syncnet is not None else 0
+    if abs(offset) > config.sync.max_offset_frames:
         return "av_offset_too_large"
     return None
 
@@ -256,6 +301,11 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path,
         if measure is not None:
             numbers.update(sync_numbers(measure, corrected=shift))
             payload.update(numbers, av_curve=measure.summary())
+        if item.syncnet is not None:
+            numbers.update(syncnet_numbers(item.syncnet))
+            payload.update(numbers, av_syncnet_curve=item.syncnet.summary(),
+                           av_sync_decided_by={"mismatch": "syncnet",
+                                               "offset": "lip_energy" if measure is not None else "syncnet"})
         key = item.segment.key
         plots[key] = {"start_s": item.segment.start_s, "fps": fps, "raw": [round(float(p), 3) for p in item.raw],
                       "smooth": payload["probability"], "runs": runs}
@@ -264,8 +314,8 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path,
             reason = ("no_active_speaker" if not speaking.any()
                       else "another_face_speaking" if (speaking & ~keep).any() and not keep.any()
                       else "active_speech_too_short")
-        elif measure is not None:
-            reason = sync_rejection(measure, config)
+        elif measure is not None or item.syncnet is not None:
+            reason = sync_rejection(measure, config, item.syncnet)
         if reason is not None:
             decisions[key] = StageDecision(decision=REJECTED, reason=reason, numbers=numbers, payload=payload)
             continue

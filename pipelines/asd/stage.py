@@ -132,8 +132,8 @@ def syncnet_measure(folder: Path, segment: Segment, audio: np.ndarray, frames: i
 def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig,
                   audio_start_s: float = 0.0) -> ScoredSegment:
     """Speaking probability per 24 fps frame. With ``config.sync`` on, the face is also scored
-    against its audio shifted by every k in -N..N (one batched pass); with correction "shift" the
-    probability is the one at the best shift, the alignment the written clip will have."""
+    against its audio shifted by every k in -N..N (one batched pass) to measure its offset; the
+    speaking probability is the one with the audio as recorded."""
     from pipelines.asd.score import probability_from_logits  # torch only when the stage runs
 
     fps = config.crops.fps
@@ -145,10 +145,10 @@ def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig
         measure = measure_offset(logits, visual, config.asd.threshold)
         if measure is not None:
             measure = lip_measure(faces, n, segment.start_s, audio, measure, config)
-        row = config.sync.max_shift_frames
-        if corrects(measure, config):
-            row += measure.best_frames
-        p25 = np.asarray(probability_from_logits(logits[row]), dtype=np.float64)
+        # Speaking is decided on the audio as recorded (the unshifted row), not at the measured
+        # offset: a silent face next to the speaker gets a bogus offset whose shifted score can
+        # rival the speaker's (measured on two GRID faces side by side: 0.398 against 0.400).
+        p25 = np.asarray(probability_from_logits(logits[config.sync.max_shift_frames]), dtype=np.float64)
         weights = syncnet_weights(config)
         if weights is not None:
             reading = syncnet_measure(folder, segment, audio, len(faces), config, weights)

@@ -121,7 +121,7 @@ def test_an_identical_rerun_changes_nothing(base, tmp_path, scrfd_detector):
 def test_a_changed_asd_threshold_reruns_asd_and_its_dependants_only(base, tmp_path, scrfd_detector):
     assert dependants("asd") == ["speech", "flame", "captions"]
     config = base.copy(tmp_path, asd={"threshold": 0.6})
-    expected = {"faces": "unchanged", **dict.fromkeys(["asd", *dependants("asd")], "ran")}
+    expected = {"faces": "unchanged", "quality": "unchanged", **dict.fromkeys(["asd", *dependants("asd")], "ran")}
     assert _run_all(base, config, scrfd_detector) == [expected] * 2
     for ref in base.refs:
         (decision,) = load_result(config, ref.source_id, "asd").segments.values()
@@ -179,8 +179,11 @@ def test_a_stage_before_its_inputs_names_the_source(base, tmp_path):
     ref = base.refs[0]
     empty = base.config_for(tmp_path / "empty")
     with pytest.raises(StageInputMissing, match=ref.source_id) as caught:
-        run_stage("asd", ref, empty, ModelBackends(empty))
+        run_stage("quality", ref, empty, ModelBackends(empty))
     assert "faces" in str(caught.value)
+    with pytest.raises(StageInputMissing, match=ref.source_id) as caught:
+        run_stage("asd", ref, empty, ModelBackends(empty))
+    assert "'quality'" in str(caught.value)
     config = base.copy(tmp_path / "copy")
     result_path(config, ref.source_id, "asd").unlink()
     with pytest.raises(StageInputMissing, match=ref.source_id) as caught:
@@ -192,7 +195,8 @@ def test_a_stage_before_its_inputs_names_the_source(base, tmp_path):
 def test_a_disabled_stage_is_passed_through_and_its_dependants_take_the_face_segments(base, tmp_path,
                                                                                      scrfd_detector):
     config = base.copy(tmp_path, asd={"enabled": False})
-    expected = {"faces": "unchanged", "asd": "disabled", "speech": "ran", "flame": "ran", "captions": "ran"}
+    expected = {"faces": "unchanged", "quality": "unchanged", "asd": "disabled", "speech": "ran", "flame": "ran",
+                "captions": "ran"}
     assert _run_all(base, config, scrfd_detector) == [expected] * 2
     for ref in base.refs:
         record = load_record(config, ref.source_id)
@@ -202,7 +206,7 @@ def test_a_disabled_stage_is_passed_through_and_its_dependants_take_the_face_seg
         assert "asd" not in stage_fingerprints(config, ref.source_id)
         final = decided_record(config, record)
         assert [(s.key, s.status, list(s.stages)) for s in final.segments] == [
-            (key, ACCEPTED, ["speech", "flame", "captions"]) for key in faces]
+            (key, ACCEPTED, ["quality", "speech", "flame", "captions"]) for key in faces]
 
 
 def test_a_record_under_an_older_schema_is_stale_and_rerun(base, tmp_path, scrfd_detector):
@@ -225,8 +229,8 @@ def test_a_record_under_an_older_schema_is_stale_and_rerun(base, tmp_path, scrfd
     result_path(config, ref.source_id, "asd").write_text(json.dumps(asd))
     assert load_result(config, ref.source_id, "asd") is None
     statuses = _statuses(run_source(ref, config, SharedDetectorBackends(config, scrfd_detector)))
-    assert statuses == {"faces": "unchanged", "asd": "ran", "speech": "unchanged", "flame": "unchanged",
-                        "captions": "unchanged"}
+    assert statuses == {"faces": "unchanged", "quality": "unchanged", "asd": "ran", "speech": "unchanged",
+                        "flame": "unchanged", "captions": "unchanged"}
 
 
 def test_backends_are_built_once_per_setting(base):

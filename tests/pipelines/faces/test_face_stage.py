@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import PipelineConfig, load_config
+from pipelines.faces.clips import BOXES_COLUMNS
 from pipelines.faces.detectors import build_detector
 import pipelines.fixtures.media as mf
 from pipelines.ingest import SourceRegistry

@@ -129,7 +129,7 @@ def test_shard_json_carries_the_speech_results(run):
         assert {"transcript", "words", "turns", "overlap_ratio", "language", "backends", "word_timing",
                 "transcription_backend"} <= set(speech)
         assert speech["backends"]["activity"].startswith("pyannote-segmentation")
-        assert [f["stage"] for f in record["filters"]] == ["faces", "speech"]
+        assert [f["stage"] for f in record["filters"]] == ["faces", "quality", "speech"]
         for word in speech["words"]:
             assert 0 <= word["start"] <= word["end"] <= record["time_range_s"]["duration"] + 1e-6
 

@@ -142,6 +142,10 @@ class SyncConfig(StrictModel):
         "that is not this face's). 0 = off: on GRID a stranger's voice scores within the matched range.")
     correction: Literal["shift", "flag"] = Field(
         "shift", description="shift: write the clip's audio moved to zero offset; flag: keep it as is, flagged.")
+    syncnet_min_confidence: float = Field(
+        3.0, ge=0, description="With SyncNet weights in <model_dir>/syncnet, clips whose SyncNet confidence (median "
+        "minus minimum distance over +-15 shifts) is below this are rejected av_sync_mismatch; LatentSync keeps "
+        "conf >= 3 (preprocess/sync_av.py).")
     min_correction_s: float = Field(
         0.042, ge=0, description="Offsets smaller than this are left alone: about one 24 fps frame, the measure's "
         "accuracy on GRID (worst error 26 ms over 18 readings, bench/bench_sync.py).")

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipelines.asd.sync import (LIP_WINDOW_S, LipSyncMeasure, SyncMeasure, lip_offset, measure_offset,
                                 mouth_opening)
-from pipelines.asd.syncnet import SYNCNET_MIN_CONFIDENCE, SyncNetReading
+from pipelines.asd.syncnet import SyncNetReading
 from pipelines.config import PipelineConfig
 from pipelines.faces.crop import boxes_in_crop, smooth_params
 from pipelines.media.decode import iter_video_frames
@@ -264,10 +264,10 @@ def sync_rejection(measure: LipSyncMeasure | SyncMeasure | None, config: Pipelin
                    syncnet: SyncNetReading | None = None) -> str | None:
     """Why a speaking face fails the sync check: no alignment stands out (a voice that is not
     this face's), or the best one is further than the training data allows. With SyncNet's
-    reading, its confidence decides the first (LatentSync's rule, SYNCNET_MIN_CONFIDENCE); the
+    reading, its confidence decides the first (LatentSync's rule, sync.syncnet_min_confidence); the
     offset stays the lip-energy measure's (SyncNet's when there is none)."""
     if syncnet is not None:
-        if syncnet.confidence < SYNCNET_MIN_CONFIDENCE:
+        if syncnet.confidence < config.sync.syncnet_min_confidence:
             return "av_sync_mismatch"
     elif measure is not None and measure.confidence < config.sync.min_confidence:
         return "av_sync_mismatch"

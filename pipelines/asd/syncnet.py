@@ -64,12 +64,10 @@ VSHIFT = 15  # run_syncnet.py:13; LatentSync eval/syncnet/syncnet_eval.py:47 (th
 EMBEDDING = 1024  # num_layers_in_fc_layers (SyncNetModel.py:17)
 BATCH = 20  # run_syncnet.py:12 --batch_size
 
-# Clips whose SyncNet confidence is below this are rejected av_sync_mismatch: LatentSync keeps a
+# The rejection threshold is config (sync.syncnet_min_confidence, default 3): LatentSync keeps a
 # training clip only when conf >= 3 and |offset| <= 6 (bytedance/LatentSync@a229c39
 # preprocess/sync_av.py:65; the 3 is --sync_conf_threshold, data_processing_pipeline.sh:7 and
-# preprocess/data_processing_pipeline.py:78). Measured with syncnet_v2.model and VSHIFT = 15.
-# Meant to become a config field (sync.syncnet_min_confidence).
-SYNCNET_MIN_CONFIDENCE = 3.0
+# preprocess/data_processing_pipeline.py:78), read with syncnet_v2.model and VSHIFT = 15.
 
 REGISTRY_NAME = "syncnet"
 

@@ -14,9 +14,11 @@ import torch
 import pipelines.fixtures.media as mf
 from pipelines.asd import syncnet as sn
 from pipelines.asd.stage import ScoredSegment, decide, syncnet_measure, syncnet_weights
-from pipelines.config import load_config
+from pipelines.config import SyncConfig, load_config
 from pipelines.models import REGISTRY, ModelStore
 from pipelines.schema.records import ACCEPTED, REJECTED, Segment
+
+THRESHOLD = SyncConfig().syncnet_min_confidence  # LatentSync's 3 (pipelines/config.py)
 
 
 # ---- (a) the network, its weights layout, its inputs ------------------------------------------
@@ -212,11 +214,12 @@ def _scored(reading, frames: int = 48) -> ScoredSegment:
     return ScoredSegment(segment, times, np.full(frames, 0.9), np.full(frames, 0.9), None, reading)
 
 
+
 def test_syncnet_confidence_decides_the_mismatch_and_is_recorded(tmp_path):
     cfg = load_config(paths={"model_dir": tmp_path})
     curve = np.linspace(10, 12, 31)
-    low = sn.SyncNetReading(offset_frames=1, min_distance=9.0, confidence=sn.SYNCNET_MIN_CONFIDENCE - 0.5, curve=curve)
-    high = sn.SyncNetReading(offset_frames=1, min_distance=7.0, confidence=sn.SYNCNET_MIN_CONFIDENCE + 0.5, curve=curve)
+    low = sn.SyncNetReading(offset_frames=1, min_distance=9.0, confidence=THRESHOLD - 0.5, curve=curve)
+    high = sn.SyncNetReading(offset_frames=1, min_distance=7.0, confidence=THRESHOLD + 0.5, curve=curve)
     far = sn.SyncNetReading(offset_frames=9, min_distance=7.0, confidence=8.0, curve=curve)
     (rejected,) = decide([_scored(low)], cfg, tmp_path)[0].values()
     assert rejected.decision == REJECTED and rejected.reason == "av_sync_mismatch"
@@ -284,7 +287,7 @@ def test_real_syncnet_reads_a_grid_clip_in_sync_and_200_ms_late(real_run):
     print(f"\nown: {own.numbers.get('av_syncnet_offset_frames')} conf {own.numbers.get('av_syncnet_confidence')}; "
           f"late: {late.numbers.get('av_syncnet_offset_frames')} conf {late.numbers.get('av_syncnet_confidence')}")
     assert abs(own.numbers["av_syncnet_offset_frames"]) <= 1
-    assert own.numbers["av_syncnet_confidence"] >= sn.SYNCNET_MIN_CONFIDENCE and own.decision == ACCEPTED
+    assert own.numbers["av_syncnet_confidence"] >= THRESHOLD and own.decision == ACCEPTED
     assert abs(late.numbers["av_syncnet_offset_frames"] - 5) <= 1
     assert own.payload["av_sync_decided_by"]["mismatch"] == "syncnet"
 
@@ -293,4 +296,4 @@ def test_real_syncnet_rejects_a_strangers_voice(real_run):
     stranger = real_run["stranger.mp4"]
     print(f"\nstranger: {stranger.reason} conf {stranger.numbers.get('av_syncnet_confidence')}")
     assert stranger.decision == REJECTED and stranger.reason == "av_sync_mismatch"
-    assert stranger.numbers["av_syncnet_confidence"] < sn.SYNCNET_MIN_CONFIDENCE
+    assert stranger.numbers["av_syncnet_confidence"] < THRESHOLD

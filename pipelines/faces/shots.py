@@ -158,6 +158,10 @@ class ShotCutDetector:
         h, w = rgb.shape[:2]
         width = min(w, self.config.analysis_width_px)
         if width < w:
-            # Shrink before the colour conversion: both then cost ~1/40 of a 1080p frame.
-            rgb = cv2.resize(rgb, (width, max(1, int(round(h * width / w)))), interpolation=cv2.INTER_AREA)
+            # Shrink before the colour conversion. Every step-th pixel first (a view, no copy), so the
+            # area filter reads about 1/step^2 of a 1080p frame: the frame statistics the detectors
+            # compare do not need the anti-aliasing of the full-resolution area average.
+            step = max(1, w // (2 * width))
+            rgb = cv2.resize(rgb[::step, ::step], (width, max(1, int(round(h * width / w)))),
+                             interpolation=cv2.INTER_AREA)
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)

@@ -255,10 +255,11 @@ def test_flame_asset_on_a_demo_clip_with_the_scripted_model(tmp_path, grid_clip,
         context = lambda: dg.build_asset_context(partition_key=ref.source_id, instance=instance)  # noqa: E731
         source_probe(context(), settings)
         statuses = {name: by_name[name](context(), settings=settings, models=StageModels()).value["status"]
-                    for name in ("face_clips", "active_speakers", "speech_analysis", "flame_parameters")}
-    # ASD and speech are switched off: FLAME decides on the face stage's segment directly.
-    assert statuses == {"face_clips": "ran", "active_speakers": "disabled", "speech_analysis": "disabled",
-                        "flame_parameters": "ran"}
+                    for name in ("face_clips", "face_quality", "active_speakers", "speech_analysis",
+                                 "flame_parameters")}
+    # ASD and speech are switched off: FLAME decides on the quality stage's verdict on the face segment.
+    assert statuses == {"face_clips": "ran", "face_quality": "ran", "active_speakers": "disabled",
+                        "speech_analysis": "disabled", "flame_parameters": "ran"}
     result = load_result(config, ref.source_id, "flame")
     (decision,) = result.segments.values()
     assert decision.decision == "accepted" and result.details.get("installed")

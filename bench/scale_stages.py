@@ -21,7 +21,8 @@ from pipelines.schema.records import ACCEPTED, SourceRecord, SourceRef
 from pipelines.shards import write_shards
 from pipelines.workdir import load_record, source_dir
 
-STAGES = ("face_clips", "asd", "speech", "flame", "captions", "shards")
+STAGES = ("face_clips", "quality", "asd", "speech", "flame", "captions", "shards")
+MODEL_FREE = frozenset({"quality", "shards"})  # stages that load no model: always "installed"
 RUNNER_NAMES = {"face_clips": "faces"}  # bench stage -> the runner's stage name, where they differ
 
 
@@ -94,7 +95,7 @@ def run_stage(stage: str, config: PipelineConfig) -> dict:
     start = time.perf_counter()
     refs = _scan(config)
     backends = TimedBackends(config)
-    installed = stage == "shards" or _load_models(name, backends) is not None
+    installed = stage in MODEL_FREE or _load_models(name, backends) is not None
     load_s = time.perf_counter() - start
     try:
         wall, facts = _run_shards(refs, config) if stage == "shards" else \

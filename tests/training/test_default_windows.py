@@ -23,11 +23,12 @@ CHANNELS = 100 + 3 + 3 + 2 + 6 + 3
 
 @pytest.fixture(scope="module")
 def long_shards(tmp_path_factory, composed, grid_clips, model_dir):
-    """Four GRID clips of the same framing played back to back (12 s, one face throughout).
+    """One GRID clip played four times back to back (12 s, one face throughout: four different
+    speakers would be four shots, which the face stage now keeps apart).
 
     The training fixture's pipeline settings apply: ASD and speech checks are off, so nothing
     cuts the clip into speaking runs and the face track spans the whole source."""
-    source = composed.get("grid-four.mp4", concatenated, grid_clips[:4])
+    source = composed.get("grid-one-four-times.mp4", concatenated, [grid_clips[0]] * 4)
     return build_flame_shards(tmp_path_factory.mktemp("long-shards"), [source], model_dir)
 
 

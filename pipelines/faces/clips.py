@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 
 from pipelines import __version__
-from pipelines.config import PipelineConfig
+from pipelines.config import FaceDetectionConfig, PipelineConfig
 from pipelines.faces.crop import fit_square, square_params, window_mean
-from pipelines.faces.detectors import FaceDetector, filter_detections
+from pipelines.faces.detectors import Detection, FaceDetector, filter_detections
 from pipelines.faces.quality import FaceMeasure, measure_face
 from pipelines.faces.shots import ShotCutDetector, face_signature
 from pipelines.faces.tracking import IouTracker, Track
@@ -112,6 +112,11 @@ class TrackCropper:
             self.next_pos += 1
 
 
+def detect_frame(detector: FaceDetector, frame: Frame, config: FaceDetectionConfig) -> list[Detection]:
+    """The kept detections of one decoded frame, in source pixels."""
+    return filter_detections(detector.detect(frame.rgb), config)
+
+
 def _summarise_track(cropper: TrackCropper) -> dict:
     boxes = np.asarray(cropper.boxes, dtype=np.float64)
     detected = boxes[:, 4] >= 0
@@ -176,7 +181,7 @@ def extract_face_clips(
             cut_times.append(round(frame.time_s, 6))
             for track in tracker.cut():
                 close_track(track)
-        detections = filter_detections(detector.detect(frame.rgb), config.faces)
+        detections = detect_frame(detector, frame, config.faces)
         signatures = [face_signature(frame.rgb, d) for d in detections] if shot_cfg.face_check else None
         ended, started = tracker.step(frame.time_s, frame.duration_s, frame.index, detections, signatures)
         for track in started:

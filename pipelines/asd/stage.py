@@ -317,6 +317,8 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path,
         elif measure is not None or item.syncnet is not None:
             reason = sync_rejection(measure, config, item.syncnet)
         if reason is not None:
+            if "av_corrected" in numbers:  # nothing is written for a rejected clip, so nothing was corrected
+                numbers["av_corrected"] = payload["av_corrected"] = False
             decisions[key] = StageDecision(decision=REJECTED, reason=reason, numbers=numbers, payload=payload)
             continue
         flags = ["av_offset"] if outside_tolerance(measure, config) and not shift else []
@@ -358,7 +360,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="4", build_backend=build_backend, run=run,
+    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="5", build_backend=build_backend, run=run,
     description="Light-ASD speaking probability per frame of every face track; segments cut to the speaking frames; "
                 "audio-video offset (config.sync): mouth opening vs audio energy, in the window Light-ASD's shifted scores allow.",
 )

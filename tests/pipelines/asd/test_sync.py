@@ -332,3 +332,21 @@ def test_sync_disabled_decides_as_before_sync(sync_run):
     assert [d.model_dump() for d in new[0].values()] == [d.model_dump() for d in old[0].values()]
     assert new[1] == old[1]
     assert not any(key.startswith("av_") for d in new[0].values() for key in d.numbers)
+
+
+def test_a_rejected_clip_is_never_recorded_as_corrected(sync_run):
+    """The +200 ms clip is corrected at the defaults; with a tolerance of two frames it is rejected
+    for its offset, and then nothing was written, so ``av_corrected`` must say false."""
+    cfg, backends, out = sync_run
+    record, _, folder = out["late.mp4"]
+    strict = cfg.model_copy(update={"sync": cfg.sync.model_copy(update={"max_offset_frames": 2})})
+    from pipelines.asd import stage as asd_stage
+
+    scored = [asd_stage.score_segment(folder, s, backends.get("asd"), strict,
+                                      float(record.numbers.get("audio_start_s", 0.0)))
+              for s in record.accepted_segments()]
+    assert asd_stage.corrects(scored[0].sync, strict)  # the offset is one the stage would move
+    (decision,) = asd_stage.decide(scored, strict, folder)[0].values()
+    assert decision.decision == "rejected" and decision.reason == "av_offset_too_large"
+    assert decision.numbers["av_corrected"] is False and decision.payload["av_corrected"] is False
+    assert not decision.children

@@ -1,20 +1,33 @@
 """WebDataset shards, their index, dataset statistics and the manifest.
 
-Shards are plain (uncompressed) tars with fixed metadata (mtime 0, fixed owner), samples
-sorted by key, so the same accepted clips always give byte-identical shards. Each file is
-written under a temporary name and renamed; ``index.json`` is written last and is the
-entry point for readers.
+The dataset is append-only (index format: :mod:`pipelines.schema.index`):
+
+- :func:`write_shards` packs only the accepted clips of sources that are new or re-processed
+  (their stage fingerprints or accepted clips differ from what the index says was packed) into
+  NEW shards, named with the index's ``next_shard`` number; existing shards are never rewritten.
+  The earlier samples of a re-processed source, and those of a source no longer among the
+  records, are retired in the index (their bytes stay in their shard until compaction).
+- :func:`compact_shards` (explicit, never automatic) re-packs the live samples of small or
+  largely retired shards into new shards, writes the index, then deletes the replaced shards.
+- :func:`verify_shards` streams shards (constant memory, hashing as it reads): the ones a write
+  added, or all of them.
+
+Shards are plain (uncompressed) tars with fixed metadata (mtime 0, fixed owner), samples sorted
+by key, so packing the same accepted clips into an empty folder gives byte-identical shards
+under the same names. Each file is written under a temporary name and renamed; ``index.json``
+is written last and is the entry point for readers.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import webdataset as wds
@@ -25,11 +38,14 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import skipped_file_rows
 from pipelines.schema.index import (
     INDEX_FILE,
+    UNKNOWN_FINGERPRINT,
     MissingShardIndexError,
+    RetiredReason,
     ShardEntry,
     ShardIndex,
     ShardIndexError,
     shards_lock,
+    source_of_key,
 )
 from pipelines.decisions import sample_record
 from pipelines.funnel import compute_funnel
@@ -48,6 +64,8 @@ from pipelines.schema.manifest import (
 from pipelines.schema.records import ACCEPTED, SPLIT, Segment, SourceRecord
 from pipelines.workdir import source_dir
 
+SAMPLE_MEMBERS = ("mp4", "wav", "json")  # what every sample must hold
+READ_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -57,16 +75,103 @@ class ShardSummary:
     stats: DatasetStats
     manifest_path: Path
     shards_dir: Path
+    added: list[str] = field(default_factory=list)  # shards this write created, in index order
+    retired: dict[str, RetiredReason] = field(default_factory=dict)  # sources this write retired, and why
 
     @property
     def shards(self) -> list[dict]:
-        """Each shard's name, sample count, bytes and sha256, in index order."""
+        """Each listed shard's entry (name, samples, bytes, sha256, ...), in index order."""
         return [entry.model_dump() for entry in self.shard_index.shards]
 
     @property
     def index(self) -> dict[str, str]:
-        """Sample key -> shard name."""
+        """Live sample key -> shard name."""
         return dict(self.shard_index.samples)
+
+
+@dataclass
+class CompactionSummary:
+    shard_index: ShardIndex  # the index written after compaction
+    replaced: list[str]  # shards re-packed and deleted
+    added: list[str]  # the shards holding their live samples now
+    samples_kept: int  # live samples moved into the new shards
+    samples_dropped: int  # retired samples left behind
+
+
+class _HashingWriter:
+    """A write-only file that hashes and counts what passes through (the tar writer streams)."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle, self.digest, self.size = handle, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+class _HashingReader:
+    """A read-only file that hashes and counts what is read from it (tarfile in stream mode reads through)."""
+
+    def __init__(self, handle: BinaryIO):
+        self.handle, self.digest, self.size = handle, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read to the end (the tar's zero padding after its last member counts in the sha256)."""
+        while self.read(READ_CHUNK_BYTES):
+            pass
+
+
+def source_fingerprint(fingerprints: dict[str, str]) -> str:
+    """The digest the index stores for a source: its stage fingerprints, in one short string."""
+    return hashlib.sha256(json.dumps(dict(sorted(fingerprints.items()))).encode()).hexdigest()[:16]
+
+
+def iter_samples(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) for each sample of the tar at ``path``, streamed, one sample in memory at a time."""
+    with open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+        key, members = None, {}
+        for member in tar:
+            name, _, ext = member.name.partition(".")
+            if key is not None and name != key:
+                yield key, members
+                members = {}
+            key = name
+            members[ext] = tar.extractfile(member).read()
+        if key is not None:
+            yield key, members
+
+
+@dataclass
+class _MemberSpan:
+    """Where one member's bytes lie in a shard file (for copying samples out during compaction)."""
+
+    ext: str
+    offset: int
+    size: int
+
+
+def _write_tar(path: Path, samples: Iterable[dict]) -> tuple[int, str, int]:
+    """Write ``samples`` as a tar at ``path`` atomically; returns (bytes, sha256, sample count)."""
+    count = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            hashing = _HashingWriter(handle)
+            writer = wds.TarWriter(hashing, user="talkinghead", group="talkinghead", mtime=0.0, encoder=False)
+            for sample in samples:
+                writer.write(sample)
+                count += 1
+            writer.close()
+    return hashing.size, hashing.digest.hexdigest(), count
 
 
 def _sample_bytes(config: PipelineConfig, source_id: str, segment: Segment, fingerprints: dict[str, str]) -> dict:
@@ -130,92 +235,271 @@ def dataset_stats(records: list[SourceRecord], shards: list[ShardEntry], skipped
     )
 
 
+def _existing_index(shards_dir: Path) -> ShardIndex:
+    """The folder's index (format 1 read as format 2), or an empty one for a new folder."""
+    try:
+        return ShardIndex.load(shards_dir)
+    except MissingShardIndexError:
+        return ShardIndex()
+
+
+def _fill_unknown_fingerprints(index: ShardIndex, shards_dir: Path) -> dict[str, str]:
+    """Source digests of ``index``, with those a format-1 index lacks read from the packed samples' records
+    (once: the next index stores them)."""
+    sources = dict(index.sources)
+    unknown = {sid for sid, digest in sources.items() if digest == UNKNOWN_FINGERPRINT}
+    if not unknown:
+        return sources
+    first_key = {sid: keys[0] for sid, keys in index.live_keys_of().items() if sid in unknown}
+    by_shard: dict[str, dict[str, str]] = {}
+    for sid, key in first_key.items():
+        by_shard.setdefault(index.samples[key], {})[key] = sid
+    for shard, wanted in by_shard.items():
+        for key, members in iter_samples(shards_dir / shard):
+            if key in wanted:
+                record = json.loads(members["json"])
+                sources[wanted[key]] = source_fingerprint(record.get("stage_fingerprints") or {})
+    return sources
+
+
 def write_shards(records: list[SourceRecord], config: PipelineConfig, progress: bool = False) -> ShardSummary:
-    """Pack every accepted segment of ``records`` into shards; write index, stats and manifest.
+    """Bring the shard folder in line with ``records`` (all the dataset's sources) by appending.
 
     Segments are first re-decided by the enabled later stages' stored results
-    (:func:`pipelines.runner.decided_record`).
+    (:func:`pipelines.runner.decided_record`). A source whose packed samples are current (same
+    stage fingerprints, same accepted keys) is left alone; a new source's accepted clips go into
+    new shards; a re-processed source's earlier samples are retired and its current ones
+    appended; a packed source missing from ``records`` is retired as removed. Existing shards
+    are never rewritten. Stats and manifest describe all ``records``; the index is written last.
     Holds the shard folder's lock, so two packers never interleave their files.
     """
     with shards_lock(config.paths.shards_dir):
         return _write_shards(records, config, progress)
 
 
+def _remove_unindexed(shards_dir: Path, index: ShardIndex, config: PipelineConfig) -> None:
+    """Temporaries and shards no index names (a writer or compaction that died before its index or
+    its deletions); nobody else writes while we hold the lock."""
+    for leftover in shards_dir.glob(f".*{TMP_SUFFIX}*"):
+        leftover.unlink()
+    listed = set(index.names)
+    for stale in shards_dir.glob(config.shards.name_pattern.split("{")[0] + "*.tar"):
+        if stale.name not in listed:
+            stale.unlink()
+
+
 def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress: bool) -> ShardSummary:
     shards_dir = config.paths.shards_dir
     shards_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in shards_dir.glob(f".*{TMP_SUFFIX}*"):
-        leftover.unlink()  # temporaries of a packer that died; no live packer exists while we hold the lock
+    old = _existing_index(shards_dir)
+    _remove_unindexed(shards_dir, old, config)
     records = sorted((decided_record(config, r) for r in records), key=lambda r: r.source_id)
-    owner = {seg.key: rec.source_id for rec in records if rec.status == ACCEPTED for seg in rec.accepted_segments()}
-    segs = {seg.key: seg for rec in records for seg in rec.accepted_segments()}
-    fingerprints = {rec.source_id: stage_fingerprints(config, rec.source_id) for rec in records}
+    current = {rec.source_id: {seg.key: seg for seg in rec.accepted_segments()} if rec.status == ACCEPTED else {}
+               for rec in records}
+    digests = {sid: source_fingerprint(stage_fingerprints(config, sid)) for sid, segs in current.items() if segs}
+    packed = _fill_unknown_fingerprints(old, shards_dir)
+    live = old.live_keys_of()
+
+    retired: dict[str, RetiredReason] = {}
+    for sid, keys in live.items():
+        if sid not in current:
+            retired[sid] = "removed"
+        elif packed.get(sid) != digests.get(sid) or keys != sorted(current[sid]):
+            retired[sid] = "reprocessed"
+    to_pack = sorted(sid for sid, segs in current.items() if segs and (sid not in live or sid in retired))
+
+    samples = {key: shard for key, shard in old.samples.items() if source_of_key(key) not in retired}
+    sources = {sid: digest for sid, digest in packed.items() if sid not in retired}
+    entries = []
+    for entry in old.shards:
+        newly = {sid: retired[sid] for sid in entry.sources if sid in retired and sid not in entry.retired}
+        entries.append(entry.model_copy(update={"retired": dict(sorted({**entry.retired, **newly}.items()))})
+                       if newly else entry)
+
+    owner = {key: sid for sid in to_pack for key in current[sid]}
     sizes = []
-    for key in sorted(segs):
+    for key in sorted(owner):
         folder = source_dir(config, owner[key])
-        sizes.append((key, sum((folder / name).stat().st_size for name in segs[key].files.values())))
+        sizes.append((key, sum((folder / name).stat().st_size for name in current[owner[key]][key].files.values())))
     plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
+    stage_prints = {sid: stage_fingerprints(config, sid) for sid in to_pack}
 
-    shard_entries, index = [], {}
+    added, number, listed = [], old.next_shard, set(old.names)
     bar = tqdm(total=len(sizes), desc="packing", unit="sample", disable=not progress)
-    for number, keys in enumerate(plan):
-        name = config.shards.name_pattern.format(index=number)
-        with atomic_path(shards_dir / name) as tmp:
-            with open(tmp, "wb") as handle:
-                writer = wds.TarWriter(handle, user="talkinghead", group="talkinghead", mtime=0.0, encoder=False)
-                for key in keys:
-                    writer.write(_sample_bytes(config, owner[key], segs[key], fingerprints[owner[key]]))
-                    index[key] = name
-                    bar.update()
-                writer.close()
-            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        shard_entries.append(ShardEntry(name=name, samples=len(keys), bytes=(shards_dir / name).stat().st_size,
-                                        sha256=digest))
-    bar.close()
 
+    def packed_samples(keys: list[str]) -> Iterator[dict]:
+        for key in keys:
+            sid = owner[key]
+            yield _sample_bytes(config, sid, current[sid][key], stage_prints[sid])
+            bar.update()
+
+    for keys in plan:
+        name = config.shards.name_pattern.format(index=number)
+        number += 1
+        if name in listed:
+            raise ShardIndexError(f"{shards_dir / INDEX_FILE}: next_shard {number - 1} names {name}, which it "
+                                  "already lists; the index was edited by hand")
+        size, digest, count = _write_tar(shards_dir / name, packed_samples(keys))
+        entries.append(ShardEntry(name=name, samples=count, bytes=size, sha256=digest,
+                                  config_hash=config.content_hash(),
+                                  sources=tuple(sorted({owner[key] for key in keys}))))
+        samples.update(dict.fromkeys(keys, name))
+        added.append(name)
+    bar.close()
+    sources.update({sid: digests[sid] for sid in to_pack})
+
+    shard_index = ShardIndex(next_shard=number, shards=tuple(entries), samples=samples,
+                             sources=dict(sorted(sources.items()))).at(shards_dir)
     skipped = skipped_file_rows(config.paths.registry_path)  # input files that are not sources, with why
-    stats = dataset_stats(records, shard_entries, skipped)
+    stats = dataset_stats(records, list(shard_index.shards), skipped)
     manifest_path = save_manifest(shards_dir, [*manifest_rows(records), *skipped])
     stats.save(shards_dir)
-    shard_index = ShardIndex(config_hash=config.content_hash(), shards=tuple(shard_entries), samples=index)
     shard_index.write(shards_dir)
-    # Shards from an earlier, larger dataset are no longer indexed: remove them last.
-    keep = set(shard_index.names)
-    for stale in shards_dir.glob(config.shards.name_pattern.split("{")[0] + "*.tar"):
-        if stale.name not in keep:
-            stale.unlink()
-    return ShardSummary(records, shard_index, stats, manifest_path, shards_dir)
+    return ShardSummary(records, shard_index, stats, manifest_path, shards_dir, added, dict(sorted(retired.items())))
 
 
-def verify_shards(shards_dir: Path) -> list[str]:
-    """Problems found when opening every shard listed in the index (empty list: all good)."""
+def compaction_candidates(index: ShardIndex, config: PipelineConfig) -> list[str]:
+    """Shards compaction re-packs: below ``shards.compact_below_bytes``, or with more than
+    ``shards.compact_retired_share`` of their samples retired (or all of them). A lone small shard
+    with nothing retired is left alone: re-packing it would only rename it."""
+    live = index.live_counts()
+    chosen, dirty = [], False
+    for entry in index.shards:
+        retired_share = 1 - live[entry.name] / entry.samples if entry.samples else 1.0
+        if entry.bytes < config.shards.compact_below_bytes or retired_share > config.shards.compact_retired_share \
+                or live[entry.name] == 0:
+            chosen.append(entry.name)
+            dirty |= live[entry.name] < entry.samples
+    return chosen if dirty or len(chosen) > 1 else []
+
+
+def compact_shards(config: PipelineConfig, progress: bool = False) -> CompactionSummary:
+    """Re-pack the live samples of small or largely retired shards into new shards (explicit, never automatic).
+
+    Order of effects: the new shards are written (new names, ``next_shard`` onwards), then the
+    index that lists them instead of the replaced ones, then the replaced shards are deleted.
+    Sample bytes are copied unchanged; live keys are packed in sorted order with the same
+    grouping rule as :func:`write_shards`. A reader that loaded the previous index and opens a
+    replaced shard after the deletion gets "file not found"; readers that need the index and
+    the shards to agree hold :func:`~pipelines.schema.index.shards_lock` shared (compaction waits
+    for them); a trainer re-resolves the index (``training.data.shard_urls``) when it starts a pass.
+    """
+    with shards_lock(config.paths.shards_dir):
+        return _compact_shards(config, progress)
+
+
+def _compact_shards(config: PipelineConfig, progress: bool) -> CompactionSummary:
+    shards_dir = config.paths.shards_dir
+    index = ShardIndex.load(shards_dir)
+    _remove_unindexed(shards_dir, index, config)
+    chosen = compaction_candidates(index, config)
+    if not chosen:
+        return CompactionSummary(index, [], [], 0, 0)
+    chosen_set = set(chosen)
+    spans: dict[str, tuple[Path, list[_MemberSpan]]] = {}
+    seen: set[tuple[str, str]] = set()  # (shard, key): a re-processed key is in two shards
+    for name in chosen:
+        path = shards_dir / name
+        with tarfile.open(path) as tar:  # random access: headers only
+            for member in tar.getmembers():
+                key, _, ext = member.name.partition(".")
+                seen.add((name, key))
+                if index.samples.get(key) == name:
+                    spans.setdefault(key, (path, []))[1].append(_MemberSpan(ext, member.offset_data, member.size))
+    sizes = [(key, sum(span.size for span in spans[key][1])) for key in sorted(spans)]
+    plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
+    bar = tqdm(total=len(sizes), desc="compacting", unit="sample", disable=not progress)
+
+    def copied_samples(keys: list[str]) -> Iterator[dict]:
+        for key in keys:
+            path, members = spans[key]
+            sample = {"__key__": key}
+            with open(path, "rb") as handle:
+                for span in members:
+                    handle.seek(span.offset)
+                    sample[span.ext] = handle.read(span.size)
+            yield sample
+            bar.update()
+
+    samples = {key: shard for key, shard in index.samples.items() if shard not in chosen_set}
+    entries = [entry for entry in index.shards if entry.name not in chosen_set]
+    number, added = index.next_shard, []
+    for keys in plan:
+        name = config.shards.name_pattern.format(index=number)
+        number += 1
+        size, digest, count = _write_tar(shards_dir / name, copied_samples(keys))
+        # The samples keep the config hash of the run that made them; a mix is recorded as such.
+        origin = {index.entry(spans[key][0].name).config_hash for key in keys}
+        entries.append(ShardEntry(name=name, samples=count, bytes=size, sha256=digest,
+                                  config_hash=origin.pop() if len(origin) == 1 else "mixed:" + ",".join(sorted(origin)),
+                                  sources=tuple(sorted({source_of_key(key) for key in keys}))))
+        samples.update(dict.fromkeys(keys, name))
+        added.append(name)
+    bar.close()
+    live_sources = {source_of_key(key) for key in samples}
+    new_index = ShardIndex(next_shard=number, shards=tuple(entries), samples=samples,
+                           sources={sid: d for sid, d in index.sources.items() if sid in live_sources}).at(shards_dir)
+    _update_stats_totals(shards_dir, new_index)
+    new_index.write(shards_dir)
+    for name in chosen:
+        (shards_dir / name).unlink(missing_ok=True)
+    return CompactionSummary(new_index, chosen, added, len(sizes), len(seen) - len(sizes))
+
+
+def _update_stats_totals(shards_dir: Path, index: ShardIndex) -> None:
+    """stats.json's shard totals after compaction (everything else in it describes sources, unchanged)."""
+    try:
+        stats = DatasetStats.load(shards_dir)
+    except FileNotFoundError:
+        return
+    totals = ShardTotals(count=len(index.shards), bytes=sum(entry.bytes for entry in index.shards))
+    stats.model_copy(update={"shards": totals}).save(shards_dir)
+
+
+def verify_shards(shards_dir: Path, names: Iterable[str] | None = None) -> list[str]:
+    """Problems found when streaming the shards ``names`` (default: every shard the index lists)
+    (empty list: all good). Each shard is read once, in constant memory: its sha256 and size are
+    compared with the index, its sample count too, and every live sample the index places in it
+    must hold mp4, wav and json."""
     if not (Path(shards_dir) / INDEX_FILE).exists():
         return [f"{Path(shards_dir) / INDEX_FILE} is missing"]
     with shards_lock(shards_dir, shared=True):
-        return _verify_shards(Path(shards_dir))
+        return _verify_shards(Path(shards_dir), names)
 
 
-def _verify_shards(shards_dir: Path) -> list[str]:
+def _verify_shards(shards_dir: Path, names: Iterable[str] | None) -> list[str]:
     problems = []
     try:
         index = ShardIndex.load(shards_dir, check_shards=False)  # an absent shard is reported below
     except (MissingShardIndexError, ShardIndexError) as error:
         return [str(error)]
-    seen: dict[str, set[str]] = {}
-    for entry, path in zip(index.shards, index.paths()):
-        try:
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != entry.sha256:
-                problems.append(f"{entry.name}: sha256 differs from the index")
-            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-                for member in tar.getmembers():
-                    key, _, ext = member.name.partition(".")
-                    seen.setdefault(key, set()).add(ext)
-        except (OSError, tarfile.TarError) as error:
-            problems.append(f"{entry.name}: cannot be opened ({error})")
+    wanted = index.names if names is None else list(names)
+    unknown = sorted(set(wanted) - set(index.names))
+    if unknown:
+        problems.append(f"not listed in the index: {unknown}")
+    live_here: dict[str, list[str]] = {}
     for key, shard in index.samples.items():
-        exts = seen.get(key, set())
-        missing = {"mp4", "wav", "json"} - exts
-        if missing:
-            problems.append(f"{key} in {shard}: missing {sorted(missing)}")
+        live_here.setdefault(shard, []).append(key)
+    for name in [n for n in wanted if n in set(index.names)]:
+        entry = index.entry(name)
+        seen: dict[str, set[str]] = {}
+        try:
+            with open(shards_dir / name, "rb") as handle:
+                reader = _HashingReader(handle)
+                with tarfile.open(fileobj=reader, mode="r|") as tar:
+                    for member in tar:  # data not read is skipped by reading through: it is hashed too
+                        key, _, ext = member.name.partition(".")
+                        seen.setdefault(key, set()).add(ext)
+                reader.drain()
+            if reader.digest.hexdigest() != entry.sha256 or reader.size != entry.bytes:
+                problems.append(f"{name}: sha256 differs from the index")
+            elif len(seen) != entry.samples:
+                problems.append(f"{name}: holds {len(seen)} samples, the index says {entry.samples}")
+        except (OSError, tarfile.TarError) as error:
+            problems.append(f"{name}: cannot be opened ({error})")
+            continue
+        for key in sorted(live_here.get(name, [])):
+            missing = set(SAMPLE_MEMBERS) - seen.get(key, set())
+            if missing:
+                problems.append(f"{key} in {name}: missing {sorted(missing)}")
     return problems

@@ -76,6 +76,9 @@ class FaceDetectionConfig(StrictModel):
     scrfd_input_size: int = Field(640, description="SCRFD letterbox size; the mirrored ONNX files are fixed at 640.")
     mediapipe_model: Literal["short_range", "full_range"] = "short_range"
     min_face_size_px: int = Field(24, ge=1, description="Detections whose longer side is smaller are ignored.")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu", description="SCRFD runs on onnxruntime's CUDA provider when cuda (needs onnxruntime-gpu); "
+                           "MediaPipe's Python detector runs on the CPU only and refuses cuda.")
 
 
 class TrackingConfig(StrictModel):
@@ -101,6 +104,21 @@ class ShotConfig(StrictModel):
     max_face_distance: float = Field(
         0.13, gt=0, description="Appearance distance between a track's face and the new detection above which the "
         "detection starts a new track (see pipelines/faces/shots.py for the measure and its calibration).")
+
+
+class DetectionScheduleConfig(StrictModel):
+    """Face detection on a schedule in the face stage (pipelines/faces/schedule.py): the detector runs on
+    every ``every_k``-th frame and at shot cuts, boxes in between are interpolated; an interval whose two
+    ends disagree (a face appears or goes, moves fast, scores low, changes) is detected frame by frame."""
+
+    enabled: bool = Field(True, description="false: the detector runs on every decoded frame.")
+    every_k: int = Field(4, ge=1, description="Detect every k-th frame; 1 is every frame.")
+    min_interval_iou: float = Field(
+        0.6, gt=0, le=1, description="A face's boxes at the two ends of an interval must overlap at least this for "
+        "the frames between to be interpolated; less is fast motion: those frames are detected.")
+    min_score: float = Field(
+        0.6, ge=0, le=1, description="Both ends' detector scores at least this, else the interval is detected "
+        "frame by frame (a face near faces.score_threshold may drop out in between).")
 
 
 class QualityConfig(StrictModel):
@@ -202,6 +220,10 @@ class AsdConfig(StrictModel):
     window_frames: int = Field(100, ge=8, description="Inference window at 25 fps (4 s).")
     overlap_frames: int = Field(25, ge=0, description="Overlap between windows; overlapping scores are averaged.")
     device: Literal["cpu", "cuda"] = "cpu"
+    batch_windows_cpu: int = Field(
+        4, ge=1, description="Light-ASD windows per forward pass on CPU, gathered across a source's face tracks "
+                             "(bench/results/batching.md).")
+    batch_windows_cuda: int = Field(32, ge=1, description="Light-ASD windows per forward pass on a GPU.")
 
 
 class SpeechConfig(StrictModel):
@@ -279,6 +301,10 @@ class ShardConfig(StrictModel):
     max_samples_per_shard: int = Field(500, ge=1)
     max_bytes_per_shard: int = Field(1_000_000_000, ge=1_000_000)
     name_pattern: str = "shard-{index:06d}.tar"
+    compact_below_bytes: int = Field(
+        250_000_000, ge=0, description="Compaction re-packs shards smaller than this (appends leave small shards).")
+    compact_retired_share: float = Field(
+        0.25, ge=0.0, le=1.0, description="Compaction re-packs shards with more than this share of samples retired.")
     publish_url: str | None = Field(
         None, description="Also copy finished shards here (s3://bucket/prefix or any fsspec URL), index.json last.")
 
@@ -325,12 +351,21 @@ class AnnotationConfig(StrictModel):
         return None if value is None else Path(value).expanduser().resolve()
 
 
+class RuntimeConfig(StrictModel):
+    """How `talkinghead run` spreads sources over processes on one machine (never changes outputs)."""
+
+    workers: int = Field(1, ge=1, description="Worker processes, each with its own loaded models; `--workers` overrides.")
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="CPU threads per worker for torch, onnxruntime and CTranslate2; unset: cores // workers.")
+
+
 class PipelineConfig(StrictModel):
     paths: PathsConfig = PathsConfig()
     ingest: IngestConfig = IngestConfig()
     faces: FaceDetectionConfig = FaceDetectionConfig()
     tracking: TrackingConfig = TrackingConfig()
     shots: ShotConfig = ShotConfig()
+    detection_schedule: DetectionScheduleConfig = DetectionScheduleConfig()
     quality: QualityConfig = QualityConfig()
     crops: CropConfig = CropConfig()
     audio: AudioConfig = AudioConfig()
@@ -342,6 +377,7 @@ class PipelineConfig(StrictModel):
     captions: CaptionConfig = CaptionConfig()
     shards: ShardConfig = ShardConfig()
     annotation: AnnotationConfig = AnnotationConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
     def _check_crop_fps(self) -> "PipelineConfig":
@@ -352,7 +388,8 @@ class PipelineConfig(StrictModel):
     def content_hash(self) -> str:
         """Hash of every setting that changes outputs (paths and annotation excluded), recorded in each sample."""
         # Annotation settings and where shards are copied never change a sample.
-        payload = self.model_dump(mode="json", exclude={"paths": True, "annotation": True, "shards": {"publish_url"}})
+        payload = self.model_dump(mode="json", exclude={"paths": True, "annotation": True, "runtime": True,
+                                                     "shards": {"publish_url"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -6,7 +6,13 @@ from assets.annotation import ANNOTATION_ASSETS, annotation_loop_job, new_annota
 from assets.executors import DATASET_JOB, PROCESS_JOB, build_executor
 from assets.partitions import PER_SOURCE_GROUPS
 from assets.resources import PipelineSettings, StageModels
-from assets.shards import dataset_shards, every_source_accounted_for, shards_open
+from assets.shards import (
+    compact_dataset_job,
+    dataset_shards,
+    every_source_accounted_for,
+    shards_open,
+    verify_dataset_job,
+)
 from assets.sources import source_probe, watch_input_folder
 from assets.stages import STAGE_ASSETS
 from assets.storage import AtomicFilesystemIOManager
@@ -18,7 +24,7 @@ process_sources_job = dg.define_asset_job(
 )
 build_dataset_job = dg.define_asset_job(
     DATASET_JOB, selection=dg.AssetSelection.assets(dataset_shards),
-    description="Pack all processed sources into shards and run the dataset checks.",
+    description="Append new and re-processed sources' clips as new shards, retire changed ones, run the dataset checks.",
 )
 
 ALL_ASSETS = [source_probe, *STAGE_ASSETS, dataset_shards]
@@ -37,7 +43,7 @@ defs = dg.Definitions(
     asset_checks=ALL_CHECKS,
     sensors=[watch_input_folder, new_annotations],
     jobs=[process_sources_job, build_dataset_job, annotation_loop_job, refresh_annotations_job,
-          train_job],
+          train_job, verify_dataset_job, compact_dataset_job],
     resources=build_resources(),
     executor=build_executor(),  # $TALKINGHEAD_EXECUTOR: multiprocess (default), in_process, celery, k8s
 )

@@ -41,3 +41,13 @@ def run_job(job_fn: Callable[[], dg.JobDefinition], instance: dg.DagsterInstance
     tags = {"dagster/partition": partition_key} if partition_key else None
     return dg.execute_job(dg.reconstructable(job_fn), instance=instance, run_config=dict(run_config or {}),
                           tags=tags, raise_on_error=False)
+
+
+def verify_dataset_job() -> dg.JobDefinition:
+    """Full verification: every shard streamed (assets/shards.py)."""
+    return _job("verify_dataset")
+
+
+def compact_dataset_job() -> dg.JobDefinition:
+    """Explicit compaction of small or largely retired shards (assets/shards.py)."""
+    return _job("compact_dataset")

@@ -1,4 +1,10 @@
-"""Dataset: WebDataset shards, index, statistics, manifest and QC report, plus their checks."""
+"""Dataset: WebDataset shards, index, statistics, manifest and QC report, plus their checks.
+
+The shard folder is append-only (pipelines/shards.py): each materialisation packs only new or
+re-processed sources into new shards and retires what changed; ``shards_open`` streams only the
+shards that materialisation added. Everything else is explicit: the ``verify_dataset`` job
+streams every shard, the ``compact_dataset`` job re-packs small or largely retired shards.
+"""
 
 import json
 
@@ -14,7 +20,7 @@ from pipelines.ingest import SourceRegistry
 from pipelines.reports import gates_report_png, qc_plot_png
 from pipelines.schema.index import MissingShardIndexError, ShardIndex, ShardIndexError
 from pipelines.schema.manifest import FunnelStats, SourceRow, load_manifest
-from pipelines.shards import verify_shards, write_shards
+from pipelines.shards import compact_shards, verify_shards, write_shards
 from pipelines.schema.records import SourceRecord
 from pipelines.workdir import load_record
 
@@ -50,7 +56,8 @@ def _records(config: PipelineConfig, source_ids: list[str]) -> tuple[list[Source
     automation_condition=dg.AutomationCondition.eager(),
 )
 def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dict:
-    """Every accepted clip of every registered source packed into tar shards, with index and stats."""
+    """Every accepted clip of every registered source in tar shards, with index and stats: new and
+    re-processed sources are appended as new shards, changed or removed ones retired in the index."""
     config = settings.load()
     source_ids = sorted(context.instance.get_dynamic_partitions(SOURCE_PARTITIONS_NAME))
     records, pending = _records(config, source_ids)
@@ -68,8 +75,8 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         from pipelines.publish import publish_shards
 
         published = publish_shards(summary.shards_dir, config.shards.publish_url)
-        context.log.info(f"published to {published['url']}: {len(published['uploaded'])} uploaded, "
-                         f"{len(published['unchanged'])} unchanged")
+        context.log.info(f"published to {published.url}: {len(published.uploaded)} uploaded, "
+                         f"{len(published.unchanged)} unchanged, {len(published.deleted)} deleted")
     stats = summary.stats
     reasons = {**{f"source: {k}": v for k, v in stats.sources.rejected_by_reason.items()},
                **{f"segment: {k}": v for k, v in stats.segments.rejected_by_reason.items()}}
@@ -80,13 +87,15 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         "sources_pending": len(pending),
         "samples": len(summary.index),
         "accepted_minutes": round(stats.accepted_duration_s.total / 60, 3),
-        "shards": dg.MetadataValue.json(summary.shards),
+        "shards": len(summary.shard_index.shards),
+        "shards_added": dg.MetadataValue.json(summary.added),
+        "sources_retired": dg.MetadataValue.json(summary.retired),
         "rejections": dg.MetadataValue.md(table if reasons else "no rejections"),
         "shards_dir": dg.MetadataValue.path(str(summary.shards_dir)),
         "qc_overview": png_markdown(png, "QC overview"),
         "qc_gates": png_markdown(gates_png, "funnel and gates"),
         **funnel_metadata(stats.funnel),
-        "published_to": published["url"] if published else "not published (shards.publish_url unset)",
+        "published_to": published.url if published else "not published (shards.publish_url unset)",
     })
     return {"shards_dir": str(summary.shards_dir), "samples": len(summary.index), "stats": stats.model_dump(mode="json")}
 
@@ -107,13 +116,67 @@ def every_source_accounted_for(context: dg.AssetCheckExecutionContext, settings:
     )
 
 
-@dg.asset_check(asset=dataset_shards, description="Every shard opens, matches its sha256, and holds every indexed sample.")
+def _added_by_last_materialisation(context: dg.AssetCheckExecutionContext) -> list[str]:
+    """The shards the latest dataset_shards materialisation added (its ``shards_added`` metadata)."""
+    event = context.instance.get_latest_materialization_event(dataset_shards.key)
+    if event is None or event.asset_materialization is None:
+        return []
+    added = event.asset_materialization.metadata.get("shards_added")
+    return list(added.value) if added is not None else []
+
+
+@dg.asset_check(asset=dataset_shards, description="The shards this materialisation added open, match their "
+                "sha256 and hold their indexed samples (streamed); every listed shard is present.")
 def shards_open(context: dg.AssetCheckExecutionContext, settings: PipelineSettings) -> dg.AssetCheckResult:
     config = settings.load()
-    problems = verify_shards(config.paths.shards_dir)
+    added = _added_by_last_materialisation(context)
+    problems = verify_shards(config.paths.shards_dir, added)
     try:
-        samples = len(ShardIndex.load(config.paths.shards_dir, check_shards=False).samples)
-    except (MissingShardIndexError, ShardIndexError):
-        samples = 0  # verify_shards has named the problem
+        samples = len(ShardIndex.load(config.paths.shards_dir).samples)  # also: every listed shard is there
+    except (MissingShardIndexError, ShardIndexError) as error:
+        samples = 0
+        problems = problems if problems else [str(error)]
     return dg.AssetCheckResult(passed=not problems,
-                               metadata={"samples": samples, "problems": dg.MetadataValue.json(problems[:50])})
+                               metadata={"samples": samples, "shards_verified": dg.MetadataValue.json(added),
+                                         "problems": dg.MetadataValue.json(problems[:50])})
+
+
+@dg.op(description="Stream every shard the index lists: sha256, size, sample count, every live sample's members.")
+def verify_all_shards(context: dg.OpExecutionContext, settings: PipelineSettings) -> list[str]:
+    config = settings.load()
+    problems = verify_shards(config.paths.shards_dir)
+    index = ShardIndex.load(config.paths.shards_dir, check_shards=False) if not problems else None
+    context.log_event(dg.AssetObservation(asset_key=dataset_shards.key, metadata={
+        "full_verification": "passed" if not problems else "failed",
+        "shards_verified": len(index.shards) if index else 0,
+        "problems": dg.MetadataValue.json(problems[:50])}))
+    if problems:
+        raise dg.Failure(description=f"{len(problems)} problem(s) in {config.paths.shards_dir}: {problems[:5]}",
+                         metadata={"problems": dg.MetadataValue.json(problems[:50])})
+    return problems
+
+
+@dg.op(description="Re-pack shards below shards.compact_below_bytes or with more than shards.compact_retired_share "
+                   "retired into new shards; index next, then the replaced shards are deleted.")
+def compact_dataset_shards(context: dg.OpExecutionContext, settings: PipelineSettings) -> dict:
+    config = settings.load()
+    summary = compact_shards(config)
+    context.log.info(f"compaction: {len(summary.replaced)} shard(s) replaced by {len(summary.added)}; "
+                     f"{summary.samples_kept} live sample(s) moved, {summary.samples_dropped} retired dropped")
+    context.log_event(dg.AssetObservation(asset_key=dataset_shards.key, metadata={
+        "compaction_replaced": dg.MetadataValue.json(summary.replaced),
+        "compaction_added": dg.MetadataValue.json(summary.added),
+        "compaction_samples_kept": summary.samples_kept,
+        "compaction_samples_dropped": summary.samples_dropped}))
+    return {"replaced": summary.replaced, "added": summary.added, "samples_kept": summary.samples_kept,
+            "samples_dropped": summary.samples_dropped}
+
+
+@dg.job(name="verify_dataset", description="Full verification of the shard folder (every shard, streamed).")
+def verify_dataset_job() -> None:
+    verify_all_shards()
+
+
+@dg.job(name="compact_dataset", description="Explicit compaction of small or largely retired shards.")
+def compact_dataset_job() -> None:
+    compact_dataset_shards()

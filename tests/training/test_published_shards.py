@@ -19,15 +19,15 @@ def test_publish_sends_index_last_then_the_loader_reads_the_url(tmp_path, flame_
     monkeypatch.setattr(publish, "_put", lambda fs, local, remote: (order.append(remote.rsplit("/", 1)[1]),
                                                                     put(fs, local, remote)))
     sent = publish.publish_shards(flame_shards, url)
-    assert sent["uploaded"] and not sent["unchanged"]
-    assert order[-1] == "index.json" and set(sent["uploaded"]) < set(order[:-1])
+    assert sent.uploaded and not sent.unchanged and not sent.deleted
+    assert order[-1] == "index.json" and set(sent.uploaded) < set(order[:-1])
     again = publish.publish_shards(flame_shards, url)  # unchanged shards are not sent twice
-    assert again["uploaded"] == [] and again["unchanged"] == sent["uploaded"]
+    assert again.uploaded == [] and again.unchanged == sent.uploaded
 
     remote = shard_urls(url)
-    assert remote == [f"{url}/{name}" for name in sent["uploaded"]]
+    assert remote == [f"{url}/{name}" for name in sent.uploaded]
     fs = fsspec.filesystem("memory")
-    for name in sent["uploaded"]:
+    for name in sent.uploaded:
         assert fs.cat(f"/published-test/shards/{name}") == (flame_shards / name).read_bytes()
 
     config = load_run_config(None, **tiny_config("vae", tmp_path / "run", flame_shards)).data

@@ -31,7 +31,11 @@ class DataConfig(StrictModel):
     array_prefix: Literal["smooth", "raw"] = "smooth"
     batch_size: int = Field(8, ge=1)
     shuffle_buffer: int = Field(64, ge=1, description="Samples held by the webdataset shuffle buffer.")
-    windows_per_clip: int = Field(1, ge=1, description="Random windows drawn from each clip per pass.")
+    # One decoded clip serves several windows: decoding, not cutting, is the loader's cost
+    # (bench/results/loader.md); 1 and 1 give the stream of one window per decoded clip.
+    windows_per_clip: int = Field(8, ge=1, description="Random windows drawn from each decoded clip per pass.")
+    window_shuffle_buffer: int = Field(64, ge=1, description="Drawn windows held by a seeded shuffle buffer "
+                                       "(mixes one clip's windows with other clips'); 1: off.")
     num_workers: int = Field(0, ge=0)
     stats_eps: float = Field(1e-4, gt=0, description="Floor on a channel's std (constant channels stay finite).")
 

@@ -18,6 +18,18 @@ them (``video.fps``, ``audio.sample_rate``). A run expects one pair (``data.fps`
 ``data.sample_rate`` when the config states them, else the first usable sample's, see
 ``resolve_rates``) and skips, with a logged reason, every sample at other rates: its windows
 would cut audio of the wrong length or time span.
+
+Reading cost (bench/bench_loader.py): local shards are read by seeking past the members the
+trainer does not use (``mp4``, ``boxes.npy``, ...); only the configured ``.npy`` arrays of
+``flame.npz`` are read, and the WAV is a view of its bytes (int16, scaled per window). Each
+decoded clip gives ``windows_per_clip`` windows, mixed with other clips' windows by a seeded
+window shuffle buffer (``window_shuffle_buffer``), so that one decode serves several windows
+without a batch holding one clip's windows only. A sample whose record, WAV or arrays cannot
+be read is skipped with a logged reason (a run never dies of one bad sample).
+
+Retired samples: when the shards come from an index (a folder with ``index.json`` or a
+published URL), a sample is yielded only when the index's ``samples`` maps its key to the
+shard it was read from; an append-only index retires a sample by dropping or moving its key.
 """
 
 from __future__ import annotations
@@ -27,8 +39,12 @@ import importlib
 import io
 import logging
 import math
+import os
 import random
-from collections.abc import Iterator
+import re
+import struct
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +52,15 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from pipelines.media.wav import read_wav_float
 from pipelines.schema.index import INDEX_FILE, ShardIndex, is_url
 from pipelines.schema.sample import SampleRecord
 from training.config import DataConfig
 
 FLAME_MEMBER = "flame.npz"
+# The members a training sample needs; the others (mp4, boxes.npy, ...) are never read.
+USED_MEMBERS = frozenset({"json", "wav", FLAME_MEMBER})
+# int16 full scale: stored PCM / 32768 lies in [-1, 1) (as pipelines/media/wav.read_wav_float).
+PCM16_SCALE = 32768.0
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +71,278 @@ def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192):
     return fsspec.open(url, mode).open()
 
 
-def _remote_shard_urls(spec: str) -> list[str]:
+@dataclass(frozen=True)
+class ShardSource:
+    """Where a run's shards are: their paths or URLs and, when an index lists them, the live
+    samples (sample key -> name of the shard holding it; None: every sample read is live)."""
+
+    urls: list[str]
+    live: dict[str, str] | None
+
+
+def _remote_shard_source(spec: str) -> ShardSource:
     """Shard URLs from ``<url>/index.json`` on object storage (see pipelines/publish.py)."""
     scheme = spec.split("://", 1)[0]
     # webdataset opens file/pipe/http/gs itself; other schemes (s3, memory, ...) go through fsspec.
     importlib.import_module("webdataset.gopen").gopen_schemes.setdefault(scheme, _gopen_fsspec)
     base = spec.rstrip("/")
     if base.endswith(".tar"):
-        return [base]
-    return ShardIndex.load(base).locations()
+        return ShardSource([base], None)
+    index = ShardIndex.load(base)
+    return ShardSource(index.locations(), dict(index.samples))
 
 
-def shard_urls(spec: str) -> list[str]:
-    """Tar paths from a shard folder (its index.json), a glob, a single tar, or an object-store
+def shard_source(spec: str) -> ShardSource:
+    """The shards of a shard folder (its index.json), a glob, a single tar, or an object-store
     URL holding published shards (``s3://bucket/prefix``: its index.json)."""
     if is_url(spec):
-        return _remote_shard_urls(spec)
+        return _remote_shard_source(spec)
     spec = spec.removeprefix("file://")
     path = Path(spec)
     if path.is_dir():
         if (path / INDEX_FILE).exists():
-            return ShardIndex.load(path).locations()
-        return sorted(str(p) for p in path.glob("*.tar"))
+            index = ShardIndex.load(path)
+            return ShardSource(index.locations(), dict(index.samples))
+        return ShardSource(sorted(str(p) for p in path.glob("*.tar")), None)
     urls = sorted(glob.glob(spec))
     if not urls:
         raise FileNotFoundError(f"no shards match {spec}")
-    return urls
+    return ShardSource(urls, None)
 
 
-def motion_array(npz_bytes: bytes, config: DataConfig) -> np.ndarray:
+def shard_urls(spec: str) -> list[str]:
+    """Tar paths or URLs of ``spec`` (see :func:`shard_source`)."""
+    return shard_source(spec).urls
+
+
+def shard_name(url: str) -> str:
+    """The file name of a shard path or URL (what an index's ``samples`` maps keys to)."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def live_only(live: dict[str, str]) -> Callable[[Iterator[dict]], Iterator[dict]]:
+    """Pipeline stage: drop samples the index does not list in the shard they were read from."""
+    def stage(samples: Iterator[dict]) -> Iterator[dict]:
+        for sample in samples:
+            if live.get(sample["__key__"]) == shard_name(sample["__url__"]):
+                yield sample
+            else:
+                log.debug("%s in %s: retired (the index lists it in %s)", sample["__key__"],
+                          shard_name(sample["__url__"]), live.get(sample["__key__"]))
+    return stage
+
+
+# ----------------------------------------------------------------------------- reading tars
+
+# webdataset's split of a member name into sample key and member suffix (tariterators.base_plus_ext).
+_MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def _local_path(url: str) -> Path | None:
+    return None if is_url(url) else Path(url.removeprefix("file://"))
+
+
+class TarFormatError(ValueError):
+    """A tar header the local reader cannot read (bad checksum, size field or truncation)."""
+
+
+_BLOCK = 512
+
+
+def _octal(field: bytes, what: str) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256 (sizes of 8 GiB and more)
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(text, 8) if text else 0
+    except ValueError:
+        raise TarFormatError(f"{what} field {field!r} is not octal") from None
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """``"<length> <key>=<value>\n"`` records of a pax extended header."""
+    records, position = {}, 0
+    while position < len(data) and data[position:position + 1] not in (b"\0", b""):
+        space = data.index(b" ", position)
+        length = int(data[position:space])
+        key, _, value = data[space + 1:position + length - 1].partition(b"=")
+        records[key.decode("utf-8")] = value.decode("utf-8", "surrogateescape")
+        position += length
+    return records
+
+
+def _local_tar_members(path: Path, url: str) -> Iterator[tuple[str, str, bytes]]:
+    """(key, suffix, bytes) of the used members of a local tar, in tar order; the data of the
+    other members is seeked past, never read. Reads ustar/pax/GNU long-name headers (what
+    Python's tarfile writes for pipelines/shards.py) with checksums checked; TarFormatError
+    on anything else."""
+    with open(path, "rb") as handle:
+        length = os.fstat(handle.fileno()).st_size
+        long_name: str | None = None
+        pax: dict[str, str] = {}
+        while True:
+            header = handle.read(_BLOCK)
+            if len(header) < _BLOCK:
+                if header.strip(b"\0"):
+                    raise TarFormatError(f"{url}: truncated header")
+                return  # a tar cut at a block boundary ends like one without end blocks
+            if not header.strip(b"\0"):
+                return  # end-of-archive block
+            checksum = _octal(header[148:156], "checksum")
+            if checksum != sum(header[:148]) + 8 * 32 + sum(header[156:]):
+                raise TarFormatError(f"{url}: header checksum mismatch at byte {handle.tell() - _BLOCK}")
+            size = _octal(header[124:136], "size")
+            kind = header[156:157]
+            if kind in (b"x", b"L"):
+                data = handle.read(size)
+                handle.seek(-size % _BLOCK, 1)
+                if kind == b"x":
+                    pax = _pax_records(data)
+                else:
+                    long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                continue
+            size = int(pax.get("size", size))
+            name = pax.get("path") or long_name
+            if name is None:
+                name = header[0:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                prefix = header[345:500].split(b"\0", 1)[0] if header[257:263] == b"ustar\0" else b""
+                if prefix:
+                    name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+            long_name, pax = None, {}
+            match = _MEMBER_NAME.match(name) if kind in (b"0", b"\0", b"7") else None
+            if handle.tell() + size > length:
+                raise TarFormatError(f"{url}: {name} is truncated (the file ends inside it)")
+            if match is None or match.group(2).lower() not in USED_MEMBERS:
+                handle.seek(size + (-size % _BLOCK), 1)
+                continue
+            data = handle.read(size)
+            handle.seek(-size % _BLOCK, 1)
+            yield match.group(1), match.group(2).lower(), data
+
+
+def _grouped(members: Iterator[tuple[str, str, bytes]], url: str) -> Iterator[dict]:
+    sample: dict | None = None
+    for key, suffix, data in members:
+        if sample is None or key != sample["__key__"]:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key, "__url__": url}
+        sample[suffix] = data
+    if sample is not None:
+        yield sample
+
+
+def _log_and_continue(error: Exception) -> bool:
+    log.warning("shard skipped: %s", error)
+    return True
+
+
+def read_samples(shards: Iterator[dict]) -> Iterator[dict]:
+    """Pipeline stage: ``{"url": ...}`` shard items -> samples holding the used members
+    (``__key__``, ``__url__``, ``json``, ``wav``, ``flame.npz``). An unreadable shard is
+    logged and skipped."""
+    for shard in shards:
+        url = shard["url"]
+        path = _local_path(url)
+        if path is None:
+            yield from wds.tarfile_samples(iter([shard]), handler=_log_and_continue,
+                                           select_files=lambda name: _member_suffix(name) in USED_MEMBERS)
+            continue
+        try:
+            yield from _grouped(_local_tar_members(path, url), url)
+        except (OSError, TarFormatError) as error:
+            log.warning("%s: shard skipped: %s", url, error)
+
+
+def _member_suffix(name: str) -> str | None:
+    match = _MEMBER_NAME.match(name)
+    return match.group(2).lower() if match else None
+
+
+def _samples(source: ShardSource, *stages) -> wds.DataPipeline:
+    """Shard items -> (``stages``: splits, resampling) -> live samples."""
+    live = [live_only(source.live)] if source.live is not None else []
+    return wds.DataPipeline(*stages, read_samples, *live)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+class SampleDecodeError(ValueError):
+    """A sample member the loader cannot use (the message says which and why)."""
+
+
+def pcm16_samples(data: bytes, expected_rate: int, *, name: str) -> np.ndarray:
+    """The int16 samples of a PCM16 mono WAV, as a view of ``data`` (no copy, no decoder).
+
+    SampleDecodeError unless it is RIFF/WAVE, PCM (plain or extensible) 16-bit mono at ``expected_rate``."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise SampleDecodeError(f"{name}: not a RIFF/WAVE file")
+    position, fmt = 12, None
+    while position + 8 <= len(data):
+        chunk, size = data[position:position + 4], struct.unpack_from("<I", data, position + 4)[0]
+        body = position + 8
+        if chunk == b"fmt ":
+            if size < 16:
+                raise SampleDecodeError(f"{name}: fmt chunk of {size} bytes")
+            fmt = struct.unpack_from("<HHIIHH", data, body)
+            if fmt[0] == 0xFFFE and size >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format names the coding
+                fmt = (struct.unpack_from("<H", data, body + 24)[0], *fmt[1:])
+        elif chunk == b"data":
+            if fmt is None:
+                raise SampleDecodeError(f"{name}: data chunk before the fmt chunk")
+            coding, channels, rate, _, _, bits = fmt
+            if coding != 1 or channels != 1 or bits != 16:
+                raise SampleDecodeError(f"{name}: expected 16-bit PCM mono WAV, got {channels} channel(s) "
+                                        f"of {bits}-bit samples (format tag {coding})")
+            if rate != expected_rate:
+                raise SampleDecodeError(f"{name}: expected {expected_rate} Hz audio, got {rate} Hz")
+            end = min(body + size, len(data))
+            return np.frombuffer(data, dtype="<i2", count=(end - body) // 2, offset=body)
+        position = body + size + (size & 1)
+    raise SampleDecodeError(f"{name}: no data chunk")
+
+
+_NPY_HEADER = re.compile(r"^\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': (True|False), "
+                         r"'shape': \(((?:\d+, ?)*\d*)\), \}\s*$")
+
+
+def _npy_array(raw: bytes, name: str) -> np.ndarray:
+    """An ``.npy`` file's array as a view of its bytes; the header as numpy writes it is parsed
+    with a pattern, anything else goes through numpy's reader."""
+    if raw[:6] != b"\x93NUMPY":
+        raise SampleDecodeError(f"{name}: not an .npy array")
+    major = raw[6]
+    size_bytes = 2 if major == 1 else 4
+    header_end = 8 + size_bytes + int.from_bytes(raw[8:8 + size_bytes], "little")
+    match = _NPY_HEADER.match(raw[8 + size_bytes:header_end].decode("latin1"))
+    if match is None:
+        return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+    shape = tuple(int(n) for n in match.group(3).replace(" ", "").split(",") if n)
+    count = math.prod(shape)
+    array = np.frombuffer(raw, dtype=np.dtype(match.group(1)), count=count, offset=header_end)
+    return array.reshape(shape, order="F" if match.group(2) == "True" else "C")
+
+
+def _npz_arrays(npz_bytes: bytes, names: list[str], label: str) -> list[np.ndarray]:
+    """Only the named arrays of an npz (each member read once, others left alone)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(npz_bytes)) as archive:
+            present = set(archive.namelist())
+            missing = [n for n in names if f"{n}.npy" not in present]
+            if missing:
+                raise SampleDecodeError(f"{label}: no arrays {missing}")
+            return [_npy_array(archive.read(f"{n}.npy"), f"{label}/{n}") for n in names]
+    except zipfile.BadZipFile as error:
+        raise SampleDecodeError(f"{label}: not an npz archive ({error})") from None
+
+
+def motion_array(npz_bytes: bytes, config: DataConfig, label: str = FLAME_MEMBER) -> np.ndarray:
     """(frames, dims) float32: the configured groups concatenated in config order."""
-    with np.load(io.BytesIO(npz_bytes)) as arrays:
-        parts = [arrays[f"{config.array_prefix}/{group}"] for group in config.groups]
+    parts = _npz_arrays(npz_bytes, [f"{config.array_prefix}/{group}" for group in config.groups], label)
+    if any(part.ndim != 2 for part in parts):
+        raise SampleDecodeError(f"{label}: arrays of shapes {[p.shape for p in parts]}, expected (frames, dims)")
     frames = min(len(p) for p in parts)
-    return np.concatenate([p[:frames] for p in parts], axis=1).astype(np.float32)
+    return np.concatenate([p[:frames] for p in parts], axis=1).astype(np.float32, copy=False)
 
 
 def group_slices(groups: tuple[str, ...], dims: dict[str, int]) -> dict[str, slice]:
@@ -98,8 +355,8 @@ def group_slices(groups: tuple[str, ...], dims: dict[str, int]) -> dict[str, sli
 
 
 def group_dims(npz_bytes: bytes, config: DataConfig) -> dict[str, int]:
-    with np.load(io.BytesIO(npz_bytes)) as arrays:
-        return {group: int(arrays[f"{config.array_prefix}/{group}"].shape[1]) for group in config.groups}
+    parts = _npz_arrays(npz_bytes, [f"{config.array_prefix}/{group}" for group in config.groups], FLAME_MEMBER)
+    return {group: int(part.shape[1]) for group, part in zip(config.groups, parts)}
 
 
 def caption_for(captions: dict | None, start: int, end: int) -> str:
@@ -118,7 +375,7 @@ def caption_for(captions: dict | None, start: int, end: int) -> str:
 class Clip:
     key: str
     motion: np.ndarray  # (frames, dims)
-    audio: np.ndarray  # (samples,)
+    audio: np.ndarray  # (samples,): float32 in [-1, 1), or int16 PCM that cut_window scales
     record: SampleRecord
 
 
@@ -132,18 +389,28 @@ def _rates_differ(record: SampleRecord, config: DataConfig) -> str | None:
 
 
 def decode_clip(sample: dict, config: DataConfig) -> Clip | None:
-    """The sample as a clip, or None (logged when it is a rate mismatch) when the run cannot use it."""
+    """The sample as a clip, or None (with a logged reason unless it has no FLAME arrays) when
+    the run cannot use it: rates not the run's, a record that is not a valid SampleRecord, a
+    WAV that is not PCM16 mono at the record's rate, arrays missing from ``flame.npz``."""
     if FLAME_MEMBER not in sample:
         return None
     key = sample["__key__"]
-    record = SampleRecord.load(sample["json"])
-    mismatch = _rates_differ(record, config)
-    if mismatch is not None:
-        log.warning("%s: skipped: %s", key, mismatch)
+    try:
+        if "json" not in sample or "wav" not in sample:
+            raise SampleDecodeError(f"no {'json' if 'json' not in sample else 'wav'} member")
+        # The whole record is validated (about 0.5 ms for 23 kB, mostly JSON parsing itself; see
+        # bench/results/loader.md): a record the schema refuses is not trained on.
+        record = SampleRecord.load(sample["json"])
+        mismatch = _rates_differ(record, config)
+        if mismatch is not None:
+            raise SampleDecodeError(mismatch)
+        # The WAV header must agree with the record's (and the run's) rate.
+        audio = pcm16_samples(sample["wav"], config.sample_rate, name=f"{key}.wav")
+        motion = motion_array(sample[FLAME_MEMBER], config, label=f"{key}.{FLAME_MEMBER}")
+    except ValueError as error:  # SampleDecodeError and pydantic's ValidationError
+        log.warning("%s: skipped: %s", key, str(error).replace("\n", " "))
         return None
-    # The WAV header must agree with the record: read_wav_float raises otherwise.
-    audio = read_wav_float(sample["wav"], config.sample_rate, name=f"{key}.wav")
-    return Clip(key, motion_array(sample[FLAME_MEMBER], config), audio, record)
+    return Clip(key, motion, audio, record)
 
 
 def cut_window(clip: Clip, start: int, config: DataConfig) -> dict:
@@ -155,6 +422,8 @@ def cut_window(clip: Clip, start: int, config: DataConfig) -> dict:
     audio = np.zeros(a1 - a0, dtype=np.float32)
     piece = clip.audio[a0:a1]
     audio[: len(piece)] = piece
+    if clip.audio.dtype == np.int16:
+        audio /= PCM16_SCALE  # a power of two: the same float32 values as scaling the whole clip first
     return {"key": clip.key, "start": start, "motion": clip.motion[start:start + frames], "audio": audio,
             "caption": caption_for(clip.record.captions, start, start + frames)}
 
@@ -167,18 +436,23 @@ def _clips(samples: Iterator[dict], config: DataConfig) -> Iterator[Clip]:
 
 
 def resolve_rates(config: DataConfig, spec: str | None = None) -> DataConfig:
-    """``config`` with ``fps`` and ``sample_rate`` set: as stated, else those of the first sample
-    with FLAME arrays in ``spec`` (default ``config.shards``), in shard order, so every rank and
-    worker resolves the same pair."""
+    """``config`` with ``fps`` and ``sample_rate`` set: as stated, else those of the first live
+    sample with FLAME arrays and a valid record in ``spec`` (default ``config.shards``), in shard
+    order, so every rank and worker resolves the same pair."""
     if config.fps is not None and config.sample_rate is not None:
         return config
-    samples = wds.DataPipeline(wds.SimpleShardList(shard_urls(spec or config.shards)), wds.tarfile_to_samples())
-    first = next((s for s in samples if FLAME_MEMBER in s), None)
-    if first is None:
-        raise ValueError(f"no sample with FLAME arrays in {spec or config.shards}: cannot tell the frame rate")
-    record = SampleRecord.load(first["json"])
-    return config.model_copy(update={"fps": config.fps if config.fps is not None else record.video.fps,
-                                     "sample_rate": config.sample_rate or record.audio.sample_rate})
+    source = shard_source(spec or config.shards)
+    for sample in _samples(source, wds.SimpleShardList(source.urls)):
+        if FLAME_MEMBER not in sample or "json" not in sample:
+            continue
+        try:
+            record = SampleRecord.load(sample["json"])
+        except ValueError as error:
+            log.warning("%s: skipped: %s", sample["__key__"], str(error).replace("\n", " "))
+            continue
+        return config.model_copy(update={"fps": config.fps if config.fps is not None else record.video.fps,
+                                         "sample_rate": config.sample_rate or record.audio.sample_rate})
+    raise ValueError(f"no sample with FLAME arrays in {spec or config.shards}: cannot tell the frame rate")
 
 
 def inherit_rates(config: DataConfig, source: DataConfig, source_name: str) -> DataConfig:
@@ -205,17 +479,38 @@ def _shuffled(size: int, seed: int):
     return stage
 
 
+@dataclass(frozen=True)
+class WindowDraw:
+    """A drawn window before it is cut: the clip it comes from, its first frame and its seed."""
+
+    clip: Clip
+    start: int
+    seed: int
+
+
 def _random_windows(config: DataConfig, seed: int):
     def stage(samples: Iterator[dict]) -> Iterator[dict]:
         worker = _worker_id()
         rng = random.Random(f"windows-{seed}-{worker}")
-        for number, clip in enumerate(_clips(samples, config)):
-            for repeat in range(config.windows_per_clip):
-                window = cut_window(clip, rng.randint(0, len(clip.motion) - config.window_frames), config)
-                # Per-window seed for noise, timesteps and condition dropout: the same window gets
-                # the same draws whatever the batch size or accumulation (see training/flow.py).
-                window["seed"] = hash((seed, worker, number, repeat)) & 0x7FFFFFFF
-                yield window
+
+        def draws() -> Iterator[WindowDraw]:
+            for number, clip in enumerate(_clips(samples, config)):
+                for repeat in range(config.windows_per_clip):
+                    start = rng.randint(0, len(clip.motion) - config.window_frames)
+                    # Per-window seed for noise, timesteps and condition dropout: the same window gets
+                    # the same draws whatever the batch size or accumulation (see training/flow.py).
+                    yield WindowDraw(clip, start, hash((seed, worker, number, repeat)) & 0x7FFFFFFF)
+
+        drawn: Iterator[WindowDraw] = draws()
+        if config.window_shuffle_buffer > 1:
+            # Draws (a clip reference and a start) are shuffled, not cut windows: the buffer holds
+            # the decoded clips once, whatever the number of windows drawn from each.
+            size = config.window_shuffle_buffer
+            drawn = wds.shuffle(size, initial=size, rng=random.Random(f"window-shuffle-{seed}-{worker}"))(drawn)
+        for draw in drawn:
+            window = cut_window(draw.clip, draw.start, config)
+            window["seed"] = draw.seed
+            yield window
     return stage
 
 
@@ -230,31 +525,32 @@ def _tiled_windows(config: DataConfig):
 
 
 def train_pipeline(config: DataConfig, seed: int) -> wds.DataPipeline:
-    """Endless, seeded stream of random windows (resampled shards, shuffled samples)."""
+    """Endless, seeded stream of random windows (resampled shards, shuffled samples, live ones only)."""
     config = resolve_rates(config)
+    source = shard_source(config.shards)
     return wds.DataPipeline(
-        wds.ResampledShards(shard_urls(config.shards), seed=seed, deterministic=True),
-        wds.tarfile_to_samples(),
+        _samples(source, wds.ResampledShards(source.urls, seed=seed, deterministic=True)),
         _shuffled(config.shuffle_buffer, seed),
         _random_windows(config, seed),
     )
 
 
 def finite_clips(spec: str, config: DataConfig, per_node: bool = True) -> Iterator[Clip]:
-    """Every usable clip once: this node's and worker's share of the shards, or with
+    """Every usable live clip once: this node's and worker's share of the shards, or with
     ``per_node=False`` every node's (the worker split still applies)."""
     config = resolve_rates(config, spec)
+    source = shard_source(spec)
     splits = [wds.split_by_node] if per_node else []
-    pipeline = wds.DataPipeline(wds.SimpleShardList(shard_urls(spec)), *splits, wds.split_by_worker,
-                                wds.tarfile_to_samples())
-    return _clips(iter(pipeline), config)
+    return _clips(iter(_samples(source, wds.SimpleShardList(source.urls), *splits, wds.split_by_worker)), config)
 
 
 def eval_pipeline(spec: str, config: DataConfig) -> wds.DataPipeline:
-    """Non-overlapping windows from the start of every clip, in shard order."""
+    """Non-overlapping windows from the start of every live clip, in shard order."""
     config = resolve_rates(config, spec)
-    return wds.DataPipeline(wds.SimpleShardList(shard_urls(spec)), wds.split_by_node, wds.split_by_worker,
-                            wds.tarfile_to_samples(), _tiled_windows(config))
+    source = shard_source(spec)
+    return wds.DataPipeline(
+        _samples(source, wds.SimpleShardList(source.urls), wds.split_by_node, wds.split_by_worker),
+        _tiled_windows(config))
 
 
 def collate(windows: list[dict]) -> dict:

@@ -76,6 +76,10 @@ class FaceDetectionConfig(StrictModel):
     scrfd_input_size: int = Field(640, description="SCRFD letterbox size; the mirrored ONNX files are fixed at 640.")
     mediapipe_model: Literal["short_range", "full_range"] = "short_range"
     min_face_size_px: int = Field(24, ge=1, description="Detections whose longer side is smaller are ignored.")
+    detection_frame_px: int = Field(
+        640, ge=32, description="The detector and the shot detector see each frame shrunk (by libswscale, while "
+                                "decoding) to at most this on its longer side, never enlarged; crops, sharpness "
+                                "and boxes stay in source pixels.")
     device: Literal["cpu", "cuda"] = Field(
         "cpu", description="SCRFD runs on onnxruntime's CUDA provider when cuda (needs onnxruntime-gpu); "
                            "MediaPipe's Python detector runs on the CPU only and refuses cuda.")

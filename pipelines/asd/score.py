@@ -16,6 +16,7 @@ Everything is deterministic: fixed window placement and no sampling.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +83,30 @@ def _cross_fade_weights(length: int, overlap: int, first: bool, last: bool) -> n
     return weights
 
 
+@dataclass(frozen=True)
+class _Window:
+    """One inference window of one track: frames [start, start + length)."""
+
+    track: int
+    start: int
+    length: int
+    first: bool
+    last: bool
+    overlapped: bool  # the track has more than one window
+
+    def weights(self, overlap: int) -> np.ndarray:
+        return _cross_fade_weights(self.length, overlap if self.overlapped else 0, self.first, self.last)
+
+
 class ActiveSpeakerScorer:
     """Light-ASD speaking probability per frame of a face track (CPU or CUDA).
 
     ``faces``: (T, 112, 112) uint8 grayscale crops from :func:`pipelines.asd.features.face_crop_112`
     at 25 fps; ``audio``: int16 mono 16 kHz samples starting at the first face frame's time.
-    ``batch_windows`` windows go through the network at once (default: 8 on a GPU, 1 on CPU).
+    ``batch_windows`` windows go through the network at once (default: 8 on a GPU, 1 on CPU; the
+    stage passes ``asd.batch_windows_cpu`` / ``batch_windows_cuda``); the ``*_many`` methods fill
+    those batches with the windows of several tracks, so a source with many short face tracks
+    costs few forward passes.
     """
 
     def __init__(self, model_path: str | Path, device: str = "cpu", window_frames: int = 100,
@@ -107,14 +126,26 @@ class ActiveSpeakerScorer:
         self.batch_windows = batch_windows
         self.model = load_light_asd(model_path, self.device)
 
+    def window_count(self, frames: int) -> int:
+        """Windows a track of ``frames`` 25 fps frames is scored in."""
+        return len(window_starts(frames, min(self.window_frames, frames), self.overlap_frames)) if frames else 0
+
     def logits(self, faces: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """(T, 2) float32 audio-visual logits (index 1: speaking)."""
-        faces = self._check_faces(faces)
-        return self.logits_from_features(audio_features_for_frames(audio, len(faces)), faces)
+        return self.logits_many([(faces, audio)])[0]
 
     def probabilities(self, faces: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """(T,) float32 probability that the face is speaking, per frame."""
         return probability_from_logits(self.logits(faces, audio))
+
+    def probabilities_many(self, tracks: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """:meth:`probabilities` of several (faces, audio) tracks, their windows batched together."""
+        return [probability_from_logits(logits) for logits in self.logits_many(tracks)]
+
+    def logits_many(self, tracks: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """:meth:`logits` of several (faces, audio) tracks, their windows batched together."""
+        tracks = [(self._check_faces(faces), audio) for faces, audio in tracks]
+        return self._windowed_logits([(faces, audio_features_for_frames(audio, len(faces))) for faces, audio in tracks])
 
     def logits_from_features(self, audio_mfcc: np.ndarray, faces: np.ndarray) -> np.ndarray:
         """Windowed inference on ready features: MFCC (4T, 13) and faces (T, 112, 112)."""
@@ -123,28 +154,27 @@ class ActiveSpeakerScorer:
         if audio_mfcc.shape != (MFCC_PER_VIDEO_FRAME * frames, 13):
             raise ValueError(f"expected MFCC of shape ({MFCC_PER_VIDEO_FRAME * frames}, 13) for {frames} frames, "
                              f"got {audio_mfcc.shape}")
-        if frames == 0:
-            return np.zeros((0, 2), dtype=np.float32)
-        window = min(self.window_frames, frames)
-        starts = window_starts(frames, window, self.overlap_frames)
-        total = np.zeros((frames, 2), dtype=np.float64)
-        weight_sum = np.zeros(frames, dtype=np.float64)
+        return self._windowed_logits([(faces, audio_mfcc)])[0]
+
+    def _windowed_logits(self, tracks: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        windows = self._plan([len(faces) for faces, _ in tracks])
+        totals = [np.zeros((len(faces), 2), dtype=np.float64) for faces, _ in tracks]
+        weight_sums = [np.zeros(len(faces), dtype=np.float64) for faces, _ in tracks]
         with torch.no_grad():
-            for first in range(0, len(starts), self.batch_windows):
-                batch = starts[first:first + self.batch_windows]
-                video = torch.from_numpy(np.stack([faces[a:a + window] for a in batch]))
+            for batch in self._batches(windows):
+                video = torch.from_numpy(np.stack([tracks[w.track][0][w.start:w.start + w.length] for w in batch]))
                 audio = torch.from_numpy(np.stack([
-                    audio_mfcc[MFCC_PER_VIDEO_FRAME * a:MFCC_PER_VIDEO_FRAME * (a + window)] for a in batch]))
+                    tracks[w.track][1][MFCC_PER_VIDEO_FRAME * w.start:MFCC_PER_VIDEO_FRAME * (w.start + w.length)]
+                    for w in batch]))
                 video = video.to(self.device, dtype=torch.float32)
                 audio = audio.to(self.device, dtype=torch.float32)
                 out = self.model(audio, video).float().cpu().numpy().astype(np.float64)
-                for offset, a in enumerate(batch):
-                    index = first + offset
-                    weights = _cross_fade_weights(window, self.overlap_frames if len(starts) > 1 else 0,
-                                                  first=index == 0, last=index == len(starts) - 1)
-                    total[a:a + window] += out[offset] * weights[:, None]
-                    weight_sum[a:a + window] += weights
-        return (total / weight_sum[:, None]).astype(np.float32)
+                for row, w in zip(out, batch):
+                    weights = w.weights(self.overlap_frames)
+                    totals[w.track][w.start:w.start + w.length] += row * weights[:, None]
+                    weight_sums[w.track][w.start:w.start + w.length] += weights
+        return [(total / np.maximum(weight_sum, 1e-12)[:, None]).astype(np.float32)
+                for total, weight_sum in zip(totals, weight_sums)]
 
     def shifted_logits(self, faces: np.ndarray, audio: np.ndarray, max_shift: int) -> np.ndarray:
         """(2N + 1, T, 2) float32 logits of the face track against its audio shifted by k = -N..N frames
@@ -163,47 +193,82 @@ class ActiveSpeakerScorer:
         encoder maps 4 MFCC rows to one frame, so a one-frame shift is a 4-row shift of its
         input), and only the GRU and head run 2N + 1 times, as one batch.
         """
-        faces = self._check_faces(faces)
+        return self.shifted_scores_many([(faces, audio)], max_shift)[0]
+
+    def shifted_scores_many(self, tracks: list[tuple[np.ndarray, np.ndarray]],
+                            max_shift: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`shifted_scores` of several (faces, audio) tracks: the windows of all of them go
+        through the network ``batch_windows`` at a time (windows of equal length only: the
+        temporal convolutions and the GRU see the whole window, so padding would change the
+        scores; tracks of at least ``window_frames`` frames all have full-length windows)."""
         if max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {max_shift}")
-        frames, shifts = len(faces), 2 * max_shift + 1
-        if frames == 0:
-            return np.zeros((shifts, 0, 2), dtype=np.float32), np.zeros(0, dtype=np.float32)
-        audio_mfcc = audio_features_for_frames(audio, frames + 2 * max_shift)
-        window = min(self.window_frames, frames)
-        starts = window_starts(frames, window, self.overlap_frames)
-        total = np.zeros((shifts, frames, 2), dtype=np.float64)
-        seen = np.zeros(frames, dtype=np.float64)
-        weight_sum = np.zeros(frames, dtype=np.float64)
+        shifts = 2 * max_shift + 1
+        faces_of = [self._check_faces(faces) for faces, _ in tracks]
+        mfcc_of = [audio_features_for_frames(audio, len(faces) + 2 * max_shift) if len(faces) else None
+                   for faces, (_, audio) in zip(faces_of, tracks)]
+        totals = [np.zeros((shifts, len(faces), 2), dtype=np.float64) for faces in faces_of]
+        seens = [np.zeros(len(faces), dtype=np.float64) for faces in faces_of]
+        weight_sums = [np.zeros(len(faces), dtype=np.float64) for faces in faces_of]
         with torch.no_grad():
-            for index, a in enumerate(starts):
-                out, visual = self._shifted_window(faces[a:a + window],
-                                           audio_mfcc[MFCC_PER_VIDEO_FRAME * a:
-                                                      MFCC_PER_VIDEO_FRAME * (a + window + 2 * max_shift)],
-                                           max_shift)
-                weights = _cross_fade_weights(window, self.overlap_frames if len(starts) > 1 else 0,
-                                              first=index == 0, last=index == len(starts) - 1)
-                total[:, a:a + window] += out * weights[None, :, None]
-                seen[a:a + window] += visual * weights
-                weight_sum[a:a + window] += weights
-        return ((total / weight_sum[None, :, None]).astype(np.float32), (seen / weight_sum).astype(np.float32))
+            for batch in self._batches(self._plan([len(faces) for faces in faces_of])):
+                out, visual = self._shifted_windows(
+                    np.stack([faces_of[w.track][w.start:w.start + w.length] for w in batch]),
+                    np.stack([mfcc_of[w.track][MFCC_PER_VIDEO_FRAME * w.start:
+                                                MFCC_PER_VIDEO_FRAME * (w.start + w.length + 2 * max_shift)]
+                              for w in batch]), max_shift)
+                for w, logits, seen in zip(batch, out, visual):
+                    weights = w.weights(self.overlap_frames)
+                    totals[w.track][:, w.start:w.start + w.length] += logits * weights[None, :, None]
+                    seens[w.track][w.start:w.start + w.length] += seen * weights
+                    weight_sums[w.track][w.start:w.start + w.length] += weights
+        results = []
+        for total, seen, weight_sum in zip(totals, seens, weight_sums):
+            weight_sum = np.maximum(weight_sum, 1e-12)  # only an empty track has no weight
+            results.append(((total / weight_sum[None, :, None]).astype(np.float32),
+                            (seen / weight_sum).astype(np.float32)))
+        return results
 
-    def _shifted_window(self, faces: np.ndarray, audio_mfcc: np.ndarray,
-                        max_shift: int) -> tuple[np.ndarray, np.ndarray]:
-        """One window's (2N + 1, W, 2) logits and (W,) visual-only margin: faces (W, 112, 112),
-        MFCC (4 (W + 2N), 13)."""
-        window = len(faces)
-        video = torch.from_numpy(np.ascontiguousarray(faces)[None]).to(self.device, dtype=torch.float32)
-        mfcc_rows = torch.from_numpy(np.ascontiguousarray(audio_mfcc)[None]).to(self.device, dtype=torch.float32)
-        visual = self.model.encode_visual(video)  # (1, W, 128)
-        heard = self.model.encode_audio(mfcc_rows)[0]  # (W + 2N, 128)
+    def _shifted_windows(self, faces: np.ndarray, audio_mfcc: np.ndarray,
+                         max_shift: int) -> tuple[np.ndarray, np.ndarray]:
+        """B windows' (B, 2N + 1, W, 2) logits and (B, W) visual-only margins: faces (B, W, 112, 112),
+        MFCC (B, 4 (W + 2N), 13)."""
+        count, window = faces.shape[:2]
+        shifts = 2 * max_shift + 1
+        video = torch.from_numpy(np.ascontiguousarray(faces)).to(self.device, dtype=torch.float32)
+        mfcc_rows = torch.from_numpy(np.ascontiguousarray(audio_mfcc)).to(self.device, dtype=torch.float32)
+        visual = self.model.encode_visual(video)  # (B, W, 128)
+        heard = self.model.encode_audio(mfcc_rows)  # (B, W + 2N, 128)
         # Row j = k + N holds the audio of frames [j, j + W) of the widened window, i.e. window frame t + k.
-        audio = torch.stack([heard[j:j + window] for j in range(2 * max_shift + 1)])
-        logits = self.model.logits_from_embeddings(audio, visual.expand(len(audio), -1, -1))
+        audio = torch.stack([heard[:, j:j + window] for j in range(shifts)], dim=1)  # (B, 2N + 1, W, 128)
+        paired = visual[:, None].expand(-1, shifts, -1, -1)
+        logits = self.model.logits_from_embeddings(audio.reshape(count * shifts, window, -1),
+                                                   paired.reshape(count * shifts, window, -1))
         # Light-ASD's visual head (trained as an auxiliary loss on the visual embedding): the
         # face's own speaking activity, independent of any audio, for the offset curve.
-        seen = self.model.lossV.FC(visual[0]).float().cpu().numpy().astype(np.float64)
-        return logits.float().cpu().numpy().astype(np.float64), seen[:, 1] - seen[:, 0]
+        seen = self.model.lossV.FC(visual).float().cpu().numpy().astype(np.float64)  # (B, W, 2)
+        logits = logits.float().cpu().numpy().astype(np.float64).reshape(count, shifts, window, 2)
+        return logits, seen[..., 1] - seen[..., 0]
+
+    def _plan(self, lengths: list[int]) -> list[_Window]:
+        """Every window of every track (empty tracks have none)."""
+        windows = []
+        for track, frames in enumerate(lengths):
+            if frames == 0:
+                continue
+            length = min(self.window_frames, frames)
+            starts = window_starts(frames, length, self.overlap_frames)
+            windows.extend(_Window(track, start, length, index == 0, index == len(starts) - 1, len(starts) > 1)
+                           for index, start in enumerate(starts))
+        return windows
+
+    def _batches(self, windows: list[_Window]) -> list[list[_Window]]:
+        """Windows of equal length in groups of up to ``batch_windows``, in track order."""
+        by_length: dict[int, list[_Window]] = {}
+        for w in windows:
+            by_length.setdefault(w.length, []).append(w)
+        return [group[first:first + self.batch_windows] for group in by_length.values()
+                for first in range(0, len(group), self.batch_windows)]
 
     @staticmethod
     def _check_faces(faces: np.ndarray) -> np.ndarray:

@@ -129,39 +129,89 @@ def syncnet_measure(folder: Path, segment: Segment, audio: np.ndarray, frames: i
     return syncnet.measure(syncnet.cached_syncnet(weights, config.asd.device), video, own)
 
 
+@dataclass
+class _TrackInput:
+    """What one segment is scored from: its 25 fps faces, its 24 fps frame count and its audio
+    (padded by N frames each side when config.sync is on)."""
+
+    segment: Segment
+    faces: np.ndarray
+    frames_24: int
+    audio: np.ndarray
+
+
+def _track_input(folder: Path, segment: Segment, config: PipelineConfig, audio_start_s: float) -> _TrackInput:
+    faces, n = face_track_25(folder, segment, config)
+    if config.sync.enabled:
+        return _TrackInput(segment, faces, n, shifted_audio(folder, segment, len(faces), audio_start_s, config))
+    pcm, rate = read_wav(folder / segment.files["wav"])
+    if rate != config.audio.sample_rate:
+        raise ValueError(f"{segment.files['wav']}: expected {config.audio.sample_rate} Hz audio, got {rate} Hz")
+    return _TrackInput(segment, faces, n, pcm)
+
+
 def score_segment(folder: Path, segment: Segment, scorer, config: PipelineConfig,
                   audio_start_s: float = 0.0) -> ScoredSegment:
-    """Speaking probability per 24 fps frame. With ``config.sync`` on, the face is also scored
-    against its audio shifted by every k in -N..N (one batched pass) to measure its offset; the
-    speaking probability is the one with the audio as recorded."""
+    """Speaking probability per 24 fps frame of one segment (:func:`score_segments`)."""
+    return score_segments(folder, [segment], scorer, config, audio_start_s)[0]
+
+
+def score_segments(folder: Path, segments: list[Segment] | tuple[Segment, ...], scorer, config: PipelineConfig,
+                   audio_start_s: float = 0.0) -> list[ScoredSegment]:
+    """Speaking probability per 24 fps frame of each segment. With ``config.sync`` on, each face
+    is also scored against its audio shifted by every k in -N..N to measure its offset; the
+    speaking probability is the one with the audio as recorded.
+
+    The segments' windows are scored together (``scorer.*_many``): segments are gathered until
+    they fill at least one batch of ``scorer.batch_windows`` windows, so a source with many
+    short tracks costs few forward passes while only about one batch of faces is held at once.
+    """
+    scored: list[ScoredSegment] = []
+    pending: list[_TrackInput] = []
+    windows = 0
+    for segment in segments:
+        item = _track_input(folder, segment, config, audio_start_s)
+        pending.append(item)
+        windows += scorer.window_count(len(item.faces))
+        if windows >= scorer.batch_windows:
+            scored.extend(_score_together(folder, pending, scorer, config))
+            pending, windows = [], 0
+    if pending:
+        scored.extend(_score_together(folder, pending, scorer, config))
+    return scored
+
+
+def _score_together(folder: Path, items: list[_TrackInput], scorer, config: PipelineConfig) -> list[ScoredSegment]:
     from pipelines.asd.score import probability_from_logits  # torch only when the stage runs
 
-    fps = config.crops.fps
-    faces, n = face_track_25(folder, segment, config)
-    measure = reading = None
-    if config.sync.enabled:
-        audio = shifted_audio(folder, segment, len(faces), audio_start_s, config)
-        logits, visual = scorer.shifted_scores(faces, audio, config.sync.max_shift_frames)
+    tracks = [(item.faces, item.audio) for item in items]
+    if not config.sync.enabled:
+        return [_scored(item, np.asarray(p25, dtype=np.float64), None, None, config)
+                for item, p25 in zip(items, scorer.probabilities_many(tracks))]
+    out = []
+    for item, (logits, visual) in zip(items, scorer.shifted_scores_many(tracks, config.sync.max_shift_frames)):
         measure = measure_offset(logits, visual, config.asd.threshold)
         if measure is not None:
-            measure = lip_measure(faces, n, segment.start_s, audio, measure, config)
+            measure = lip_measure(item.faces, item.frames_24, item.segment.start_s, item.audio, measure, config)
         # Speaking is decided on the audio as recorded (the unshifted row), not at the measured
         # offset: a silent face next to the speaker gets a bogus offset whose shifted score can
         # rival the speaker's (measured on two GRID faces side by side: 0.398 against 0.400).
         p25 = np.asarray(probability_from_logits(logits[config.sync.max_shift_frames]), dtype=np.float64)
         weights = syncnet_weights(config)
-        if weights is not None:
-            reading = syncnet_measure(folder, segment, audio, len(faces), config, weights)
-    else:
-        pcm, rate = read_wav(folder / segment.files["wav"])
-        if rate != config.audio.sample_rate:
-            raise ValueError(f"{segment.files['wav']}: expected {config.audio.sample_rate} Hz audio, got {rate} Hz")
-        p25 = np.asarray(scorer.probabilities(faces, pcm), dtype=np.float64)
+        reading = (syncnet_measure(folder, item.segment, item.audio, len(item.faces), config, weights)
+                   if weights is not None else None)
+        out.append(_scored(item, p25, measure, reading, config))
+    return out
+
+
+def _scored(item: _TrackInput, p25: np.ndarray, measure: LipSyncMeasure | SyncMeasure | None,
+            reading: SyncNetReading | None, config: PipelineConfig) -> ScoredSegment:
+    fps, n = config.crops.fps, item.frames_24
     centres = (np.arange(n) + 0.5) / fps
     raw = p25[np.clip((centres * ASD_FPS).astype(int), 0, len(p25) - 1)]
     radius = int(round(config.asd.smoothing_window_s / 2 * fps))
     smooth = smooth_params(raw[:, None], radius)[:, 0]
-    return ScoredSegment(segment, segment.start_s + centres, raw, smooth, measure, reading)
+    return ScoredSegment(item.segment, item.segment.start_s + centres, raw, smooth, measure, reading)
 
 
 def _window_means(probs: np.ndarray, on_screen: np.ndarray, radius: int) -> np.ndarray:
@@ -343,9 +393,12 @@ def build_backend(config: PipelineConfig):
     """Light-ASD from the model directory (sha256-verified)."""
     from pipelines.asd.score import ActiveSpeakerScorer
 
+    from pipelines.devices import torch_device
+
     asd = config.asd
-    return ActiveSpeakerScorer(ModelStore(config.paths.model_dir).path(asd.model), device=asd.device,
-                               window_frames=asd.window_frames, overlap_frames=asd.overlap_frames)
+    return ActiveSpeakerScorer(ModelStore(config.paths.model_dir).path(asd.model), device=torch_device(asd.device),
+                               window_frames=asd.window_frames, overlap_frames=asd.overlap_frames,
+                               batch_windows=asd.batch_windows_cuda if asd.device == "cuda" else asd.batch_windows_cpu)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -353,8 +406,7 @@ def run(ctx: StageContext) -> StageResult:
     for stale in ctx.folder.glob(child_file_pattern(CHILD_TAG)):
         stale.unlink()  # children of an earlier run are rewritten below (its asd.json is withdrawn)
     audio_start_s = float(ctx.record.numbers.get("audio_start_s", 0.0)) if ctx.record is not None else 0.0
-    scored = [score_segment(ctx.folder, segment, ctx.backend, ctx.config, audio_start_s)
-              for segment in ctx.candidates]
+    scored = score_segments(ctx.folder, ctx.candidates, ctx.backend, ctx.config, audio_start_s)
     decisions, plots = decide(scored, ctx.config, ctx.folder, audio_start_s)
     return StageResult(stage=STAGE, segments=decisions, details={"model": ctx.config.asd.model, "plots": plots})
 

@@ -35,39 +35,153 @@ class FaceDetector(Protocol):
 
     def detect(self, rgb: np.ndarray) -> list[Detection]: ...
 
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]: ...
+
     def close(self) -> None: ...
 
 
 class ScrfdDetector:
-    """InsightFace SCRFD loaded through ``insightface.model_zoo`` from an ONNX file."""
+    """InsightFace SCRFD loaded through ``insightface.model_zoo`` from an ONNX file.
 
-    def __init__(self, model_path, input_size: int, score_threshold: float, model_sha256: str | None = None):
+    :meth:`detect_batch` runs several images through one ``session.run`` when the file's input
+    takes a dynamic batch dimension, and one image at a time when it is fixed at 1. Measured on
+    the files here (bench/README.md, "Batching, CUDA and workers"): both mirrored files
+    (scrfd_500m_kps.onnx, scrfd_2.5g_kps.onnx) declare a fixed input [1, 3, 640, 640] and
+    onnxruntime refuses a batch of 2, so they run per image; their graphs compute every reshape
+    from the tensor's own shape, and a copy whose batch dimension is made symbolic runs batches
+    with outputs within 1.2e-6 of single images. InsightFace's ``det_500m.onnx`` (buffalo_sc)
+    declares a dynamic batch and size. InsightFace's own ``SCRFD.batched`` flag only says that
+    the outputs carry a leading batch axis; it always runs one image.
+    """
+
+    def __init__(self, model_path, input_size: int, score_threshold: float, model_sha256: str | None = None,
+                 device: str = "cpu"):
         from insightface.model_zoo import get_model
+
+        from pipelines.devices import onnx_providers, onnx_session_options
 
         self.name = f"insightface-scrfd:{model_path.name}"
         self.model_sha256 = model_sha256
-        self._model = get_model(str(model_path), providers=["CPUExecutionProvider"])
+        self.providers = onnx_providers(device)
+        options = onnx_session_options()
+        extra = {"sess_options": options} if options is not None else {}
+        self._model = get_model(str(model_path), providers=self.providers, **extra)
         if self._model is None:
             raise RuntimeError(f"insightface could not load {model_path} as a detector")
-        self._model.prepare(ctx_id=-1, input_size=(input_size, input_size), det_thresh=score_threshold)
+        # ctx_id < 0 makes insightface reset the session to the CPU provider alone.
+        self._model.prepare(ctx_id=0 if device == "cuda" else -1, input_size=(input_size, input_size),
+                            det_thresh=score_threshold)
+        self._score_threshold = score_threshold
+        batch_dim = self._model.session.get_inputs()[0].shape[0]
+        # A symbolic name or None is a dynamic dimension; an int is fixed.
+        self.max_batch = None if not isinstance(batch_dim, int) else batch_dim
+
+    @property
+    def session_providers(self) -> list[str]:
+        """The providers onnxruntime actually placed the session on."""
+        return list(self._model.session.get_providers())
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         boxes, kpss = self._model.detect(bgr)
-        out = []
-        for k, row in enumerate(boxes):
-            points = tuple((float(x), float(y)) for x, y in kpss[k]) if kpss is not None else None
-            out.append(Detection(tuple(float(v) for v in row[:4]), float(row[4]), points))
+        return _scrfd_detections(boxes, kpss)
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """:meth:`detect` of each RGB image, in one forward pass per ``max_batch`` images where the
+        model file allows more than one (dynamic batch dimension), else one image at a time."""
+        if self.max_batch == 1 or len(images) <= 1:
+            return [self.detect(image) for image in images]
+        step = self.max_batch or len(images)
+        out: list[list[Detection]] = []
+        for first in range(0, len(images), step):
+            out.extend(self._detect_together(images[first:first + step]))
         return out
+
+    def _detect_together(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """One session.run over letterboxed images; decoded per image as insightface's ``detect``
+        does (anchors, threshold, score order, rescale, NMS)."""
+        from insightface.model_zoo.scrfd import distance2bbox, distance2kps
+
+        model = self._model
+        width, height = model.input_size
+        blobs, scales = [], []
+        for rgb in images:
+            canvas, scale = _letterbox(rgb, width, height)
+            blobs.append(((canvas.astype(np.float32) - model.input_mean) / model.input_std).transpose(2, 0, 1))
+            scales.append(scale)
+        outputs = model.session.run(model.output_names, {model.input_name: np.stack(blobs)})
+        results = []
+        for index, scale in enumerate(scales):
+            scores_all, boxes_all, points_all = [], [], []
+            for level, stride in enumerate(model._feat_stride_fpn):
+                scores = outputs[level][index].reshape(-1)
+                distances = outputs[level + model.fmc][index] * stride
+                centres = _anchor_centres(height // stride, width // stride, stride, model._num_anchors)
+                keep = np.flatnonzero(scores >= self._score_threshold)
+                scores_all.append(scores[keep])
+                boxes_all.append(distance2bbox(centres, distances)[keep])
+                if model.use_kps:
+                    points = distance2kps(centres, outputs[level + 2 * model.fmc][index] * stride)
+                    points_all.append(points.reshape(len(points), -1, 2)[keep])
+            scores = np.concatenate(scores_all)
+            if len(scores) == 0:
+                results.append([])
+                continue
+            order = np.argsort(-scores, kind="stable")
+            candidates = np.hstack([np.concatenate(boxes_all) / scale, scores[:, None]]).astype(np.float32)[order]
+            points = np.concatenate(points_all)[order] / scale if model.use_kps else None
+            keep = model.nms(candidates)
+            results.append(_scrfd_detections(candidates[keep], points[keep] if points is not None else None))
+        return results
 
     def close(self) -> None:
         self._model = None
 
 
-class MediaPipeDetector:
-    """MediaPipe Tasks ``FaceDetector`` (BlazeFace) from a local .tflite file."""
+def _letterbox(rgb: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
+    """The image resized to fit (width, height) keeping its aspect, at the top left of a black
+    canvas (insightface's SCRFD preprocessing), and the scale applied."""
+    import cv2
 
-    def __init__(self, model_path, score_threshold: float, model_sha256: str | None = None):
+    if rgb.shape[0] / rgb.shape[1] > height / width:
+        new_height, new_width = height, int(height / (rgb.shape[0] / rgb.shape[1]))
+    else:
+        new_width, new_height = width, int(width * rgb.shape[0] / rgb.shape[1])
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    canvas[:new_height, :new_width] = cv2.resize(rgb, (new_width, new_height))
+    return canvas, new_height / rgb.shape[0]
+
+
+def _anchor_centres(rows: int, cols: int, stride: int, anchors: int) -> np.ndarray:
+    centres = (np.stack(np.mgrid[:rows, :cols][::-1], axis=-1).astype(np.float32) * stride).reshape(-1, 2)
+    return np.repeat(centres, anchors, axis=0) if anchors > 1 else centres
+
+
+def _scrfd_detections(boxes: np.ndarray, kpss: np.ndarray | None) -> list[Detection]:
+    out = []
+    for k, row in enumerate(boxes):
+        points = tuple((float(x), float(y)) for x, y in kpss[k]) if kpss is not None else None
+        out.append(Detection(tuple(float(v) for v in row[:4]), float(row[4]), points))
+    return out
+
+
+class MediaPipeDetector:
+    """MediaPipe Tasks ``FaceDetector`` (BlazeFace) from a local .tflite file.
+
+    MediaPipe's Python ``FaceDetector`` takes one image per call (``detect``,
+    ``detect_for_video``) and has no batch API: ``detect_batch`` loops. It runs with the Tasks
+    API's default CPU delegate; its GPU delegate is not wired or measured here, so
+    ``device: cuda`` is refused rather than silently run on the CPU.
+    """
+
+    max_batch = 1
+
+    def __init__(self, model_path, score_threshold: float, model_sha256: str | None = None, device: str = "cpu"):
+        if device != "cpu":
+            from pipelines.devices import DeviceUnavailable
+
+            raise DeviceUnavailable(f"faces.device: {device}, but the MediaPipe face detector runs on the CPU only "
+                                    "(use faces.backend: scrfd with onnxruntime-gpu for a GPU)")
         # MediaPipe's native logging prints INFO lines per graph start; keep warnings and up.
         os.environ.setdefault("GLOG_minloglevel", "2")
         from mediapipe.tasks.python import BaseOptions, vision
@@ -94,6 +208,10 @@ class MediaPipeDetector:
                                  _mediapipe_points(det.keypoints, rgb.shape[1], rgb.shape[0])))
         return out
 
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """:meth:`detect` of each image (MediaPipe has no batch API)."""
+        return [self.detect(image) for image in images]
+
     def close(self) -> None:
         if self._detector is not None:
             self._detector.close()
@@ -115,10 +233,10 @@ def build_detector(config: FaceDetectionConfig, models: ModelStore) -> FaceDetec
     if config.backend == "scrfd":
         status = models.status("scrfd_500m")
         path = models.path("scrfd_500m")
-        return ScrfdDetector(path, config.scrfd_input_size, config.score_threshold, status.sha256)
+        return ScrfdDetector(path, config.scrfd_input_size, config.score_threshold, status.sha256, config.device)
     name = f"mediapipe_{config.mediapipe_model}"
     path = models.path(name)
-    return MediaPipeDetector(path, config.score_threshold, models.status(name).sha256)
+    return MediaPipeDetector(path, config.score_threshold, models.status(name).sha256, config.device)
 
 
 def filter_detections(detections: list[Detection], config: FaceDetectionConfig) -> list[Detection]:

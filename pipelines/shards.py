@@ -496,8 +496,7 @@ def _verify_shards(shards_dir: Path, names: Iterable[str] | None) -> list[str]:
             elif len(seen) != entry.samples:
                 problems.append(f"{name}: holds {len(seen)} samples, the index says {entry.samples}")
         except (OSError, tarfile.TarError) as error:
-            problems.append(f"{name}: cannot be opened ({error})")
-            continue
+            problems.append(f"{name}: cannot be opened ({error})")  # its live samples are reported lost below
         for key in sorted(live_here.get(name, [])):
             missing = set(SAMPLE_MEMBERS) - seen.get(key, set())
             if missing:

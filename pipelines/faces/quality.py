@@ -25,6 +25,7 @@ import numpy as np
 
 from pipelines.config import QualityConfig
 from pipelines.faces.detectors import Detection
+from pipelines.media.decode import Frame
 
 Orientation = Literal["frontal", "side", "profile"]
 
@@ -143,15 +144,19 @@ def orientation_label(yaw_deg: float, pitch_deg: float, config: QualityConfig) -
     return "profile"
 
 
-def face_sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> float:
-    """Variance of the Laplacian (Pech-Pacheco et al., ICPR 2000) of the grey face box."""
-    h, w = rgb.shape[:2]
-    x1, y1 = max(int(math.floor(box[0])), 0), max(int(math.floor(box[1])), 0)
-    x2, y2 = min(int(math.ceil(box[2])), w), min(int(math.ceil(box[3])), h)
-    if x2 - x1 < 3 or y2 - y1 < 3:
+def _sharpness_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The face box grown to whole pixels and clipped to the frame."""
+    return (max(int(math.floor(box[0])), 0), max(int(math.floor(box[1])), 0),
+            min(int(math.ceil(box[2])), width), min(int(math.ceil(box[3])), height))
+
+
+def _box_sharpness(face_rgb: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey face box pixels (see SHARPNESS_MAX_SIDE_PX)."""
+    height, width = face_rgb.shape[:2]
+    if width < 3 or height < 3:
         return 0.0
-    grey = cv2.cvtColor(np.ascontiguousarray(rgb[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY)
-    longer = max(x2 - x1, y2 - y1)
+    grey = cv2.cvtColor(np.ascontiguousarray(face_rgb), cv2.COLOR_RGB2GRAY)
+    longer = max(width, height)
     if longer > SHARPNESS_MAX_SIDE_PX:
         # An integer-factor area reduction first (OpenCV's fast path; a fractional INTER_AREA
         # on a 500 px face costs ~1 ms), then the small remainder to the exact size.
@@ -160,7 +165,7 @@ def face_sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> f
             gh, gw = grey.shape
             grey = cv2.resize(grey[:gh // k * k, :gw // k * k], (gw // k, gh // k), interpolation=cv2.INTER_AREA)
         factor = SHARPNESS_MAX_SIDE_PX / longer
-        size = (max(3, round((x2 - x1) * factor)), max(3, round((y2 - y1) * factor)))
+        size = (max(3, round(width * factor)), max(3, round(height * factor)))
         # At most a 2x reduction is left: bilinear is close to area here and ~4x cheaper.
         grey = cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR)
     # meanStdDev on the int16 Laplacian: numpy's .var() on a float copy costs more than the filter.
@@ -168,8 +173,31 @@ def face_sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> f
     return float(std[0, 0]) ** 2
 
 
+def face_sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Variance of the Laplacian (Pech-Pacheco et al., ICPR 2000) of the grey face box."""
+    x1, y1, x2, y2 = _sharpness_box(box, rgb.shape[1], rgb.shape[0])
+    return _box_sharpness(rgb[max(y1, 0): max(y2, y1), max(x1, 0): max(x2, x1)])
+
+
+def frame_face_sharpness(frame: Frame, box: tuple[float, float, float, float]) -> float:
+    """:func:`face_sharpness` on a decoded frame, converting only the face box to RGB at full
+    resolution: the measure is calibrated on source pixels (quality.min_sharpness)."""
+    x1, y1, x2, y2 = _sharpness_box(box, frame.width, frame.height)
+    if x2 - x1 < 3 or y2 - y1 < 3:
+        return 0.0
+    return _box_sharpness(frame.region_rgb(x1, y1, x2, y2))
+
+
 def measure_face(rgb: np.ndarray, detection: Detection) -> FaceMeasure:
     """Size, sharpness and head pose of one detected face in an RGB frame."""
     pose = head_pose(detection.keypoints) if detection.keypoints is not None else (math.nan,) * 3
     return FaceMeasure(face_px=float(detection.longer_side), sharpness=face_sharpness(rgb, detection.box),
+                       yaw_deg=pose[0], pitch_deg=pose[1], roll_deg=pose[2])
+
+
+def measure_frame_face(frame: Frame, detection: Detection) -> FaceMeasure:
+    """:func:`measure_face` on a decoded frame (source-pixel detection): the pose needs only the
+    keypoints, the sharpness reads the face box at full resolution."""
+    pose = head_pose(detection.keypoints) if detection.keypoints is not None else (math.nan,) * 3
+    return FaceMeasure(face_px=float(detection.longer_side), sharpness=frame_face_sharpness(frame, detection.box),
                        yaw_deg=pose[0], pitch_deg=pose[1], roll_deg=pose[2])

@@ -139,20 +139,176 @@ def probe(path: Path) -> ProbeInfo:
     )
 
 
-@dataclass
-class Frame:
-    """One decoded video frame: RGB pixels shown from ``time_s`` for ``duration_s``."""
-
-    index: int
-    time_s: float
-    duration_s: float
-    rgb: np.ndarray  # (H, W, 3) uint8, display orientation
+# Planar YUV layouts whose planes are kept and converted to RGB one region at a time:
+# (horizontal chroma shift, vertical chroma shift, bytes per sample, context px). 8-bit layouts
+# take libswscale's unscaled converters, which read each pixel's own samples only; 10-bit ones
+# take its scaler, which interpolates chroma across neighbours, so their cut is grown by a
+# context margin (16 px: exact on 1280x720 GRID, where 2 px already was) and trimmed after.
+# Any other layout (semi-planar nv12 from hardware decoders, packed RGB, palettes, grey) is
+# converted to RGB whole at decode, as before, and regions are slices of that array.
+_PLANAR_YUV: dict[str, tuple[int, int, int, int]] = {
+    "yuv420p": (1, 1, 1, 0), "yuvj420p": (1, 1, 1, 0), "yuv422p": (1, 0, 1, 0), "yuvj422p": (1, 0, 1, 0),
+    "yuv444p": (0, 0, 1, 0), "yuvj444p": (0, 0, 1, 0),
+    "yuv420p10le": (1, 1, 2, 16), "yuv422p10le": (1, 0, 2, 16), "yuv444p10le": (0, 0, 2, 16),
+}
+# libswscale filter of the detection frame, made in the same pass as the colour conversion.
+# Area averaging: the detector and the shot detector see an anti-aliased picture of the frame
+# (SCRFD's own resize of a full frame is bilinear without a footprint, which aliases at 3x).
+DETECTION_INTERPOLATION = "AREA"
 
 
 def _rotate(rgb: np.ndarray, rotation_deg: int) -> np.ndarray:
     # The display matrix angle is counter-clockwise; np.rot90 with k>0 is counter-clockwise too.
     k = {0: 0, 90: 1, 180: 2, 270: 3}.get(rotation_deg % 360, 0)
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
+class RgbPixels:
+    """Full-resolution pixels already converted to RGB (small sources, non-planar formats)."""
+
+    def __init__(self, rgb: np.ndarray):
+        self.rgb = rgb
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.rgb.nbytes)
+
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return self.rgb[y0:y1, x0:x1]
+
+
+class PlanarYuvPixels:
+    """A decoded frame's own YUV planes (no copy), converted to RGB one region at a time.
+
+    A region is cut from each plane, starting on a chroma sample so every chroma sample covers
+    the same pixels as in the whole frame, and converted by libswscale with the frame's
+    colourspace and range: the same conversion, pixel for pixel, as the whole frame's.
+    Regions are asked for in display orientation and cut from the stored (unrotated) planes.
+    """
+
+    def __init__(self, frame: av.VideoFrame, rotation_deg: int):
+        self._frame = frame
+        self._turns = {0: 0, 90: 1, 180: 2, 270: 3}.get(rotation_deg % 360, 0)
+        self._shift_x, self._shift_y, self._sample_bytes, self._context = _PLANAR_YUV[frame.format.name]
+        self._planes = [_plane_rows(plane) for plane in frame.planes]
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(plane.nbytes for plane in self._planes))
+
+    def _stored_rect(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+        """The stored-orientation rectangle that rot90(., turns) shows as the display rectangle."""
+        w, h = self._frame.width, self._frame.height
+        if self._turns == 1:
+            return w - y1, x0, w - y0, x1
+        if self._turns == 2:
+            return w - x1, h - y1, w - x0, h - y0
+        if self._turns == 3:
+            return y0, h - x1, y1, h - x0
+        return x0, y0, x1, y1
+
+    def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        sx0, sy0, sx1, sy1 = self._stored_rect(x0, y0, x1, y1)
+        # The cut (grown by the layout's context) starts and ends on even pixels (the frame's size is even, see
+        # planar_pixels_apply): libswscale converts an odd-sized picture by another path, which
+        # interpolates chroma, so an odd cut would not match the whole frame's conversion.
+        source, context = self._frame, self._context
+        ax0, ay0 = max(0, sx0 - context) & ~1, max(0, sy0 - context) & ~1
+        ax1, ay1 = min(source.width, sx1 + context), min(source.height, sy1 + context)
+        ax1, ay1 = ax1 + (ax1 & 1), ay1 + (ay1 & 1)
+        cut = av.VideoFrame(ax1 - ax0, ay1 - ay0, source.format.name)
+        cut.colorspace = source.colorspace
+        cut.color_range = source.color_range
+        for number, (plane, target) in enumerate(zip(self._planes, cut.planes)):
+            shift_x, shift_y = (self._shift_x, self._shift_y) if number else (0, 0)
+            row, col = ay0 >> shift_y, (ax0 >> shift_x) * self._sample_bytes
+            width_bytes = target.width * self._sample_bytes
+            _plane_rows(target)[:, :width_bytes] = plane[row: row + target.height, col: col + width_bytes]
+        rgb = cut.to_ndarray(format="rgb24")[sy0 - ay0: sy1 - ay0, sx0 - ax0: sx1 - ax0]
+        return np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
+
+
+def planar_pixels_apply(frame: av.VideoFrame) -> bool:
+    """Whether :class:`PlanarYuvPixels` can hold this frame: a planar YUV layout it knows, even
+    width and height (an odd-sized frame is converted whole by libswscale's interpolating path,
+    which a region cut cannot reproduce; such frames are converted whole, as before)."""
+    return frame.format.name in _PLANAR_YUV and frame.width % 2 == 0 and frame.height % 2 == 0
+
+
+def _plane_rows(plane) -> np.ndarray:
+    """A plane's bytes as (rows, line size) without a copy."""
+    return np.frombuffer(plane, np.uint8)[:plane.line_size * plane.height].reshape(plane.height, plane.line_size)
+
+
+@dataclass
+class Frame:
+    """One decoded video frame shown from ``time_s`` for ``duration_s``.
+
+    ``detection_rgb`` is the whole picture, display orientation, shrunk so its longer side is
+    at most the decode's detection size (the frame itself when it is that small already).
+    Full-resolution pixels are converted to RGB only where asked (:meth:`region_rgb`).
+    """
+
+    index: int
+    time_s: float
+    duration_s: float
+    detection_rgb: np.ndarray  # (h, w, 3) uint8
+    width: int  # full resolution, display orientation
+    height: int
+    pixels: RgbPixels | PlanarYuvPixels
+
+    @property
+    def detection_scale(self) -> tuple[float, float]:
+        """(x, y) detection-frame pixels per source pixel."""
+        return self.detection_rgb.shape[1] / self.width, self.detection_rgb.shape[0] / self.height
+
+    def region_rgb(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """RGB pixels of [x0, x1) x [y0, y1) at full resolution (clipped to the frame)."""
+        x0, y0 = max(0, int(x0)), max(0, int(y0))
+        x1, y1 = min(self.width, int(x1)), min(self.height, int(y1))
+        if x1 <= x0 or y1 <= y0:
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
+        return self.pixels.region(x0, y0, x1, y1)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The whole frame at full resolution (converts all of it: previews and tests only)."""
+        return self.region_rgb(0, 0, self.width, self.height)
+
+    @property
+    def held_bytes(self) -> int:
+        """Memory this frame holds while a track keeps it: full-resolution pixels + detection frame."""
+        if isinstance(self.pixels, RgbPixels) and self.pixels.rgb is self.detection_rgb:
+            return self.pixels.nbytes
+        return self.pixels.nbytes + int(self.detection_rgb.nbytes)
+
+
+def detection_size(width: int, height: int, max_side_px: int | None) -> tuple[int, int]:
+    """The detection frame's size: the longer side at most ``max_side_px``, never enlarged."""
+    longer = max(width, height)
+    if max_side_px is None or longer <= max_side_px:
+        return width, height
+    factor = max_side_px / longer
+    return max(1, int(round(width * factor))), max(1, int(round(height * factor)))
+
+
+def _decoded_frame(decoded: av.VideoFrame, index: int, time_s: float, duration_s: float, rotation_deg: int,
+                   detection_max_px: int | None) -> Frame:
+    stored_w, stored_h = decoded.width, decoded.height
+    small_w, small_h = detection_size(stored_w, stored_h, detection_max_px)
+    if (small_w, small_h) == (stored_w, stored_h):
+        # Small enough to detect on as it is: one conversion serves detection and crops alike.
+        rgb = _rotate(decoded.to_ndarray(format="rgb24"), rotation_deg)
+        small, pixels = rgb, RgbPixels(rgb)
+    else:
+        small = _rotate(decoded.reformat(width=small_w, height=small_h, format="rgb24",
+                                         interpolation=DETECTION_INTERPOLATION).to_ndarray(), rotation_deg)
+        if planar_pixels_apply(decoded):
+            pixels = PlanarYuvPixels(decoded, rotation_deg)
+        else:
+            pixels = RgbPixels(_rotate(decoded.to_ndarray(format="rgb24"), rotation_deg))
+    width, height = (stored_h, stored_w) if rotation_deg % 180 == 90 else (stored_w, stored_h)
+    return Frame(index, time_s, duration_s, small, width, height, pixels)
 
 
 @dataclass
@@ -166,10 +322,12 @@ class DecodeOutcome:
 
 
 def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
-                  outcome: DecodeOutcome | None = None) -> Iterator[Frame]:
+                  outcome: DecodeOutcome | None = None, detection_max_px: int | None = None) -> Iterator[Frame]:
     """Decode video and audio of ``path`` in one demux pass.
 
-    Yields video frames (RGB, display orientation) with presentation times; audio is
+    Yields video frames (display orientation) with presentation times: each with its detection
+    frame, at most ``detection_max_px`` on its longer side (None: the frame itself), and its
+    full-resolution pixels, converted to RGB region by region (:class:`Frame`); audio is
     resampled to the sink's rate, mono, and written to the sink on the way. A corrupt or
     cut-off stream ends the iteration early with the decoder's error in ``outcome``, so
     the caller can weigh how much decoded before deciding (truncated vs corrupt).
@@ -201,8 +359,8 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
                         continue
                     if decoded.time is None:
                         continue
-                    frame = Frame(outcome.frames, decoded.time - origin, 1.0 / nominal,
-                                  _rotate(decoded.to_ndarray(format="rgb24"), rotation_deg))
+                    frame = _decoded_frame(decoded, outcome.frames, decoded.time - origin, 1.0 / nominal,
+                                           rotation_deg, detection_max_px)
                     outcome.frames += 1
                     if pending is not None:
                         # A frame lasts until the next one starts (variable frame rate safe).

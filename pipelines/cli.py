@@ -2,7 +2,7 @@
 
     talkinghead models status [--json]
     talkinghead scan                          # register the input folder's videos
-    talkinghead run [--input DIR] [--stage S] [--force]   # every stage on every source + shards, no Dagster
+    talkinghead run [--input DIR] [--stage S] [--force] [--workers N]   # every stage on every source + shards
     talkinghead annotation server start|stop|status
     talkinghead train sft|rl|evaluate ...
 """
@@ -55,7 +55,8 @@ def _run(args) -> int:
     refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions,
                                                            progress=not args.quiet)
     try:
-        report = run_sources(refs, config, stages=args.stage or None, force=args.force, progress=not args.quiet)
+        report = run_sources(refs, config, stages=args.stage or None, force=args.force, progress=not args.quiet,
+                             workers=args.workers)
     finally:
         close_backends()
     for record in report.records:
@@ -67,6 +68,13 @@ def _run(args) -> int:
     summary = write_shards(report.records, config, progress=not args.quiet)
     print(json.dumps(summary.stats.model_dump(mode="json"), indent=1))
     return 1 if report.failures else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only this stage and what it needs (repeatable); default: every stage")
     run.add_argument("--force", action="store_true", help="re-run stages whose output is current")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--workers", type=_positive_int, default=None,
+                     help="processes running sources in parallel, each with its own models "
+                          "(default: runtime.workers in the config)")
     run.set_defaults(func=_run)
     register_annotation(sub)
     register_training(sub)

@@ -10,8 +10,10 @@ Model backends are built once per process and setting (:class:`ModelBackends`).
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +23,7 @@ from tqdm import tqdm
 
 from pipelines.config import PipelineConfig
 from pipelines.decisions import apply_results
+from pipelines.devices import set_thread_limit, threads_per_worker
 from pipelines.workdir import load_record, source_dir, source_lock
 from pipelines.registry import ROOT, STAGES, ancestors, deciding_stages, stage
 from pipelines.schema.records import ACCEPTED, SourceRecord, SourceRef, StageResult
@@ -186,24 +189,90 @@ def run_source(source: SourceRef, config: PipelineConfig, backends: ModelBackend
 
 
 def run_sources(sources: Iterable[SourceRef], config: PipelineConfig, *, backends: ModelBackends | None = None,
-                stages: Sequence[str] | None = None, force: bool = False, progress: bool = True) -> RunReport:
-    """Every stage on every source, one source after the other, with a progress bar.
+                stages: Sequence[str] | None = None, force: bool = False, progress: bool = True,
+                workers: int | None = None) -> RunReport:
+    """Every stage on every source, with a progress bar over sources.
 
     A stage that raises on one source stops that source only: the error is recorded in
     ``failures``, its later stages stay unrun (their segments are pending, never packed),
     and the run goes on with the next source.
+
+    ``workers`` (default ``config.runtime.workers``) > 1 runs sources in that many spawned
+    processes, each limited to ``runtime.threads_per_worker`` CPU threads (default: cores //
+    workers) and each loading its own models once (the process's ``_BUILT``) for all the
+    sources it is given. The report is the same as with one worker: records, outcomes and
+    failures in the order of ``sources``.
     """
-    backends = backends or ModelBackends(config)
     sources = list(sources)
+    workers = workers or config.runtime.workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1 and len(sources) > 1:
+        return _run_sources_in_processes(sources, config, stages, force, progress, min(workers, len(sources)))
+    backends = backends or ModelBackends(config)
     report = RunReport()
     bar = tqdm(sources, desc="sources", unit="source", disable=not progress)
     for source in bar:
         bar.set_postfix_str(source.source_id)
-        try:
-            report.outcomes.extend(run_source(source, config, backends, stages=stages, force=force))
-        except Exception as error:  # one bad source must not stop the others
-            report.failures[source.source_id] = f"{type(error).__name__}: {error}"
-        record = load_record(config, source.source_id)
-        if record is not None:
-            report.records.append(record)
+        _add(report, source, _source_run(source, config, backends, stages, force))
+    return report
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """What one source's stages left: their outcomes, the error that stopped them, its record."""
+
+    outcomes: list[StageOutcome]
+    failure: str | None
+    record: SourceRecord | None
+
+
+def _source_run(source: SourceRef, config: PipelineConfig, backends: ModelBackends,
+                stages: Sequence[str] | None, force: bool) -> SourceRun:
+    outcomes, failure = [], None
+    try:
+        outcomes = run_source(source, config, backends, stages=stages, force=force)
+    except Exception as error:  # one bad source must not stop the others
+        failure = f"{type(error).__name__}: {error}"
+    return SourceRun(outcomes, failure, load_record(config, source.source_id))
+
+
+def _add(report: RunReport, source: SourceRef, run: SourceRun) -> None:
+    report.outcomes.extend(run.outcomes)
+    if run.failure is not None:
+        report.failures[source.source_id] = run.failure
+    if run.record is not None:
+        report.records.append(run.record)
+
+
+def run_source_in_worker(source: SourceRef, config: PipelineConfig, stages: Sequence[str] | None,
+                         force: bool) -> SourceRun:
+    """One source in a worker process, with the backends this process has built so far."""
+    return _source_run(source, config, ModelBackends(config), stages, force)
+
+
+def _run_sources_in_processes(sources: list[SourceRef], config: PipelineConfig, stages: Sequence[str] | None,
+                              force: bool, progress: bool, workers: int) -> RunReport:
+    # spawn: a fresh interpreter per worker, so no model, thread pool or lock of this process
+    # is inherited half-initialised (fork after torch/onnxruntime start their pools can hang).
+    threads = threads_per_worker(workers, config.runtime.threads_per_worker)
+    runs: dict[int, SourceRun] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=set_thread_limit, initargs=(threads,)) as pool:
+        futures = {pool.submit(run_source_in_worker, source, config, stages, force): index
+                   for index, source in enumerate(sources)}
+        with tqdm(total=len(sources), desc=f"sources ({workers} workers)", unit="source",
+                  disable=not progress) as bar:
+            for future in as_completed(futures):
+                index = futures[future]
+                try:
+                    runs[index] = future.result()
+                except Exception as error:  # the worker process died (killed, out of memory)
+                    source_id = sources[index].source_id
+                    runs[index] = SourceRun([], f"{type(error).__name__}: {error}", load_record(config, source_id))
+                bar.set_postfix_str(sources[index].source_id)
+                bar.update()
+    report = RunReport()
+    for index, source in enumerate(sources):
+        _add(report, source, runs[index])
     return report

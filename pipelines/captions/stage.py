@@ -32,7 +32,10 @@ def build_backend(config: PipelineConfig):
         return None
     from pipelines.captions.backends import QwenVLCaptioner
 
-    return QwenVLCaptioner(status.path.parent, device=captions.device, max_new_tokens=captions.max_new_tokens)
+    from pipelines.devices import torch_device
+
+    return QwenVLCaptioner(status.path.parent, device=torch_device(captions.device),
+                           max_new_tokens=captions.max_new_tokens)
 
 
 def caption_cache(config: PipelineConfig):

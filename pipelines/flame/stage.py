@@ -137,7 +137,10 @@ def build_backend(config: PipelineConfig):
         return None
     from pipelines.flame.sheap import SheapBackend
 
-    return SheapBackend(store.path(config.flame.model), device=config.flame.device, batch_size=config.flame.batch_size)
+    from pipelines.devices import torch_device
+
+    return SheapBackend(store.path(config.flame.model), device=torch_device(config.flame.device),
+                        batch_size=config.flame.batch_size)
 
 
 def run(ctx: StageContext) -> StageResult:

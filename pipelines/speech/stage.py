@@ -66,8 +66,11 @@ def choose_transcription(config: PipelineConfig, store: ModelStore) -> tuple[str
 
 def build_backend(config: PipelineConfig) -> SpeechBackends:
     """The backends named in ``config.speech``, loaded from the model directory."""
+    from pipelines.devices import ctranslate2_device, thread_limit, torch_device
+
     speech, model_dir = config.speech, Path(config.paths.model_dir)
     store = ModelStore(model_dir)
+    torch_device(speech.device)  # pyannote (and the wav2vec2 aligner) run on torch
     if speech.activity_backend == "pyannote_segmentation":
         from pipelines.speech.segmentation import PyannoteSegmentationActivity
 
@@ -84,13 +87,13 @@ def build_backend(config: PipelineConfig) -> SpeechBackends:
     if backend == "pocketsphinx":
         from pipelines.speech.asr_pocketsphinx import PocketsphinxTranscriber
 
-        transcriber = PocketsphinxTranscriber()
+        transcriber = PocketsphinxTranscriber()  # CPU only; with device cuda the activity model still uses the GPU
     elif backend == "whisperx":
         from pipelines.speech.asr_whisperx import WhisperxTranscriber
 
         transcriber = WhisperxTranscriber(
-            whisper_dir, device=speech.device, compute_type=speech.whisper_compute_type,
-            batch_size=speech.whisper_batch_size,
+            whisper_dir, device=ctranslate2_device(speech.device), compute_type=speech.whisper_compute_type,
+            batch_size=speech.whisper_batch_size, cpu_threads=thread_limit(),
             alignment_model_dir=model_dir / speech.alignment_model if speech.alignment_model else None)
     identifier = None
     if speech.language_identifier == "lingua":

@@ -34,6 +34,7 @@ shard it was read from; an append-only index retires a sample by dropping or mov
 
 from __future__ import annotations
 
+import collections
 import glob
 import importlib
 import io
@@ -561,14 +562,63 @@ def collate(windows: list[dict]) -> dict:
             "seed": torch.tensor([w["seed"] for w in windows], dtype=torch.int64)}
 
 
+# Batches each loader worker has in flight at most (DataLoader's prefetch_factor).
+PREFETCH_BATCHES = 2
+
+
+class RingCollate:
+    """``collate`` into shared-memory tensors that a loader worker reuses, ``slots`` batches apart.
+
+    A DataLoader worker otherwise sends every batch in new shared memory, and faulting in
+    fresh pages is what limits a worker (about 2 ms per 200-frame window on this VM, see
+    bench/results/loader.md). Reuse is safe only for a consumer that copies each batch out
+    before asking for the next one, as :func:`batches` does, with ``slots`` above the batches a
+    worker can be ahead (``PREFETCH_BATCHES``)."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self._made = 0
+        self._buffers: dict[tuple, torch.Tensor] = {}  # (name, shape, dtype, slot) -> shared tensor
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+        key = (name, shape, np.dtype(dtype).str, self._made % self.slots)
+        if key not in self._buffers:
+            self._buffers[key] = torch.from_numpy(np.empty(shape, dtype)).share_memory_()
+        return self._buffers[key]
+
+    def __call__(self, windows: list[dict]) -> dict:
+        count = len(windows)
+        batch = {"key": [w["key"] for w in windows], "caption": [w["caption"] for w in windows]}
+        for name in ("motion", "audio"):
+            batch[name] = self._buffer(name, (count, *windows[0][name].shape), np.float32)
+            np.stack([w[name] for w in windows], out=batch[name].numpy())  # straight into shared memory
+        for name in ("start", "seed"):
+            batch[name] = self._buffer(name, (count,), np.int64)
+            batch[name].numpy()[:] = [w[name] for w in windows]
+        self._made += 1
+        return batch
+
+
+def _copied_out(stream: Iterator[dict], keep: int) -> Iterator[dict]:
+    """Private copies of ``RingCollate`` batches. The received batches are kept alive ``keep``
+    batches long: torch then maps a reused shared buffer once instead of once per batch."""
+    received: collections.deque = collections.deque(maxlen=keep)
+    for batch in stream:
+        received.append(batch)
+        # numpy copies on one thread (torch's threaded copy stalls on a busy CPU)
+        yield {**batch, **{name: torch.from_numpy(batch[name].numpy().copy()) for name in ("start", "motion", "audio", "seed")}}
+
+
 def batches(pipeline, config: DataConfig, skip: int = 0, keep_last: bool = False) -> Iterator[dict]:
     """Batches of ``config.batch_size`` windows, after skipping ``skip`` batches (resume).
 
     ``keep_last``: also yield a final short batch (finite passes)."""
     if config.num_workers:
-        loader = torch.utils.data.DataLoader(pipeline, batch_size=config.batch_size, collate_fn=collate,
-                                             num_workers=config.num_workers, drop_last=not keep_last)
-        stream = iter(loader)
+        slots = PREFETCH_BATCHES * config.num_workers + 2
+        loader = torch.utils.data.DataLoader(pipeline, batch_size=config.batch_size, collate_fn=RingCollate(slots),
+                                             num_workers=config.num_workers, drop_last=not keep_last,
+                                             prefetch_factor=PREFETCH_BATCHES)
+        stream = _copied_out(iter(loader), keep=slots * config.num_workers)
     else:
         stream = (collate(chunk) for chunk in _chunks(iter(pipeline), config.batch_size, keep_last))
     for number, batch in enumerate(stream):

@@ -1,0 +1,245 @@
+"""Trainer data loader throughput: windows of 200 frames per second per worker, before and after.
+
+    python bench/bench_loader.py [--shards DIR] [--seconds S] [--rounds N] [--out-dir bench/results]
+
+Without --shards it builds pipeline shards of the 12 s training fixture (one GRID clip played
+four times, face stage with real SCRFD, FLAME stage with the scripted SHeaP stand-in; not
+timed): one sample of 288 frames at 24 fps per shard, so every sample read also opens a shard.
+
+"Before" is training/data.py as of BEFORE_COMMIT, loaded from git into its own module, so both
+loaders are measured in one run on the same shards and the same load. Each rate is windows
+through ``batches`` (collate included) for at least --seconds after one warm-up batch per
+worker, best of --rounds alternating rounds; per-worker rate = rate / workers. The breakdown
+times each step of reading one sample on its own (mean of repeated calls): tar reading, record
+JSON parse + SampleRecord validation, npz arrays, WAV, cutting one window, collating a batch.
+The loader computes no audio features (the audio encoder runs in the trainer on the batch).
+The stream check compares the first windows of the before loader with the after loader run
+with windows_per_clip=1 and window_shuffle_buffer=1 (the old stream): keys, starts, seeds,
+motion and audio must be identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/bench_loader.py` puts bench/, not the repo, on the path
+    sys.path.insert(0, str(REPO))
+
+import numpy as np
+import torch
+
+import training.data as after
+from training.config import DataConfig
+
+# The last commit of training/data.py before the loader rework (issue 15, part 5).
+BEFORE_COMMIT = "f2f44d05cc2b3f588674ef6cea2c37c026760f6b"
+BATCH = 8
+CHECKED_WINDOWS = 48
+
+
+def load_before() -> object:
+    """training/data.py as of BEFORE_COMMIT, as the module ``training_data_before``."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{BEFORE_COMMIT}:training/data.py"],
+                            check=True, capture_output=True, text=True).stdout
+    spec = importlib.util.spec_from_loader("training_data_before", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["training_data_before"] = module
+    exec(compile(source, f"{BEFORE_COMMIT[:8]}:training/data.py", "exec"), module.__dict__)
+    return module
+
+
+def build_shards(root: Path) -> Path:
+    from pipelines.fixtures.media import concatenated
+    from pipelines.fixtures.shards import build_flame_shards
+
+    shared = Path(os.environ.get("TALKINGHEAD_SHARED_DIR") or REPO.parent / "shared")
+    clips = sorted((shared / "media" / "grid").glob("*.mpg"))
+    root.mkdir(parents=True, exist_ok=True)
+    source = concatenated([clips[0]] * 4, root / "grid-one-four-times.mp4")
+    return build_flame_shards(root / "build", [source], shared / "models")
+
+
+def window_rate(module, config: DataConfig, seconds: float) -> float:
+    """Windows per second through ``module.batches`` (all workers together), after warm-up."""
+    stream = module.batches(module.train_pipeline(config, seed=0), config)
+    for _ in range(max(config.num_workers, 1)):
+        next(stream)  # workers start, shuffle buffers fill
+    windows, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        windows += len(next(stream)["key"])
+    rate = windows / (time.perf_counter() - start)
+    del stream
+    return rate
+
+
+def mean_ms(call, repeats: int) -> float:
+    call()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - start) / repeats * 1e3
+
+
+def breakdown(before, shards: Path, config: DataConfig, repeats: int) -> dict[str, dict[str, float]]:
+    """ms per call of each step, for one sample of the shards, in both loaders."""
+    import webdataset as wds
+
+    from pipelines.media.wav import read_wav_float
+    from pipelines.schema.sample import SampleRecord
+
+    url = after.shard_urls(str(shards))[0]
+    sample = next(iter(after.read_samples(iter([{"url": url}]))))
+    old_clip = before.decode_clip(sample, config)
+    new_clip = after.decode_clip(sample, config)
+    start = (len(new_clip.motion) - config.window_frames) // 2
+    old_windows = [dict(before.cut_window(old_clip, start, config), seed=0) for _ in range(BATCH)]
+    new_windows = [dict(after.cut_window(new_clip, start, config), seed=0) for _ in range(BATCH)]
+    old_tar = lambda: next(iter(wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples())))  # noqa: E731
+    return {
+        "before": {
+            "tar_read": mean_ms(old_tar, repeats),
+            "json_record": mean_ms(lambda: SampleRecord.load(sample["json"]), repeats),
+            "npz_motion": mean_ms(lambda: before.motion_array(sample["flame.npz"], config), repeats),
+            "wav": mean_ms(lambda: read_wav_float(sample["wav"], config.sample_rate), repeats),
+            "audio_features": 0.0,
+            "cut_window": mean_ms(lambda: before.cut_window(old_clip, start, config), repeats),
+            "collate_batch": mean_ms(lambda: before.collate(old_windows), repeats),
+        },
+        "after": {
+            "tar_read": mean_ms(lambda: next(iter(after.read_samples(iter([{"url": url}])))), repeats),
+            "json_record": mean_ms(lambda: SampleRecord.load(sample["json"]), repeats),
+            "npz_motion": mean_ms(lambda: after.motion_array(sample["flame.npz"], config), repeats),
+            "wav": mean_ms(lambda: after.pcm16_samples(sample["wav"], config.sample_rate, name="k"), repeats),
+            "audio_features": 0.0,
+            "cut_window": mean_ms(lambda: after.cut_window(new_clip, start, config), repeats),
+            "collate_batch": mean_ms(lambda: after.collate(new_windows), repeats),
+        },
+    }
+
+
+def per_window_ms(steps: dict[str, float], windows_per_clip: int) -> float:
+    """Predicted ms per window: the sample's steps shared by its windows, plus cutting and collating."""
+    per_sample = steps["tar_read"] + steps["json_record"] + steps["npz_motion"] + steps["wav"]
+    return per_sample / windows_per_clip + steps["cut_window"] + steps["collate_batch"] / BATCH
+
+
+def same_stream(before, config: DataConfig) -> bool:
+    """The after loader with one window per clip and no window buffer yields the before loader's windows."""
+    old_config = config.model_copy(update={"windows_per_clip": 1, "window_shuffle_buffer": 1})
+    old = before.train_pipeline(old_config, seed=5)
+    new = after.train_pipeline(old_config, seed=5)
+    for _, a, b in zip(range(CHECKED_WINDOWS), old, new):
+        if (a["key"], a["start"], a["seed"], a["caption"]) != (b["key"], b["start"], b["seed"], b["caption"]):
+            return False
+        if not (np.array_equal(a["motion"], b["motion"]) and np.array_equal(a["audio"], b["audio"])):
+            return False
+    return True
+
+
+def cases(config: DataConfig) -> list[tuple[str, str, DataConfig]]:
+    """(name, loader, config) of every measured rate."""
+    one = config.model_copy(update={"windows_per_clip": 1, "window_shuffle_buffer": 1})
+    out = [("before_default_w0", "before", one), ("after_one_window_per_clip_w0", "after", one),
+           ("after_default_w0", "after", config)]
+    out += [(f"after_windows_per_clip_{n}_w0", "after", config.model_copy(update={"windows_per_clip": n}))
+            for n in (2, 4, 16)]
+    for workers in (1, 2):
+        out += [(f"before_default_w{workers}", "before", one.model_copy(update={"num_workers": workers})),
+                (f"after_default_w{workers}", "after", config.model_copy(update={"num_workers": workers}))]
+    return out
+
+
+def markdown(report: dict) -> str:
+    rates = report["rates"]
+    lines = ["# Loader throughput (bench/bench_loader.py)", "",
+             f"Shards: {report['shards_note']}. Windows of {report['window_frames']} frames, batch {BATCH}; "
+             f"before = training/data.py at {BEFORE_COMMIT[:8]}, after = {report['after_commit'][:8]} "
+             "(working tree). CPU: "
+             f"{report['cpus']} cores shared with other engineers; load average {report['loadavg_start']} at "
+             f"the start, {report['loadavg_end']} at the end. Best of {report['rounds']} alternating rounds of "
+             f"{report['seconds']} s each.", "",
+             "| case | workers | windows/clip | windows/s (all workers) | windows/s per worker | rounds |",
+             "|---|---|---|---|---|---|"]
+    for name, row in rates.items():
+        lines.append(f"| {name} | {row['workers']} | {row['windows_per_clip']} | {row['best']:.0f} | "
+                     f"{row['per_worker']:.0f} | {', '.join(f'{r:.0f}' for r in row['rounds'])} |")
+    speedup = rates["after_default_w0"]["best"] / rates["before_default_w0"]["best"]
+    same = rates["after_one_window_per_clip_w0"]["best"] / rates["before_default_w0"]["best"]
+    lines += ["", f"After / before in the main process: {speedup:.1f}x with the defaults, {same:.1f}x with "
+              "the old stream (one window per decoded clip).", "",
+              f"Old stream reproduced by the after loader (windows_per_clip=1, window_shuffle_buffer=1), first "
+              f"{CHECKED_WINDOWS} windows identical: {report['same_stream']}.", "",
+              "## Where a window's time goes (ms per call, one sample, main process)", "",
+              "| step | before | after |", "|---|---|---|"]
+    steps = report["breakdown"]
+    for step in steps["before"]:
+        lines.append(f"| {step} | {steps['before'][step]:.3f} | {steps['after'][step]:.3f} |")
+    lines += [f"| predicted ms per window (before: 1 window/clip; after: {report['windows_per_clip']}) | "
+              f"{report['predicted_ms_per_window']['before']:.3f} | "
+              f"{report['predicted_ms_per_window']['after']:.3f} |", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", help="pipeline shard folder with FLAME arrays (default: the 12 s fixture)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per rate and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=200, help="calls per step of the breakdown")
+    parser.add_argument("--out-dir", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    loadavg_start = Path("/proc/loadavg").read_text().split()[:3]
+    shards = Path(args.shards) if args.shards else build_shards(Path(tempfile.mkdtemp(prefix="bench-loader-")))
+    before = load_before()
+    config = after.resolve_rates(DataConfig(shards=str(shards)))
+    assert config.window_frames == 200
+    report = {"shards": str(shards), "window_frames": config.window_frames, "rounds": args.rounds,
+              "seconds": args.seconds, "cpus": os.cpu_count(), "loadavg_start": " ".join(loadavg_start),
+              "before_commit": BEFORE_COMMIT, "windows_per_clip": config.windows_per_clip,
+              "window_shuffle_buffer": config.window_shuffle_buffer,
+              "after_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
+                                             capture_output=True, text=True).stdout.strip(),
+              "shards_note": ("the 12 s training fixture (one GRID clip four times), 1 sample of 288 frames "
+                              "per shard" if not args.shards else str(shards))}
+    report["same_stream"] = same_stream(before, config)
+    print(f"old stream reproduced: {report['same_stream']}", flush=True)
+    measured: dict[str, list[float]] = {}
+    plan = cases(config)
+    for _ in range(args.rounds):
+        for name, loader, case in plan:
+            rate = window_rate(before if loader == "before" else after, case, args.seconds)
+            measured.setdefault(name, []).append(rate)
+            print(f"{name}: {rate:.0f} windows/s (load {os.getloadavg()[0]:.2f})", flush=True)
+    report["rates"] = {}
+    for name, loader, case in plan:
+        workers = max(case.num_workers, 1)
+        best = max(measured[name])
+        report["rates"][name] = {"loader": loader, "workers": case.num_workers,
+                                 "windows_per_clip": case.windows_per_clip, "best": best,
+                                 "median": statistics.median(measured[name]), "per_worker": best / workers,
+                                 "rounds": measured[name]}
+    report["breakdown"] = breakdown(before, shards, config, args.repeats)
+    report["predicted_ms_per_window"] = {
+        "before": per_window_ms(report["breakdown"]["before"], 1),
+        "after": per_window_ms(report["breakdown"]["after"], config.windows_per_clip)}
+    report["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "loader.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "loader.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -57,6 +57,11 @@ def build_executor(name: str | None = None) -> dg.ExecutorDefinition:
 
 # Step processes fork from one server that has already imported the code location and the
 # model libraries, instead of each paying several seconds of imports (measured in the README).
+# Importing these builds no model (pipelines.runner._BUILT starts empty; backends are built on a
+# step's first use, tests/pipelines/test_workers.py checks it), so every step process loads its
+# own models after the fork and none share a half-initialised session or thread pool.
+# max_concurrent (the executor's config) is how many step processes run at once, hence how many
+# copies of a stage's models are in memory at once (assets/resources.py StageModels).
 PRELOAD_MODULES = ["assets.definitions", "pipelines.runner", "pipelines.asd.score", "pipelines.speech.stage", "pipelines.flame.stage",
                    "pipelines.captions.stage"]
 

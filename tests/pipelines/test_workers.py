@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -114,3 +116,18 @@ def test_a_worker_count_below_one_is_refused(tmp_path, model_dir):
         run_sources([], config, progress=False, workers=-1)
     with pytest.raises(SystemExit):
         talkinghead(["run", "--workers", "0"])
+
+
+def test_the_forkserver_preload_loads_no_model():
+    """The Dagster multiprocess executor's forkserver imports PRELOAD_MODULES before forking step
+    processes: importing them must build no backend, so each step loads its own models."""
+    script = """
+import importlib, sys
+from assets.executors import PRELOAD_MODULES
+for name in PRELOAD_MODULES:
+    importlib.import_module(name)
+import pipelines.runner, pipelines.asd.syncnet
+print(len(pipelines.runner._BUILT), len(pipelines.asd.syncnet._LOADED))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "0"]

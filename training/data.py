@@ -307,21 +307,38 @@ _NPY_HEADER = re.compile(r"^\{'descr': '([<>|=][a-z]\d+)', 'fortran_order': (Tru
                          r"'shape': \(((?:\d+, ?)*\d*)\), \}\s*$")
 
 
-def _npy_array(raw: bytes, name: str) -> np.ndarray:
+def _npy_array(raw: bytes | memoryview, name: str) -> np.ndarray:
     """An ``.npy`` file's array as a view of its bytes; the header as numpy writes it is parsed
     with a pattern, anything else goes through numpy's reader."""
-    if raw[:6] != b"\x93NUMPY":
+    if bytes(raw[:6]) != b"\x93NUMPY":
         raise SampleDecodeError(f"{name}: not an .npy array")
     major = raw[6]
     size_bytes = 2 if major == 1 else 4
     header_end = 8 + size_bytes + int.from_bytes(raw[8:8 + size_bytes], "little")
-    match = _NPY_HEADER.match(raw[8 + size_bytes:header_end].decode("latin1"))
+    match = _NPY_HEADER.match(bytes(raw[8 + size_bytes:header_end]).decode("latin1"))
     if match is None:
         return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
     shape = tuple(int(n) for n in match.group(3).replace(" ", "").split(",") if n)
     count = math.prod(shape)
     array = np.frombuffer(raw, dtype=np.dtype(match.group(1)), count=count, offset=header_end)
     return array.reshape(shape, order="F" if match.group(2) == "True" else "C")
+
+
+def _stored_member(zip_bytes: bytes, archive: zipfile.ZipFile, name: str) -> bytes | memoryview:
+    """A member's bytes: a view into ``zip_bytes`` when it is stored uncompressed (np.savez), so
+    neither a copy nor zipfile's CRC pass is made (the shard's sha256 in the index covers the
+    bytes); zipfile reads any other member."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return archive.read(name)
+    local = info.header_offset
+    if zip_bytes[local:local + 4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"{name}: no local header at byte {local}")
+    name_length, extra_length = struct.unpack_from("<HH", zip_bytes, local + 26)
+    start = local + 30 + name_length + extra_length
+    if start + info.file_size > len(zip_bytes):
+        raise zipfile.BadZipFile(f"{name}: {info.file_size} bytes from byte {start} pass the archive's end")
+    return memoryview(zip_bytes)[start:start + info.file_size]
 
 
 def _npz_arrays(npz_bytes: bytes, names: list[str], label: str) -> list[np.ndarray]:
@@ -332,7 +349,7 @@ def _npz_arrays(npz_bytes: bytes, names: list[str], label: str) -> list[np.ndarr
             missing = [n for n in names if f"{n}.npy" not in present]
             if missing:
                 raise SampleDecodeError(f"{label}: no arrays {missing}")
-            return [_npy_array(archive.read(f"{n}.npy"), f"{label}/{n}") for n in names]
+            return [_npy_array(_stored_member(npz_bytes, archive, f"{n}.npy"), f"{label}/{n}") for n in names]
     except zipfile.BadZipFile as error:
         raise SampleDecodeError(f"{label}: not an npz archive ({error})") from None
 

@@ -131,6 +131,12 @@ def test_npz_arrays_are_read_as_numpy_reads_them(tmp_path, flame_shards):
         expected = np.concatenate([arrays[f"smooth/{g}"] for g in config.groups], axis=1)
         fortran = np.asfortranarray(arrays["smooth/expression"])
     np.testing.assert_array_equal(motion_array(sample["flame.npz"], config), expected)
+    with np.load(io.BytesIO(sample["flame.npz"])) as arrays:  # deflated members go through zipfile
+        compressed = io.BytesIO()
+        np.savez_compressed(compressed, **{name: arrays[name] for name in arrays.files})
+    np.testing.assert_array_equal(motion_array(compressed.getvalue(), config), expected)
+    with pytest.raises(SampleDecodeError, match="no arrays"):
+        motion_array(sample["flame.npz"], config.model_copy(update={"groups": ("expression", "teeth")}))
     for array in (fortran, fortran[:, 0].astype(">f8"), np.float32(2.5)):
         buffer = io.BytesIO()
         np.save(buffer, array)

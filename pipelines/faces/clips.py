@@ -9,7 +9,8 @@ face size, sharpness, head pose) while its pixels are in memory; the figures go 
 boxes table, and pipelines/quality decides on them later without decoding again.
 
 Frames are held only while an active track may still need them (at most the bridging
-gap plus the smoothing look-ahead), so memory does not grow with the source's length.
+gap plus the smoothing look-ahead, plus the frames the detection schedule holds until the next
+detection: fewer than ``detection_schedule.every_k``), so memory does not grow with the source's length.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pipelines import __version__
 from pipelines.config import FaceDetectionConfig, PipelineConfig
 from pipelines.faces.crop import fit_square, square_params, window_mean
 from pipelines.faces.detectors import Detection, FaceDetector, filter_detections
-from pipelines.faces.quality import FaceMeasure, measure_face
+from pipelines.faces.quality import FaceMeasure, measure_frame_face
+from pipelines.faces.schedule import DetectionSchedule, PlannedFrame
 from pipelines.faces.shots import ShotCutDetector, face_signature
 from pipelines.faces.tracking import IouTracker, Track
 from pipelines.media.decode import DecodeOutcome, Frame, MediaRejection, ProbeInfo, decode_source, frames_needed
@@ -40,8 +42,11 @@ from pipelines.workdir import SOURCE_AUDIO_FILE
 
 # One row per output frame. Columns after crop_side are the quality figures of the source frame
 # shown: face_px is the box's longer side in source pixels, upscale = crops.size_px / crop_side;
-# sharpness and the head pose are NaN on bridged frames (no detection to measure).
-BOXES_COLUMNS = ["t_out", "x1", "y1", "x2", "y2", "score_or_-1_if_bridged", "crop_x", "crop_y", "crop_side",
+# sharpness and the head pose are NaN on bridged frames (no detection to measure). A frame the
+# detection schedule skipped (pipelines/faces/schedule.py) has its box and keypoints interpolated
+# between two detections, score INTERPOLATED_SCORE, and is measured like a detected frame.
+INTERPOLATED_SCORE = -2.0
+BOXES_COLUMNS = ["t_out", "x1", "y1", "x2", "y2", "score_-1_bridged_-2_interpolated", "crop_x", "crop_y", "crop_side",
                  "face_px", "upscale", "sharpness", "yaw_deg", "pitch_deg", "roll_deg", "shot"]
 UNMEASURED = FaceMeasure(face_px=float("nan"), sharpness=float("nan"), yaw_deg=float("nan"), pitch_deg=float("nan"),
                          roll_deg=float("nan"))
@@ -79,8 +84,8 @@ class TrackCropper:
         for pos in range(prev + 1, last + 1):
             det = obs[pos].detection
             if det is not None:
-                box, score = np.array(det.box), det.score
-                self.measures.append(measure_face(frames[obs[pos].frame_index].rgb, det))
+                box, score = np.array(det.box), INTERPOLATED_SCORE if obs[pos].interpolated else det.score
+                self.measures.append(measure_frame_face(frames[obs[pos].frame_index], det))
             else:
                 w = (obs[pos].time_s - t0) / (obs[last].time_s - t0)
                 box, score = start_box + w * (end_box - start_box), -1.0
@@ -104,7 +109,8 @@ class TrackCropper:
             square = fit_square(cx, cy, side, self.frame_w, self.frame_h)
             obs = self.track.observations[i]
             frame = frames[obs.frame_index]
-            crop = square.apply(frame.rgb)
+            # Only the square is converted to RGB, at full resolution.
+            crop = frame.region_rgb(square.x, square.y, square.x + square.side, square.y + square.side)
             interp = cv2.INTER_AREA if square.side > self.size_px else cv2.INTER_CUBIC
             crop = cv2.resize(crop, (self.size_px, self.size_px), interpolation=interp)
             self.encoder.add(obs.time_s, obs.duration_s, crop)
@@ -113,21 +119,45 @@ class TrackCropper:
 
 
 def detect_frame(detector: FaceDetector, frame: Frame, config: FaceDetectionConfig) -> list[Detection]:
-    """The kept detections of one decoded frame, in source pixels."""
-    return filter_detections(detector.detect(frame.rgb), config)
+    """The kept detections of one decoded frame, in source pixels (the detector runs on the
+    frame's detection image; boxes and keypoints are scaled back before the size filter)."""
+    scale_x, scale_y = frame.detection_scale
+    found = detector.detect(frame.detection_rgb)
+    if (scale_x, scale_y) != (1.0, 1.0):
+        found = [_scaled_detection(d, 1.0 / scale_x, 1.0 / scale_y) for d in found]
+    return filter_detections(found, config)
+
+
+def frame_face_signature(frame: Frame, detection: Detection) -> np.ndarray:
+    """:func:`face_signature` of a source-pixel detection, read from the frame's detection image:
+    the 32 px template needs no more pixels, and no full-resolution RGB is made for it."""
+    scale_x, scale_y = frame.detection_scale
+    if (scale_x, scale_y) != (1.0, 1.0):
+        detection = _scaled_detection(detection, scale_x, scale_y)
+    return face_signature(frame.detection_rgb, detection)
+
+
+def _scaled_detection(detection: Detection, scale_x: float, scale_y: float) -> Detection:
+    x1, y1, x2, y2 = detection.box
+    points = (tuple((x * scale_x, y * scale_y) for x, y in detection.keypoints)
+              if detection.keypoints is not None else None)
+    return Detection((x1 * scale_x, y1 * scale_y, x2 * scale_x, y2 * scale_y), detection.score, points)
 
 
 def _summarise_track(cropper: TrackCropper) -> dict:
     boxes = np.asarray(cropper.boxes, dtype=np.float64)
     detected = boxes[:, 4] >= 0
+    # Frames the schedule interpolated show the face: they count as detected frames, not as bridged
+    # ones (the detector's calls per source are in the record's detection_schedule numbers).
+    bridged = boxes[:, 4] == -1.0
     sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     crops = np.asarray(cropper.crops, dtype=np.float64)
     return {
         "shot": cropper.shot,
         "ended_by": cropper.track.ended_by,
         "source_frames": int(len(boxes)),
-        "detected_frames": int(detected.sum()),
-        "bridged_frames": int((~detected).sum()),
+        "detected_frames": int((~bridged).sum()),
+        "bridged_frames": int(bridged.sum()),
         "longest_gap_s": round(cropper.track.longest_gap_s, 4),
         "mean_score": round(float(boxes[detected, 4].mean()), 4),
         "face_size_px": {"min": round(float(sizes.min()), 1), "mean": round(float(sizes.mean()), 1),
@@ -159,6 +189,10 @@ def extract_face_clips(
                          max_face_distance=shot_cfg.max_face_distance if shot_cfg.face_check else None)
     nominal_fps = probe_info.frame_rate if probe_info.frame_rate > 0 else 25.0
     shots = ShotCutDetector(shot_cfg, nominal_fps)
+    schedule = DetectionSchedule(
+        config.detection_schedule, lambda frame: detect_frame(detector, frame, config.faces),
+        (lambda frame, found: [frame_face_signature(frame, d) for d in found]) if shot_cfg.face_check else None,
+        shot_cfg.max_face_distance)
     radius = int(round(crop_cfg.smoothing_window_s / 2 * nominal_fps))
     start_after = max(1, int(np.ceil(track_cfg.min_segment_s * crop_cfg.fps)))
     croppers: dict[int, TrackCropper] = {}
@@ -176,14 +210,18 @@ def extract_face_clips(
         finished.append(cropper)
 
     def track_frame(frame: Frame) -> None:
+        for planned in schedule.push(frame, starts_shot=frame.index in cut_frames):
+            track_planned(planned)
+
+    def track_planned(planned: PlannedFrame) -> None:
+        frame = planned.frame
         frames[frame.index] = frame
         if frame.index in cut_frames:
             cut_times.append(round(frame.time_s, 6))
             for track in tracker.cut():
                 close_track(track)
-        detections = detect_frame(detector, frame, config.faces)
-        signatures = [face_signature(frame.rgb, d) for d in detections] if shot_cfg.face_check else None
-        ended, started = tracker.step(frame.time_s, frame.duration_s, frame.index, detections, signatures)
+        ended, started = tracker.step(frame.time_s, frame.duration_s, frame.index, planned.detections,
+                                      planned.signatures, planned.interpolated)
         for track in started:
             encoder = ClipEncoder(out_dir / f"_track{track.track_id:04d}.video.mp4", config,
                                   track.observations[0].time_s, start_after)
@@ -199,12 +237,13 @@ def extract_face_clips(
 
     outcome = DecodeOutcome()
     try:
-        for frame in decode_source(source.path, sink, probe_info.rotation_deg, outcome):
+        for frame in decode_source(source.path, sink, probe_info.rotation_deg, outcome,
+                                   detection_max_px=config.faces.detection_frame_px):
             decoded_frames += 1
             decoded_until = frame.time_s + frame.duration_s
-            frame_h, frame_w = frame.rgb.shape[:2]
+            frame_h, frame_w = frame.height, frame.width
             waiting.append(frame)
-            cut_frames.update(shots.step(frame.index, frame.rgb))
+            cut_frames.update(shots.step(frame.index, frame.detection_rgb))
             while waiting and waiting[0].index <= frame.index - shots.delay_frames:
                 track_frame(waiting.popleft())
             if progress and time.monotonic() - last_report > 5:
@@ -212,6 +251,8 @@ def extract_face_clips(
                 last_report = time.monotonic()
         while waiting:
             track_frame(waiting.popleft())
+        for planned in schedule.finish():
+            track_planned(planned)
         for track in tracker.finish():
             close_track(track)
     except BaseException:
@@ -236,7 +277,7 @@ def extract_face_clips(
 
     segments = _finalise_segments(source, probe_info, detector, config, out_dir, finished, sink, frame_w, frame_h)
     numbers = {**decode_numbers, "audio_start_s": round(sink.start_time_s or 0.0, 6), "shot_detector": shots.name,
-               "shot_cuts_s": cut_times}
+               "shot_cuts_s": cut_times, "detection_schedule": schedule.counts.as_dict()}
     return SourceRecord.from_segments(source, probe_info.as_dict(), segments, numbers)
 
 

@@ -1,7 +1,8 @@
 """IoU tracking of face detections into tracks, with time-based gap bridging.
 
 A track continues while a detection overlaps its last box by at least the IoU
-threshold. Frames where its face is missing are kept as gaps; when the face returns
+threshold. Detections interpolated by the detection schedule (pipelines/faces/schedule.py)
+continue a track like detected ones: a frame the detector skipped is not a gap. Frames where its face is missing are kept as gaps; when the face returns
 within ``max_gap_s`` the gap is bridged (boxes interpolated), otherwise the track ends at
 its last detection.
 
@@ -37,6 +38,9 @@ class Observation:
     time_s: float
     duration_s: float
     detection: Detection | None  # None: face missing in this frame (a gap)
+    # The detection was interpolated between two detected frames by the detection schedule
+    # (pipelines/faces/schedule.py): the face is there, the detector did not run on this frame.
+    interpolated: bool = False
 
     @property
     def end_s(self) -> float:
@@ -101,10 +105,13 @@ class IouTracker:
 
     def step(self, obs_time: float, obs_duration: float, frame_index: int,
              detections: list[Detection],
-             signatures: list[np.ndarray] | None = None) -> tuple[list[Track], list[Track]]:
+             signatures: list[np.ndarray] | None = None,
+             interpolated: bool = False) -> tuple[list[Track], list[Track]]:
         """Assign detections; return (tracks ended here, tracks started here).
 
-        ``signatures`` (one per detection, same order) enable the face-change check."""
+        ``signatures`` (one per detection, same order) enable the face-change check.
+        ``interpolated``: the detections were interpolated by the detection schedule, not detected;
+        they continue tracks like detections (a skipped frame is not a gap) and carry no signatures."""
         if signatures is not None and len(signatures) != len(detections):
             raise ValueError(f"{len(signatures)} signatures for {len(detections)} detections")
         # Sorting makes ids independent of the detector's output order.
@@ -136,7 +143,7 @@ class IouTracker:
                 ended.append(track)
                 continue
             det = detections[matched_tracks[ti]] if ti in matched_tracks else None
-            obs = Observation(frame_index, obs_time, obs_duration, det)
+            obs = Observation(frame_index, obs_time, obs_duration, det, interpolated and det is not None)
             if det is not None:
                 gap = obs.time_s - track.observations[track.last_detected].end_s
                 if gap > 1e-9:
@@ -159,7 +166,7 @@ class IouTracker:
         for di, det in enumerate(detections):
             if di in used:
                 continue
-            track = Track(self._next_id, [Observation(frame_index, obs_time, obs_duration, det)], 0)
+            track = Track(self._next_id, [Observation(frame_index, obs_time, obs_duration, det, interpolated)], 0)
             if sigs is not None:
                 track.recent_signatures.append(sigs[di])
             self._next_id += 1

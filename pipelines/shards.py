@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,7 +35,7 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
-from pipelines.atomic import TMP_SUFFIX, atomic_path
+from pipelines.atomic import TMP_SUFFIX, atomic_path, atomic_write_bytes
 from pipelines.config import PipelineConfig
 from pipelines.ingest import skipped_file_rows
 from pipelines.schema.index import (
@@ -48,35 +50,47 @@ from pipelines.schema.index import (
     source_of_key,
 )
 from pipelines.decisions import sample_record
-from pipelines.funnel import compute_funnel
-from pipelines.runner import decided_record, stage_fingerprints
+from pipelines.funnel import KEPT, PENDING_LABEL, source_buckets, source_seconds
+from pipelines.registry import STAGES
+from pipelines.runner import decided_record, result_path, stage_fingerprints
 from pipelines.schema.manifest import (
+    MANIFEST_FILE,
     DatasetStats,
     DurationSummary,
     FileRow,
+    FunnelStats,
     SegmentCounts,
     SegmentRow,
     ShardTotals,
     SourceCounts,
     SourceRow,
-    save_manifest,
 )
 from pipelines.schema.records import ACCEPTED, SPLIT, Segment, SourceRecord
 from pipelines.workdir import source_dir
 
 SAMPLE_MEMBERS = ("mp4", "wav", "json")  # what every sample must hold
 READ_CHUNK_BYTES = 1 << 20
+# The packer's private memo of each source's decided record and fingerprint digest (hidden name:
+# readers ignore it; deleting it only costs one slower write).
+PACKER_CACHE_FILE = ".decided_sources.json"
 
 
 @dataclass
 class ShardSummary:
-    records: list[SourceRecord]  # after the later stages' decisions
     shard_index: ShardIndex  # what index.json holds
     stats: DatasetStats
     manifest_path: Path
     shards_dir: Path
-    added: list[str] = field(default_factory=list)  # shards this write created, in index order
-    retired: dict[str, RetiredReason] = field(default_factory=dict)  # sources this write retired, and why
+    added: list[str]  # shards this write created, in index order
+    retired: dict[str, RetiredReason]  # sources this write retired, and why
+    config: PipelineConfig
+    source_records: list[SourceRecord]  # as passed in (the face stage's records)
+
+    @cached_property
+    def records(self) -> list[SourceRecord]:
+        """Every source's record after the later stages' decisions, by source id. Computed on first
+        use (each source's stored results are read): the append itself does not need them."""
+        return sorted((decided_record(self.config, r) for r in self.source_records), key=lambda r: r.source_id)
 
     @property
     def shards(self) -> list[dict]:
@@ -215,24 +229,82 @@ def _duration_summary(durations: np.ndarray) -> DurationSummary:
                            min=round(float(durations.min()), 3), max=round(float(durations.max()), 3))
 
 
+@dataclass
+class SourceStatsPart:
+    """What one decided source adds to the dataset statistics (memoised per source, so an append
+    does not re-decide unchanged sources to recount them)."""
+
+    status: str
+    reason: str | None
+    segments: list[tuple[str, str | None]]  # (status, reason) of each candidate segment
+    accepted_durations: list[float]
+    accepted_flags: list[str]
+    decoded_s: float | None  # None: turned away before decoding
+    kept_clip_s: float  # this source's accepted clip seconds
+    buckets: dict[str, float]  # funnel bucket -> seconds (pipelines.funnel.source_buckets)
+
+    def to_memo(self) -> list:
+        """The fields in declaration order (``SourceStatsPart(*memo)`` reads them back)."""
+        return [getattr(self, field.name) for field in fields(self)]
+
+    @classmethod
+    def of(cls, record: SourceRecord) -> SourceStatsPart:
+        accepted = [s for s in record.segments if s.status == ACCEPTED]
+        decoded = source_seconds(record)
+        return cls(status=record.status, reason=record.reason,
+                   segments=[(s.status, s.reason) for s in record.segments],
+                   accepted_durations=[s.numbers["duration_s"] for s in accepted],
+                   accepted_flags=[flag for s in accepted for decision in s.stages.values() for flag in decision.flags],
+                   decoded_s=decoded, kept_clip_s=sum(s.duration_s for s in accepted),
+                   buckets=source_buckets(record) if decoded is not None else {})
+
+
+def _funnel(parts: list[SourceStatsPart], digits: int = 3) -> FunnelStats:
+    """:func:`pipelines.funnel.compute_funnel` summed from memoised parts: the same additions in the same
+    (source id) order, so the same floats (tests/pipelines/test_shards_append.py compares the two)."""
+    totals: dict[str, float] = {}
+    seconds_in, kept_clip_s, not_decoded = 0.0, 0.0, {}
+    for part in parts:
+        if part.decoded_s is None:
+            key = f"source.{part.reason or 'unknown'}"
+            not_decoded[key] = not_decoded.get(key, 0) + 1
+            continue
+        seconds_in += part.decoded_s
+        kept_clip_s += part.kept_clip_s
+        for bucket, seconds in part.buckets.items():
+            totals[bucket] = totals.get(bucket, 0.0) + seconds
+    lost = {k: round(v, digits) for k, v in sorted(totals.items()) if k not in (KEPT, PENDING_LABEL) and v > 0}
+    return FunnelStats(seconds_in=round(seconds_in, digits), seconds_kept=round(totals.get(KEPT, 0.0), digits),
+                       seconds_pending=round(totals.get(PENDING_LABEL, 0.0), digits), lost_s=lost,
+                       kept_clip_s=round(kept_clip_s, digits), not_decoded=dict(sorted(not_decoded.items())))
+
+
 def dataset_stats(records: list[SourceRecord], shards: list[ShardEntry], skipped: list[FileRow]) -> DatasetStats:
-    segments = [s for r in records for s in r.segments]
-    accepted = [s for s in segments if s.status == ACCEPTED]
+    """Statistics of decided ``records`` (in source id order) and the listed shards."""
+    return stats_from_parts([SourceStatsPart.of(r) for r in records], shards, skipped)
+
+
+def stats_from_parts(parts: list[SourceStatsPart], shards: list[ShardEntry], skipped: list[FileRow]) -> DatasetStats:
+    segments = [segment for part in parts for segment in part.segments]
     return DatasetStats(
-        sources=SourceCounts(total=len(records), accepted=sum(r.status == ACCEPTED for r in records),
-                             rejected_by_reason=dict(sorted(Counter(r.reason for r in records
-                                                                    if r.status != ACCEPTED).items()))),
-        segments=SegmentCounts(total=len(segments), accepted=len(accepted),
-                               split=sum(s.status == SPLIT for s in segments),
-                               rejected_by_reason=dict(sorted(Counter(s.reason for s in segments
-                                                                      if s.status not in (ACCEPTED, SPLIT)).items()))),
-        accepted_duration_s=_duration_summary(np.array([s.numbers["duration_s"] for s in accepted])),
-        accepted_flags=dict(sorted(Counter(flag for s in accepted for decision in s.stages.values()
-                                           for flag in decision.flags).items())),
+        sources=SourceCounts(total=len(parts), accepted=sum(p.status == ACCEPTED for p in parts),
+                             rejected_by_reason=dict(sorted(Counter(p.reason for p in parts
+                                                                    if p.status != ACCEPTED).items()))),
+        segments=SegmentCounts(total=len(segments), accepted=sum(status == ACCEPTED for status, _ in segments),
+                               split=sum(status == SPLIT for status, _ in segments),
+                               rejected_by_reason=dict(sorted(Counter(reason for status, reason in segments
+                                                                      if status not in (ACCEPTED, SPLIT)).items()))),
+        accepted_duration_s=_duration_summary(np.array([d for p in parts for d in p.accepted_durations])),
+        accepted_flags=dict(sorted(Counter(flag for p in parts for flag in p.accepted_flags).items())),
         shards=ShardTotals(count=len(shards), bytes=sum(entry.bytes for entry in shards)),
         skipped_files=dict(sorted(Counter(row.reason for row in skipped).items())),
-        funnel=compute_funnel(records),
+        funnel=_funnel(parts),
     )
+
+
+def manifest_text(rows: list[SourceRow | SegmentRow | FileRow]) -> str:
+    """Rows as ``manifest.jsonl`` lines (the layout of :func:`pipelines.schema.manifest.save_manifest`)."""
+    return "".join(json.dumps(row.model_dump(mode="json"), sort_keys=True) + "\n" for row in rows)
 
 
 def _existing_index(shards_dir: Path) -> ShardIndex:
@@ -260,6 +332,122 @@ def _fill_unknown_fingerprints(index: ShardIndex, shards_dir: Path) -> dict[str,
                 record = json.loads(members["json"])
                 sources[wanted[key]] = source_fingerprint(record.get("stage_fingerprints") or {})
     return sources
+
+
+@dataclass
+class _DecidedSource:
+    """What the packer needs of one source, and the stamp it was computed for: the digest of its stage
+    fingerprints, its accepted keys (sorted), its manifest lines and its statistics part."""
+
+    stamp: str
+    digest: str
+    accepted: list[str]
+    manifest: bytes
+    stats: SourceStatsPart
+    record: SourceRecord | None = None  # the decided record, when this write decided the source
+
+    def to_memo(self, span: tuple[int, int]) -> list:
+        return [self.stamp, self.digest, self.accepted, span, self.stats.to_memo()]
+
+    @classmethod
+    def from_memo(cls, item: list, manifest: bytes) -> _DecidedSource:
+        stamp, digest, accepted, (start, end), stats = item
+        part = SourceStatsPart(*stats)
+        part.segments = [tuple(pair) for pair in part.segments]
+        return cls(stamp, digest, accepted, manifest[start:end], part)
+
+
+class _Stamper:
+    """What a source's packing facts depend on, as one short string: the config, the face-stage record
+    as passed, and the identity (mtime, size, inode) of each later stage's stored result, which every
+    stage run replaces atomically. A few stat calls per source, no file reads."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config_hash = config.content_hash()
+        probe = "source"  # where result files lie inside a source folder, from the runner's own layout
+        self.results = [str(result_path(config, probe, spec.name).relative_to(source_dir(config, probe)))
+                        for spec in STAGES if not spec.is_root and spec.enabled(config)]
+        self.sources_root = str(source_dir(config, probe).parent)
+
+    def __call__(self, record: SourceRecord) -> str:
+        parts = [self.config_hash, record.fingerprint or "", record.status, record.reason or "",
+                 *(f"{seg.key}:{seg.status}" for seg in record.segments)]
+        folder = f"{self.sources_root}/{record.source_id}/"
+        for name in self.results:
+            try:
+                info = os.stat(folder + name)
+                parts.append(f"{name}:{info.st_mtime_ns}:{info.st_size}:{info.st_ino}")
+            except FileNotFoundError:
+                parts.append(f"{name}:-")
+        return "|".join(parts)  # compared as is: a few hundred bytes per source in the memo
+
+
+def _file_identity(path: Path) -> list[int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return [info.st_size, info.st_mtime_ns, info.st_ino]
+
+
+def _load_decided(shards_dir: Path) -> dict[str, _DecidedSource]:
+    """The memo: per source its facts and where its rows are in ``manifest.jsonl`` (valid while the
+    manifest is the one written with the memo); anything unreadable is decided again."""
+    try:
+        memo = json.loads((shards_dir / PACKER_CACHE_FILE).read_bytes())
+        if memo["manifest"] != _file_identity(shards_dir / MANIFEST_FILE):
+            return {}
+        manifest = (shards_dir / MANIFEST_FILE).read_bytes()
+        sources = memo["sources"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out = {}
+    for source_id, item in sources.items():
+        try:
+            out[source_id] = _DecidedSource.from_memo(item, manifest)
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def _decide(records: list[SourceRecord], config: PipelineConfig, shards_dir: Path) -> dict[str, _DecidedSource]:
+    """Every source's packing facts: from the memo where its stamp still matches (an unchanged source
+    costs a few stat calls), else from its decided record (:func:`pipelines.runner.decided_record`)."""
+    memo = _load_decided(shards_dir)
+    stamp_of = _Stamper(config)
+    out = {}
+    for record in records:
+        stamp = stamp_of(record)
+        hit = memo.get(record.source_id)
+        if hit is not None and hit.stamp == stamp:
+            out[record.source_id] = hit
+            continue
+        decided = decided_record(config, record)
+        accepted = sorted(seg.key for seg in decided.accepted_segments()) if decided.status == ACCEPTED else []
+        out[record.source_id] = _DecidedSource(
+            stamp, source_fingerprint(stage_fingerprints(config, record.source_id)), accepted,
+            manifest_text(manifest_rows([decided])).encode(), SourceStatsPart.of(decided), record=decided)
+    return out
+
+
+def _write_manifest(shards_dir: Path, decided: dict[str, _DecidedSource], skipped: list[FileRow]) -> dict:
+    """``manifest.jsonl`` (sources by id, then the skipped files); returns each source's byte span in it."""
+    spans, parts, offset = {}, [], 0
+    for sid in sorted(decided):
+        text = decided[sid].manifest
+        spans[sid] = (offset, offset + len(text))
+        parts.append(text)
+        offset += len(text)
+    atomic_write_bytes(shards_dir / MANIFEST_FILE, b"".join(parts) + manifest_text(skipped).encode())
+    return spans
+
+
+def _save_decided(shards_dir: Path, decided: dict[str, _DecidedSource], spans: dict) -> None:
+    # Written in place, not renamed: a memo torn by a crash does not parse and is rebuilt (one slower
+    # write); no reader ever opens it.
+    memo = {"manifest": _file_identity(shards_dir / MANIFEST_FILE),
+            "sources": {sid: entry.to_memo(spans[sid]) for sid, entry in sorted(decided.items())}}
+    (shards_dir / PACKER_CACHE_FILE).write_text(json.dumps(memo))
 
 
 def write_shards(records: list[SourceRecord], config: PipelineConfig, progress: bool = False) -> ShardSummary:
@@ -293,10 +481,10 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     shards_dir.mkdir(parents=True, exist_ok=True)
     old = _existing_index(shards_dir)
     _remove_unindexed(shards_dir, old, config)
-    records = sorted((decided_record(config, r) for r in records), key=lambda r: r.source_id)
-    current = {rec.source_id: {seg.key: seg for seg in rec.accepted_segments()} if rec.status == ACCEPTED else {}
-               for rec in records}
-    digests = {sid: source_fingerprint(stage_fingerprints(config, sid)) for sid, segs in current.items() if segs}
+    decided = _decide(records, config, shards_dir)
+    by_id = {record.source_id: record for record in records}
+    current = {sid: sorted(decided[sid].accepted) for sid in sorted(decided)}
+    digests = {sid: decided[sid].digest for sid, keys in current.items() if keys}
     packed = _fill_unknown_fingerprints(old, shards_dir)
     live = old.live_keys_of()
 
@@ -304,9 +492,9 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     for sid, keys in live.items():
         if sid not in current:
             retired[sid] = "removed"
-        elif packed.get(sid) != digests.get(sid) or keys != sorted(current[sid]):
+        elif packed.get(sid) != digests.get(sid) or keys != current[sid]:
             retired[sid] = "reprocessed"
-    to_pack = sorted(sid for sid, segs in current.items() if segs and (sid not in live or sid in retired))
+    to_pack = sorted(sid for sid, keys in current.items() if keys and (sid not in live or sid in retired))
 
     samples = {key: shard for key, shard in old.samples.items() if source_of_key(key) not in retired}
     sources = {sid: digest for sid, digest in packed.items() if sid not in retired}
@@ -316,11 +504,16 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
         entries.append(entry.model_copy(update={"retired": dict(sorted({**entry.retired, **newly}.items()))})
                        if newly else entry)
 
+    # Only the sources being packed are decided again here, for their segments' stage decisions.
+    segments = {}
+    for sid in to_pack:
+        record = decided[sid].record or decided_record(config, by_id[sid])
+        segments.update({seg.key: seg for seg in record.accepted_segments()})
     owner = {key: sid for sid in to_pack for key in current[sid]}
     sizes = []
     for key in sorted(owner):
         folder = source_dir(config, owner[key])
-        sizes.append((key, sum((folder / name).stat().st_size for name in current[owner[key]][key].files.values())))
+        sizes.append((key, sum((folder / name).stat().st_size for name in segments[key].files.values())))
     plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
     stage_prints = {sid: stage_fingerprints(config, sid) for sid in to_pack}
 
@@ -330,7 +523,7 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     def packed_samples(keys: list[str]) -> Iterator[dict]:
         for key in keys:
             sid = owner[key]
-            yield _sample_bytes(config, sid, current[sid][key], stage_prints[sid])
+            yield _sample_bytes(config, sid, segments[key], stage_prints[sid])
             bar.update()
 
     for keys in plan:
@@ -351,11 +544,14 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     shard_index = ShardIndex(next_shard=number, shards=tuple(entries), samples=samples,
                              sources=dict(sorted(sources.items()))).at(shards_dir)
     skipped = skipped_file_rows(config.paths.registry_path)  # input files that are not sources, with why
-    stats = dataset_stats(records, list(shard_index.shards), skipped)
-    manifest_path = save_manifest(shards_dir, [*manifest_rows(records), *skipped])
+    order = sorted(decided)
+    stats = stats_from_parts([decided[sid].stats for sid in order], list(shard_index.shards), skipped)
+    spans = _write_manifest(shards_dir, decided, skipped)
     stats.save(shards_dir)
     shard_index.write(shards_dir)
-    return ShardSummary(records, shard_index, stats, manifest_path, shards_dir, added, dict(sorted(retired.items())))
+    _save_decided(shards_dir, decided, spans)
+    return ShardSummary(shard_index, stats, shards_dir / MANIFEST_FILE, shards_dir, added, dict(sorted(retired.items())),
+                        config, list(records))
 
 
 def compaction_candidates(index: ShardIndex, config: PipelineConfig) -> list[str]:

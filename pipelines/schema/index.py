@@ -168,7 +168,8 @@ class ShardIndex(StrictModel):
     def to_json(self) -> str:
         data = self.model_dump(mode="json")
         data["samples"] = dict(sorted(data["samples"].items()))
-        return json.dumps(data, indent=1, sort_keys=True)
+        # Compact: the C encoder (an indent would take the pure-Python one), the index stays small.
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def write(self, folder: Path) -> Path:
         """Write ``<folder>/index.json`` atomically (the packer does this after every shard is in place)."""

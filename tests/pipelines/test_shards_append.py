@@ -263,3 +263,48 @@ def test_a_format_1_index_loads_as_all_live_and_the_next_write_upgrades_it(tmp_p
     assert again.added == [] and again.retired == {}
     assert _file_hashes(shards_dir) == files
     assert ShardIndex.load(shards_dir).model_dump() == v2.model_dump()
+
+
+def test_memoised_stats_and_manifest_equal_a_full_recount(tmp_path, templates):
+    """Unchanged sources' statistics and manifest rows come from the packer's memo; they must equal
+    what the decided records give (pipelines.funnel.compute_funnel, save_manifest's layout)."""
+    from pipelines.funnel import compute_funnel
+    from pipelines.ingest import skipped_file_rows
+    from pipelines.schema.manifest import MANIFEST_FILE, save_manifest
+    from pipelines.shards import dataset_stats, manifest_rows
+
+    config, records = _dataset(tmp_path, templates, 30)
+    records += [clone_source(config, templates.source_ids[1], synthetic_id(30)), _rejected(records[0])]
+    records.pop(0)
+    write_shards(records, config)
+    summary = write_shards([*records, clone_source(config, templates.source_ids[1], synthetic_id(31))], config)
+    decided = summary.records  # decided again from the stored results
+    skipped = skipped_file_rows(config.paths.registry_path)
+    assert summary.stats == dataset_stats(decided, list(summary.shard_index.shards), skipped)
+    assert summary.stats.funnel == compute_funnel(decided)
+    assert DatasetStats.load(config.paths.shards_dir) == summary.stats
+    memoised = (config.paths.shards_dir / MANIFEST_FILE).read_bytes()
+    save_manifest(tmp_path, [*manifest_rows(decided), *skipped])
+    assert memoised == (tmp_path / MANIFEST_FILE).read_bytes()
+
+
+def test_a_later_stage_result_that_changes_repacks_its_source(tmp_path, templates):
+    """The memo is keyed on each stage result's file identity: a re-run stage (new result file, new
+    fingerprint) makes its source re-processed even though its face-stage record is unchanged."""
+    from pipelines.runner import load_result, result_path
+
+    config, records = _dataset(tmp_path, templates, 10)
+    write_shards(records, config)
+    sid = synthetic_id(4)
+    result = load_result(config, sid, "quality")
+    rerun = result.model_copy(update={"fingerprint": hashlib.sha256(b"quality, run again").hexdigest()})
+    path = result_path(config, sid, "quality")
+    staged = path.with_name(".quality.rerun")
+    staged.write_text(rerun.model_dump_json())
+    staged.replace(path)  # as the runner replaces a result
+    summary = write_shards(records, config)
+    assert summary.retired == {sid: "reprocessed"} and len(summary.added) == 1
+    (key,) = [k for k, shard in summary.index.items() if source_of_key(k) == sid]
+    assert summary.index[key] == summary.added[0]
+    (packed,) = [json.loads(m["json"]) for k, m in iter_samples(config.paths.shards_dir / summary.added[0])]
+    assert packed["stage_fingerprints"]["quality"] == rerun.fingerprint

@@ -1,0 +1,155 @@
+"""Benchmark the append-only dataset: adding one source to a dataset of 100.
+
+One real GRID clip goes through the real face stage (SCRFD) and the quality stage; its work
+folder is copied under 100 synthetic source ids (pipelines/fixtures/append_dataset.py) and
+packed. Then, ``--repeat`` times, one more source is added and ``write_shards`` is called with
+all records (the append), and the same source is packed alone into an empty folder (the
+floor); both in this one run, alternating. Reported: the median of each, their ratio (target
+<= 2), how many existing shards changed bytes (target 0), and, for scale, the time to pack all
+sources from scratch (what every materialisation cost before appends).
+
+    python bench/bench_append.py [--sources 100] [--repeat 5] [--clip PATH] [--model-dir DIR]
+        [--out bench/results/append]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python bench/bench_append.py` puts bench/, not the repo, on the path
+    sys.path.insert(0, str(REPO))
+
+from pipelines.fixtures.append_dataset import append_config, clone_source, process_templates, synthetic_id  # noqa: E402
+from pipelines.shards import write_shards  # noqa: E402
+
+SHARED = Path(os.environ.get("TALKINGHEAD_SHARED_DIR", REPO.parent / "shared"))
+
+
+@dataclass
+class AppendBench:
+    sources: int
+    repeats: int
+    max_samples_per_shard: int
+    shards_before: int
+    append_s: list[float]
+    alone_s: list[float]
+    full_repack_s: float
+    append_median_s: float
+    alone_median_s: float
+    ratio_append_to_alone: float
+    existing_shards_rewritten: int
+    shards_added_per_append: list[int]
+    loadavg_before: str
+    loadavg_after: str
+    cpu: str
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.tar")}
+
+
+def _timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def run(root: Path, clip: Path, model_dir: Path, sources: int, repeats: int, per_shard: int) -> AppendBench:
+    loadavg_before = Path("/proc/loadavg").read_text().strip()
+    templates = process_templates(root / "template", [clip], model_dir)
+    (template,) = templates.source_ids
+    config = append_config(root / "dataset", model_dir, max_samples_per_shard=per_shard)
+    alone = append_config(root / "alone", model_dir, max_samples_per_shard=per_shard)
+    for target in (config, alone):
+        shutil.copytree(templates.config.paths.work_dir / "sources" / template,
+                        target.paths.work_dir / "sources" / template, copy_function=os.link)
+    records = [clone_source(config, template, synthetic_id(n)) for n in range(sources)]
+    write_shards(records, config)
+    shards_before = len(list(config.paths.shards_dir.glob("*.tar")))
+
+    append_s, alone_s, added, rewritten = [], [], [], 0
+    for step in range(repeats):
+        new_id = synthetic_id(sources + step)
+        records.append(clone_source(config, template, new_id))
+        before = _hashes(config.paths.shards_dir)
+        seconds, summary = _timed(lambda: write_shards(records, config))
+        after = _hashes(config.paths.shards_dir)
+        rewritten += sum(after.get(name) != digest for name, digest in before.items())
+        append_s.append(seconds)
+        added.append(len(summary.added))
+
+        shutil.rmtree(alone.paths.shards_dir, ignore_errors=True)  # an empty folder each time
+        single = clone_source(alone, template, new_id)
+        seconds, _ = _timed(lambda: write_shards([single], alone))
+        alone_s.append(seconds)
+
+    shutil.rmtree(config.paths.shards_dir)
+    full_repack_s, _ = _timed(lambda: write_shards(records, config))
+    append_median, alone_median = statistics.median(append_s), statistics.median(alone_s)
+    return AppendBench(
+        sources=sources, repeats=repeats, max_samples_per_shard=per_shard, shards_before=shards_before,
+        append_s=[round(s, 4) for s in append_s], alone_s=[round(s, 4) for s in alone_s],
+        full_repack_s=round(full_repack_s, 4), append_median_s=round(append_median, 4),
+        alone_median_s=round(alone_median, 4), ratio_append_to_alone=round(append_median / alone_median, 3),
+        existing_shards_rewritten=rewritten, shards_added_per_append=added,
+        loadavg_before=loadavg_before, loadavg_after=Path("/proc/loadavg").read_text().strip(),
+        cpu=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+
+
+def markdown(result: AppendBench) -> str:
+    verdict = "meets" if result.ratio_append_to_alone <= 2 and result.existing_shards_rewritten == 0 else "MISSES"
+    return "\n".join([
+        "# Append one source to a dataset of {} (bench/bench_append.py)".format(result.sources),
+        "",
+        f"Real GRID clip through the face and quality stages, copied under {result.sources} source ids, "
+        f"{result.max_samples_per_shard} samples per shard ({result.shards_before} shards). "
+        f"{result.repeats} appends, each followed by packing the same source alone into an empty folder.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| append one source, median | {result.append_median_s:.4f} s |",
+        f"| pack that source alone into an empty folder, median | {result.alone_median_s:.4f} s |",
+        f"| ratio append / alone (target <= 2) | {result.ratio_append_to_alone:.3f} |",
+        f"| existing shards whose bytes changed (target 0) | {result.existing_shards_rewritten} |",
+        f"| shards added per append | {result.shards_added_per_append} |",
+        f"| pack all {result.sources + result.repeats} sources from scratch (the old cost of every materialisation) "
+        f"| {result.full_repack_s:.4f} s |",
+        "",
+        f"Verdict: {verdict} the targets. Load average before / after: `{result.loadavg_before}` / "
+        f"`{result.loadavg_after}`; {result.cpu}.",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--per-shard", type=int, default=8, help="max samples per shard of the dataset")
+    parser.add_argument("--clip", type=Path, default=SHARED / "media" / "grid" / "bbaf2n.mpg")
+    parser.add_argument("--model-dir", type=Path, default=SHARED / "models")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "append")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-append-") as tmp:
+        result = run(Path(tmp), args.clip, args.model_dir, args.sources, args.repeat, args.per_shard)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(asdict(result), indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    return 0 if result.ratio_append_to_alone <= 2 and result.existing_shards_rewritten == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,11 +21,14 @@ would cut audio of the wrong length or time span.
 
 Reading cost (bench/bench_loader.py): local shards are read by seeking past the members the
 trainer does not use (``mp4``, ``boxes.npy``, ...); only the configured ``.npy`` arrays of
-``flame.npz`` are read, and the WAV is a view of its bytes (int16, scaled per window). Each
-decoded clip gives ``windows_per_clip`` windows, mixed with other clips' windows by a seeded
-window shuffle buffer (``window_shuffle_buffer``), so that one decode serves several windows
-without a batch holding one clip's windows only. A sample whose record, WAV or arrays cannot
-be read is skipped with a logged reason (a run never dies of one bad sample).
+``flame.npz`` are read, as views of its bytes, and the WAV is a view of its bytes (int16,
+scaled per window). Each decoded clip gives ``windows_per_clip`` windows, mixed with other
+clips' windows by a seeded window shuffle buffer (``window_shuffle_buffer``), so that one
+decode serves several windows without a batch holding one clip's windows only. Loader
+workers collate into shared-memory buffers they reuse (:class:`RingCollate`) and
+:func:`batches` hands out private copies. A sample whose record, WAV or arrays cannot be read,
+or a shard that is not a readable tar, is skipped with a logged reason (a run never dies of
+one bad sample).
 
 Retired samples: when the shards come from an index (a folder with ``index.json`` or a
 published URL), a sample is yielded only when the index's ``samples`` maps its key to the

@@ -2,6 +2,7 @@
 
     python bench/bench_asd.py [VIDEO ...] [--device cpu|cuda] [--repeat N] [--threads N]
                               [--batch-windows N] [--json OUT]
+    python bench/bench_asd.py --batching [--batch-sizes 1,2,4,8,16] [--repeat N]
 
 Default inputs: the GRID clips in ../shared/media/grid. Each clip is decoded (PyAV), its
 face found by SCRFD on every frame and its audio converted by ffmpeg to 16 kHz mono, none
@@ -88,6 +89,120 @@ def bench_track(scorer: ActiveSpeakerScorer, name: str, frames: list[np.ndarray]
             "model_fps": count / t_model, "full_fps": count / t_full}
 
 
+def _segments(clips: list[dict], pieces: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each clip's face track cut into ``pieces`` equal segments with their audio: a source with
+    many short face tracks (every segment's window has the same length, so they can share passes)."""
+    out = []
+    for clip in clips:
+        faces = np.stack([face_crop_112(rgb, box) for rgb, box in zip(clip["frames"], clip["boxes"])])
+        step = len(faces) // pieces
+        for k in range(pieces):
+            audio = clip["audio"][k * step * SAMPLE_RATE // 25:]
+            out.append((faces[k * step:(k + 1) * step], audio))
+    return out
+
+
+def _passes(scorer: ActiveSpeakerScorer) -> list[int]:
+    sizes: list[int] = []
+    scorer.model.model.visualEncoder.register_forward_hook(lambda module, args, out: sizes.append(out.shape[0]))
+    return sizes
+
+
+def bench_batching(clips: list[dict], model_dir: Path, weights: str, device: str, repeat: int,
+                   batch_sizes: list[int], max_shift: int) -> list[dict]:
+    """Light-ASD over a source's segments: per segment one window per pass (batch 1, what the stage
+    did before) against the windows of all segments gathered into batches, plain and shifted."""
+    rows = []
+    for label, tracks in (("6 clips, 75-frame tracks", _segments(clips, 1)),
+                          ("6 clips cut in 3, 25-frame tracks", _segments(clips, 3))):
+        frames = sum(len(f) for f, _ in tracks)
+        reference = None
+        for batch in batch_sizes:
+            scorer = ActiveSpeakerScorer(model_dir / weights, device=device, batch_windows=batch)
+            passes = _passes(scorer)
+            plain_s = best_time(lambda: scorer.logits_many(tracks), repeat)
+            shifted_s = best_time(lambda: scorer.shifted_scores_many(tracks, max_shift), repeat)
+            result = scorer.shifted_scores_many(tracks, max_shift)
+            if reference is None:
+                reference = result
+            difference = max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(result, reference))
+            per_call = len(passes) // (2 * (repeat + 1) + 1)
+            rows.append({"tracks": label, "segments": len(tracks), "frames": frames, "batch_windows": batch,
+                         "forward_passes": per_call, "plain_s": plain_s, "plain_fps": frames / plain_s,
+                         "shifted_s": shifted_s, "shifted_fps": frames / shifted_s,
+                         "max_abs_logit_difference_vs_batch_1": difference})
+    return rows
+
+
+def _dynamic_batch_copy(source: Path, target: Path) -> Path:
+    import onnx
+
+    model = onnx.load(str(source))
+    for value in [*model.graph.input, *model.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(model, str(target))
+    return target
+
+
+def bench_detector(videos: list[Path], model_dir: Path, repeat: int, batch_sizes: list[int]) -> dict:
+    """SCRFD-500M frames per second on real GRID frames: the mirrored file (fixed batch 1, per
+    image) against a copy with a symbolic batch dimension run ``batch`` frames per pass."""
+    import tempfile
+
+    import onnxruntime
+
+    from pipelines.faces.detectors import ScrfdDetector
+
+    frames = []
+    for path in videos[:2]:
+        with av.open(str(path)) as container:
+            frames.extend(frame.to_ndarray(format="rgb24") for frame in container.decode(video=0))
+    frames = frames[:64]
+    source = model_dir / "scrfd" / "scrfd_500m_kps.onnx"
+    session = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    try:
+        session.run(None, {session.get_inputs()[0].name: np.zeros((2, 3, 640, 640), np.float32)})
+        fixed_refuses = None
+    except Exception as error:  # what onnxruntime says about a batch of 2 on the fixed file
+        fixed_refuses = str(error).splitlines()[0][:200]
+    fixed = ScrfdDetector(source, 640, 0.5)
+    rows = [{"file": source.name, "input_shape": session.get_inputs()[0].shape, "batch": 1, "mode": "per image",
+             "fps": len(frames) / best_time(lambda: fixed.detect_batch(frames), repeat)}]
+    with tempfile.TemporaryDirectory() as scratch:
+        dynamic = ScrfdDetector(_dynamic_batch_copy(source, Path(scratch) / "dynamic.onnx"), 640, 0.5)
+        for batch in batch_sizes:
+            def run():
+                for first in range(0, len(frames), batch):
+                    dynamic.detect_batch(frames[first:first + batch])
+            rows.append({"file": "scrfd_500m_kps.onnx, batch dimension made symbolic", "input_shape":
+                         dynamic._model.session.get_inputs()[0].shape, "batch": batch, "mode": "one pass per batch",
+                         "fps": len(frames) / best_time(run, repeat)})
+    return {"frames": len(frames), "fixed_file_batch_2": fixed_refuses, "rows": rows}
+
+
+def write_batching(path_json: Path, header: dict, asd_rows: list[dict], detector: dict) -> None:
+    path_json.parent.mkdir(parents=True, exist_ok=True)
+    path_json.write_text(json.dumps({**header, "asd": asd_rows, "detector": detector}, indent=2))
+    lines = ["# Batching on this machine", "",
+             f"{header['device']} ({header['device_name']}), torch {header['torch']}, {header['threads']} threads, "
+             f"{header['cores']} cores; load average before {header['load_before']}, after {header['load_after']}; "
+             f"best of {header['repeat']}. Written by `python bench/bench_asd.py --batching`.", "",
+             "## Light-ASD: a source's segments scored together", "",
+             "| tracks | segments | frames | batch_windows | passes | plain fps | shifted fps (N=%d) | x vs batch 1 "
+             "(shifted) | max logit diff |" % header["max_shift"], "|---|---|---|---|---|---|---|---|---|"]
+    for row in asd_rows:
+        base = next(r for r in asd_rows if r["tracks"] == row["tracks"] and r["batch_windows"] == 1)
+        lines.append(f"| {row['tracks']} | {row['segments']} | {row['frames']} | {row['batch_windows']} | "
+                     f"{row['forward_passes']} | {row['plain_fps']:.1f} | {row['shifted_fps']:.1f} | "
+                     f"{base['shifted_s'] / row['shifted_s']:.2f} | {row['max_abs_logit_difference_vs_batch_1']:.1e} |")
+    lines += ["", "## SCRFD-500M: detect_batch", "",
+              f"{detector['frames']} GRID frames (360x288, letterboxed to 640). The mirrored file with a batch of 2: "
+              f"`{detector['fixed_file_batch_2']}`.", "", "| file | input shape | batch | mode | fps |", "|---|---|---|---|---|"]
+    for row in detector["rows"]:
+        lines.append(f"| {row['file']} | {row['input_shape']} | {row['batch']} | {row['mode']} | {row['fps']:.1f} |")
+    path_json.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("videos", nargs="*", type=Path)
@@ -100,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="windows per forward pass (default: the scorer's, 1 on CPU and 8 on a GPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--batching", action="store_true",
+                        help="measure batching instead (Light-ASD across segments, SCRFD detect_batch) and write "
+                             "bench/results/batching.{json,md}")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16", help="with --batching: windows per pass to try")
     args = parser.parse_args(argv)
 
     model_dir = args.model_dir or Path(os.environ.get(MODEL_DIR_ENV) or REPO.parent / "shared" / "models")
@@ -116,6 +235,18 @@ def main(argv: list[str] | None = None) -> int:
         clips = [load_clip(path, detector) for path in videos]
     finally:
         detector.close()
+    if args.batching:
+        sizes = [int(v) for v in args.batch_sizes.split(",")]
+        load_before = open("/proc/loadavg").read().split()[:3]
+        asd_rows = bench_batching(clips, model_dir, args.weights, args.device, args.repeat, sizes, max_shift=8)
+        detector_rows = bench_detector(videos, model_dir, args.repeat, [1, 4, 8, 16])
+        header = {"device": args.device, "device_name": platform.processor() or platform.machine(),
+                  "torch": torch.__version__, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+                  "load_before": " ".join(load_before), "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
+                  "repeat": args.repeat, "max_shift": 8}
+        write_batching(args.json or REPO / "bench" / "results" / "batching.json", header, asd_rows, detector_rows)
+        print((args.json or REPO / "bench" / "results" / "batching.json").with_suffix(".md").read_text())
+        return 0
     scorer = ActiveSpeakerScorer(model_dir / args.weights, device=args.device, batch_windows=args.batch_windows)
 
     device_name = torch.cuda.get_device_name(torch.device(args.device)) if args.device.startswith("cuda") \

@@ -69,7 +69,7 @@ def _remote_sizes(fs, root: str) -> dict[str, int]:
 def _publish(fs, root: str, shards_dir: Path, index: ShardIndex, url: str) -> PublishResult:
     remote = _remote_sizes(fs, root)
     uploaded, kept = [], []
-    for entry, local in zip(index.shards, index.all_paths()):
+    for entry, local in zip(index.shards, index.paths()):
         if remote.get(entry.name) == entry.bytes:
             kept.append(entry.name)  # an immutable name: same name and size, same bytes
             continue

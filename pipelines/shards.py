@@ -14,8 +14,18 @@ The dataset is append-only (index format: :mod:`pipelines.schema.index`):
 
 Shards are plain (uncompressed) tars with fixed metadata (mtime 0, fixed owner), samples sorted
 by key, so packing the same accepted clips into an empty folder gives byte-identical shards
-under the same names. Each file is written under a temporary name and renamed; ``index.json``
-is written last and is the entry point for readers.
+under the same names (``shard-000000.tar`` on), as the one-shot packer did. What appends change
+is the grouping: each write's new samples (sorted by key) fill new shards of their own, so a
+dataset built by appends holds the same sample bytes as a one-shot pack, in more and smaller
+shards with other names; compacting all of them gives the one-shot pack's shard bytes again,
+under new names. Each file is written under a temporary name and renamed; ``index.json`` is
+written last and is the entry point for readers.
+
+An append must not cost a pass over every source: ``.decided_sources.json`` (hidden, private to
+the packer) memoises per source its stage-fingerprint digest, accepted keys, statistics part and
+where its rows are in ``manifest.jsonl``, keyed on the face-stage record as passed and the file
+identity (mtime, size, inode) of each later stage's stored result. An unchanged source then
+costs a few ``stat`` calls; a missing or torn memo only makes one write decide every source again.
 """
 
 from __future__ import annotations

@@ -39,7 +39,14 @@ once). The next write stores format 2; nothing needs migrating by hand.
 A shard folder is a local folder or any fsspec URL holding the same files (published shards,
 see :mod:`pipelines.publish`). :meth:`ShardIndex.load` reads and validates the index and, by
 default, checks that every listed shard is there; the helpers give what readers need: the
-shards with live samples (paths or URLs), the live keys of each shard and each shard's sha256.
+shards with live samples (``locations()``: paths or URLs), the live keys of each shard
+(``keys_in``) and each shard's sha256; ``paths()`` lists every shard, aligned with ``shards``.
+
+Readers and compaction: compaction writes its new shards, then the index, then deletes the
+replaced shards. A reader that resolved the previous index keeps working until it opens a
+replaced shard after the deletion, which then fails with "file not found"; readers that need
+the index and the shards to agree hold :func:`shards_lock` shared (compaction and the packer
+wait for them). Appends never delete or change a shard, so they never disturb a reader.
 """
 
 from __future__ import annotations
@@ -299,12 +306,8 @@ class ShardIndex(StrictModel):
         return [self.location(name) for name in self.live_names]
 
     def paths(self) -> list[Path]:
-        """Local path of every shard holding at least one live sample, in index order (a local folder only)."""
-        live = set(self.live_names)
-        return [path for path, name in zip(self.all_paths(), self.names) if name in live]
-
-    def all_paths(self) -> list[Path]:
-        """Local path of every listed shard, retired samples or not, in index order (a local folder only)."""
+        """Local path of every listed shard, in index order, aligned with ``names`` and ``shards``
+        (those whose samples are all retired included; a local folder only)."""
         if self.remote:
             raise ShardIndexError(f"{self.root} is a URL: use locations() for published shards")
         return [Path(self.root) / name for name in self.names]

@@ -61,7 +61,7 @@ def _live_members(folder: Path) -> dict[str, dict[str, str]]:
     """Live key -> {member: sha256} read from the shards the index lists, retired samples skipped."""
     index = ShardIndex.load(folder)
     out: dict[str, dict[str, str]] = {}
-    for path in index.all_paths():
+    for path in index.paths():
         for key, members in iter_samples(path):
             if index.samples.get(key) == path.name:
                 assert key not in out

@@ -549,7 +549,7 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
         samples.update(dict.fromkeys(keys, name))
         added.append(name)
     bar.close()
-    sources.update({sid: digests[sid] for sid in to_pack})
+    sources.update({sid: source_fingerprint(stage_prints[sid]) for sid in to_pack})  # what the samples carry
 
     shard_index = ShardIndex(next_shard=number, shards=tuple(entries), samples=samples,
                              sources=dict(sorted(sources.items()))).at(shards_dir)
@@ -560,7 +560,8 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     stats.save(shards_dir)
     shard_index.write(shards_dir)
     _save_decided(shards_dir, decided, spans)
-    return ShardSummary(shard_index, stats, shards_dir / MANIFEST_FILE, shards_dir, added, dict(sorted(retired.items())),
+    return ShardSummary(shard_index, stats, shards_dir / MANIFEST_FILE, shards_dir, added,
+                        dict(sorted(retired.items())),
                         config, list(records))
 
 

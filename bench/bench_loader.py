@@ -231,7 +231,8 @@ def markdown(report: dict) -> str:
     for name, row in rates.items():
         lines.append(f"| {name} | {row['workers']} | {row['windows_per_clip']} | {row['best']:.0f} | "
                      f"{row['per_worker']:.0f} | {row['per_worker_cpu_second']:.0f} | "
-                     f"{row['main_cpu_ms_per_window']:.3f} | {', '.join(str(round(r['rate'])) for r in row['rounds'])} |")
+                     f"{row['main_cpu_ms_per_window']:.3f} | "
+                     f"{', '.join(str(round(r['rate'])) for r in row['rounds'])} |")
     speedup = rates["after_default_w0"]["best"] / rates["before_default_w0"]["best"]
     same = rates["after_one_window_per_clip_w0"]["best"] / rates["before_default_w0"]["best"]
     lines += ["", f"After / before in the main process: {speedup:.1f}x with the defaults, {same:.1f}x with "

@@ -629,7 +629,8 @@ def _copied_out(stream: Iterator[dict], keep: int) -> Iterator[dict]:
     for batch in stream:
         received.append(batch)
         # numpy copies on one thread (torch's threaded copy stalls on a busy CPU)
-        yield {**batch, **{name: torch.from_numpy(batch[name].numpy().copy()) for name in ("start", "motion", "audio", "seed")}}
+        copies = {name: torch.from_numpy(batch[name].numpy().copy()) for name in ("start", "motion", "audio", "seed")}
+        yield {**batch, **copies}
 
 
 def batches(pipeline, config: DataConfig, skip: int = 0, keep_last: bool = False) -> Iterator[dict]:

@@ -16,7 +16,7 @@ import pytest
 
 from bench.bench_detect_schedule import APPEAR_S, GONE_S, box_iou, face_comes_and_goes, matched_rows, moving_crop
 from bench.timed_backends import TimedCalls
-from pipelines.config import load_config
+from pipelines.config import DetectionScheduleConfig, load_config
 from pipelines.faces.clips import BOXES_COLUMNS, INTERPOLATED_SCORE
 from pipelines.faces.stage import SPEC
 from pipelines.fixtures.footage import CUT_FRAME, hard_cut
@@ -29,6 +29,7 @@ from stage_fixtures import SharedDetectorBackends, scan, stage_config
 
 SCORE = BOXES_COLUMNS.index("score_-1_bridged_-2_interpolated")
 EVERY_FRAME = None  # detection_schedule.enabled false
+DEFAULT_K = DetectionScheduleConfig().every_k  # what ships is what is compared
 
 
 @dataclass
@@ -68,6 +69,7 @@ def media(tmp_path_factory, grid_clips: list[Path]) -> dict[str, Path]:
         "two_faces_cut": lambda p: hard_cut(side_by_side(g[0], g[1], root / "pair_a.mp4"),
                                             side_by_side(g[2], g[3], root / "pair_b.mp4"), p),
         "pan": lambda p: moving_crop(g[1], p, "pan"),
+        "shake": lambda p: moving_crop(g[2], p, "shake"),
         "fast_shake": lambda p: moving_crop(g[2], p, "fast_shake"),
     }
     out = {}
@@ -110,7 +112,7 @@ def test_every_k_1_detects_every_frame_like_the_stage_without_a_schedule(face_ru
     assert not (one.all_boxes()[:, SCORE] == INTERPOLATED_SCORE).any()
 
 
-@pytest.mark.parametrize("every_k", [3, 4])
+@pytest.mark.parametrize("every_k", sorted({3, DEFAULT_K}))
 def test_a_schedule_calls_the_detector_on_about_one_frame_in_k(face_runs, every_k: int):
     run = face_runs("grid", every_k)
     frames = run.record.numbers["decoded_frames"]
@@ -128,7 +130,7 @@ def test_a_schedule_calls_the_detector_on_about_one_frame_in_k(face_runs, every_
 
 
 def test_interpolated_frames_are_marked_measured_and_decided_the_same_by_the_quality_stage(face_runs):
-    every, scheduled = face_runs("grid", EVERY_FRAME), face_runs("grid", 4)
+    every, scheduled = face_runs("grid", EVERY_FRAME), face_runs("grid", DEFAULT_K)
     (ref,), (seg,) = every.accepted(), scheduled.accepted()
     table = scheduled.boxes(seg)
     interpolated = table[:, SCORE] == INTERPOLATED_SCORE
@@ -143,9 +145,9 @@ def test_interpolated_frames_are_marked_measured_and_decided_the_same_by_the_qua
                                                                          b.numbers["failed_s"])
 
 
-@pytest.mark.parametrize("name", ["grid", "pan"])
+@pytest.mark.parametrize("name", ["grid", "pan", "shake"])
 def test_interpolated_boxes_are_within_iou_0_9_of_every_frame_boxes(face_runs, name: str):
-    every, scheduled = face_runs(name, EVERY_FRAME), face_runs(name, 4)
+    every, scheduled = face_runs(name, EVERY_FRAME), face_runs(name, DEFAULT_K)
     ref, other = matched_rows(every.all_boxes(), scheduled.all_boxes())
     interpolated = other[:, SCORE] == INTERPOLATED_SCORE
     assert interpolated.sum() > 0
@@ -154,18 +156,17 @@ def test_interpolated_boxes_are_within_iou_0_9_of_every_frame_boxes(face_runs, n
 
 
 def test_fast_motion_falls_back_to_detecting_the_frames_between(face_runs):
-    every, scheduled = face_runs("fast_shake", EVERY_FRAME), face_runs("fast_shake", 4)
+    # The picture swings up to 23 px a frame: most intervals are detected frame by frame. (Segments
+    # are not compared here: with every-frame detection the face check itself splits this one face
+    # where the swing turns, and that depends on how many signatures its reference averages.)
+    scheduled = face_runs("fast_shake", DEFAULT_K)
     counts = scheduled.counts
-    assert counts["uncertain_intervals"] > 0 and counts["backfilled_frames"] > 0
-    ref, other = matched_rows(every.all_boxes(), scheduled.all_boxes()) if every.accepted() and \
-        scheduled.accepted() else (np.zeros((0, 16)), np.zeros((0, 16)))
-    interpolated = other[:, SCORE] == INTERPOLATED_SCORE
-    if interpolated.any():
-        assert box_iou(ref[interpolated, 1:5], other[interpolated, 1:5]).min() >= 0.9
-    assert [s[:3] for s in scheduled.shape()] == [s[:3] for s in every.shape()]
+    assert counts["uncertain_intervals"] > 0
+    assert counts["backfilled_frames"] > counts["interpolated_frames"]
+    assert scheduled.detector_calls == counts["detected_frames"] > counts["frames"] / 2
 
 
-@pytest.mark.parametrize("every_k", [4, 8])
+@pytest.mark.parametrize("every_k", sorted({DEFAULT_K, 8}))
 def test_a_face_that_goes_ends_at_the_same_frame_as_with_every_frame_detection(face_runs, every_k: int):
     # No shot detector: only the schedule can find where the face goes (1.5 s of blue from 3.0 s).
     every = face_runs("gap", EVERY_FRAME, shots={"detector": "none"})
@@ -179,7 +180,7 @@ def test_a_face_that_goes_ends_at_the_same_frame_as_with_every_frame_detection(f
 
 def test_a_face_that_comes_and_goes_without_a_cut_is_found_at_the_same_frames(face_runs):
     every = face_runs("come_and_go", EVERY_FRAME, shots={"detector": "none"})
-    scheduled = face_runs("come_and_go", 4, shots={"detector": "none"})
+    scheduled = face_runs("come_and_go", DEFAULT_K, shots={"detector": "none"})
     assert scheduled.shape() == every.shape()
     starts = sorted(s.start_s for s in every.record.segments)
     ends = sorted(s.end_s for s in every.record.segments)
@@ -189,7 +190,7 @@ def test_a_face_that_comes_and_goes_without_a_cut_is_found_at_the_same_frames(fa
 
 
 def test_two_faces_and_a_cut_are_handled_the_same(face_runs):
-    every, scheduled = face_runs("two_faces_cut", EVERY_FRAME), face_runs("two_faces_cut", 4)
+    every, scheduled = face_runs("two_faces_cut", EVERY_FRAME), face_runs("two_faces_cut", DEFAULT_K)
     assert scheduled.shape() == every.shape()
     assert scheduled.record.numbers["shot_cuts_s"] == every.record.numbers["shot_cuts_s"]
     accepted = scheduled.accepted()

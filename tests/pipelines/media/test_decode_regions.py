@@ -62,11 +62,13 @@ SOURCES = {
 
 
 def _source(composed, grid_clip: Path, name: str) -> Path:
+    # The session's media cache is shared with other test files: these names are this file's own.
+    cached = f"decode_regions_{name}"
     if name.startswith("rotated"):
         degrees = int(name.removeprefix("rotated").split(".")[0])
-        return composed.get(name, _rotated, grid_clip, degrees=degrees)
+        return composed.get(cached, _rotated, grid_clip, degrees=degrees)
     scale, video_args, audio_args, _, _ = SOURCES[name]
-    return composed.get(name, _encoded, grid_clip, scale=scale, video_args=video_args, audio_args=audio_args)
+    return composed.get(cached, _encoded, grid_clip, scale=scale, video_args=video_args, audio_args=audio_args)
 
 
 def _frames(path: Path, tmp_path: Path, count: int, detection_max_px: int | None = DETECTION_PX) -> list[Frame]:

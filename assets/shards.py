@@ -19,7 +19,7 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
 from pipelines.reports import gates_report_png, qc_plot_png
 from pipelines.schema.index import MissingShardIndexError, ShardIndex, ShardIndexError
-from pipelines.schema.manifest import FunnelStats, SourceRow, load_manifest
+from pipelines.schema.manifest import DatasetStats, FunnelStats, SourceRow, load_manifest
 from pipelines.shards import compact_shards, verify_shards, write_shards
 from pipelines.schema.records import SourceRecord
 from pipelines.workdir import load_record
@@ -49,6 +49,14 @@ def _records(config: PipelineConfig, source_ids: list[str]) -> tuple[list[Source
     return records, pending
 
 
+def _previous_stats(config: PipelineConfig) -> DatasetStats | None:
+    """The statistics the last write left (None: none, or unreadable: the QC plots are then redrawn)."""
+    try:
+        return DatasetStats.load(config.paths.shards_dir)
+    except (OSError, ValueError):
+        return None
+
+
 @dg.asset(
     group_name="dataset",
     deps=STAGE_ASSETS,
@@ -63,12 +71,20 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
     records, pending = _records(config, source_ids)
     if pending:
         context.log.warning(f"{len(pending)} registered source(s) not processed yet: {', '.join(pending[:10])}")
+    qc_dir = config.paths.shards_dir / "qc"
+    overview_path, gates_path = qc_dir / "overview.png", qc_dir / "gates.png"
+    previous = _previous_stats(config)
     summary = write_shards(records, config)
-    segments = [s for r in summary.records for s in r.segments]
-    png = qc_plot_png(summary.stats, segments)
-    gates_png = gates_report_png(summary.stats, segments)
-    atomic_write_bytes(config.paths.shards_dir / "qc" / "overview.png", png)
-    atomic_write_bytes(config.paths.shards_dir / "qc" / "gates.png", gates_png)
+    changed = summary.added or summary.retired or summary.stats != previous
+    if changed or not (overview_path.is_file() and gates_path.is_file()):
+        # The plots need every source's decided segments (O(sources)): drawn only when the dataset changed.
+        segments = [s for r in summary.records for s in r.segments]
+        png = qc_plot_png(summary.stats, segments)
+        gates_png = gates_report_png(summary.stats, segments)
+        atomic_write_bytes(overview_path, png)
+        atomic_write_bytes(gates_path, gates_png)
+    else:
+        png, gates_png = overview_path.read_bytes(), gates_path.read_bytes()
     atomic_write_text(config.paths.shards_dir / "qc" / "pending.json", json.dumps(pending))
     published = None
     if config.shards.publish_url:

@@ -36,7 +36,7 @@ import os
 import tarfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
@@ -255,7 +255,8 @@ class SourceStatsPart:
 
     def to_memo(self) -> list:
         """The fields in declaration order (``SourceStatsPart(*memo)`` reads them back)."""
-        return [getattr(self, field.name) for field in fields(self)]
+        return [self.status, self.reason, self.segments, self.accepted_durations, self.accepted_flags,
+                self.decoded_s, self.kept_clip_s, self.buckets]
 
     @classmethod
     def of(cls, record: SourceRecord) -> SourceStatsPart:

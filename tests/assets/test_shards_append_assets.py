@@ -79,8 +79,10 @@ def test_appends_check_their_own_shards_and_the_jobs_verify_and_compact(tmp_path
         damaged = bytearray(original)
         damaged[len(damaged) // 2] ^= 0xFF
         path.write_bytes(bytes(damaged))
+        drawn = (shards_dir / "qc" / "overview.png").stat().st_mtime_ns
         metadata, checks = _dataset_run(str(config_path), instance)
         assert metadata["shards_added"] == [] and checks["shards_open"][0]
+        assert (shards_dir / "qc" / "overview.png").stat().st_mtime_ns == drawn  # nothing changed: not redrawn
         verify = _job("verify_dataset", str(config_path), instance)
         assert not verify.success
         failure = next(e for e in verify.all_events if e.is_step_failure)

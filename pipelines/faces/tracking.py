@@ -1,10 +1,11 @@
 """IoU tracking of face detections into tracks, with time-based gap bridging.
 
 A track continues while a detection overlaps its last box by at least the IoU
-threshold. Detections interpolated by the detection schedule (pipelines/faces/schedule.py)
-continue a track like detected ones: a frame the detector skipped is not a gap. Frames where its face is missing are kept as gaps; when the face returns
+threshold. Frames where its face is missing are kept as gaps; when the face returns
 within ``max_gap_s`` the gap is bridged (boxes interpolated), otherwise the track ends at
-its last detection.
+its last detection. Detections interpolated by the detection schedule
+(pipelines/faces/schedule.py) continue a track like detected ones: a frame the detector
+skipped is not a gap.
 
 With face signatures (pipelines/faces/shots.py) the tracker also refuses an IoU match whose
 face differs from the track's recent faces by more than ``max_face_distance``: after a cut

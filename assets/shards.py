@@ -75,6 +75,8 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
     overview_path, gates_path = qc_dir / "overview.png", qc_dir / "gates.png"
     previous = _previous_stats(config)
     summary = write_shards(records, config)
+    for source_id, why in summary.unpackable.items():
+        context.log.error(f"{source_id}: not packed, retried on the next materialisation ({why})")
     changed = summary.added or summary.retired or summary.stats != previous
     if changed or not (overview_path.is_file() and gates_path.is_file()):
         # The plots need every source's decided segments (O(sources)): drawn only when the dataset changed.
@@ -106,6 +108,7 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         "shards": len(summary.shard_index.shards),
         "shards_added": dg.MetadataValue.json(summary.added),
         "sources_retired": dg.MetadataValue.json(summary.retired),
+        "sources_unpackable": dg.MetadataValue.json(summary.unpackable),
         "rejections": dg.MetadataValue.md(table if reasons else "no rejections"),
         "shards_dir": dg.MetadataValue.path(str(summary.shards_dir)),
         "qc_overview": png_markdown(png, "QC overview"),

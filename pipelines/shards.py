@@ -9,6 +9,8 @@ The dataset is append-only (index format: :mod:`pipelines.schema.index`):
   records, are retired in the index (their bytes stay in their shard until compaction).
 - :func:`compact_shards` (explicit, never automatic) re-packs the live samples of small or
   largely retired shards into new shards, writes the index, then deletes the replaced shards.
+- A clip that cannot be read or whose record the schema rejects costs its sample, not the write:
+  the summary names its source (``unpackable``), and the next write tries that source again.
 - :func:`verify_shards` streams shards (constant memory, hashing as it reads): the ones a write
   added, or all of them.
 
@@ -95,6 +97,7 @@ class ShardSummary:
     retired: dict[str, RetiredReason]  # sources this write retired, and why
     config: PipelineConfig
     source_records: list[SourceRecord]  # as passed in (the face stage's records)
+    unpackable: dict[str, str]  # source id -> why a sample of it could not be packed (retried next write)
 
     @cached_property
     def records(self) -> list[SourceRecord]:
@@ -521,20 +524,30 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
         record = decided[sid].record or decided_record(config, by_id[sid])
         segments.update({seg.key: seg for seg in record.accepted_segments()})
     owner = {key: sid for sid in to_pack for key in current[sid]}
+    unpackable: dict[str, str] = {}  # one bad clip costs its sample, never the write
     sizes = []
     for key in sorted(owner):
         folder = source_dir(config, owner[key])
-        sizes.append((key, sum((folder / name).stat().st_size for name in segments[key].files.values())))
+        try:
+            sizes.append((key, sum((folder / name).stat().st_size for name in segments[key].files.values())))
+        except OSError as error:
+            unpackable.setdefault(owner[key], f"{key}: {error}")
     plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
     stage_prints = {sid: stage_fingerprints(config, sid) for sid in to_pack}
 
     added, number, listed = [], old.next_shard, set(old.names)
     bar = tqdm(total=len(sizes), desc="packing", unit="sample", disable=not progress)
 
-    def packed_samples(keys: list[str]) -> Iterator[dict]:
+    def packed_samples(keys: list[str], written: list[str]) -> Iterator[dict]:
         for key in keys:
             sid = owner[key]
-            yield _sample_bytes(config, sid, segments[key], stage_prints[sid])
+            try:
+                sample = _sample_bytes(config, sid, segments[key], stage_prints[sid])
+            except (OSError, ValueError) as error:  # unreadable member, or a JSON the schema rejects
+                unpackable.setdefault(sid, f"{key}: {error}")
+                continue
+            written.append(key)
+            yield sample
             bar.update()
 
     for keys in plan:
@@ -543,14 +556,20 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
         if name in listed:
             raise ShardIndexError(f"{shards_dir / INDEX_FILE}: next_shard {number - 1} names {name}, which it "
                                   "already lists; the index was edited by hand")
-        size, digest, count = _write_tar(shards_dir / name, packed_samples(keys))
+        written: list[str] = []
+        size, digest, count = _write_tar(shards_dir / name, packed_samples(keys, written))
+        if not written:
+            (shards_dir / name).unlink()  # every sample of it failed; its number stays used
+            continue
         entries.append(ShardEntry(name=name, samples=count, bytes=size, sha256=digest,
                                   config_hash=config.content_hash(),
-                                  sources=tuple(sorted({owner[key] for key in keys}))))
-        samples.update(dict.fromkeys(keys, name))
+                                  sources=tuple(sorted({owner[key] for key in written}))))
+        samples.update(dict.fromkeys(written, name))
         added.append(name)
     bar.close()
-    sources.update({sid: source_fingerprint(stage_prints[sid]) for sid in to_pack})  # what the samples carry
+    new_shards = set(added)
+    packed_now = {owner[key] for key, shard in samples.items() if shard in new_shards}
+    sources.update({sid: source_fingerprint(stage_prints[sid]) for sid in packed_now})  # what the samples carry
 
     shard_index = ShardIndex(next_shard=number, shards=tuple(entries), samples=samples,
                              sources=dict(sorted(sources.items()))).at(shards_dir)
@@ -562,8 +581,7 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     shard_index.write(shards_dir)
     _save_decided(shards_dir, decided, spans)
     return ShardSummary(shard_index, stats, shards_dir / MANIFEST_FILE, shards_dir, added,
-                        dict(sorted(retired.items())),
-                        config, list(records))
+                        dict(sorted(retired.items())), config, list(records), dict(sorted(unpackable.items())))
 
 
 def compaction_candidates(index: ShardIndex, config: PipelineConfig) -> list[str]:

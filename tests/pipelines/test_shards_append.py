@@ -308,3 +308,24 @@ def test_a_later_stage_result_that_changes_repacks_its_source(tmp_path, template
     assert summary.index[key] == summary.added[0]
     (packed,) = [json.loads(m["json"]) for k, m in iter_samples(config.paths.shards_dir / summary.added[0])]
     assert packed["stage_fingerprints"]["quality"] == rerun.fingerprint
+
+
+def test_an_unreadable_clip_costs_its_source_not_the_write_and_is_retried(tmp_path, templates):
+    config, records = _dataset(tmp_path, templates, 10)
+    write_shards(records, config)
+    broken, fine = (clone_source(config, templates.source_ids[0], synthetic_id(n)) for n in (10, 11))
+    (key,) = [seg.key for seg in broken.accepted_segments()]
+    wav = config.paths.work_dir / "sources" / broken.source_id / f"{key}.wav"
+    kept = wav.read_bytes()
+    wav.unlink()
+    summary = write_shards([*records, broken, fine], config)
+    assert list(summary.unpackable) == [broken.source_id] and "No such file" in summary.unpackable[broken.source_id]
+    assert key not in summary.index and broken.source_id not in summary.shard_index.sources
+    (fine_key,) = [seg.key for seg in fine.accepted_segments()]
+    assert summary.index[fine_key] in summary.added
+    assert verify_shards(config.paths.shards_dir) == []
+
+    wav.write_bytes(kept)
+    again = write_shards([*records, broken, fine], config)
+    assert again.unpackable == {} and again.retired == {} and again.index[key] in again.added
+    assert len(_loader_keys(config.paths.shards_dir)) == 12

@@ -510,7 +510,8 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
             retired[sid] = "reprocessed"
     to_pack = sorted(sid for sid, keys in current.items() if keys and (sid not in live or sid in retired))
 
-    samples = {key: shard for key, shard in old.samples.items() if source_of_key(key) not in retired}
+    samples = {key: shard for key, shard in old.samples.items() if source_of_key(key) not in retired} \
+        if retired else dict(old.samples)
     sources = {sid: digest for sid, digest in packed.items() if sid not in retired}
     entries = []
     for entry in old.shards:

@@ -52,6 +52,7 @@ wait for them). Appends never delete or change a shard, so they never disturb a 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -231,7 +232,9 @@ class ShardIndex(StrictModel):
             if not index_path.is_file():
                 raise MissingShardIndexError(f"no shard index: {index_path} does not exist")
             text = index_path.read_bytes()
-            present = lambda name: (Path(root) / name).is_file()  # noqa: E731
+            with os.scandir(root) as entries:  # one listing, not a stat per shard
+                files = {entry.name for entry in entries if entry.is_file()}
+            present = files.__contains__
         index = cls.parse(text, source)
         index._root = root
         if check_shards:

@@ -651,12 +651,13 @@ def _compact_shards(config: PipelineConfig, progress: bool) -> CompactionSummary
     samples = {key: shard for key, shard in index.samples.items() if shard not in chosen_set}
     entries = [entry for entry in index.shards if entry.name not in chosen_set]
     number, added = index.next_shard, []
+    config_hash_of = {entry.name: entry.config_hash for entry in index.shards}
     for keys in plan:
         name = config.shards.name_pattern.format(index=number)
         number += 1
         size, digest, count = _write_tar(shards_dir / name, copied_samples(keys))
         # The samples keep the config hash of the run that made them; a mix is recorded as such.
-        origin = {index.entry(spans[key][0].name).config_hash for key in keys}
+        origin = {config_hash_of[spans[key][0].name] for key in keys}
         entries.append(ShardEntry(name=name, samples=count, bytes=size, sha256=digest,
                                   config_hash=origin.pop() if len(origin) == 1 else "mixed:" + ",".join(sorted(origin)),
                                   sources=tuple(sorted({source_of_key(key) for key in keys}))))

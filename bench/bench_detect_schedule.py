@@ -40,7 +40,7 @@ from pipelines.config import FaceDetectionConfig, PipelineConfig, load_config  #
 from pipelines.faces.clips import BOXES_COLUMNS, INTERPOLATED_SCORE  # noqa: E402
 from pipelines.faces.detectors import FaceDetector, build_detector  # noqa: E402
 from pipelines.faces.stage import process_source  # noqa: E402
-from pipelines.fixtures.footage import hard_cut, scene_cut, zoom_cut  # noqa: E402
+from pipelines.fixtures.footage import face_comes_and_goes, hard_cut, moving_crop, scene_cut, zoom_cut  # noqa: E402
 from pipelines.fixtures.media import FPS, H264_AAC, MediaCache, concat_with_gap, run_ffmpeg, side_by_side  # noqa: E402
 from pipelines.ingest import SourceRegistry  # noqa: E402
 from pipelines.models import ModelStore  # noqa: E402
@@ -59,31 +59,6 @@ TARGET_ACCEPTED = 0.99
 TARGET_IOU = 0.9
 OUTPUT_FRAME_S = 1 / 24
 SCORE = BOXES_COLUMNS.index("score_-1_bridged_-2_interpolated")
-# Composed faces: the second face of ``two_faces_come_and_go`` is shown from APPEAR_S to GONE_S.
-APPEAR_S, GONE_S = 0.8, 2.4
-
-
-def moving_crop(clip: Path, out: Path, kind: str) -> Path:
-    """``clip`` enlarged 1.5x and seen through a 360x288 window that moves: ``pan`` sweeps the
-    180 px margin once over 3 s (2.4 px a frame), ``shake`` swings 60 px either way every 1.5 s
-    (up to 10 px a frame), ``fast_shake`` 90 px either way every second (up to 23 px a frame):
-    camera motion, the face moving in the picture."""
-    x = {"pan": "min(180,60*t)", "shake": "90+60*sin(2*PI*t/1.5)", "fast_shake": "90+90*sin(2*PI*t)"}[kind]
-    run_ffmpeg(["-i", str(clip), "-vf", f"fps={FPS},scale=540:432,crop=360:288:x='{x}':y=72,format=yuv420p",
-                *H264_AAC, str(out)])
-    return out
-
-
-def face_comes_and_goes(left: Path, right: Path, out: Path) -> Path:
-    """Two faces side by side; the right one is covered (blue) except from APPEAR_S to GONE_S:
-    a face that appears and one that goes without a shot cut."""
-    cover = f"drawbox=x=0:y=0:w=iw:h=ih:color=blue:t=fill:enable='lt(t,{APPEAR_S})+gte(t,{GONE_S})'"
-    run_ffmpeg(["-i", str(left), "-i", str(right), "-filter_complex",
-                f"[0:v]fps={FPS}[l];[1:v]fps={FPS},{cover}[r];[l][r]hstack=inputs=2,format=yuv420p[v]",
-                "-map", "[v]", "-map", "0:a:0", *H264_AAC, "-shortest", str(out)])
-    return out
-
-
 def composed_cases(grid: list[Path], cache: MediaCache) -> dict[str, Path]:
     """The composed inputs by name (each made once in ``cache``)."""
     g = grid

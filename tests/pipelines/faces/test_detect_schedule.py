@@ -1,7 +1,7 @@
 """The face stage with detection on a schedule (issue 15) against every-frame detection, on real media.
 
 Every input is a real GRID clip or composed from them with ffmpeg (pipelines/fixtures, and the
-moving crops and the face that comes and goes of bench/bench_detect_schedule.py); the detector is
+moving crops and the face that comes and goes of pipelines/fixtures/footage.py); the detector is
 the real SCRFD, wrapped only to count its calls. Each face-stage run is made once per module.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.bench_detect_schedule import APPEAR_S, GONE_S, box_iou, face_comes_and_goes, matched_rows, moving_crop
+from bench.bench_detect_schedule import box_iou, matched_rows
+from pipelines.fixtures.footage import APPEAR_S, GONE_S, face_comes_and_goes, moving_crop
 from bench.timed_backends import TimedCalls
 from pipelines.config import DetectionScheduleConfig, load_config
 from pipelines.faces.clips import BOXES_COLUMNS, INTERPOLATED_SCORE

@@ -89,6 +89,12 @@ def bench_track(scorer: ActiveSpeakerScorer, name: str, frames: list[np.ndarray]
             "model_fps": count / t_model, "full_fps": count / t_full}
 
 
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _segments(clips: list[dict], pieces: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each clip's face track cut into ``pieces`` equal segments with their audio: a source with
     many short face tracks (every segment's window has the same length, so they can share passes)."""
@@ -111,25 +117,30 @@ def _passes(scorer: ActiveSpeakerScorer) -> list[int]:
 def bench_batching(clips: list[dict], model_dir: Path, weights: str, device: str, repeat: int,
                    batch_sizes: list[int], max_shift: int) -> list[dict]:
     """Light-ASD over a source's segments: per segment one window per pass (batch 1, what the stage
-    did before) against the windows of all segments gathered into batches, plain and shifted."""
+    did before) against the windows of all segments gathered into batches, plain and shifted.
+    The batch sizes are timed in turn within each round (best of ``repeat`` rounds after a
+    warm-up round), so a change in the machine's load hits all of them alike."""
     rows = []
-    for label, tracks in (("6 clips, 75-frame tracks", _segments(clips, 1)),
-                          ("6 clips cut in 3, 25-frame tracks", _segments(clips, 3))):
+    for label, tracks in ((f"{len(clips)} clips, 75-frame tracks", _segments(clips, 1)),
+                          (f"{len(clips)} clips cut in 3, 25-frame tracks", _segments(clips, 3))):
         frames = sum(len(f) for f, _ in tracks)
-        reference = None
+        scorers = {batch: ActiveSpeakerScorer(model_dir / weights, device=device, batch_windows=batch)
+                   for batch in batch_sizes}
+        passes = {batch: _passes(scorer) for batch, scorer in scorers.items()}
+        results = {batch: scorer.shifted_scores_many(tracks, max_shift) for batch, scorer in scorers.items()}
+        per_call = {batch: len(passes[batch]) for batch in batch_sizes}
+        plain = {batch: float("inf") for batch in batch_sizes}
+        shifted = dict(plain)
+        for _ in range(repeat + 1):  # the first round also warms up the plain path
+            for batch, scorer in scorers.items():
+                plain[batch] = min(plain[batch], _timed(lambda: scorer.logits_many(tracks)))
+                shifted[batch] = min(shifted[batch], _timed(lambda: scorer.shifted_scores_many(tracks, max_shift)))
+        reference = results[batch_sizes[0]]
         for batch in batch_sizes:
-            scorer = ActiveSpeakerScorer(model_dir / weights, device=device, batch_windows=batch)
-            passes = _passes(scorer)
-            plain_s = best_time(lambda: scorer.logits_many(tracks), repeat)
-            shifted_s = best_time(lambda: scorer.shifted_scores_many(tracks, max_shift), repeat)
-            result = scorer.shifted_scores_many(tracks, max_shift)
-            if reference is None:
-                reference = result
-            difference = max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(result, reference))
-            per_call = len(passes) // (2 * (repeat + 1) + 1)
+            difference = max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(results[batch], reference))
             rows.append({"tracks": label, "segments": len(tracks), "frames": frames, "batch_windows": batch,
-                         "forward_passes": per_call, "plain_s": plain_s, "plain_fps": frames / plain_s,
-                         "shifted_s": shifted_s, "shifted_fps": frames / shifted_s,
+                         "forward_passes": per_call[batch], "plain_s": plain[batch], "plain_fps": frames / plain[batch],
+                         "shifted_s": shifted[batch], "shifted_fps": frames / shifted[batch],
                          "max_abs_logit_difference_vs_batch_1": difference})
     return rows
 
@@ -166,17 +177,21 @@ def bench_detector(videos: list[Path], model_dir: Path, repeat: int, batch_sizes
     except Exception as error:  # what onnxruntime says about a batch of 2 on the fixed file
         fixed_refuses = str(error).splitlines()[0][:200]
     fixed = ScrfdDetector(source, 640, 0.5)
-    rows = [{"file": source.name, "input_shape": session.get_inputs()[0].shape, "batch": 1, "mode": "per image",
-             "fps": len(frames) / best_time(lambda: fixed.detect_batch(frames), repeat)}]
     with tempfile.TemporaryDirectory() as scratch:
         dynamic = ScrfdDetector(_dynamic_batch_copy(source, Path(scratch) / "dynamic.onnx"), 640, 0.5)
-        for batch in batch_sizes:
-            def run():
-                for first in range(0, len(frames), batch):
-                    dynamic.detect_batch(frames[first:first + batch])
-            rows.append({"file": "scrfd_500m_kps.onnx, batch dimension made symbolic", "input_shape":
-                         dynamic._model.session.get_inputs()[0].shape, "batch": batch, "mode": "one pass per batch",
-                         "fps": len(frames) / best_time(run, repeat)})
+
+        def batched(batch: int):
+            return lambda: [dynamic.detect_batch(frames[first:first + batch]) for first in range(0, len(frames), batch)]
+
+        runs = {("fixed", 1): lambda: fixed.detect_batch(frames)} | {("dynamic", b): batched(b) for b in batch_sizes}
+        best = {key: float("inf") for key in runs}
+        for _ in range(repeat + 1):  # in turn within each round, as for Light-ASD; the first warms up
+            for key, run in runs.items():
+                best[key] = min(best[key], _timed(run))
+        shapes = {"fixed": session.get_inputs()[0].shape, "dynamic": dynamic._model.session.get_inputs()[0].shape}
+    rows = [{"file": source.name if kind == "fixed" else "scrfd_500m_kps.onnx, batch dimension made symbolic",
+             "input_shape": shapes[kind], "batch": batch, "mode": "per image" if kind == "fixed" else "one pass per batch",
+             "fps": len(frames) / best[(kind, batch)]} for kind, batch in runs]
     return {"frames": len(frames), "fixed_file_batch_2": fixed_refuses, "rows": rows}
 
 
@@ -186,7 +201,8 @@ def write_batching(path_json: Path, header: dict, asd_rows: list[dict], detector
     lines = ["# Batching on this machine", "",
              f"{header['device']} ({header['device_name']}), torch {header['torch']}, {header['threads']} threads, "
              f"{header['cores']} cores; load average before {header['load_before']}, after {header['load_after']}; "
-             f"best of {header['repeat']}. Written by `python bench/bench_asd.py --batching`.", "",
+             f"best of {header['repeat']} rounds, the settings timed in turn within each round. "
+             "Written by `python bench/bench_asd.py --batching`.", "",
              "## Light-ASD: a source's segments scored together", "",
              "| tracks | segments | frames | batch_windows | passes | plain fps | shifted fps (N=%d) | x vs batch 1 "
              "(shifted) | max logit diff |" % header["max_shift"], "|---|---|---|---|---|---|---|---|---|"]

@@ -227,8 +227,8 @@ class AsdConfig(StrictModel):
     overlap_frames: int = Field(25, ge=0, description="Overlap between windows; overlapping scores are averaged.")
     device: Literal["cpu", "cuda"] = "cpu"
     batch_windows_cpu: int = Field(
-        4, ge=1, description="Light-ASD windows per forward pass on CPU, gathered across a source's face tracks "
-                             "(bench/results/batching.md).")
+        4, ge=1, description="Light-ASD windows per forward pass on CPU, gathered across a source's face tracks; "
+                             "equal-length windows only (bench/results/batching.md: 1.65x on long windows).")
     batch_windows_cuda: int = Field(32, ge=1, description="Light-ASD windows per forward pass on a GPU.")
 
 

@@ -116,8 +116,8 @@ class ActiveSpeakerScorer:
                              f"got {window_frames} and {overlap_frames}")
         self.device = torch.device(device)
         if batch_windows is None:
-            # On CPU a batch of windows is no faster per frame than one window at a time (the
-            # activations of a 100-frame window already exceed the caches); a GPU gains from it.
+            # The stage passes the config's per-device sizes; alone, one window per pass on CPU
+            # (bench/results/batching.md: a CPU gains only where long windows share a pass).
             batch_windows = 1 if self.device.type == "cpu" else 8
         if batch_windows < 1:
             raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")

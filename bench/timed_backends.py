@@ -17,7 +17,8 @@ from pipelines.runner import ModelBackends
 
 # Stage -> the backend methods that run a model.
 TIMED_METHODS: dict[str, tuple[str, ...]] = {
-    "faces": ("detect",), "asd": ("probabilities", "shifted_scores"), "flame": ("predict",), "captions": ("caption",)}
+    "faces": ("detect", "detect_batch"), "asd": ("probabilities", "shifted_scores", "probabilities_many", "shifted_scores_many"),
+    "flame": ("predict",), "captions": ("caption",)}
 # The speech stage's backend holds one model per field.
 SPEECH_METHODS: dict[str, tuple[str, ...]] = {
     "activity": ("activity",), "transcriber": ("transcribe", "detect_language"), "identifier": ("identify",)}

@@ -67,7 +67,31 @@ def _run(args) -> int:
         print(f"FAILED {source_id}: {error}", file=sys.stderr)
     summary = write_shards(report.records, config, progress=not args.quiet)
     print(json.dumps(summary.stats.model_dump(mode="json"), indent=1))
-    return 1 if report.failures else 0
+    print(json.dumps({"shards_added": summary.added, "sources_retired": summary.retired,
+                      "sources_unpackable": summary.unpackable}, indent=1))
+    for source_id, why in summary.unpackable.items():
+        print(f"UNPACKABLE {source_id}: {why} (tried again on the next run)", file=sys.stderr)
+    return 1 if report.failures or summary.unpackable else 0
+
+
+def _compact(args) -> int:
+    from pipelines.shards import compact_shards
+
+    result = compact_shards(load_config(args.config), progress=not args.quiet)
+    print(json.dumps({"replaced": result.replaced, "added": result.added, "samples_kept": result.samples_kept,
+                      "samples_dropped": result.samples_dropped}, indent=1))
+    return 0
+
+
+def _verify_shards(args) -> int:
+    from pipelines.shards import verify_shards
+
+    config = load_config(args.config)
+    problems = verify_shards(config.paths.shards_dir)
+    for problem in problems:
+        print(problem)
+    print(f"{config.paths.shards_dir}: {'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
 
 
 def _positive_int(text: str) -> int:
@@ -101,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processes running sources in parallel, each with its own models "
                           "(default: runtime.workers in the config)")
     run.set_defaults(func=_run)
+    compact = sub.add_parser("compact", help="re-pack small or largely retired shards (shards.compact_* in the config)")
+    compact.add_argument("--quiet", action="store_true", help="no progress bar")
+    compact.set_defaults(func=_compact)
+    sub.add_parser("verify-shards", help="stream every indexed shard: sha256, members, live samples "
+                   "(exit 1 on a problem)").set_defaults(func=_verify_shards)
     register_annotation(sub)
     register_training(sub)
     return parser

@@ -329,3 +329,32 @@ def test_an_unreadable_clip_costs_its_source_not_the_write_and_is_retried(tmp_pa
     again = write_shards([*records, broken, fine], config)
     assert again.unpackable == {} and again.retired == {} and again.index[key] in again.added
     assert len(_loader_keys(config.paths.shards_dir)) == 12
+
+
+def test_the_cli_compacts_and_verifies_a_dataset(tmp_path, templates, capsys):
+    """``talkinghead compact`` and ``talkinghead verify-shards`` on a dataset with a retired source:
+    compaction re-packs the partly retired shard, verification passes, then names a damaged shard."""
+    import yaml
+
+    from pipelines.cli import main
+
+    config, records = _dataset(tmp_path, templates, 12, compact_below_bytes=0, compact_retired_share=0.1)
+    write_shards(records, config)
+    write_shards([r for r in records if r.source_id != synthetic_id(3)], config)  # retires one source
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+
+    assert main(["--config", str(config_file), "compact", "--quiet"]) == 0
+    compacted = json.loads(capsys.readouterr().out)
+    assert compacted["replaced"] == ["shard-000000.tar"] and compacted["samples_dropped"] == 1
+    assert synthetic_id(3) not in {source_of_key(key) for key in ShardIndex.load(config.paths.shards_dir).samples}
+
+    assert main(["--config", str(config_file), "verify-shards"]) == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+    damaged = config.paths.shards_dir / compacted["added"][0]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert main(["--config", str(config_file), "verify-shards"]) == 1
+    out = capsys.readouterr().out
+    assert f"{damaged.name}: sha256 differs from the index" in out and not out.strip().endswith(": ok")

@@ -6,7 +6,7 @@ people framed alike) and scaled to 1920x1080. In one run this times
 - the face stage with every gate on, with the time spent inside each gate's code added up
   by wrappers: the whole-frame shot detector (``ShotCutDetector.step``), the face
   appearance signature (``face_signature``) and the per-face quality figures
-  (``measure_face``), plus the detector for reference;
+  (``measure_frame_face``), plus the detector for reference;
 - the face stage again with the gates off (``shots.detector: none``, no face check, the
   quality figures replaced by a constant), as a cross-check of the summed shares;
 - the quality stage (it reads the boxes table, no decode; it re-encodes only split clips);
@@ -151,13 +151,13 @@ def measure(media_dir: Path, model_dir: Path, clips_n: int, work: Path, repeat: 
     for _ in range(repeat):
         shots_watch = TimedCalls(ShotCutDetector, ["step"])
         signature_watch = TimedCalls(clips, ["face_signature"])
-        measure_watch = TimedCalls(clips, ["measure_face"])
+        measure_watch = TimedCalls(clips, ["measure_frame_face"])
         detector_watch.reset()
         real_step = ShotCutDetector.step
         ShotCutDetector.step = shots_watch.step
         try:
             wall = _timed_faces(source, gated, backends, {
-                "face_signature": signature_watch.face_signature, "measure_face": measure_watch.measure_face})
+                "face_signature": signature_watch.face_signature, "measure_frame_face": measure_watch.measure_frame_face})
         finally:
             ShotCutDetector.step = real_step
         if wall < faces_gated:
@@ -165,7 +165,7 @@ def measure(media_dir: Path, model_dir: Path, clips_n: int, work: Path, repeat: 
             best = {"detector": detector_watch.seconds, "shots": shots_watch.seconds,
                     "signature": signature_watch.seconds, "measure": measure_watch.seconds}
         faces_ungated = min(faces_ungated, _timed_faces(source, ungated, backends,
-                                                        {"measure_face": lambda rgb, detection: constant}))
+                                                        {"measure_frame_face": lambda frame, detection: constant}))
     run_stage("faces", source, gated, backends, force=True)  # the gated outputs again, for the later stages
 
     quality_s = _timed_stage("quality", source, gated, backends)

@@ -157,6 +157,7 @@ def _summarise_track(cropper: TrackCropper) -> dict:
         "ended_by": cropper.track.ended_by,
         "source_frames": int(len(boxes)),
         "detected_frames": int((~bridged).sum()),
+        "interpolated_frames": int((boxes[:, 4] == INTERPOLATED_SCORE).sum()),
         "bridged_frames": int(bridged.sum()),
         "longest_gap_s": round(cropper.track.longest_gap_s, 4),
         "mean_score": round(float(boxes[detected, 4].mean()), 4),

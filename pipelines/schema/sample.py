@@ -87,7 +87,8 @@ class FaceTrackInfo(StrictModel):
     ended_by: Literal["gap", "cut", "face_change", "end"] | None = None
     duration_s: float
     source_frames: int
-    detected_frames: int
+    detected_frames: int  # frames showing the face: detected, or interpolated by the detection schedule
+    interpolated_frames: int | None = None  # of those, interpolated (absent before the detection schedule)
     bridged_frames: int
     longest_gap_s: float
     mean_score: float

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 from bench.bench_detect_schedule import box_iou, matched_rows
-from pipelines.fixtures.footage import APPEAR_S, GONE_S, face_comes_and_goes, moving_crop
 from bench.timed_backends import TimedCalls
 from pipelines.config import DetectionScheduleConfig, load_config
 from pipelines.faces.clips import BOXES_COLUMNS, INTERPOLATED_SCORE
 from pipelines.faces.stage import SPEC
-from pipelines.fixtures.footage import CUT_FRAME, hard_cut
+from pipelines.fixtures.footage import APPEAR_S, CUT_FRAME, GONE_S, face_comes_and_goes, hard_cut, moving_crop
 from pipelines.fixtures.media import FPS, concat_with_gap, side_by_side
 from pipelines.quality.stage import decide_segment
 from pipelines.runner import run_stage
 from pipelines.schema.records import ACCEPTED, SourceRecord
+from pipelines.schema.sample import SampleRecord
 from pipelines.workdir import source_dir
 from stage_fixtures import SharedDetectorBackends, scan, stage_config
 
@@ -128,6 +128,8 @@ def test_a_schedule_calls_the_detector_on_about_one_frame_in_k(face_runs, every_
     assert segment.numbers["bridged_frames"] == 0 and segment.numbers["longest_gap_s"] == 0
     # Interpolated frames show the face: they count as detected, not bridged.
     assert segment.numbers["detected_frames"] == segment.numbers["source_frames"]
+    sample = SampleRecord.load(run.folder / segment.files["json"])
+    assert sample.faces.interpolated_frames == counts["interpolated_frames"] > 0
 
 
 def test_interpolated_frames_are_marked_measured_and_decided_the_same_by_the_quality_stage(face_runs):

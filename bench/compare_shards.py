@@ -11,7 +11,6 @@ documented schema fields). Exit status 1 when a non-JSON member differs or is mi
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import tarfile
@@ -26,12 +25,15 @@ from pipelines.schema.index import ShardIndex  # noqa: E402
 
 
 def members(shards_dir: Path) -> dict[str, bytes]:
-    """Every member of every indexed shard, by member name."""
+    """Every member of every live sample, by member name: a sample retired in the index (its
+    source re-processed or removed) is skipped, as the trainer's loader skips it."""
+    index = ShardIndex.load(shards_dir)
     out = {}
-    for path in ShardIndex.load(shards_dir).paths():
-        with tarfile.open(fileobj=io.BytesIO(Path(path).read_bytes())) as tar:
+    for path in index.paths():
+        with tarfile.open(path) as tar:
             for member in tar.getmembers():
-                out[member.name] = tar.extractfile(member).read()
+                if index.samples.get(member.name.split(".", 1)[0]) == Path(path).name:
+                    out[member.name] = tar.extractfile(member).read()
     return out
 
 

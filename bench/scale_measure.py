@@ -152,12 +152,15 @@ def trainer_loader() -> tuple[str, Callable[[list[Path]], Iterable]]:
     return "training.data.finite_clips (flame.npz + wav + json decoded; window_frames=2)", load
 
 
-def measure_shard_read(shards_dir: Path, repeat: int = 3) -> dict:
+def measure_shard_read(shards_dir: Path, repeat: int = 3) -> dict | None:
     """Best-of-``repeat`` raw sequential read vs the trainer's loader over the same tar files, page
-    cache warm; plus one pass of a webdataset pipeline that decodes every member (video included)."""
+    cache warm; plus one pass of a webdataset pipeline that decodes every member (video included).
+    None when nothing was packed (a --stages list without FLAME and captions leaves clips pending)."""
     index = ShardIndex.load(shards_dir)
     paths = index.paths()
     samples = len(index.samples)
+    if not samples:
+        return None
     size = sum(p.stat().st_size for p in paths)
     name, loader = trainer_loader()
     raw_read(paths)  # warm the page cache so both read from memory

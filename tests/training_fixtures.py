@@ -90,3 +90,28 @@ def flow_run_fixture(tmp_path_factory, flame_shards, tiny_encoders, vae_run) -> 
                                                     steps=4, save_every=4)))
         return run_dir
     return _once("flow", make)
+
+
+def one_sample_per_shard(shards, folder: Path) -> Path:
+    """The pipeline's shards repacked with one sample per tar (members byte for byte): loader
+    workers need several shards to share."""
+    import collections
+    import io
+    import tarfile
+
+    from training.data import shard_urls
+
+    samples = collections.defaultdict(dict)
+    for url in shard_urls(str(shards)):
+        with tarfile.open(url) as tar:
+            for member in tar.getmembers():
+                key, suffix = member.name.split(".", 1)
+                samples[key][suffix] = tar.extractfile(member).read()
+    folder.mkdir()
+    for number, (key, members) in enumerate(sorted(samples.items())):
+        with tarfile.open(folder / f"shard-{number:06d}.tar", "w") as tar:
+            for suffix, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{suffix}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return folder

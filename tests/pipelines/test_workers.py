@@ -4,15 +4,14 @@ real SCRFD and Light-ASD weights; speech, FLAME and captions off to keep it shor
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from bench.compare_shards import members
 from pipelines.cli import main as talkinghead
 from pipelines.config import load_config
 from pipelines.devices import threads_per_worker
@@ -26,15 +25,6 @@ from stage_fixtures import scan
 pytestmark = pytest.mark.real_weights
 
 CONFIG_YAML = "speech: {enabled: false}\nflame: {enabled: false}\ncaptions: {enabled: false}\n"
-
-
-def _members(shards_dir: Path) -> dict[str, bytes]:
-    out = {}
-    for path in ShardIndex.load(shards_dir).paths():
-        with tarfile.open(fileobj=io.BytesIO(Path(path).read_bytes())) as tar:
-            for member in tar.getmembers():
-                out[member.name] = tar.extractfile(member).read()
-    return out
 
 
 def _cli_run(tmp_path: Path, name: str, inputs: Path, model_dir: Path, workers: int, monkeypatch) -> Path:
@@ -81,7 +71,7 @@ def test_two_workers_give_the_records_and_shards_of_one(tmp_path, grid_clips, mo
 
     index_one, index_two = ShardIndex.load(config_one.paths.shards_dir), ShardIndex.load(config_two.paths.shards_dir)
     assert index_two.samples and sorted(index_one.samples) == sorted(index_two.samples)
-    members_one, members_two = _members(config_one.paths.shards_dir), _members(config_two.paths.shards_dir)
+    members_one, members_two = members(config_one.paths.shards_dir), members(config_two.paths.shards_dir)
     assert members_one.keys() == members_two.keys()
     differing = [name for name in members_one if members_one[name] != members_two[name]]
     assert differing == []

@@ -9,7 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from training_fixtures import RATE, WINDOW, flame_shards_fixture, tiny_config  # noqa: F401
+from training_fixtures import RATE, WINDOW, flame_shards_fixture, one_sample_per_shard, tiny_config  # noqa: F401
 
 from pipelines.media.wav import read_wav
 from pipelines.schema.sample import SampleRecord
@@ -121,26 +121,8 @@ def test_audio_of_a_window_has_one_length_whatever_its_start():
     assert window["audio"][0] == 2000.0 and window["motion"].shape == (64, 3)
 
 
-def _one_sample_per_shard(shards, folder):
-    """The pipeline's shards repacked with one sample per tar (members byte for byte): workers need several."""
-    import collections
-
-    folder.mkdir()
-    samples = collections.defaultdict(dict)
-    for name, data in _members(shards).items():
-        key, member = name.split(".", 1)
-        samples[key][member] = data
-    for number, (key, members) in enumerate(sorted(samples.items())):
-        with tarfile.open(folder / f"shard-{number:06d}.tar", "w") as tar:
-            for member, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{member}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return folder
-
-
 def test_two_loader_workers_share_a_finite_epoch_without_duplicates_or_losses(tmp_path, flame_shards):
-    folder = _one_sample_per_shard(flame_shards, tmp_path / "split")
+    folder = one_sample_per_shard(flame_shards, tmp_path / "split")
     assert len(shard_urls(str(folder))) == 3
     windows = {}
     for workers in (0, 2):

@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-from collections import defaultdict
-
 import numpy as np
 import torch
-from training_fixtures import flame_shards_fixture, tiny_config  # noqa: F401
+from training_fixtures import flame_shards_fixture, one_sample_per_shard, tiny_config  # noqa: F401
 
 from training.config import load_run_config
-from training.data import PREFETCH_BATCHES, batches, eval_pipeline, shard_urls
-
-
-def _one_sample_per_shard(shards, folder):
-    members = defaultdict(dict)
-    for url in shard_urls(str(shards)):
-        with tarfile.open(url) as tar:
-            for member in tar.getmembers():
-                key, suffix = member.name.split(".", 1)
-                members[key][suffix] = tar.extractfile(member).read()
-    folder.mkdir()
-    for number, (key, parts) in enumerate(sorted(members.items())):
-        with tarfile.open(folder / f"shard-{number:06d}.tar", "w") as tar:
-            for suffix, data in parts.items():
-                info = tarfile.TarInfo(f"{key}.{suffix}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return folder
+from training.data import PREFETCH_BATCHES, batches, eval_pipeline
 
 
 def test_batches_from_a_worker_equal_the_main_process_ones_after_the_ring_wraps(tmp_path, flame_shards):
-    folder = _one_sample_per_shard(flame_shards, tmp_path / "split")
+    folder = one_sample_per_shard(flame_shards, tmp_path / "split")
     held = {}
     for workers in (0, 1, 2):
         data = load_run_config(None, **tiny_config("vae", tmp_path / "run", folder, data={

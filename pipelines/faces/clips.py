@@ -208,6 +208,7 @@ def extract_face_clips(
     def close_track(track: Track) -> None:
         cropper = croppers.pop(track.track_id)
         cropper.emit(frames, final=True)
+        cropper.encoder.finish()  # its ffmpeg exits now: one live encoder per open track, not per shot
         finished.append(cropper)
 
     def track_frame(frame: Frame) -> None:
@@ -274,6 +275,7 @@ def extract_face_clips(
     if rejection is not None:
         for cropper in finished:
             cropper.encoder.abort()
+            cropper.encoder.path.unlink(missing_ok=True)
         raise rejection
 
     segments = _finalise_segments(source, probe_info, detector, config, out_dir, finished, sink, frame_w, frame_h)

@@ -36,6 +36,7 @@ class ClipEncoder:
         self._pending: list[np.ndarray] = []
         self._proc: subprocess.Popen | None = None
         self._log = None
+        self._finished: bool | None = None
 
     def _spawn(self) -> None:
         size, enc = self.config.crops.size_px, self.config.encode
@@ -69,7 +70,14 @@ class ClipEncoder:
             self.frames_out += 1
 
     def finish(self) -> bool:
-        """Close the stream; False when too few frames arrived to be worth encoding."""
+        """Close the stream; False when too few frames arrived to be worth encoding. Called as soon
+        as a track ends, so a source with many shots never holds an encoder per shot; later calls
+        return the first answer."""
+        if self._finished is None:
+            self._finished = self._close()
+        return self._finished
+
+    def _close(self) -> bool:
         if self._proc is None:
             self._pending = []
             return False

@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +33,7 @@ if str(REPO) not in sys.path:  # `python bench/gpu_check.py` puts bench/, not th
 
 import numpy as np  # noqa: E402
 
+from bench.bench_asd import best_time  # noqa: E402
 from pipelines.config import MODEL_DIR_ENV  # noqa: E402
 from pipelines.devices import CUDA_PROVIDER, DeviceUnavailable  # noqa: E402
 
@@ -52,14 +52,6 @@ def cuda_summary() -> dict:
             "ctranslate2": ctranslate2.__version__, "ctranslate2_cuda_devices": ctranslate2.get_cuda_device_count()}
 
 
-def best_time(fn, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def grid_frames(clips: list[Path]) -> list[list[np.ndarray]]:

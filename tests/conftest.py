@@ -69,6 +69,14 @@ def scrfd_model(model_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def light_asd_weights(model_dir: Path) -> Path:
+    path = model_dir / "light-asd" / "pretrain_AVA_CVPR.model"
+    if not path.is_file():
+        pytest.skip(f"Light-ASD weights {path} not found")
+    return path
+
+
+@pytest.fixture(scope="session")
 def scrfd_detector(model_dir: Path, scrfd_model: Path):
     """The SCRFD-500M detector, built once through build_detector and shared by all tests."""
     from pipelines.config import FaceDetectionConfig

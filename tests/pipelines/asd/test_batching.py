@@ -37,11 +37,8 @@ def _faces_and_audio(path: Path, detector) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def weights(model_dir: Path) -> Path:
-    path = model_dir / "light-asd" / "pretrain_AVA_CVPR.model"
-    if not path.is_file():
-        pytest.skip(f"Light-ASD weights {path} not found")
-    return path
+def weights(light_asd_weights: Path) -> Path:
+    return light_asd_weights
 
 
 @pytest.fixture(scope="module")

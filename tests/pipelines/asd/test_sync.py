@@ -162,13 +162,10 @@ def test_the_lip_peak_is_read_only_near_light_asds_reading():
 
 
 @pytest.fixture(scope="module")
-def scorer(model_dir):
+def scorer(light_asd_weights):
     from pipelines.asd.score import ActiveSpeakerScorer
 
-    path = model_dir / "light-asd" / "pretrain_AVA_CVPR.model"
-    if not path.is_file():
-        pytest.skip("Light-ASD weights not in the model dir")
-    return ActiveSpeakerScorer(path, window_frames=40, overlap_frames=10)
+    return ActiveSpeakerScorer(light_asd_weights, window_frames=40, overlap_frames=10)
 
 
 def test_shifted_scoring_without_shifts_is_the_plain_pass(scorer):

@@ -76,6 +76,7 @@ from pipelines.schema.manifest import (
     ShardTotals,
     SourceCounts,
     SourceRow,
+    manifest_text,
 )
 from pipelines.schema.records import ACCEPTED, SPLIT, Segment, SourceRecord
 from pipelines.workdir import source_dir
@@ -314,11 +315,6 @@ def stats_from_parts(parts: list[SourceStatsPart], shards: list[ShardEntry], ski
         skipped_files=dict(sorted(Counter(row.reason for row in skipped).items())),
         funnel=_funnel(parts),
     )
-
-
-def manifest_text(rows: list[SourceRow | SegmentRow | FileRow]) -> str:
-    """Rows as ``manifest.jsonl`` lines (the layout of :func:`pipelines.schema.manifest.save_manifest`)."""
-    return "".join(json.dumps(row.model_dump(mode="json"), sort_keys=True) + "\n" for row in rows)
 
 
 def _existing_index(shards_dir: Path) -> ShardIndex:

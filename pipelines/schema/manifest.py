@@ -69,9 +69,14 @@ ManifestRow = Annotated[SourceRow | SegmentRow | FileRow, Field(discriminator="k
 _ROW = TypeAdapter(ManifestRow)
 
 
+def manifest_text(rows: Iterable[SourceRow | SegmentRow | FileRow]) -> str:
+    """Rows as ``manifest.jsonl`` lines: one sorted-key JSON object per line."""
+    return "".join(json.dumps(row.model_dump(mode="json"), sort_keys=True) + "\n" for row in rows)
+
+
 def save_manifest(shards_dir: Path, rows: Iterable[SourceRow | SegmentRow | FileRow]) -> Path:
     path = Path(shards_dir) / MANIFEST_FILE
-    atomic_write_text(path, "".join(json.dumps(row.model_dump(mode="json"), sort_keys=True) + "\n" for row in rows))
+    atomic_write_text(path, manifest_text(rows))
     return path
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from pipelines.schema.manifest import FunnelStats
 from pipelines.schema.records import ACCEPTED, PENDING, REJECTED, SPLIT, Segment, SourceRecord
@@ -121,21 +122,48 @@ def source_buckets(record: SourceRecord) -> dict[str, float]:
     return _resolve(spans, duration)
 
 
-def compute_funnel(records: Iterable[SourceRecord], digits: int = 3) -> FunnelStats:
-    """The funnel over decided records (:func:`pipelines.runner.decided_record`)."""
+class FunnelPart(Protocol):
+    """What one decided source adds to the funnel (a memoised form: pipelines/shards.SourceStatsPart)."""
+
+    reason: str | None
+    decoded_s: float | None  # None: turned away before decoding
+    kept_clip_s: float
+    buckets: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class SourceFunnel:
+    reason: str | None
+    decoded_s: float | None
+    kept_clip_s: float
+    buckets: Mapping[str, float]
+
+    @classmethod
+    def of(cls, record: SourceRecord) -> SourceFunnel:
+        decoded = source_seconds(record)
+        return cls(record.reason, decoded, sum(s.duration_s for s in record.segments if s.status == ACCEPTED),
+                   source_buckets(record) if decoded is not None else {})
+
+
+def funnel_from_parts(parts: Iterable[FunnelPart], digits: int = 3) -> FunnelStats:
+    """The funnel summed over sources' parts, in the given (source id) order."""
     totals: dict[str, float] = {}
     seconds_in, kept_clip_s, not_decoded = 0.0, 0.0, {}
-    for record in records:
-        duration = source_seconds(record)
-        if duration is None:
-            key = f"source.{record.reason or 'unknown'}"
+    for part in parts:
+        if part.decoded_s is None:
+            key = f"source.{part.reason or 'unknown'}"
             not_decoded[key] = not_decoded.get(key, 0) + 1
             continue
-        seconds_in += duration
-        kept_clip_s += sum(s.duration_s for s in record.segments if s.status == ACCEPTED)
-        for bucket, seconds in source_buckets(record).items():
+        seconds_in += part.decoded_s
+        kept_clip_s += part.kept_clip_s
+        for bucket, seconds in part.buckets.items():
             totals[bucket] = totals.get(bucket, 0.0) + seconds
     lost = {k: round(v, digits) for k, v in sorted(totals.items()) if k not in (KEPT, PENDING_LABEL) and v > 0}
     return FunnelStats(seconds_in=round(seconds_in, digits), seconds_kept=round(totals.get(KEPT, 0.0), digits),
                        seconds_pending=round(totals.get(PENDING_LABEL, 0.0), digits), lost_s=lost,
                        kept_clip_s=round(kept_clip_s, digits), not_decoded=dict(sorted(not_decoded.items())))
+
+
+def compute_funnel(records: Iterable[SourceRecord], digits: int = 3) -> FunnelStats:
+    """The funnel over decided records (:func:`pipelines.runner.decided_record`)."""
+    return funnel_from_parts((SourceFunnel.of(record) for record in records), digits)

@@ -62,7 +62,7 @@ from pipelines.schema.index import (
     source_of_key,
 )
 from pipelines.decisions import sample_record
-from pipelines.funnel import KEPT, PENDING_LABEL, source_buckets, source_seconds
+from pipelines.funnel import funnel_from_parts, source_buckets, source_seconds
 from pipelines.registry import STAGES
 from pipelines.runner import decided_record, result_path, stage_fingerprints
 from pipelines.schema.manifest import (
@@ -70,7 +70,6 @@ from pipelines.schema.manifest import (
     DatasetStats,
     DurationSummary,
     FileRow,
-    FunnelStats,
     SegmentCounts,
     SegmentRow,
     ShardTotals,
@@ -274,26 +273,6 @@ class SourceStatsPart:
                    buckets=source_buckets(record) if decoded is not None else {})
 
 
-def _funnel(parts: list[SourceStatsPart], digits: int = 3) -> FunnelStats:
-    """:func:`pipelines.funnel.compute_funnel` summed from memoised parts: the same additions in the same
-    (source id) order, so the same floats (tests/pipelines/test_shards_append.py compares the two)."""
-    totals: dict[str, float] = {}
-    seconds_in, kept_clip_s, not_decoded = 0.0, 0.0, {}
-    for part in parts:
-        if part.decoded_s is None:
-            key = f"source.{part.reason or 'unknown'}"
-            not_decoded[key] = not_decoded.get(key, 0) + 1
-            continue
-        seconds_in += part.decoded_s
-        kept_clip_s += part.kept_clip_s
-        for bucket, seconds in part.buckets.items():
-            totals[bucket] = totals.get(bucket, 0.0) + seconds
-    lost = {k: round(v, digits) for k, v in sorted(totals.items()) if k not in (KEPT, PENDING_LABEL) and v > 0}
-    return FunnelStats(seconds_in=round(seconds_in, digits), seconds_kept=round(totals.get(KEPT, 0.0), digits),
-                       seconds_pending=round(totals.get(PENDING_LABEL, 0.0), digits), lost_s=lost,
-                       kept_clip_s=round(kept_clip_s, digits), not_decoded=dict(sorted(not_decoded.items())))
-
-
 def dataset_stats(records: list[SourceRecord], shards: list[ShardEntry], skipped: list[FileRow]) -> DatasetStats:
     """Statistics of decided ``records`` (in source id order) and the listed shards."""
     return stats_from_parts([SourceStatsPart.of(r) for r in records], shards, skipped)
@@ -313,7 +292,7 @@ def stats_from_parts(parts: list[SourceStatsPart], shards: list[ShardEntry], ski
         accepted_flags=dict(sorted(Counter(flag for p in parts for flag in p.accepted_flags).items())),
         shards=ShardTotals(count=len(shards), bytes=sum(entry.bytes for entry in shards)),
         skipped_files=dict(sorted(Counter(row.reason for row in skipped).items())),
-        funnel=_funnel(parts),
+        funnel=funnel_from_parts(parts),
     )
 
 

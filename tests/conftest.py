@@ -60,20 +60,22 @@ def model_dir(shared_dir: Path) -> Path:
     return path
 
 
+def _weights_file(model_dir: Path, relpath: str, model: str) -> Path:
+    """A weights file of the model folder; the test is skipped when it is absent."""
+    path = model_dir / relpath
+    if not path.is_file():
+        pytest.skip(f"{model} weights {path} not found")
+    return path
+
+
 @pytest.fixture(scope="session")
 def scrfd_model(model_dir: Path) -> Path:
-    path = model_dir / "scrfd" / "scrfd_500m_kps.onnx"
-    if not path.is_file():
-        pytest.skip(f"SCRFD weights {path} not found")
-    return path
+    return _weights_file(model_dir, "scrfd/scrfd_500m_kps.onnx", "SCRFD")
 
 
 @pytest.fixture(scope="session")
 def light_asd_weights(model_dir: Path) -> Path:
-    path = model_dir / "light-asd" / "pretrain_AVA_CVPR.model"
-    if not path.is_file():
-        pytest.skip(f"Light-ASD weights {path} not found")
-    return path
+    return _weights_file(model_dir, "light-asd/pretrain_AVA_CVPR.model", "Light-ASD")
 
 
 @pytest.fixture(scope="session")

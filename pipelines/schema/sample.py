@@ -13,6 +13,9 @@ Schema versions:
 - ``talkinghead.sample/3``: ``faces`` gains ``shot`` (index of the shot the track lies in) and
   ``ended_by`` (what ended the track: gap, cut, face_change, end), and the boxes table gains
   the per-frame quality columns (face_px ... shot, see ``faces.boxes_columns``).
+- ``talkinghead.sample/4``: adds ``conversation`` (conversation mode only: the actor/partner
+  pairing and how each audio stream was made; :mod:`pipelines.schema.conversation`, which also
+  names the members ``role.npy``, ``partner.wav`` and ``partner.flame.npz``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from pydantic import Field
 
 from pipelines.atomic import atomic_write_bytes
 from pipelines.schema.base import StrictModel
+from pipelines.schema.conversation import ConversationInfo
 from pipelines.schema.records import SourceInfo
 
-SAMPLE_SCHEMA = "talkinghead.sample/3"
+SAMPLE_SCHEMA = "talkinghead.sample/4"
 # Stages whose payload a sample may carry, in the order they run (pipelines/registry.py).
 PAYLOAD_STAGES = ("quality", "asd", "speech", "flame", "captions")
 
@@ -127,6 +131,8 @@ class SampleRecord(StrictModel):
     speech: dict[str, Any] | None = None
     flame: dict[str, Any] | None = None
     captions: dict[str, Any] | None = None
+    # Conversation mode only (absent in speaking-only samples).
+    conversation: ConversationInfo | None = None
 
     model_config = StrictModel.model_config | {"populate_by_name": True}
 
@@ -139,7 +145,7 @@ class SampleRecord(StrictModel):
 
     def as_json_dict(self) -> dict[str, Any]:
         out = self.model_dump(mode="json", by_alias=True)
-        for optional in ("parent_key", *PAYLOAD_STAGES):
+        for optional in ("parent_key", "conversation", *PAYLOAD_STAGES):
             if out[optional] is None:
                 del out[optional]
         return out

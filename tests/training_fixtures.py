@@ -1,7 +1,8 @@
 """Test helpers for training/: tiny run configs and session fixtures over the package's builders.
 
-The shards (``build_flame_shards``) and the tiny encoders (``build_tiny_encoders``) come from
-pipelines/fixtures, which the training bench uses too; each is made once per pytest session.
+The shards (``build_flame_shards``), the conversation shards made from them
+(``build_conversation_shards``) and the tiny encoders (``build_tiny_encoders``) come from
+pipelines/fixtures, which the training benches use too; each is made once per pytest session.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.fixtures.conversation_shards import build_conversation_shards
 from pipelines.fixtures.encoders import build_tiny_encoders
 from pipelines.fixtures.shards import build_flame_shards
 
@@ -58,6 +60,30 @@ def flame_shards_fixture(tmp_path_factory, grid_clips, model_dir) -> Path:
     """Pipeline-written shards of three GRID clips with FLAME arrays (72 frames each)."""
     return _once("shards", lambda: build_flame_shards(tmp_path_factory.mktemp("train-shards"), grid_clips[:3],
                                                       model_dir))
+
+
+@pytest.fixture(scope="session", name="conversation_shards")
+def conversation_shards_fixture(tmp_path_factory, flame_shards) -> Path:
+    """The three FLAME samples as conversation samples: one session of two actors who see and hear
+    each other, and one actor whose partner is heard but never seen (see conversation_shards.py)."""
+    return _once("conversation", lambda: build_conversation_shards(tmp_path_factory.mktemp("conversation"),
+                                                                   flame_shards))
+
+
+@pytest.fixture(scope="session", name="conversation_flow_run")
+def conversation_flow_run_fixture(tmp_path_factory, conversation_shards, tiny_encoders) -> Path:
+    """A tiny VAE (20 steps) and a tiny flow model with partner streams (4 steps), both trained on the
+    conversation shards; returns the flow run (its config names the VAE run)."""
+    from training.config import load_run_config
+    from training.sft import run_sft
+
+    def make() -> Path:
+        vae_dir, flow_dir = tmp_path_factory.mktemp("conversation-vae"), tmp_path_factory.mktemp("conversation-flow")
+        run_sft(load_run_config(None, **tiny_config("vae", vae_dir, conversation_shards, steps=20, save_every=20)))
+        run_sft(load_run_config(None, **tiny_config("flow", flow_dir, conversation_shards, tiny_encoders, vae_dir,
+                                                    steps=4, save_every=4)))
+        return flow_dir
+    return _once("conversation-flow", make)
 
 
 @pytest.fixture(scope="session", name="tiny_encoders")

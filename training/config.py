@@ -58,9 +58,21 @@ class FlowConfig(StrictModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     audio_drop: float = Field(0.1, ge=0, le=1, description="Condition dropout of the audio prefix (for CFG).")
     text_drop: float = Field(0.1, ge=0, le=1, description="Condition dropout of the caption embedding (for CFG).")
-    guidance_scale: float = Field(2.0, description="CFG scale at sampling; 1 = no guidance.")
+    partner_streams: bool = Field(True, description="Partner audio and partner motion tokens in the prefix "
+                                  "(conversations, GDPO-Listener); off: the speaking-only layout, partner data unread.")
+    partner_drop: float = Field(0.1, ge=0, le=1, description="Condition dropout of both partner streams (for CFG): "
+                                "the sample is trained as if it had no partner.")
+    guidance_scale: float = Field(2.0, description="CFG scale at sampling on frames where the actor speaks "
+                                  "(omega_speak; speaking-only data has no other); 1 = no guidance.")
+    guidance_listen: float | None = Field(None, description="CFG scale on listening and silent frames "
+                                          "(omega_listen); none: guidance_scale. A latent gets the mean over "
+                                          "its frames.")
     sample_steps: int = Field(10, ge=1, description="Euler steps per latent.")
     vae_run: str | None = Field(None, description="Run directory of the trained VAE (checkpoint + stats).")
+
+    @property
+    def listen_scale(self) -> float:
+        return self.guidance_scale if self.guidance_listen is None else self.guidance_listen
 
 
 class EncoderConfig(StrictModel):
@@ -105,6 +117,9 @@ class RLConfig(StrictModel):
     kl_beta: float = Field(0.01, ge=0)
     inner_epochs: int = Field(1, ge=1, description="Updates replayed from each cached rollout batch.")
     advantage: Literal["grpo", "gdpo"] = "gdpo"
+    listener_only: bool = Field(True, description="GDPO-Listener's setting: the policy loss and the KL count only "
+                                "latents mostly listening, rewards use listening frames only; a batch without "
+                                "listening frame is an error. Off (speaking-only data): every latent and frame.")
     adv_eps: float = Field(1e-6, gt=0, description="Added to the std (ddof=0) in every normalisation.")
     rewards: dict[str, RewardWeights] = Field(default_factory=_default_reward_weights)
 
@@ -112,6 +127,8 @@ class RLConfig(StrictModel):
 class MetricsConfig(StrictModel):
     flame_model: str | None = Field(None, description="Linear blendshape npz for LVE/MHD (see training/metrics.py).")
     max_windows: int = Field(64, ge=1)
+    expressive_share: float = Field(0.25, gt=0, le=1, description="Share of the evaluated windows, the most "
+                                    "expressive by ground-truth variance, reported again as the expressive subset.")
 
 
 class RunConfig(StrictModel):

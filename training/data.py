@@ -5,6 +5,19 @@ Members used (as written by pipelines/shards.py): ``flame.npz`` (``smooth/<group
 record; captions under ``captions.windows[*]``). Samples without ``flame.npz`` (FLAME model
 not installed) or shorter than one window are skipped.
 
+Conversation samples (pipelines/schema/conversation.py) add ``role.npy`` (a role code per
+frame), ``partner.wav`` (the partner's audio over the same span) and ``partner.flame.npz`` (the
+partner's FLAME arrays on the actor's frames, with the ``tracked`` mask). Every window carries
+``role`` (frames,) int8, ``has_partner``, ``partner_audio`` (same span and length as
+``audio``), ``partner_motion`` (the actor's groups and array prefix) and ``partner_tracked``
+(frames,) bool. A speaking-only sample gives roles all ``SPEAKING`` and no partner: zeros
+and ``has_partner``/``partner_tracked`` False; a partner heard but never seen (no
+``partner.flame.npz``) gives partner audio with zero, untracked motion. Conversation members
+that do not fit the sample (a role count that is not the frame count, codes outside the role
+set, a partner WAV of another rate or length, partner arrays of another shape, members
+without the record's ``conversation`` section or the reverse) make the sample skipped with
+the reason logged.
+
 Training streams resample shards with a seeded RNG (``ResampledShards``, deterministic; the
 worker seed mixes in the node rank and worker id, so nodes and workers draw different
 streams), shuffle with a seeded buffer and draw random windows with a seeded RNG (both
@@ -56,13 +69,22 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from pipelines.schema.conversation import (
+    CONVERSATION_MEMBERS,
+    PARTNER_AUDIO_MEMBER,
+    PARTNER_FLAME_MEMBER,
+    PARTNER_TRACKED_ARRAY,
+    ROLE_MEMBER,
+    Role,
+    check_roles,
+)
 from pipelines.schema.index import INDEX_FILE, ShardIndex, is_url
 from pipelines.schema.sample import SampleRecord
 from training.config import DataConfig
 
 FLAME_MEMBER = "flame.npz"
 # The members a training sample needs; the others (mp4, boxes.npy, ...) are never read.
-USED_MEMBERS = frozenset({"json", "wav", FLAME_MEMBER})
+USED_MEMBERS = frozenset({"json", "wav", FLAME_MEMBER, *CONVERSATION_MEMBERS})
 # int16 full scale: stored PCM / 32768 lies in [-1, 1) (as pipelines/media/wav.read_wav_float).
 PCM16_SCALE = 32768.0
 
@@ -243,7 +265,8 @@ def _log_and_continue(error: Exception) -> bool:
 
 def read_samples(shards: Iterator[dict]) -> Iterator[dict]:
     """Pipeline stage: ``{"url": ...}`` shard items -> samples holding the used members
-    (``__key__``, ``__url__``, ``json``, ``wav``, ``flame.npz``). An unreadable shard is
+    (``__key__``, ``__url__``, ``json``, ``wav``, ``flame.npz`` and the conversation members when
+    present). An unreadable shard is
     logged and skipped."""
     for shard in shards:
         url = shard["url"]
@@ -357,13 +380,27 @@ def _npz_arrays(npz_bytes: bytes, names: list[str], label: str) -> list[np.ndarr
         raise SampleDecodeError(f"{label}: not an npz archive ({error})") from None
 
 
-def motion_array(npz_bytes: bytes, config: DataConfig, label: str = FLAME_MEMBER) -> np.ndarray:
-    """(frames, dims) float32: the configured groups concatenated in config order."""
-    parts = _npz_arrays(npz_bytes, [f"{config.array_prefix}/{group}" for group in config.groups], label)
+def _concatenated(parts: list[np.ndarray], label: str) -> np.ndarray:
     if any(part.ndim != 2 for part in parts):
         raise SampleDecodeError(f"{label}: arrays of shapes {[p.shape for p in parts]}, expected (frames, dims)")
     frames = min(len(p) for p in parts)
     return np.concatenate([p[:frames] for p in parts], axis=1).astype(np.float32, copy=False)
+
+
+def motion_array(npz_bytes: bytes, config: DataConfig, label: str = FLAME_MEMBER) -> np.ndarray:
+    """(frames, dims) float32: the configured groups concatenated in config order."""
+    return _concatenated(_npz_arrays(npz_bytes, [f"{config.array_prefix}/{g}" for g in config.groups], label), label)
+
+
+def partner_motion_array(npz_bytes: bytes, config: DataConfig,
+                         label: str = PARTNER_FLAME_MEMBER) -> tuple[np.ndarray, np.ndarray]:
+    """``partner.flame.npz`` read in one pass: (frames, dims) float32 as :func:`motion_array`, and
+    the (frames,) bool ``tracked`` mask."""
+    *parts, tracked = _npz_arrays(npz_bytes, [f"{config.array_prefix}/{g}" for g in config.groups]
+                                  + [PARTNER_TRACKED_ARRAY], label)
+    if tracked.dtype != np.bool_:
+        raise SampleDecodeError(f"{label}/{PARTNER_TRACKED_ARRAY}: dtype {tracked.dtype}, expected bool")
+    return _concatenated(parts, label), tracked
 
 
 def group_slices(groups: tuple[str, ...], dims: dict[str, int]) -> dict[str, slice]:
@@ -398,6 +435,10 @@ class Clip:
     motion: np.ndarray  # (frames, dims)
     audio: np.ndarray  # (samples,): float32 in [-1, 1), or int16 PCM that cut_window scales
     record: SampleRecord
+    role: np.ndarray | None = None  # (frames,) int8 role codes; None: a speaking-only sample
+    partner_audio: np.ndarray | None = None  # as audio; None: no partner
+    partner_motion: np.ndarray | None = None  # as motion; None: the partner's face was never tracked
+    partner_tracked: np.ndarray | None = None  # (frames,) bool, with partner_motion
 
 
 def _rates_differ(record: SampleRecord, config: DataConfig) -> str | None:
@@ -412,7 +453,8 @@ def _rates_differ(record: SampleRecord, config: DataConfig) -> str | None:
 def decode_clip(sample: dict, config: DataConfig) -> Clip | None:
     """The sample as a clip, or None (with a logged reason unless it has no FLAME arrays) when
     the run cannot use it: rates not the run's, a record that is not a valid SampleRecord, a
-    WAV that is not PCM16 mono at the record's rate, arrays missing from ``flame.npz``."""
+    WAV that is not PCM16 mono at the record's rate, arrays missing from ``flame.npz``,
+    conversation members that do not fit (:func:`conversation_arrays`)."""
     if FLAME_MEMBER not in sample:
         return None
     key = sample["__key__"]
@@ -428,28 +470,81 @@ def decode_clip(sample: dict, config: DataConfig) -> Clip | None:
         # The WAV header must agree with the record's (and the run's) rate.
         audio = pcm16_samples(sample["wav"], config.sample_rate, name=f"{key}.wav")
         motion = motion_array(sample[FLAME_MEMBER], config, label=f"{key}.{FLAME_MEMBER}")
-    except ValueError as error:  # SampleDecodeError and pydantic's ValidationError
+        conversation = conversation_arrays(sample, record, motion, audio, config)
+    except ValueError as error:  # SampleDecodeError, check_roles' and pydantic's ValidationError
         log.warning("%s: skipped: %s", key, str(error).replace("\n", " "))
         return None
-    return Clip(key, motion, audio, record)
+    return Clip(key, motion, audio, record, **conversation)
 
 
-def cut_window(clip: Clip, start: int, config: DataConfig) -> dict:
-    """Frames [start, start + window) with the audio of the same time span (zero-padded)."""
-    frames = config.window_frames
-    per_frame = config.sample_rate / config.fps
-    a0 = round(start * per_frame)
-    a1 = a0 + round(frames * per_frame)  # same length for every start (rounding must not vary it)
+def conversation_arrays(sample: dict, record: SampleRecord, motion: np.ndarray, audio: np.ndarray,
+                        config: DataConfig) -> dict[str, np.ndarray]:
+    """The :class:`Clip` fields of a sample's conversation members, checked against its record,
+    motion and audio (none for a speaking-only sample); SampleDecodeError or ValueError saying
+    what does not fit."""
+    key, info = sample["__key__"], record.conversation
+    present = [name for name in CONVERSATION_MEMBERS if name in sample]
+    if info is None:
+        if present:
+            raise SampleDecodeError(f"members {present} but the record has no 'conversation' section")
+        return {}
+    if ROLE_MEMBER not in sample:
+        raise SampleDecodeError(f"the record has a 'conversation' section but there is no {ROLE_MEMBER}")
+    label = f"{key}.{ROLE_MEMBER}"
+    out = {"role": check_roles(_npy_array(sample[ROLE_MEMBER], label), len(motion), label)}
+    if (PARTNER_AUDIO_MEMBER in sample) != (info.partner_audio is not None):
+        raise SampleDecodeError(f"{PARTNER_AUDIO_MEMBER} {'present' if PARTNER_AUDIO_MEMBER in sample else 'absent'}"
+                                f" but the record's conversation.partner_audio is {info.partner_audio!r}")
+    if PARTNER_AUDIO_MEMBER in sample:
+        label = f"{key}.{PARTNER_AUDIO_MEMBER}"
+        out["partner_audio"] = pcm16_samples(sample[PARTNER_AUDIO_MEMBER], config.sample_rate, name=label)
+        if len(out["partner_audio"]) != len(audio):
+            raise SampleDecodeError(f"{label}: {len(out['partner_audio'])} samples, the actor's wav has {len(audio)}")
+    if PARTNER_FLAME_MEMBER in sample:
+        label = f"{key}.{PARTNER_FLAME_MEMBER}"
+        if "partner_audio" not in out:
+            raise SampleDecodeError(f"{label} without {PARTNER_AUDIO_MEMBER}")
+        partner, tracked_mask = partner_motion_array(sample[PARTNER_FLAME_MEMBER], config, label)
+        if partner.shape != motion.shape or tracked_mask.shape != (len(motion),):
+            raise SampleDecodeError(f"{label}: arrays of {partner.shape} with {PARTNER_TRACKED_ARRAY} "
+                                    f"{tracked_mask.shape}, the actor's motion is {motion.shape}")
+        out["partner_motion"], out["partner_tracked"] = partner, tracked_mask
+        tracked = int(tracked_mask.sum())
+        if tracked != info.partner_flame_frames:
+            raise SampleDecodeError(f"{label}: {tracked} tracked frames, the record's "
+                                    f"conversation.partner_flame_frames says {info.partner_flame_frames}")
+    return out
+
+
+def _audio_span(samples: np.ndarray, a0: int, a1: int) -> np.ndarray:
+    """float32 samples [a0, a1) of int16 PCM or float audio, zero-padded past the end."""
     audio = np.empty(a1 - a0, dtype=np.float32)
-    piece = clip.audio[a0:a1]
-    if clip.audio.dtype == np.int16:
+    piece = samples[a0:a1]
+    if samples.dtype == np.int16:
         # One pass; a power of two: the same float32 values as scaling the whole clip first.
         np.multiply(piece, np.float32(1 / PCM16_SCALE), out=audio[: len(piece)])
     else:
         audio[: len(piece)] = piece
     audio[len(piece):] = 0
-    return {"key": clip.key, "start": start, "motion": clip.motion[start:start + frames], "audio": audio,
-            "caption": caption_for(clip.record.captions, start, start + frames)}
+    return audio
+
+
+def cut_window(clip: Clip, start: int, config: DataConfig) -> dict:
+    """Frames [start, start + window) with the audio of the same time span (zero-padded), the
+    roles and the partner's streams. Absent partner streams stay None (the collate writes
+    zeros): a speaking-only window costs no partner arrays of its own."""
+    frames = config.window_frames
+    per_frame = config.sample_rate / config.fps
+    a0 = round(start * per_frame)
+    a1 = a0 + round(frames * per_frame)  # same length for every start (rounding must not vary it)
+    end = start + frames
+    return {"key": clip.key, "start": start, "motion": clip.motion[start:end], "audio": _audio_span(clip.audio, a0, a1),
+            "caption": caption_for(clip.record.captions, start, end),
+            "role": clip.role[start:end] if clip.role is not None else np.full(frames, Role.SPEAKING, np.int8),
+            "has_partner": clip.partner_audio is not None,
+            "partner_audio": _audio_span(clip.partner_audio, a0, a1) if clip.partner_audio is not None else None,
+            "partner_motion": clip.partner_motion[start:end] if clip.partner_motion is not None else None,
+            "partner_tracked": clip.partner_tracked[start:end] if clip.partner_tracked is not None else None}
 
 
 def _clips(samples: Iterator[dict], config: DataConfig) -> Iterator[Clip]:
@@ -577,12 +672,35 @@ def eval_pipeline(spec: str, config: DataConfig) -> wds.DataPipeline:
         _tiled_windows(config))
 
 
+# Partner arrays that a window may lack (None), and the window array whose shape they have.
+_PARTNER_ARRAYS = (("partner_motion", "motion", np.float32), ("partner_audio", "audio", np.float32),
+                   ("partner_tracked", "role", np.bool_))
+
+
+def _fill_batch(windows: list[dict], make: Callable[[str, tuple[int, ...], type], np.ndarray]) -> None:
+    """Write the windows' arrays into the batch arrays ``make(name, shape, dtype)`` returns;
+    zeros (False) in the rows of windows without a partner array."""
+    count, first = len(windows), windows[0]
+    for name, dtype in (("motion", np.float32), ("audio", np.float32), ("role", np.int8)):
+        np.stack([w[name] for w in windows], out=make(name, (count, *first[name].shape), dtype))
+    for name, like, dtype in _PARTNER_ARRAYS:
+        out = make(name, (count, *first[like].shape), dtype)
+        for row, window in enumerate(windows):
+            out[row] = 0 if window[name] is None else window[name]
+    for name, dtype in (("start", np.int64), ("seed", np.int64), ("has_partner", np.bool_)):
+        make(name, (count,), dtype)[:] = [w[name] for w in windows]
+
+
 def collate(windows: list[dict]) -> dict:
-    return {"key": [w["key"] for w in windows], "start": torch.tensor([w["start"] for w in windows]),
-            "motion": torch.from_numpy(np.stack([w["motion"] for w in windows])),
-            "audio": torch.from_numpy(np.stack([w["audio"] for w in windows])),
-            "caption": [w["caption"] for w in windows],
-            "seed": torch.tensor([w["seed"] for w in windows], dtype=torch.int64)}
+    arrays: dict[str, np.ndarray] = {}
+
+    def make(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        arrays[name] = np.empty(shape, dtype)
+        return arrays[name]
+
+    _fill_batch(windows, make)
+    return {"key": [w["key"] for w in windows], "caption": [w["caption"] for w in windows],
+            **{name: torch.from_numpy(array) for name, array in arrays.items()}}
 
 
 # Batches each loader worker has in flight at most (DataLoader's prefetch_factor).
@@ -610,14 +728,13 @@ class RingCollate:
         return self._buffers[key]
 
     def __call__(self, windows: list[dict]) -> dict:
-        count = len(windows)
         batch = {"key": [w["key"] for w in windows], "caption": [w["caption"] for w in windows]}
-        for name in ("motion", "audio"):
-            batch[name] = self._buffer(name, (count, *windows[0][name].shape), np.float32)
-            np.stack([w[name] for w in windows], out=batch[name].numpy())  # straight into shared memory
-        for name in ("start", "seed"):
-            batch[name] = self._buffer(name, (count,), np.int64)
-            batch[name].numpy()[:] = [w[name] for w in windows]
+
+        def make(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+            batch[name] = self._buffer(name, shape, dtype)
+            return batch[name].numpy()  # windows are written straight into shared memory
+
+        _fill_batch(windows, make)
         self._made += 1
         return batch
 
@@ -629,7 +746,8 @@ def _copied_out(stream: Iterator[dict], keep: int) -> Iterator[dict]:
     for batch in stream:
         received.append(batch)
         # numpy copies on one thread (torch's threaded copy stalls on a busy CPU)
-        copies = {name: torch.from_numpy(batch[name].numpy().copy()) for name in ("start", "motion", "audio", "seed")}
+        copies = {name: torch.from_numpy(value.numpy().copy()) for name, value in batch.items()
+                  if isinstance(value, torch.Tensor)}
         yield {**batch, **copies}
 
 

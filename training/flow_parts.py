@@ -13,7 +13,7 @@ import torch
 from training.checkpoint import load_weights
 from training.config import RunConfig, load_run_config
 from training.encoders import FrozenEncoders
-from training.flow import MotionFlow
+from training.flow import MOSTLY, Conditions, MotionFlow, latent_share
 from training.stats import MotionStats
 from training.vae import MotionVAE
 
@@ -48,12 +48,41 @@ def build_flow(config: RunConfig, parts: FlowParts) -> MotionFlow:
                       config.flow)
 
 
-def flow_inputs(parts: FlowParts, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
-    """Latents (from the frozen VAE's means), audio features per latent and caption embeddings."""
+def flow_inputs(parts: FlowParts, batch: dict, device: torch.device, partner: bool = True) -> dict:
+    """What a flow model is fed from a loader batch: ``latents`` (the frozen VAE's means of the
+    normalised motion), ``motion`` (normalised), ``roles`` (B, T) and ``conditions``: audio
+    features per latent, caption embeddings and, with ``partner``, the partner streams.
+
+    Partner motion is normalised with the actor's statistics, untracked frames set to 0 there
+    (the mean pose) before the VAE encodes it; a partner-motion latent is attended when its
+    frames are mostly tracked (``flow.MOSTLY``). The audio encoder and the VAE only run on rows
+    that have a partner (and a tracked face): a speaking-only batch costs nothing more."""
     motion = parts.stats.normalise(batch["motion"].to(device))
     rate = parts.vae_config.vae.latent_rate
     with torch.no_grad():
         latents, _ = parts.vae.encode(motion)
         audio = parts.encoders.audio_features(batch["audio"], motion.shape[1], rate)
-        text = parts.encoders.text_features(batch["caption"])
-    return {"latents": latents, "audio": audio, "text": text, "motion": motion}
+        cond = Conditions(audio, parts.encoders.text_features(batch["caption"]))
+        if partner:
+            cond = _with_partner(parts, batch, cond, latents, device)
+    return {"latents": latents, "motion": motion, "roles": batch["role"].to(device), "conditions": cond}
+
+
+def _with_partner(parts: FlowParts, batch: dict, cond: Conditions, latents: torch.Tensor,
+                  device: torch.device) -> Conditions:
+    frames, rate = batch["motion"].shape[1], parts.vae_config.vae.latent_rate
+    heard = batch["has_partner"].to(device)
+    tracked = batch["partner_tracked"].to(device) & heard[:, None]
+    seen = latent_share(tracked, rate) > MOSTLY
+    partner_audio = torch.zeros_like(cond.audio)
+    if heard.any():
+        rows = heard.cpu()
+        partner_audio[heard] = parts.encoders.audio_features(batch["partner_audio"][rows], frames, rate).to(
+            partner_audio.dtype)
+    partner_motion = torch.zeros_like(latents)
+    encoded = seen.any(1)
+    if encoded.any():
+        motion = parts.stats.normalise(batch["partner_motion"][encoded.cpu()].to(device))
+        motion = torch.where(tracked[encoded][..., None], motion, torch.zeros_like(motion))
+        partner_motion[encoded] = parts.vae.encode(motion)[0]
+    return Conditions(cond.audio, cond.text, partner_audio, partner_motion, heard, seen)

@@ -15,6 +15,18 @@
    ``inner_epochs`` updates the clipped importance-ratio objective plus ``kl_beta`` times the
    KL to the frozen reference policy (same std, so |mu - mu_ref|^2 / (2 std^2)).
 
+Guidance during rollouts and replays is per latent from the roles (``flow.guidance_scale`` on
+frames where the actor speaks, ``flow.guidance_listen`` elsewhere; see training/flow.py).
+
+``rl.listener_only`` (GDPO-Listener's setting, the default): the rewards are computed on the
+listening frames only (masked statistics, training/rewards.py; a window without listening
+frame gets reward 0 and advantage 0, and GDPO's batch normalisation leaves it out), and the
+policy loss and the KL are means over the latents that are mostly listening (``flow.MOSTLY``)
+only: every other latent has weight 0. A batch without any listening frame is an error (a
+speaking-only dataset would train nothing); a batch with listening frames but no latent mostly
+listening makes no update (the step is logged with ``listener_latents`` 0). With
+``listener_only`` off every frame and latent counts, as before.
+
 The policy starts from the newest checkpoint of the SFT flow run ``rl.init_run``; the VAE,
 the encoders and the statistics are that run's.
 """
@@ -29,11 +41,12 @@ from pathlib import Path
 
 import torch
 
+from pipelines.schema.conversation import actor_listens
 from training.advantages import ADVANTAGES
 from training.checkpoint import load_weights
 from training.config import DataConfig, RunConfig, load_run_config
 from training.data import batches, group_slices, inherit_rates, resolve_rates, train_pipeline
-from training.flow import MotionFlow, tau_grid
+from training.flow import MOSTLY, Conditions, MotionFlow, latent_share, role_guidance, tau_grid
 from training.rewards import reward_columns
 from training.sde import gaussian_kl, log_prob, sde_step
 from training.flow_parts import FlowParts, build_flow, flow_inputs, flow_parts
@@ -49,13 +62,16 @@ from training.trainer_base import (
 
 @dataclass
 class Rollouts:
-    audio: torch.Tensor  # (N, L, Da)
-    text: torch.Tensor  # (N, Dt)
+    conditions: Conditions  # N rows
+    guidance: torch.Tensor  # (N, L) CFG weight per latent
     latents: torch.Tensor  # (N, L, D) standardised, the final samples (history of every position)
     inputs: torch.Tensor  # (W, N, L, D) noisy latents entering each SDE step
     outputs: torch.Tensor  # (W, N, L, D) their stochastic successors
     levels: list[tuple[float, float]]  # (tau, tau_next) of each SDE step
     stds: list[float]
+    # (N, L) weight of each latent in the policy loss and the KL (listener_only), scaled so that a
+    # mean over all latents is the mean over the weighted ones; None: every latent counts (mean).
+    latent_weights: torch.Tensor | None = None
 
 
 def sde_window(config: RunConfig, steps: int, generator: torch.Generator) -> list[int]:
@@ -71,11 +87,13 @@ def sde_window(config: RunConfig, steps: int, generator: torch.Generator) -> lis
 
 
 @torch.no_grad()
-def collect_rollouts(policy: MotionFlow, audio: torch.Tensor, text: torch.Tensor, config: RunConfig,
+def collect_rollouts(policy: MotionFlow, cond: Conditions, guidance: torch.Tensor, config: RunConfig,
                      generator: torch.Generator) -> Rollouts:
-    steps, scale = config.flow.sample_steps, config.flow.guidance_scale
+    """Rollouts of N conditions (``guidance``: (N, L) CFG weights per latent)."""
+    steps = config.flow.sample_steps
     grid = [float(t) for t in tau_grid(steps)]
     window = sde_window(config, steps, generator)
+    audio = cond.audio
     n, length, dim = audio.shape[0], audio.shape[1], policy.latent_dim
     out = torch.zeros(n, length, dim, device=audio.device)
     inputs = torch.zeros(len(window), n, length, dim, device=audio.device)
@@ -87,7 +105,7 @@ def collect_rollouts(policy: MotionFlow, audio: torch.Tensor, text: torch.Tensor
             noisy = out.clone()
             noisy[:, i] = x
             tau = torch.full((n, length), grid[k], device=audio.device)
-            v = policy.guided_velocity(noisy, tau, out, audio, text, scale)[:, i]
+            v = policy.guided_velocity(noisy, tau, out, cond, guidance)[:, i]
             if k in window:
                 w = window.index(k)
                 noise = torch.randn(n, dim, generator=generator).to(audio.device)
@@ -97,7 +115,7 @@ def collect_rollouts(policy: MotionFlow, audio: torch.Tensor, text: torch.Tensor
             else:
                 x = x + (grid[k + 1] - grid[k]) * v
         out[:, i] = x
-    return Rollouts(audio, text, out, inputs, outputs, [(grid[k], grid[k + 1]) for k in window], stds)
+    return Rollouts(cond, guidance, out, inputs, outputs, [(grid[k], grid[k + 1]) for k in window], stds)
 
 
 def step_means(model, rollouts: Rollouts, config: RunConfig, rows: slice = slice(None)) -> list[torch.Tensor]:
@@ -107,16 +125,16 @@ def step_means(model, rollouts: Rollouts, config: RunConfig, rows: slice = slice
     for w, (tau, tau_next) in enumerate(rollouts.levels):
         noisy = rollouts.inputs[w, rows]
         taus = torch.full(noisy.shape[:2], tau, device=noisy.device)
-        v = _guided(model, noisy, taus, rollouts.latents[rows], rollouts.audio[rows], rollouts.text[rows],
-                    config.flow.guidance_scale)
+        v = _guided(model, noisy, taus, rollouts.latents[rows], rollouts.conditions.rows(rows),
+                    rollouts.guidance[rows])
         _, mean, _ = sde_step(noisy, v, tau, tau_next, config.rl.eta, config.rl.sde, torch.zeros_like(noisy), grid1)
         means.append(mean)
     return means
 
 
-def _guided(model, noisy, taus, history, audio, text, scale: float) -> torch.Tensor:
+def _guided(model, noisy, taus, history, cond: Conditions, scale: torch.Tensor) -> torch.Tensor:
     # Through forward (the DDP wrapper), for the policy; the reference is a plain module.
-    return model("guided_velocity", noisy, taus, history, audio, text, scale)
+    return model("guided_velocity", noisy, taus, history, cond, scale)
 
 
 def log_probs(means: list[torch.Tensor], rollouts: Rollouts, rows: slice = slice(None)) -> torch.Tensor:
@@ -131,10 +149,30 @@ def rl_loss(model, reference: MotionFlow, rollouts: Rollouts, old_logp: torch.Te
     ratio = torch.exp(log_probs(means, rollouts, rows) - old_logp[:, rows])  # (W, n, L)
     adv = advantages[rows][None, :, None]
     clip = config.rl.clip_range
-    policy_loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
-    kl = torch.stack([gaussian_kl(m, r, s).mean() for m, r, s in zip(means, ref_means, rollouts.stds)]).mean()
+    per_latent = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip))
+    deviation = (ratio.detach() - 1).abs()
+    if rollouts.latent_weights is None:
+        policy_loss = per_latent.mean()
+        kl = torch.stack([gaussian_kl(m, r, s).mean() for m, r, s in zip(means, ref_means, rollouts.stds)]).mean()
+        clip_frac = (deviation > clip).float().mean()
+    else:
+        weights = rollouts.latent_weights[rows]
+        counted = (weights > 0).expand_as(deviation)
+        policy_loss = (per_latent * weights).mean()
+        kl = torch.stack([(gaussian_kl(m, r, s) * weights).mean()
+                          for m, r, s in zip(means, ref_means, rollouts.stds)]).mean()
+        deviation = deviation * counted  # the latents that do not count deviate by nothing
+        clip_frac = (deviation > clip).float().sum() / counted.sum().clamp(min=1)
     return {"loss": policy_loss + config.rl.kl_beta * kl, "policy_loss": policy_loss.detach(), "kl": kl.detach(),
-            "ratio_dev": (ratio.detach() - 1).abs().max(), "clip_frac": ((ratio.detach() - 1).abs() > clip).float().mean()}
+            "ratio_dev": deviation.max(), "clip_frac": clip_frac}
+
+
+def listener_weights(roles: torch.Tensor, rate: int) -> torch.Tensor:
+    """(N, L) latent weights of ``listener_only``: 0 unless the latent is mostly listening, the
+    others equal and scaled so that their mean over all N x L latents is 1 (a plain mean of
+    weighted terms is then the mean over the listening latents)."""
+    mostly = (latent_share(actor_listens(roles), rate) > MOSTLY).float()
+    return mostly * (mostly.numel() / mostly.sum().clamp(min=1))
 
 
 def decode_motion(parts: FlowParts, policy: MotionFlow, latents: torch.Tensor) -> torch.Tensor:
@@ -151,7 +189,7 @@ def rl_parts(config: RunConfig, device: torch.device) -> tuple[RunConfig, FlowPa
     parts = flow_parts(init, device)
     policy = build_flow(init, parts)
     load_weights(Path(config.rl.init_run), policy)
-    if config.flow.guidance_scale == 1.0:
+    if config.flow.guidance_scale == 1.0 and config.flow.listen_scale == 1.0:
         # Without guidance the null embeddings never enter a rollout: nothing to train there.
         policy.null_audio.requires_grad_(False)
         policy.null_text.requires_grad_(False)
@@ -194,24 +232,41 @@ class RLRun:
     def step(self, batch: dict) -> dict:
         """One rollout batch and its ``inner_epochs`` updates; returns numbers (and tensors) for logs and tests."""
         config, trainer, device = self.config, self.trainer, self.trainer.device
-        group = config.rl.group_size
-        inputs = flow_inputs(self.parts, batch, device)
-        audio = inputs["audio"].repeat_interleave(group, 0)
-        text = inputs["text"].repeat_interleave(group, 0)
-        generator = torch.Generator().manual_seed(hash((config.seed, trainer.state.step)) & 0x7FFFFFFF)
+        group, rate = config.rl.group_size, self.parts.vae_config.vae.latent_rate
         policy = trainer.unwrapped
+        inputs = flow_inputs(self.parts, batch, device, policy.partner)
+        roles = inputs["roles"].repeat_interleave(group, 0)
+        listening = actor_listens(roles) if config.rl.listener_only else None
+        if listening is not None and not listening.any():
+            raise ValueError(f"rl.listener_only is on (RL on listener frames only, GDPO-Listener's setting) but this "
+                             f"batch ({', '.join(batch['key'])}) has no listening frame: speaking-only shards have "
+                             "none. Set rl.listener_only: false to train on every frame.")
+        cond = inputs["conditions"].repeat(group)
+        guidance = role_guidance(roles, rate, config.flow.guidance_scale, config.flow.listen_scale)
+        generator = torch.Generator().manual_seed(hash((config.seed, trainer.state.step)) & 0x7FFFFFFF)
         policy.eval()  # no dropout in RL: rollouts and replays must compute the same function
-        rollouts = collect_rollouts(policy, audio, text, config, generator)
+        rollouts = collect_rollouts(policy, cond, guidance, config, generator)
         pred = decode_motion(self.parts, policy, rollouts.latents)
         truth = batch["motion"].to(device).repeat_interleave(group, 0)
-        rewards, weights, names = reward_columns(pred, truth, self.slices, config.rl.rewards)
-        advantages = ADVANTAGES[config.rl.advantage](rewards, weights.to(device), group, config.rl.adv_eps)
+        rewards, weights, names = reward_columns(pred, truth, self.slices, config.rl.rewards, listening)
+        scored = None if listening is None else listening.any(1)
+        advantages = ADVANTAGES[config.rl.advantage](rewards, weights.to(device), group, config.rl.adv_eps, scored)
+        summary = {"reward": float((rewards * weights.to(device)).sum(-1).mean()),
+                   **{f"r.{n}": float(rewards[:, j].mean()) for j, n in enumerate(names)}}
+        if listening is not None:
+            rollouts.latent_weights = listener_weights(roles, rate)
+            summary["listener_latents"] = int((rollouts.latent_weights > 0).sum())
+            if not summary["listener_latents"]:
+                trainer.state.step += 1  # the batch is consumed; nothing to learn from it
+                row = {**summary, "skipped": "no latent mostly listening"}
+                trainer.log(row)
+                return {**row, "advantages": advantages, "rewards": rewards, "rollouts": rollouts}
         # With grad recording on, like the update below: PyTorch's no-grad inference fast path of
         # the transformer layers rounds differently, and the first ratio must be exactly 1.
         with torch.enable_grad():
             old_logp = log_probs(step_means(trainer.model, rollouts, config), rollouts).detach()
         accum = config.optim.grad_accum
-        chunk = -(-audio.shape[0] // accum)
+        chunk = -(-roles.shape[0] // accum)
         first_ratio_dev = None
         for _ in range(config.rl.inner_epochs):
             losses = trainer.optimizer_step(self._micro_losses(rollouts, old_logp, advantages, chunk))
@@ -219,8 +274,7 @@ class RLRun:
             if first_ratio_dev is None:
                 first_ratio_dev = losses["ratio_dev"]
         trainer.state.step += 1
-        row = {**losses, "first_ratio_dev": first_ratio_dev, "reward": float((rewards * weights.to(device)).sum(-1).mean()),
-               **{f"r.{n}": float(rewards[:, j].mean()) for j, n in enumerate(names)}}
+        row = {**losses, "first_ratio_dev": first_ratio_dev, **summary}
         trainer.log(row)
         return {**row, "advantages": advantages, "rewards": rewards, "rollouts": rollouts}
 

@@ -62,11 +62,11 @@ def flow_task(config: RunConfig, device: torch.device):
     model = build_flow(config, parts)
 
     def loss(wrapped, batch: dict) -> dict[str, torch.Tensor]:
-        inputs = flow_inputs(parts, batch, device)
-        return wrapped("loss", inputs["latents"], inputs["audio"], inputs["text"], batch["seed"])
+        inputs = flow_inputs(parts, batch, device, model.partner)
+        return wrapped("loss", inputs["latents"], inputs["conditions"], batch["seed"])
 
     def first_batch(unwrapped: MotionFlow, batch: dict) -> None:
-        latents = flow_inputs(parts, batch, device)["latents"].reshape(-1, unwrapped.latent_dim)
+        latents = flow_inputs(parts, batch, device, partner=False)["latents"].reshape(-1, unwrapped.latent_dim)
         unwrapped.latent_mean.copy_(latents.mean(0))
         # One scale for all channels: a per-channel std from one batch blows up near-constant channels.
         unwrapped.latent_std.fill_(float(latents.std(unbiased=False).clamp(min=1e-3)))

@@ -58,6 +58,16 @@ def role_codes(actor_speaks: np.ndarray, other_speaks: np.ndarray) -> np.ndarray
     return (actor.astype(np.int8) | (other.astype(np.int8) << 1)).astype(np.int8)
 
 
+def actor_speaks(codes):
+    """True where the actor speaks (SPEAKING or BOTH): bit 0 of numpy or torch role codes."""
+    return (codes & int(Role.SPEAKING)) != 0
+
+
+def actor_listens(codes):
+    """True where the actor only listens (LISTENING: someone else speaks, the actor does not)."""
+    return codes == int(Role.LISTENING)
+
+
 def check_roles(codes: np.ndarray, frames: int, label: str = ROLE_MEMBER) -> np.ndarray:
     """``codes`` as int8 (frames,), or ValueError saying what is wrong with them."""
     codes = np.asarray(codes)

@@ -229,8 +229,9 @@ class RLRun:
                            slice(start, start + chunk))
         return micro
 
-    def step(self, batch: dict) -> dict:
-        """One rollout batch and its ``inner_epochs`` updates; returns numbers (and tensors) for logs and tests."""
+    def rollout(self, batch: dict) -> tuple[Rollouts, torch.Tensor, torch.Tensor, dict]:
+        """Steps 1-3 for one batch: (rollouts with their latent weights, advantages (N,), rewards
+        (N, K), numbers for the log)."""
         config, trainer, device = self.config, self.trainer, self.trainer.device
         group, rate = config.rl.group_size, self.parts.vae_config.vae.latent_rate
         policy = trainer.unwrapped
@@ -256,17 +257,24 @@ class RLRun:
         if listening is not None:
             rollouts.latent_weights = listener_weights(roles, rate)
             summary["listener_latents"] = int((rollouts.latent_weights > 0).sum())
-            if not summary["listener_latents"]:
-                trainer.state.step += 1  # the batch is consumed; nothing to learn from it
-                row = {**summary, "skipped": "no latent mostly listening"}
-                trainer.log(row)
-                return {**row, "advantages": advantages, "rewards": rewards, "rollouts": rollouts}
+        return rollouts, advantages, rewards, summary
+
+    def step(self, batch: dict) -> dict:
+        """One rollout batch and its ``inner_epochs`` updates; returns numbers (and tensors) for logs and tests."""
+        config, trainer = self.config, self.trainer
+        rollouts, advantages, rewards, summary = self.rollout(batch)
+        tensors = {"advantages": advantages, "rewards": rewards, "rollouts": rollouts}
+        if summary.get("listener_latents") == 0:
+            trainer.state.step += 1  # the batch is consumed; nothing to learn from it
+            row = {**summary, "skipped": "no latent mostly listening"}
+            trainer.log(row)
+            return {**row, **tensors}
         # With grad recording on, like the update below: PyTorch's no-grad inference fast path of
         # the transformer layers rounds differently, and the first ratio must be exactly 1.
         with torch.enable_grad():
             old_logp = log_probs(step_means(trainer.model, rollouts, config), rollouts).detach()
         accum = config.optim.grad_accum
-        chunk = -(-roles.shape[0] // accum)
+        chunk = -(-advantages.shape[0] // accum)
         first_ratio_dev = None
         for _ in range(config.rl.inner_epochs):
             losses = trainer.optimizer_step(self._micro_losses(rollouts, old_logp, advantages, chunk))
@@ -276,7 +284,7 @@ class RLRun:
         trainer.state.step += 1
         row = {**losses, "first_ratio_dev": first_ratio_dev, **summary}
         trainer.log(row)
-        return {**row, "advantages": advantages, "rewards": rewards, "rollouts": rollouts}
+        return {**row, **tensors}
 
 
 def run_rl(config: RunConfig, dry_run: bool = False) -> list[dict]:

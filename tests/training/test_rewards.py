@@ -103,3 +103,21 @@ def test_a_prediction_closer_to_the_truth_earns_more():
         assert bool((closer > farther).all())
     for closer, farther in zip(totals, totals[1:]):
         assert bool((closer > farther).all())
+
+
+def test_masked_rewards_use_the_masked_frames_and_the_velocities_between_them_only():
+    # 5 frames x 1 dim, frame 2 masked out (its values would dominate every statistic).
+    pred = torch.tensor([0.0, 2.0, 100.0, 4.0, 0.0], dtype=torch.float64)[None, :, None]
+    true = torch.tensor([1.0, 1.0, -50.0, 1.0, 1.0], dtype=torch.float64)[None, :, None]
+    frames = torch.tensor([[True, True, False, True, True]])
+    # pred on the masked frames 0, 2, 4, 0: mean 1.5, var (2.25 + 0.25 + 6.25 + 2.25) / 4 = 2.75; truth 1,1,1,1: var 0
+    # velocities between two masked frames: 0->1 and 3->4: pred 2 and -4 (mean -1, var 9), truth 0 and 0 (var 0)
+    # squared errors 1, 1, 9, 1: mean 3
+    expected = {"pos_var": -2.75, "vel_var": -9.0, "drift": -0.5, "mse": -3.0}
+    for name, value in expected.items():
+        assert REWARDS[name](pred, true, frames).item() == pytest.approx(value, abs=1e-12), name
+    nothing = torch.zeros_like(frames)
+    assert all(REWARDS[name](pred, true, nothing).item() == 0.0 for name in ORDER)  # no frame: 0
+    everything = torch.ones_like(frames)
+    for name in ORDER:
+        torch.testing.assert_close(REWARDS[name](pred, true, everything), REWARDS[name](pred, true))

@@ -64,6 +64,17 @@ def test_gdpo_advantage_matches_the_hand_computation():
     torch.testing.assert_close(gdpo(rewards, weights, 4, 1e-6), expected, atol=1e-5, rtol=0)
 
 
+def test_unscored_rollouts_get_zero_advantage_and_stay_out_of_gdpos_batch_normalisation():
+    rewards = torch.tensor([[0., 1.], [0., 3.], [2., 1.], [2., 3.], [5., 0.], [5., 4.], [5., 0.], [5., 4.]])
+    weights = torch.tensor([1.0, 0.5])
+    junk = torch.tensor([[9., -7.], [3., 8.], [-2., 0.], [4., 4.]])  # a third group, not scored
+    scored = torch.tensor([True] * 8 + [False] * 4)
+    for advantage in (gdpo, grpo):
+        out = advantage(torch.cat([rewards, junk]), weights, 4, 1e-6, scored)
+        torch.testing.assert_close(out[:8], advantage(rewards, weights, 4, 1e-6))
+        assert torch.equal(out[8:], torch.zeros(4))
+
+
 def test_grpo_normalises_the_weighted_sum_within_each_group():
     # Weighted sums: group 1 [0.5, 1.5, 2.5, 3.5] (mean 2, std sqrt(1.25)); group 2 [5, 7, 5, 7] (mean 6, std 1).
     rewards = torch.tensor([[0., 1.], [0., 3.], [2., 1.], [2., 3.], [5., 0.], [5., 4.], [5., 0.], [5., 4.]])

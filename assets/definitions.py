@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.annotation import ANNOTATION_ASSETS, annotation_loop_job, new_annotations, refresh_annotations_job
+from assets.conversations import conversations
 from assets.executors import DATASET_JOB, PROCESS_JOB, build_executor
 from assets.partitions import PER_SOURCE_GROUPS
 from assets.resources import PipelineSettings, StageModels
@@ -23,11 +24,12 @@ process_sources_job = dg.define_asset_job(
     description="Every per-source stage (probe, faces, active speakers, speech, FLAME, captions) for selected partitions.",
 )
 build_dataset_job = dg.define_asset_job(
-    DATASET_JOB, selection=dg.AssetSelection.assets(dataset_shards),
-    description="Append new and re-processed sources' clips as new shards, retire changed ones, run the dataset checks.",
+    DATASET_JOB, selection=dg.AssetSelection.assets(conversations, dataset_shards),
+    description="Pair conversation sessions (conversation mode), append new and re-processed sources' clips as new "
+                "shards, retire changed ones, run the dataset checks.",
 )
 
-ALL_ASSETS = [source_probe, *STAGE_ASSETS, dataset_shards]
+ALL_ASSETS = [source_probe, *STAGE_ASSETS, conversations, dataset_shards]
 ALL_CHECKS = [every_source_accounted_for, shards_open]
 
 

@@ -10,6 +10,7 @@ import json
 
 import dagster as dg
 
+from assets.conversations import conversations
 from assets.partitions import SOURCE_PARTITIONS_NAME
 from assets.resources import PipelineSettings
 from assets.stage_metadata import png_markdown
@@ -17,7 +18,8 @@ from assets.stages import STAGE_ASSETS
 from pipelines.atomic import atomic_write_bytes, atomic_write_text
 from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
-from pipelines.reports import gates_report_png, qc_plot_png
+from pipelines.conversation.summary import load_summaries
+from pipelines.reports import gates_report_png, qc_plot_png, role_seconds_png
 from pipelines.schema.index import MissingShardIndexError, ShardIndex, ShardIndexError
 from pipelines.schema.manifest import DatasetStats, FunnelStats, SourceRow, load_manifest
 from pipelines.shards import compact_shards, verify_shards, write_shards
@@ -59,7 +61,7 @@ def _previous_stats(config: PipelineConfig) -> DatasetStats | None:
 
 @dg.asset(
     group_name="dataset",
-    deps=STAGE_ASSETS,
+    deps=[*STAGE_ASSETS, conversations],  # conversation mode's pairing writes members the shards carry
     kinds={"webdataset"},
     automation_condition=dg.AutomationCondition.eager(),
 )
@@ -87,6 +89,13 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         atomic_write_bytes(gates_path, gates_png)
     else:
         png, gates_png = overview_path.read_bytes(), gates_path.read_bytes()
+    roles_meta = {}
+    if config.conversation.mode == "conversation":
+        roles_path = qc_dir / "roles.png"
+        if changed or not roles_path.is_file():
+            seconds = [a.info.role_seconds.model_dump() for s in load_summaries(config) for a in s.actors]
+            atomic_write_bytes(roles_path, role_seconds_png(seconds))
+        roles_meta = {"qc_roles": png_markdown(roles_path.read_bytes(), "seconds per role")}
     atomic_write_text(config.paths.shards_dir / "qc" / "pending.json", json.dumps(pending))
     published = None
     if config.shards.publish_url:
@@ -113,6 +122,7 @@ def dataset_shards(context: dg.AssetExecutionContext, settings: PipelineSettings
         "shards_dir": dg.MetadataValue.path(str(summary.shards_dir)),
         "qc_overview": png_markdown(png, "QC overview"),
         "qc_gates": png_markdown(gates_png, "funnel and gates"),
+        **roles_meta,
         **funnel_metadata(stats.funnel),
         "published_to": published.url if published else "not published (shards.publish_url unset)",
     })

@@ -2,7 +2,8 @@
 
     talkinghead models status [--json]
     talkinghead scan                          # register the input folder's videos
-    talkinghead run [--input DIR] [--stage S] [--force] [--workers N]   # every stage on every source + shards
+    talkinghead run [--input DIR] [--stage S] [--force] [--workers N]   # every stage on every source
+                                              # (+ the conversation pairing in conversation mode) + shards
     talkinghead annotation server start|stop|status
     talkinghead train sft|rl|evaluate ...
 """
@@ -46,17 +47,39 @@ def _scan(args) -> int:
     return 0
 
 
+def _print_pairing(pairing) -> None:
+    """Conversation mode: each session's outcome and its actors' seconds per role; refused sidecars."""
+    for sidecar, why in pairing.refused.items():
+        print(f"REFUSED sidecar {sidecar}: {why} (its videos are shared-video sources)", file=sys.stderr)
+    for outcome in pairing.sessions:
+        if outcome.status in ("empty", "unchanged"):
+            continue
+        line = f"session {outcome.plan.input} {outcome.plan.name}: {outcome.status}"
+        print(line + (f" ({outcome.detail})" if outcome.detail else ""),
+              file=sys.stderr if outcome.status == "failed" else sys.stdout)
+        for actor in outcome.summary.actors if outcome.summary else ():
+            seconds = actor.info.role_seconds
+            print(f"  {actor.key} {actor.info.actor} (partner {actor.info.partner}): speaking {seconds.speaking:.2f} s, "
+                  f"listening {seconds.listening:.2f} s, both {seconds.both:.2f} s, silent {seconds.silent:.2f} s")
+    counts = Counter(outcome.status for outcome in pairing.sessions)
+    print("conversations: " + (", ".join(f"{status} {n}" for status, n in sorted(counts.items())) or "no session"))
+
+
 def _run(args) -> int:
+    from pipelines.conversation.pairing import PairingReport, pair_sessions
     from pipelines.ingest import SourceRegistry
-    from pipelines.runner import close_backends, run_sources
+    from pipelines.runner import ModelBackends, close_backends, run_sources
     from pipelines.shards import write_shards
 
     config = load_config(args.config)
     refs = SourceRegistry(config.paths.registry_path).scan(config.paths.input_dir, config.ingest.extensions,
                                                            progress=not args.quiet)
+    pairing = PairingReport()
     try:
         report = run_sources(refs, config, stages=args.stage or None, force=args.force, progress=not args.quiet,
                              workers=args.workers)
+        if config.conversation.mode == "conversation":  # after every per-source stage, before the shards
+            pairing = pair_sessions(config, refs, ModelBackends(config), progress=not args.quiet)
     finally:
         close_backends()
     for record in report.records:
@@ -65,13 +88,15 @@ def _run(args) -> int:
     print("stages: " + ", ".join(f"{stage} {status} {n}" for (stage, status), n in sorted(ran.items())))
     for source_id, error in report.failures.items():
         print(f"FAILED {source_id}: {error}", file=sys.stderr)
+    if config.conversation.mode == "conversation":
+        _print_pairing(pairing)
     summary = write_shards(report.records, config, progress=not args.quiet)
     print(json.dumps(summary.stats.model_dump(mode="json"), indent=1))
     print(json.dumps({"shards_added": summary.added, "sources_retired": summary.retired,
                       "sources_unpackable": summary.unpackable}, indent=1))
     for source_id, why in summary.unpackable.items():
         print(f"UNPACKABLE {source_id}: {why} (tried again on the next run)", file=sys.stderr)
-    return 1 if report.failures or summary.unpackable else 0
+    return 1 if report.failures or pairing.failures or summary.unpackable else 0
 
 
 def _compact(args) -> int:

@@ -357,6 +357,34 @@ class AnnotationConfig(StrictModel):
         return None if value is None else Path(value).expanduser().resolve()
 
 
+class ConversationConfig(StrictModel):
+    """Conversation mode (pipelines/conversation): every tracked participant is an actor with a role per frame.
+
+    Who speaks when comes from each audio track's level: a participant's own microphone, or the
+    mixed track of a shared video (there Light-ASD says which face speaks and the speech stage's
+    speaker count says where voices overlap). The level rule, not the speech stage's activity, because
+    on the composed GRID session of tests/pipelines/conversation/test_pairing.py pyannote segmentation
+    called a 1 s silent pause speech (25 frames) and ended turns 9-11 frames early at quiet word
+    endings, where the level rule matched every frame of the composition.
+    """
+
+    mode: Literal["speaking_only", "conversation"] = Field(
+        "speaking_only", description="speaking_only: clips of visible speakers only (FlowPortrait's rule); "
+        "conversation: each participant's continuous track with a role per frame and the partner's streams.")
+    voice_margin_db: float = Field(
+        15.0, gt=0, description="Audio is voiced where its 10 ms level is this far above the track's noise floor.")
+    noise_floor_percentile: float = Field(
+        10.0, gt=0, lt=50, description="A track's noise floor: this percentile of its 10 ms levels (in a "
+        "conversation each participant is silent far more than this share of the time).")
+    min_noise_floor_dbfs: float = Field(
+        -70.0, le=0, description="The noise floor is taken as no lower than this (digitally silent stretches "
+        "would put it at minus infinity; any real room is louder).")
+    max_pause_s: float = Field(
+        0.3, ge=0, description="Unvoiced gaps shorter than this between voiced stretches are bridged (pauses "
+        "between words and stop consonants).")
+    min_voice_s: float = Field(0.1, ge=0, description="Voiced stretches shorter than this are dropped (clicks).")
+
+
 class RuntimeConfig(StrictModel):
     """How `talkinghead run` spreads sources over processes on one machine (never changes outputs)."""
 
@@ -384,6 +412,7 @@ class PipelineConfig(StrictModel):
     shards: ShardConfig = ShardConfig()
     annotation: AnnotationConfig = AnnotationConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    conversation: ConversationConfig = ConversationConfig()
 
     @model_validator(mode="after")
     def _check_crop_fps(self) -> "PipelineConfig":
@@ -394,8 +423,11 @@ class PipelineConfig(StrictModel):
     def content_hash(self) -> str:
         """Hash of every setting that changes outputs (paths and annotation excluded), recorded in each sample."""
         # Annotation settings and where shards are copied never change a sample.
+        # Speaking-only mode reads none of the conversation settings: left out, so that its hash (recorded
+        # in every sample) is the one it had before conversation mode existed.
+        speaking_only = {"conversation": True} if self.conversation.mode == "speaking_only" else {}
         payload = self.model_dump(mode="json", exclude={"paths": True, "annotation": True, "runtime": True,
-                                                     "shards": {"publish_url"}})
+                                                     "shards": {"publish_url"}, **speaking_only})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

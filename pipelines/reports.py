@@ -210,3 +210,66 @@ def asd_plot_png(plots: dict, threshold: float) -> bytes:
     fig.savefig(out, format="png", dpi=80)
     plt.close(fig)
     return out.getvalue()
+
+
+ROLE_COLOURS = {"speaking": "#4c72b0", "listening": "#55a868", "both": "#c44e52", "silent": "#d0d0d0"}
+
+
+def role_timelines_png(rows: list[tuple[str, float, float, np.ndarray]], title: str) -> bytes:
+    """One conversation session's role timelines: a row per actor sample, coloured by role per frame.
+
+    ``rows``: (label, start on the session clock in s, fps, role codes per frame) per actor.
+    """
+    from pipelines.conversation.roles import runs
+    from pipelines.schema.conversation import Role
+
+    fig, ax = plt.subplots(figsize=(10, 0.6 + 0.55 * max(1, len(rows))))
+    for y, (label, start_s, fps, codes) in enumerate(rows):
+        for role in Role:
+            spans = [(start_s + lo / fps, (hi - lo) / fps) for lo, hi in runs(np.asarray(codes) == role)]
+            ax.broken_barh(spans, (y - 0.35, 0.7), color=ROLE_COLOURS[role.name.lower()])
+    if not rows:
+        ax.text(0.5, 0.5, "no actor sample", ha="center", va="center", transform=ax.transAxes)
+    ax.set_yticks(range(len(rows)), [label for label, *_ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("session time (s)")
+    ax.set_title(title, fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour) for colour in ROLE_COLOURS.values()]
+    ax.legend(handles, list(ROLE_COLOURS), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=80)
+    plt.close(fig)
+    return out.getvalue()
+
+
+def role_seconds_png(seconds: list[dict[str, float]]) -> bytes:
+    """Conversation mode's QC panel: seconds per role over every actor sample, and how much of each
+    sample is listening (the data speaking-only mode never keeps).
+
+    ``seconds``: each actor sample's seconds per role (speaking, listening, both, silent).
+    """
+    fig, (totals_ax, share_ax) = plt.subplots(1, 2, figsize=(11, 3.6))
+    totals = {role: sum(s[role] for s in seconds) for role in ROLE_COLOURS}
+    whole = sum(totals.values())
+    if whole > 0:
+        names = list(totals)
+        totals_ax.barh(names, [totals[n] for n in names], color=[ROLE_COLOURS[n] for n in names])
+        for y, name in enumerate(names):
+            totals_ax.text(totals[name], y, f" {totals[name]:.1f} s ({100 * totals[name] / whole:.0f}%)",
+                           va="center", fontsize=8)
+        totals_ax.invert_yaxis()
+        totals_ax.set_xlim(0, max(totals.values()) * 1.4)
+        totals_ax.set_title(f"seconds per role over {len(seconds)} actor samples")
+        totals_ax.set_xlabel("seconds")
+        shares = [s["listening"] / total for s in seconds if (total := sum(s[r] for r in ROLE_COLOURS)) > 0]
+        _hist(share_ax, shares, "listening share per actor sample", "listening / sample duration",
+              "no actor sample", ROLE_COLOURS["listening"], bins=20, range=(0, 1))
+    else:
+        _no_data(totals_ax, "seconds per role", "no actor sample paired")
+        _no_data(share_ax, "listening share per actor sample", "no actor sample paired")
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=80)
+    plt.close(fig)
+    return out.getvalue()

@@ -28,6 +28,14 @@ the packer) memoises per source its stage-fingerprint digest, accepted keys, sta
 where its rows are in ``manifest.jsonl``, keyed on the face-stage record as passed and the file
 identity (mtime, size, inode) of each later stage's stored result. An unchanged source then
 costs a few ``stat`` calls; a missing or torn memo only makes one write decide every source again.
+
+Conversation mode (``conversation.mode``): a sample also carries the members the pairing wrote for
+it (``role.npy``, ``partner.wav``, ``partner.flame.npz``; pipelines/conversation/pairing.py) and its
+JSON the ``conversation`` section, from its session's summary. The summary's digest for the source
+joins the source's fingerprints (``stage_fingerprints["conversation"]``) and the summary file's
+identity joins the memo's stamp, so a changed pairing re-packs the source. A sample whose session
+has no current summary (not paired yet, or its sources changed since) is unpackable and tried again
+on the next write. Speaking-only mode reads none of it: its shards are what they were before.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from tqdm import tqdm
 
 from pipelines.atomic import TMP_SUFFIX, atomic_path, atomic_write_bytes
 from pipelines.config import PipelineConfig
+from pipelines.conversation.summary import ActorSummary, ConversationIndex, SessionSummary, conversations_dir
 from pipelines.ingest import skipped_file_rows
 from pipelines.schema.index import (
     INDEX_FILE,
@@ -201,14 +210,91 @@ def _write_tar(path: Path, samples: Iterable[dict]) -> tuple[int, str, int]:
     return hashing.size, hashing.digest.hexdigest(), count
 
 
-def _sample_bytes(config: PipelineConfig, source_id: str, segment: Segment, fingerprints: dict[str, str]) -> dict:
-    """The sample's members; its JSON is validated against the schema before it is packed."""
+def _sample_bytes(config: PipelineConfig, source_id: str, segment: Segment, fingerprints: dict[str, str],
+                  pairings: _Pairings | None = None) -> dict:
+    """The sample's members; its JSON is validated against the schema before it is packed. In
+    conversation mode (``pairings``) the pairing's members and record section join them, or
+    ValueError says why they cannot."""
     folder = source_dir(config, source_id)
     sample = {"__key__": segment.key}
     for ext, name in sorted(segment.files.items()):
         sample[ext] = (folder / name).read_bytes()
-    sample["json"] = sample_record(sample["json"], segment, fingerprints).dumps()
+    record = sample_record(sample["json"], segment, fingerprints)
+    if pairings is not None:
+        actor = pairings.actor(source_id, segment.key)
+        for member, name in sorted(actor.files.items()):
+            data = (folder / name).read_bytes()
+            if hashlib.sha256(data).hexdigest() != actor.sha256[member]:
+                raise ValueError(f"{name}: changed since the pairing wrote it")
+            sample[member] = data
+        record = record.model_copy(update={"conversation": actor.info})
+    sample["json"] = record.dumps()
     return sample
+
+
+class _Pairings:
+    """Conversation mode: the pairing's session summaries as the packer reads them (its index once per
+    write, each summary once). A summary is current while every source it was computed from still has
+    the stage fingerprints it read."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self.folder = conversations_dir(config)
+        self.index = ConversationIndex.load(self.folder)
+        self._summaries: dict[str, SessionSummary | str] = {}  # file name -> summary, or why it is unusable
+        self._digests: dict[str, str] = {}
+
+    def stamp(self, source_id: str) -> str:
+        name = self.index.sources.get(source_id)
+        return f"conversation:{name}:{_file_identity(self.folder / name)}" if name else "conversation:-"
+
+    def _digest(self, source_id: str) -> str:
+        if source_id not in self._digests:
+            self._digests[source_id] = source_fingerprint(stage_fingerprints(self.config, source_id))
+        return self._digests[source_id]
+
+    def summary(self, source_id: str) -> SessionSummary | str:
+        """The source's current session summary, or why there is none."""
+        name = self.index.sources.get(source_id)
+        if name is None:
+            return "not paired (conversation mode: run the pairing, `talkinghead run` or the conversations asset)"
+        if name not in self._summaries:
+            try:
+                summary = SessionSummary.load(self.folder / name)
+            except (OSError, ValueError) as error:
+                self._summaries[name] = f"its session summary {name} cannot be read ({error})"
+            else:
+                changed = sorted(sid for sid, digest in summary.inputs.items() if self._digest(sid) != digest)
+                self._summaries[name] = summary if not changed else \
+                    f"its session {summary.session} was paired before {', '.join(changed)} changed: pair it again"
+        return self._summaries[name]
+
+    def fingerprint(self, source_id: str) -> str | None:
+        """What the source's samples gain from the pairing, as one digest; None while it is not current."""
+        summary = self.summary(source_id)
+        return summary.digest_of(source_id) if isinstance(summary, SessionSummary) else None
+
+    def actor(self, source_id: str, key: str) -> ActorSummary:
+        """The pairing's entry for sample ``key``; ValueError when it has none."""
+        summary = self.summary(source_id)
+        if not isinstance(summary, SessionSummary):
+            raise ValueError(summary)
+        actor = summary.actor(key)
+        if actor is None:
+            raise ValueError(f"not among the actors of its session {summary.session}: pair it again")
+        return actor
+
+
+def _pairings(config: PipelineConfig) -> _Pairings | None:
+    return _Pairings(config) if config.conversation.mode == "conversation" else None
+
+
+def sample_fingerprints(config: PipelineConfig, source_id: str, pairings: _Pairings | None) -> dict[str, str]:
+    """What a source's samples record as ``stage_fingerprints``: every stage's, plus in conversation mode
+    the pairing's (under ``conversation``) while it is current."""
+    prints = stage_fingerprints(config, source_id)
+    paired = pairings.fingerprint(source_id) if pairings is not None else None
+    return {**prints, "conversation": paired} if paired else prints
 
 
 def _plan_shards(sizes: list[tuple[str, int]], max_samples: int, max_bytes: int) -> list[list[str]]:
@@ -351,7 +437,8 @@ class _Stamper:
     as passed, and the identity (mtime, size, inode) of each later stage's stored result, which every
     stage run replaces atomically. A few stat calls per source, no file reads."""
 
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, pairings: _Pairings | None = None):
+        self.pairings = pairings
         self.config_hash = config.content_hash()
         probe = "source"  # where result files lie inside a source folder, from the runner's own layout
         self.results = [str(result_path(config, probe, spec.name).relative_to(source_dir(config, probe)))
@@ -368,6 +455,8 @@ class _Stamper:
                 parts.append(f"{name}:{info.st_mtime_ns}:{info.st_size}:{info.st_ino}")
             except FileNotFoundError:
                 parts.append(f"{name}:-")
+        if self.pairings is not None:
+            parts.append(self.pairings.stamp(record.source_id))
         return "|".join(parts)  # compared as is: a few hundred bytes per source in the memo
 
 
@@ -399,11 +488,12 @@ def _load_decided(shards_dir: Path) -> dict[str, _DecidedSource]:
     return out
 
 
-def _decide(records: list[SourceRecord], config: PipelineConfig, shards_dir: Path) -> dict[str, _DecidedSource]:
+def _decide(records: list[SourceRecord], config: PipelineConfig, shards_dir: Path,
+            pairings: _Pairings | None = None) -> dict[str, _DecidedSource]:
     """Every source's packing facts: from the memo where its stamp still matches (an unchanged source
     costs a few stat calls), else from its decided record (:func:`pipelines.runner.decided_record`)."""
     memo = _load_decided(shards_dir)
-    stamp_of = _Stamper(config)
+    stamp_of = _Stamper(config, pairings)
     out = {}
     for record in records:
         stamp = stamp_of(record)
@@ -414,7 +504,7 @@ def _decide(records: list[SourceRecord], config: PipelineConfig, shards_dir: Pat
         decided = decided_record(config, record)
         accepted = sorted(seg.key for seg in decided.accepted_segments()) if decided.status == ACCEPTED else []
         out[record.source_id] = _DecidedSource(
-            stamp, source_fingerprint(stage_fingerprints(config, record.source_id)), accepted,
+            stamp, source_fingerprint(sample_fingerprints(config, record.source_id, pairings)), accepted,
             manifest_text(manifest_rows([decided])).encode(), SourceStatsPart.of(decided), record=decided)
     return out
 
@@ -470,7 +560,8 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     shards_dir.mkdir(parents=True, exist_ok=True)
     old = _existing_index(shards_dir)
     _remove_unindexed(shards_dir, old, config)
-    decided = _decide(records, config, shards_dir)
+    pairings = _pairings(config)
+    decided = _decide(records, config, shards_dir, pairings)
     by_id = {record.source_id: record for record in records}
     current = {sid: sorted(decided[sid].accepted) for sid in sorted(decided)}
     digests = {sid: decided[sid].digest for sid, keys in current.items() if keys}
@@ -509,7 +600,7 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
         except OSError as error:
             unpackable.setdefault(owner[key], f"{key}: {error}")
     plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
-    stage_prints = {sid: stage_fingerprints(config, sid) for sid in to_pack}
+    stage_prints = {sid: sample_fingerprints(config, sid, pairings) for sid in to_pack}
 
     added, number, listed = [], old.next_shard, set(old.names)
     bar = tqdm(total=len(sizes), desc="packing", unit="sample", disable=not progress)
@@ -518,7 +609,7 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
         for key in keys:
             sid = owner[key]
             try:
-                sample = _sample_bytes(config, sid, segments[key], stage_prints[sid])
+                sample = _sample_bytes(config, sid, segments[key], stage_prints[sid], pairings)
             except (OSError, ValueError) as error:  # unreadable member, or a JSON the schema rejects
                 unpackable.setdefault(sid, f"{key}: {error}")
                 continue

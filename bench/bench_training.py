@@ -1,15 +1,20 @@
 """Trainer throughput: SFT steps/s (VAE and flow) and RL rollouts/s, on whatever device accelerate picks.
 
-    python bench/bench_training.py [--shards DIR] [--preset tiny|medium] [--steps N] [--json OUT]
+    python bench/bench_training.py [--shards DIR] [--conversation] [--preset tiny|medium] [--steps N] [--json OUT]
 
 Without --shards it builds pipeline shards from the GRID clips in ../shared/media/grid
 (face stage with the real SCRFD weights, FLAME stage with the scripted SHeaP stand-in of
-pipelines/fixtures/sheap.py) and tiny random wav2vec2 / T5 encoders, none of it timed. The
-presets differ in model size (see PRESETS); windows are 64 frames (GRID clips are 72).
-Each figure leaves out setup and one warm-up step: SFT steps/s = optimizer steps / s (batch
-of the preset, frozen VAE and condition encoders included); RL rollouts/s = rollouts
-(conditions x group size) sampled per second, and RL steps/s for whole steps (rollouts,
-rewards, replay and update). CPU figures depend on the machine's load: the header prints it.
+pipelines/fixtures/sheap.py) and tiny random wav2vec2 / T5 encoders, none of it timed;
+--conversation turns those shards into conversation shards
+(pipelines/fixtures/conversation_shards.py) and runs RL with ``rl.listener_only`` on (off on
+speaking-only shards, which have no listening frame). The presets differ in model size (see
+PRESETS); windows are 64 frames (GRID clips are 72). Each figure leaves out setup and one
+warm-up step: SFT steps/s = optimizer steps / s (batch of the preset, frozen VAE and condition
+encoders included), for the flow model with its partner streams (the default) and without
+(``flow.partner_streams: false``, the speaking-only layout: what the partner tokens cost);
+RL rollouts/s = rollouts (conditions x group size) sampled per second, and RL steps/s for whole
+steps (rollouts, rewards, replay and update). CPU figures depend on the machine's load: the
+header prints it.
 """
 
 from __future__ import annotations
@@ -42,18 +47,22 @@ PRESETS = {
 }
 
 
-def build_inputs(root: Path) -> tuple[Path, tuple[Path, Path]]:
+def build_inputs(root: Path, conversation: bool) -> tuple[Path, tuple[Path, Path]]:
+    from pipelines.fixtures.conversation_shards import build_conversation_shards
     from pipelines.fixtures.encoders import build_tiny_encoders
     from pipelines.fixtures.shards import build_flame_shards
 
     shared = Path(os.environ.get("TALKINGHEAD_SHARED_DIR") or REPO.parent / "shared")
     clips = sorted((shared / "media" / "grid").glob("*.mpg"))
     shards = build_flame_shards(root / "data", clips, shared / "models")
+    if conversation:
+        shards = build_conversation_shards(root / "conversation", shards)
     return shards, build_tiny_encoders(root / "encoders")
 
 
-def run_config(kind: str, root: Path, shards: Path, encoders, preset: dict, steps: int, batch: int, **extra):
-    return load_run_config(None, kind=kind, run_dir=str(root / kind), steps=steps, save_every=10 ** 6,
+def run_config(kind: str, root: Path, shards: Path, encoders, preset: dict, steps: int, batch: int,
+               name: str | None = None, **extra):
+    return load_run_config(None, kind=kind, run_dir=str(root / (name or kind)), steps=steps, save_every=10 ** 6,
                            log_every=10 ** 6, data={"shards": str(shards), "window_frames": WINDOW,
                                                     "batch_size": batch, "shuffle_buffer": 8},
                            vae={**preset["vae"], "latent_rate": 8}, flow={**preset["flow"], **extra.pop("flow", {})},
@@ -71,8 +80,9 @@ def time_sft(config) -> float:
 
 
 def time_rl(config) -> tuple[float, float]:
-    from training.rl import RLRun, collect_rollouts
+    from training.flow import role_guidance
     from training.flow_parts import flow_inputs
+    from training.rl import RLRun, collect_rollouts
 
     run = RLRun(config)
     stream = run.stream(0)
@@ -83,11 +93,12 @@ def time_rl(config) -> tuple[float, float]:
     whole = time.perf_counter() - start
     for _ in range(steps):
         batch = next(stream)
-        inputs = flow_inputs(run.parts, batch, run.trainer.device)
-        group = config.rl.group_size
+        policy, group = run.trainer.unwrapped, config.rl.group_size
+        inputs = flow_inputs(run.parts, batch, run.trainer.device, policy.partner)
+        guidance = role_guidance(inputs["roles"].repeat_interleave(group, 0), run.parts.vae_config.vae.latent_rate,
+                                 config.flow.guidance_scale, config.flow.listen_scale)
         t0 = time.perf_counter()
-        collect_rollouts(run.trainer.unwrapped, inputs["audio"].repeat_interleave(group, 0),
-                         inputs["text"].repeat_interleave(group, 0), config, torch.Generator().manual_seed(0))
+        collect_rollouts(policy, inputs["conditions"].repeat(group), guidance, config, torch.Generator().manual_seed(0))
         sampling += time.perf_counter() - t0
         rollouts += len(batch["key"]) * group
     return rollouts / sampling, steps / whole
@@ -97,25 +108,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", help="pipeline shard folder with FLAME arrays (default: build from GRID)")
     parser.add_argument("--encoders", nargs=2, metavar=("AUDIO", "TEXT"), help="local encoder folders")
+    parser.add_argument("--conversation", action="store_true",
+                        help="conversation shards (built ones, or --shards holding them): RL with listener_only on")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     root = Path(tempfile.mkdtemp(prefix="bench-training-"))
-    shards, encoders = build_inputs(root) if not args.shards else (Path(args.shards), tuple(args.encoders))
+    shards, encoders = build_inputs(root, args.conversation) if not args.shards else (Path(args.shards),
+                                                                                      tuple(args.encoders))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine()
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.2f}, preset {args.preset}, window {WINDOW} frames")
-    figures = {"device": device, "preset": args.preset}
+          f"load average {os.getloadavg()[0]:.2f}, preset {args.preset}, window {WINDOW} frames, "
+          f"{'conversation' if args.conversation else 'speaking-only'} shards")
+    figures = {"device": device, "preset": args.preset, "conversation": args.conversation}
     vae = run_config("vae", root, shards, encoders, preset, args.steps, preset["batch"])
     figures["vae_sft_steps_per_s"] = time_sft(vae)
     flow = run_config("flow", root, shards, encoders, preset, args.steps, preset["batch"],
                       flow={"vae_run": str(root / "vae")})
     figures["flow_sft_steps_per_s"] = time_sft(flow)
+    without_partner = run_config("flow", root, shards, encoders, preset, args.steps, preset["batch"],
+                                 name="flow-no-partner", flow={"vae_run": str(root / "vae"), "partner_streams": False})
+    figures["flow_sft_no_partner_steps_per_s"] = time_sft(without_partner)
     rl = run_config("rl", root, shards, encoders, preset, args.steps, preset["conditions"],
-                    rl={"init_run": str(root / "flow")})
+                    rl={"init_run": str(root / "flow"), "listener_only": args.conversation})
     figures["rl_rollouts_per_s"], figures["rl_steps_per_s"] = time_rl(rl)
     for key, value in figures.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")

@@ -5,9 +5,16 @@ Three stages, each one run folder (config.yaml, stats.json, log.jsonl, checkpoin
 - ``kind: vae``: a motion VAE that compresses windows of FLAME parameters to latents
   (training/vae.py), with normalisation statistics computed from the shards;
 - ``kind: flow``: an auto-regressive rectified-flow transformer on those latents, conditioned on
-  frozen audio (wav2vec2-family) and caption (T5-family) encoders (training/flow.py);
+  frozen audio (wav2vec2-family) and caption (T5-family) encoders and, in conversations, on the
+  partner's audio and motion latents, with classifier-free guidance weighted by the actor's
+  role per frame (training/flow.py);
 - ``kind: rl``: RL post-training of the flow model with group-relative advantages from SDE
-  rollouts (training/rl.py, Flow-GRPO / GDPO).
+  rollouts (training/rl.py, Flow-GRPO / GDPO), by default on listening frames only
+  (``rl.listener_only``, GDPO-Listener).
+
+Speaking-only shards (FlowPortrait) and conversation shards (GDPO-Listener; the members in
+pipelines/schema/conversation.py) go through the same loader and models: a speaking-only sample
+is all speaking, without partner.
 
 Entry points: ``python -m training train {sft,rl,evaluate}`` (training/cli.py, also the
 ``train`` group of the ``talkinghead`` command), ``python -m training.sft`` / ``training.rl``

@@ -43,7 +43,8 @@ from training.config import FlowConfig
 from training.layers import seeded, sinusoid, transformer
 
 TAU_SALT, NOISE_SALT, DROP_SALT, PARTNER_DROP_SALT = 21, 22, 23, 24
-TEXT, AUDIO, PARTNER_AUDIO, PARTNER_MOTION, HISTORY, NOISY = range(6)
+TEXT, AUDIO, HISTORY, NOISY = range(4)  # rows of token_type
+PARTNER_AUDIO, PARTNER_MOTION = range(2)  # rows of partner_token_type
 # A latent is "mostly" something when more than this share of its frames is: a partner face
 # mostly tracked (its motion token is attended), a latent mostly listening (RL's listener_only).
 MOSTLY = 0.5
@@ -123,17 +124,20 @@ class MotionFlow(nn.Module):
         self.text_proj = nn.Linear(text_dim, width)
         self.null_audio = nn.Parameter(torch.randn(width) * 0.02)
         self.null_text = nn.Parameter(torch.randn(width) * 0.02)
-        if self.partner:
-            self.partner_audio_proj = nn.Linear(audio_dim, width)
-            self.partner_motion_proj = nn.Linear(latent_dim, width)
         self.history_proj = nn.Linear(latent_dim, width)
         self.noisy_proj = nn.Linear(latent_dim, width)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.position = nn.Parameter(torch.randn(length, width) * 0.02)
-        self.token_type = nn.Parameter(torch.randn(NOISY + 1, width) * 0.02)
+        self.token_type = nn.Parameter(torch.randn(4, width) * 0.02)
         self.blocks = transformer(width, config.layers, config.heads, config.dropout)
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, latent_dim)
+        if self.partner:
+            # Parameters of their own, made last: without partner streams the model is the speaking-only
+            # one parameter for parameter, initialised alike (checkpoints from before the partner streams load).
+            self.partner_audio_proj = nn.Linear(audio_dim, width)
+            self.partner_motion_proj = nn.Linear(latent_dim, width)
+            self.partner_token_type = nn.Parameter(torch.randn(2, width) * 0.02)
         # Latent standardisation (per-channel mean, one scale), set once from the first training batch.
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
@@ -157,8 +161,8 @@ class MotionFlow(nn.Module):
         zeros_motion = like.new_zeros(batch, n, self.latent_dim)
         motion = zeros_motion if cond.partner_motion is None else torch.where(
             seen[..., None], self.standardise(cond.partner_motion), zeros_motion)
-        a = self.partner_audio_proj(audio) + pos + self.token_type[PARTNER_AUDIO]
-        m = self.partner_motion_proj(motion) + pos + self.token_type[PARTNER_MOTION]
+        a = self.partner_audio_proj(audio) + pos + self.partner_token_type[PARTNER_AUDIO]
+        m = self.partner_motion_proj(motion) + pos + self.partner_token_type[PARTNER_MOTION]
         return a, m, torch.cat([~heard[:, None].expand(batch, n), ~seen], dim=1)
 
     def velocity(self, noisy: torch.Tensor, tau: torch.Tensor, history: torch.Tensor, cond: Conditions,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,6 +15,9 @@ from training.config import FlowConfig
 from training.flow import Conditions, MotionFlow, attention_mask, latent_share, role_guidance
 
 L, D, DA, DT, RATE = 5, 4, 6, 3, 4
+REPO = Path(__file__).resolve().parents[2]
+# The last commit of training/flow.py before the partner streams (issue 16).
+SPEAKING_ONLY_FLOW_COMMIT = "f5a94636753e9e75648e4de8f60cc7228f6c1369"
 
 
 def _model(**config) -> MotionFlow:
@@ -126,3 +134,27 @@ def test_partner_dropout_in_training_is_masking_the_partner(partner_drop):
         torch.testing.assert_close(loss, without)
     else:
         assert not torch.allclose(loss, without)
+
+
+def test_a_model_without_partner_streams_is_the_speaking_only_model_of_before():
+    """flow.partner_streams false: the parameters of training/flow.py before the partner streams, initialised
+    alike from one seed, computing the same velocities (its checkpoints load and mean what they meant)."""
+    shown = subprocess.run(["git", "-C", str(REPO), "show", f"{SPEAKING_ONLY_FLOW_COMMIT}:training/flow.py"],
+                           capture_output=True, text=True, check=False)
+    if shown.returncode:
+        pytest.skip(f"commit {SPEAKING_ONLY_FLOW_COMMIT[:8]} is not in this clone's history: {shown.stderr.strip()}")
+    spec = importlib.util.spec_from_loader("flow_before_partner", loader=None)
+    old_module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old_module
+    exec(compile(shown.stdout, "flow_before_partner.py", "exec"), old_module.__dict__)
+    torch.manual_seed(0)
+    old = old_module.MotionFlow(D, DA, DT, L, FlowConfig(width=16, layers=2, heads=2)).eval()
+    new = _model(partner_streams=False)
+    assert {k: v.shape for k, v in old.state_dict().items()} == {k: v.shape for k, v in new.state_dict().items()}
+    assert all(torch.equal(value, new.state_dict()[name]) for name, value in old.state_dict().items())
+    with_partner = _model()  # the shared parameters are initialised alike too
+    assert all(torch.equal(value, with_partner.state_dict()[name]) for name, value in old.state_dict().items())
+    noisy, tau, history, cond = _inputs()
+    keep = _keep()
+    torch.testing.assert_close(new.velocity(noisy, tau, history, Conditions(cond.audio, cond.text), keep, keep),
+                               old.velocity(noisy, tau, history, cond.audio, cond.text, keep, keep), rtol=0, atol=0)

@@ -24,7 +24,8 @@ from training.sde import gaussian_kl, log_prob, sde_step
 # Speaking-only shards have no listening frame: RL on them needs rl.listener_only off.
 SPEAKING_ONLY = {"listener_only": False}
 # Without a partner in the data the partner projections get zero gradients: Adam leaves them as they are.
-PARTNER_WEIGHTS = {f"partner_{stream}_proj.{p}" for stream in ("audio", "motion") for p in ("weight", "bias")}
+PARTNER_WEIGHTS = {f"partner_{stream}_proj.{p}" for stream in ("audio", "motion") for p in ("weight", "bias")} | {
+    "partner_token_type"}
 
 
 def _rl_config(tmp_path, shards, flow_dir, **rl):

@@ -360,21 +360,18 @@ class AnnotationConfig(StrictModel):
 class ConversationConfig(StrictModel):
     """Conversation mode (pipelines/conversation): every tracked participant is an actor with a role per frame.
 
-    Who speaks when comes from each audio track's level: a participant's own microphone, or the
-    mixed track of a shared video (there Light-ASD says which face speaks and the speech stage's
-    speaker count says where voices overlap). The level rule, not the speech stage's activity, because
-    on the composed GRID session of tests/pipelines/conversation/test_pairing.py pyannote segmentation
-    called a 1 s silent pause speech (25 frames) and ended turns 9-11 frames early at quiet word
-    endings, where the level rule matched every frame of the composition.
+    Per participant, who speaks when comes from each microphone's level (the voice_* settings and
+    the noise floor below); in a shared video from the speech stage's speaker count on the mixed
+    track and Light-ASD's probability per face (asd.threshold). Why: pipelines/conversation/roles.py.
     """
 
     mode: Literal["speaking_only", "conversation"] = Field(
         "speaking_only", description="speaking_only: clips of visible speakers only (FlowPortrait's rule); "
         "conversation: each participant's continuous track with a role per frame and the partner's streams.")
     voice_margin_db: float = Field(
-        15.0, gt=0, description="Audio is voiced where its 10 ms level is this far above the track's noise floor.")
+        15.0, gt=0, description="A microphone is voiced where its 10 ms level is this far above its noise floor.")
     noise_floor_percentile: float = Field(
-        10.0, gt=0, lt=50, description="A track's noise floor: this percentile of its 10 ms levels (in a "
+        10.0, gt=0, lt=50, description="A microphone's noise floor: this percentile of its 10 ms levels (in a "
         "conversation each participant is silent far more than this share of the time).")
     min_noise_floor_dbfs: float = Field(
         -70.0, le=0, description="The noise floor is taken as no lower than this (digitally silent stretches "

@@ -76,7 +76,7 @@ PAIRING_VERSION = "1"
 # speech stage's activity settings (the speaker count it recomputes when the result lacks it).
 CONFIG_SECTIONS = ("conversation", "asd", "crops", "audio", "speech")
 ROLE_SOURCE_MICROPHONES = "own_microphone_level"
-ROLE_SOURCE_SHARED = "mix_level+light_asd+speaker_count"
+ROLE_SOURCE_SHARED = "speaker_count+light_asd"
 MOTION_GROUPS = ("raw", "smooth")  # the per-frame arrays of flame.npz (meta/ is per clip)
 
 OutcomeStatus = Literal["ran", "unchanged", "empty", "pending", "failed"]
@@ -304,9 +304,7 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
     if asd is None or asd.skipped:
         raise PairingError(f"{source.source_id}: no ASD result ({asd.skipped if asd else 'the stage has not run'})")
     rate = config.audio.sample_rate
-    mix = source.audio(rate)
-    voiced = voice_activity(mix, rate, source.audio_start_s, config.conversation)
-    speakers = speaker_counts(config, source.source_id, source.audio_start_s, mix, backends)
+    speakers = speaker_counts(config, source.source_id, source.audio_start_s, source.audio(rate), backends)
     probability = _track_probabilities(asd.details.get("plots") or {}, source)
     faces = {}
     for segment in source.record.segments:  # every face the face stage tracked long enough
@@ -320,7 +318,7 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
         if actor not in probability:
             raise PairingError(f"{segment.key}: the ASD result has no probability for face track {actor}")
         others = [p for track, p in probability.items() if track != actor]
-        roles = shared_video_roles(voiced.at(times, False), speakers.at(times, 0), probability[actor].at(times, 0.0),
+        roles = shared_video_roles(speakers.at(times, 0), probability[actor].at(times, 0.0),
                                    [p.at(times, 0.0) for p in others], config.asd.threshold)
         span = (segment.start_s, segment.start_s + clip.frames / clip.fps)
         partner_track = most_overlapping(span, {str(t): spans for t, spans in faces.items() if t != actor})

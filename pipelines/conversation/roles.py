@@ -4,14 +4,21 @@ Times are seconds on the session clock; output frame k of a clip starting at ``s
 shown at ``start_s + (k + 0.5) / fps`` (the face stage's rule). A role is a bit set
 (:class:`pipelines.schema.conversation.Role`): bit 0 the actor speaks, bit 1 someone else does.
 
-- Voice activity of one audio track (:func:`voice_activity`): its 10 ms level above its noise
-  floor by a margin, pauses between words bridged, clicks dropped (``config.conversation``).
 - Per-participant input (:func:`per_participant_roles`): the actor speaks where their own
-  microphone is voiced, someone else where another participant's microphone is.
-- Shared video (:func:`shared_video_roles`): one mixed track; the actor speaks where it is voiced
-  and the actor's face has a speaking probability at or over the ASD threshold; someone else
-  speaks where it is voiced and the actor does not, or where voices overlap (speaker count >= 2),
-  or where another face's probability reaches the threshold.
+  microphone is voiced, someone else where another participant's microphone is. A microphone is
+  voiced (:func:`voice_activity`) where its 10 ms level is over its noise floor by a margin,
+  pauses between words bridged, clicks dropped (``config.conversation``).
+- Shared video (:func:`shared_video_roles`): one mixed track and the speech stage's speaker count
+  on it; the actor speaks where someone does (count >= 1) and the actor's face has a speaking
+  probability at or over the ASD threshold; someone else speaks where someone does and the actor
+  does not, or where voices overlap (count >= 2), or where another face's probability reaches the
+  threshold.
+
+Why two voice rules: on the composed GRID session (tests/pipelines/conversation/test_pairing.py)
+the speaker count called each microphone's 1 s silent pause speech (25 frames) and ended turns 9-11
+frames early at quiet word endings, where the level rule matched every frame; on the mixed track
+of the two-shot, which never falls silent, the level rule's noise floor is speech and it missed 27
+of 94 frames where the count missed 10. The count is also the one that ignores non-speech sound.
 """
 
 from __future__ import annotations
@@ -119,11 +126,11 @@ def per_participant_roles(actor_voiced: np.ndarray, others_voiced: Sequence[np.n
     return role_codes(actor, other)
 
 
-def shared_video_roles(voiced: np.ndarray, speakers: np.ndarray, actor_probability: np.ndarray,
+def shared_video_roles(speakers: np.ndarray, actor_probability: np.ndarray,
                        others_probability: Sequence[np.ndarray], threshold: float) -> np.ndarray:
-    """Role codes from one mixed track (voiced, bool per frame; speaker count per frame) and the speaking
-    probability of the actor's face and of every other face on screen (0 where a face is not)."""
-    voiced = np.asarray(voiced, dtype=bool)
+    """Role codes from one mixed track's speaker count per frame and the speaking probability of the
+    actor's face and of every other face on screen (0 where a face is not)."""
+    voiced = np.asarray(speakers) >= 1
     overlap = np.asarray(speakers) >= 2
     actor = voiced & (np.asarray(actor_probability) >= threshold)
     other_face = np.zeros_like(voiced)

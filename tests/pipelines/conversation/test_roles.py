@@ -98,17 +98,16 @@ def test_per_participant_roles_from_own_and_other_microphones():
     assert per_participant_roles(actor, []).tolist() == [S, S, Q, Q, S, Q]
 
 
-def test_shared_video_roles_follow_voice_asd_and_overlap():
-    voiced = np.array([1, 1, 1, 1, 1, 0, 1], bool)
+def test_shared_video_roles_follow_the_speaker_count_and_asd():
     speakers = np.array([1, 1, 2, 1, 1, 0, 2])
     actor = np.array([0.9, 0.2, 0.9, 0.9, 0.5, 0.9, 0.1])
     other = np.array([0.1, 0.8, 0.1, 0.7, 0.0, 0.0, 0.0])
-    codes = shared_video_roles(voiced, speakers, actor, [other], threshold=0.5)
-    # 0 the actor's face speaks; 1 voice, the actor's face does not: someone else; 2 two voices: both;
+    codes = shared_video_roles(speakers, actor, [other], threshold=0.5)
+    # 0 the actor's face speaks; 1 a voice, the actor's face does not: someone else; 2 two voices: both;
     # 3 both faces over the threshold: both; 4 exactly at the threshold counts; 5 a moving mouth
     # without voice is silence; 6 two voices, the actor's face silent: listening.
     assert codes.tolist() == [S, L, B, B, S, Q, L]
-    alone = shared_video_roles(voiced, speakers, actor, [], threshold=0.5)  # one face, an off-screen voice
+    alone = shared_video_roles(speakers, actor, [], threshold=0.5)  # one face, an off-screen voice
     assert alone.tolist() == [S, L, B, S, S, Q, L]
 
 

@@ -1,10 +1,21 @@
 """Trainer data loader throughput: windows of 200 frames per second per worker, before and after.
 
-    python bench/bench_loader.py [--shards DIR] [--seconds S] [--rounds N] [--out-dir bench/results]
+    python bench/bench_loader.py [--shards DIR] [--conversation-shards DIR] [--seconds S] [--rounds N]
+                                 [--out-dir bench/results]
 
 Without --shards it builds pipeline shards of the 12 s training fixture (one GRID clip played
 four times, face stage with real SCRFD, FLAME stage with the scripted SHeaP stand-in; not
 timed): one sample of 288 frames at 24 fps per shard, so every sample read also opens a shard.
+Without --conversation-shards it builds conversation shards the same way from two such sources
+(two GRID clips, each played four times) with pipelines/fixtures/conversation_shards.py: two
+actors of one session, each seeing and hearing the other, one sample per shard.
+
+The conversation fields (issue 16): "previous" is training/data.py as of PREVIOUS_COMMIT, the
+loader without them, measured in the same rounds; previous_default vs after_default on the
+speaking-only shards is what the new fields (roles, zero partner streams) cost a speaking-only
+dataset, after_conversation_default what windows with real partner streams cost. The
+conversation breakdown times reading the three conversation members of one sample, cutting a
+window and collating a batch with them, beside the speaking-only and previous figures.
 
 "Before" is training/data.py as of BEFORE_COMMIT, loaded from git into its own module, so both
 loaders are measured in one run on the same shards and the same load. Each rate is windows
@@ -43,30 +54,41 @@ from training.config import DataConfig
 
 # The last commit of training/data.py before the loader rework (issue 15, part 5).
 BEFORE_COMMIT = "f2f44d05cc2b3f588674ef6cea2c37c026760f6b"
+# The last commit of training/data.py before the conversation fields (issue 16).
+PREVIOUS_COMMIT = "f5a94636753e9e75648e4de8f60cc7228f6c1369"
 BATCH = 8
 CHECKED_WINDOWS = 48
 
 
-def load_before() -> object:
-    """training/data.py as of BEFORE_COMMIT, as the module ``training_data_before``."""
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{BEFORE_COMMIT}:training/data.py"],
+def load_before(commit: str = BEFORE_COMMIT, name: str = "training_data_before") -> object:
+    """training/data.py as of ``commit``, as the module ``name``."""
+    source = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:training/data.py"],
                             check=True, capture_output=True, text=True).stdout
-    spec = importlib.util.spec_from_loader("training_data_before", loader=None)
+    spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["training_data_before"] = module
-    exec(compile(source, f"{BEFORE_COMMIT[:8]}:training/data.py", "exec"), module.__dict__)
+    sys.modules[name] = module
+    exec(compile(source, f"{commit[:8]}:training/data.py", "exec"), module.__dict__)
     return module
 
 
-def build_shards(root: Path) -> Path:
+def build_shards(root: Path, speakers: int = 1) -> Path:
+    """FLAME shards of ``speakers`` GRID clips, each played four times (one source and sample each)."""
     from pipelines.fixtures.media import concatenated
     from pipelines.fixtures.shards import build_flame_shards
 
     shared = Path(os.environ.get("TALKINGHEAD_SHARED_DIR") or REPO.parent / "shared")
     clips = sorted((shared / "media" / "grid").glob("*.mpg"))
     root.mkdir(parents=True, exist_ok=True)
-    source = concatenated([clips[0]] * 4, root / "grid-one-four-times.mp4")
-    return build_flame_shards(root / "build", [source], shared / "models")
+    names = ["grid-one-four-times.mp4", "grid-two-four-times.mp4"]
+    sources = [concatenated([clips[n]] * 4, root / names[n]) for n in range(speakers)]
+    return build_flame_shards(root / "build", sources, shared / "models")
+
+
+def build_conversation_shards(root: Path) -> Path:
+    """Conversation shards of two speakers' 12 s samples, one sample per shard."""
+    from pipelines.fixtures.conversation_shards import build_conversation_shards as build
+
+    return build(root / "conversation", build_shards(root / "speakers", speakers=2), shard_samples=1)
 
 
 def _child_pids() -> list[int]:
@@ -161,6 +183,54 @@ def breakdown(before, shards: Path, config: DataConfig, repeats: int) -> dict[st
     }
 
 
+def conversation_breakdown(previous, shards: Path, conversation: Path | None, config: DataConfig,
+                           repeats: int) -> dict[str, float]:
+    """ms per call of the steps the conversation fields add or change, on one sample: the previous
+    loader's and the after loader's window cut and batch collate on the speaking-only sample, and
+    with a conversation sample (when there are conversation shards) its members' reading, cut and
+    collate, and the hand-over of its batch through reused shared memory."""
+    from pipelines.schema.conversation import PARTNER_AUDIO_MEMBER, PARTNER_FLAME_MEMBER, ROLE_MEMBER, check_roles
+
+    def first_sample(spec: Path) -> dict:
+        return next(iter(after.read_samples(iter([{"url": after.shard_urls(str(spec))[0]}]))))
+
+    sample = first_sample(shards)
+    old_clip, new_clip = previous.decode_clip(sample, config), after.decode_clip(sample, config)
+    start = (len(new_clip.motion) - config.window_frames) // 2
+    old_windows = [dict(previous.cut_window(old_clip, start, config), seed=0) for _ in range(BATCH)]
+    new_windows = [dict(after.cut_window(new_clip, start, config), seed=0) for _ in range(BATCH)]
+    out = {"previous_decode_clip": mean_ms(lambda: previous.decode_clip(sample, config), repeats),
+           "speaking_only_decode_clip": mean_ms(lambda: after.decode_clip(sample, config), repeats),
+           "previous_cut_window": mean_ms(lambda: previous.cut_window(old_clip, start, config), repeats),
+           "speaking_only_cut_window": mean_ms(lambda: after.cut_window(new_clip, start, config), repeats),
+           "previous_collate_batch": mean_ms(lambda: previous.collate(old_windows), repeats),
+           "speaking_only_collate_batch": mean_ms(lambda: after.collate(new_windows), repeats),
+           "speaking_only_handover": mean_ms(_ring_call(new_windows), repeats)}
+    if conversation is None:
+        return out
+    talk = first_sample(conversation)
+    clip = after.decode_clip(talk, config)
+    frames = len(clip.motion)
+    talk_windows = [dict(after.cut_window(clip, start, config), seed=0) for _ in range(BATCH)]
+    out.update({
+        "conversation_decode_clip": mean_ms(lambda: after.decode_clip(talk, config), repeats),
+        "role_npy": mean_ms(lambda: check_roles(after._npy_array(talk[ROLE_MEMBER], "r"), frames), repeats),
+        "partner_wav": mean_ms(lambda: after.pcm16_samples(talk[PARTNER_AUDIO_MEMBER], config.sample_rate, name="p"),
+                               repeats),
+        "partner_npz": mean_ms(lambda: after.partner_motion_array(talk[PARTNER_FLAME_MEMBER], config), repeats),
+        "conversation_cut_window": mean_ms(lambda: after.cut_window(clip, start, config), repeats),
+        "conversation_collate_batch": mean_ms(lambda: after.collate(talk_windows), repeats),
+        "conversation_handover": mean_ms(_ring_call(talk_windows), repeats)})
+    return out
+
+
+def _ring_call(windows: list[dict]):
+    ring = after.RingCollate(slots=2)
+    ring(windows)
+    ring(windows)
+    return lambda: ring(windows)
+
+
 def handover(windows: list[dict], repeats: int) -> dict[str, float]:
     """ms per batch of handing a collated batch from a loader worker to the main process, the
     part the main process does not see: a private batch moved into new shared memory (what
@@ -200,16 +270,22 @@ def same_stream(before, config: DataConfig) -> bool:
     return True
 
 
-def cases(config: DataConfig) -> list[tuple[str, str, DataConfig]]:
+def cases(config: DataConfig, conversation: DataConfig | None = None) -> list[tuple[str, str, DataConfig]]:
     """(name, loader, config) of every measured rate."""
     one = config.model_copy(update={"windows_per_clip": 1, "window_shuffle_buffer": 1})
     out = [("before_default_w0", "before", one), ("after_one_window_per_clip_w0", "after", one),
-           ("after_default_w0", "after", config)]
+           ("previous_default_w0", "previous", config), ("after_default_w0", "after", config)]
+    if conversation is not None:
+        out.append(("after_conversation_default_w0", "after", conversation))
     out += [(f"after_windows_per_clip_{n}_w0", "after", config.model_copy(update={"windows_per_clip": n}))
             for n in (2, 4, 16)]
     for workers in (1, 2):
         out += [(f"before_default_w{workers}", "before", one.model_copy(update={"num_workers": workers})),
+                (f"previous_default_w{workers}", "previous", config.model_copy(update={"num_workers": workers})),
                 (f"after_default_w{workers}", "after", config.model_copy(update={"num_workers": workers}))]
+        if conversation is not None:
+            out.append((f"after_conversation_default_w{workers}", "after",
+                        conversation.model_copy(update={"num_workers": workers})))
     return out
 
 
@@ -250,7 +326,33 @@ def markdown(report: dict) -> str:
               f"Worker to main process, ms per batch of {BATCH} windows: "
               + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in steps["worker_handover"].items()) + ".", ""]
     lines += limits(report)
+    lines += conversation_lines(report)
     return "\n".join(lines) + "\n"
+
+
+def conversation_lines(report: dict) -> list[str]:
+    """The conversation fields' cost, in the run's own figures."""
+    if "conversation_breakdown" not in report:
+        return []
+    rates, steps = report["rates"], report["conversation_breakdown"]
+    lines = ["## What the conversation fields cost (issue 16)", "",
+             f"previous = training/data.py at {PREVIOUS_COMMIT[:8]} (no roles, no partner streams), same shards "
+             "and rounds. Conversation shards: " + report["conversation_shards_note"] + ".", "",
+             "| workers | previous windows/s (per CPU s) | after, speaking-only (per CPU s) | "
+             "after, conversation (per CPU s) |", "|---|---|---|---|"]
+    for workers in (0, 1, 2):
+        cells = []
+        for name in (f"previous_default_w{workers}", f"after_default_w{workers}",
+                     f"after_conversation_default_w{workers}"):
+            row = rates.get(name)
+            cells.append(f"{row['best']:.0f} ({row['per_worker_cpu_second']:.0f})" if row else "not run")
+        lines.append(f"| {workers} | " + " | ".join(cells) + " |")
+    speaking = (rates["after_default_w0"]["per_worker_cpu_second"]
+                / rates["previous_default_w0"]["per_worker_cpu_second"])
+    lines += ["", f"Speaking-only windows per CPU second in the main process, after / previous: {speaking:.2f}.", "",
+              "| step (ms per call, one sample) | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in steps.items()]
+    return lines + [""]
 
 
 def limits(report: dict) -> list[str]:
@@ -285,6 +387,8 @@ def limits(report: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", help="pipeline shard folder with FLAME arrays (default: the 12 s fixture)")
+    parser.add_argument("--conversation-shards", help="conversation shard folder (default: built from two "
+                        "speakers unless --shards is given; with --shards and without this: not measured)")
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per rate and round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=200, help="calls per step of the breakdown")
@@ -298,9 +402,14 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     loadavg_start = Path("/proc/loadavg").read_text().split()[:3]
-    shards = Path(args.shards) if args.shards else build_shards(Path(tempfile.mkdtemp(prefix="bench-loader-")))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-loader-"))
+    shards = Path(args.shards) if args.shards else build_shards(scratch)
+    conversation = Path(args.conversation_shards) if args.conversation_shards else (
+        None if args.shards else build_conversation_shards(scratch))
     before = load_before()
+    previous = load_before(PREVIOUS_COMMIT, "training_data_previous")
     config = after.resolve_rates(DataConfig(shards=str(shards)))
+    conversation_config = config.model_copy(update={"shards": str(conversation)}) if conversation else None
     assert config.window_frames == 200
     report = {"shards": str(shards), "window_frames": config.window_frames, "rounds": args.rounds,
               "seconds": args.seconds, "cpus": os.cpu_count(), "loadavg_start": " ".join(loadavg_start),
@@ -309,14 +418,19 @@ def main() -> None:
               "after_commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
                                              capture_output=True, text=True).stdout.strip(),
               "shards_note": ("the 12 s training fixture (one GRID clip four times), 1 sample of 288 frames "
-                              "per shard" if not args.shards else str(shards))}
+                              "per shard" if not args.shards else str(shards)),
+              "previous_commit": PREVIOUS_COMMIT,
+              "conversation_shards_note": ("two speakers' 12 s samples (two GRID clips, each four times) as the two "
+                                           "actors of one session, 1 sample per shard" if not args.conversation_shards
+                                           else str(conversation))}
     report["same_stream"] = same_stream(before, config)
     print(f"old stream reproduced: {report['same_stream']}", flush=True)
     measured: dict[str, list[dict[str, float]]] = {}
-    plan = cases(config)
+    plan = cases(config, conversation_config)
+    modules = {"before": before, "previous": previous, "after": after}
     for _ in range(args.rounds):
         for name, loader, case in plan:
-            figures = window_rate(before if loader == "before" else after, case, args.seconds)
+            figures = window_rate(modules[loader], case, args.seconds)
             measured.setdefault(name, []).append(figures)
             print(f"{name}: {figures['rate']:.0f} windows/s, {figures['per_cpu_second']:.0f} per decoding CPU "
                   f"second (load {os.getloadavg()[0]:.2f})", flush=True)
@@ -333,6 +447,7 @@ def main() -> None:
                                  "main_cpu_ms_per_window": min(r["main_cpu_ms_per_window"] for r in rounds),
                                  "rounds": rounds}
     report["breakdown"] = breakdown(before, shards, config, args.repeats)
+    report["conversation_breakdown"] = conversation_breakdown(previous, shards, conversation, config, args.repeats)
     report["predicted_ms_per_window"] = {
         "before": per_window_ms(report["breakdown"]["before"], 1),
         "after": per_window_ms(report["breakdown"]["after"], config.windows_per_clip)}

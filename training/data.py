@@ -10,9 +10,12 @@ frame), ``partner.wav`` (the partner's audio over the same span) and ``partner.f
 partner's FLAME arrays on the actor's frames, with the ``tracked`` mask). Every window carries
 ``role`` (frames,) int8, ``has_partner``, ``partner_audio`` (same span and length as
 ``audio``), ``partner_motion`` (the actor's groups and array prefix) and ``partner_tracked``
-(frames,) bool. A speaking-only sample gives roles all ``SPEAKING`` and no partner: zeros
-and ``has_partner``/``partner_tracked`` False; a partner heard but never seen (no
-``partner.flame.npz``) gives partner audio with zero, untracked motion. Conversation members
+(frames,) bool. A speaking-only sample gives roles all ``SPEAKING`` and no partner:
+``has_partner`` False, zeros and ``partner_tracked`` False in its batch rows; a partner heard
+but never seen (no ``partner.flame.npz``) gives partner audio with zero, untracked motion. A
+batch in which no window has a partner carries no partner arrays at all, only ``role`` and
+``has_partner`` (zero partner audio would double the bytes a speaking-only batch is copied
+with; bench/results/loader.md). Conversation members
 that do not fit the sample (a role count that is not the frame count, codes outside the role
 set, a partner WAV of another rate or length, partner arrays of another shape, members
 without the record's ``conversation`` section or the reverse) make the sample skipped with
@@ -678,12 +681,12 @@ _PARTNER_ARRAYS = (("partner_motion", "motion", np.float32), ("partner_audio", "
 
 
 def _fill_batch(windows: list[dict], make: Callable[[str, tuple[int, ...], type], np.ndarray]) -> None:
-    """Write the windows' arrays into the batch arrays ``make(name, shape, dtype)`` returns;
-    zeros (False) in the rows of windows without a partner array."""
+    """Write the windows' arrays into the batch arrays ``make(name, shape, dtype)`` returns; the
+    partner arrays only when a window has a partner, with zeros (False) in the rows of the others."""
     count, first = len(windows), windows[0]
     for name, dtype in (("motion", np.float32), ("audio", np.float32), ("role", np.int8)):
         np.stack([w[name] for w in windows], out=make(name, (count, *first[name].shape), dtype))
-    for name, like, dtype in _PARTNER_ARRAYS:
+    for name, like, dtype in _PARTNER_ARRAYS if any(w["has_partner"] for w in windows) else ():
         out = make(name, (count, *first[like].shape), dtype)
         for row, window in enumerate(windows):
             out[row] = 0 if window[name] is None else window[name]

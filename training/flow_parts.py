@@ -72,13 +72,13 @@ def _with_partner(parts: FlowParts, batch: dict, cond: Conditions, latents: torc
                   device: torch.device) -> Conditions:
     frames, rate = batch["motion"].shape[1], parts.vae_config.vae.latent_rate
     heard = batch["has_partner"].to(device)
+    if not heard.any():
+        return cond  # no partner tensors: the model masks every partner token (a speaking-only batch has none)
     tracked = batch["partner_tracked"].to(device) & heard[:, None]
     seen = latent_share(tracked, rate) > MOSTLY
     partner_audio = torch.zeros_like(cond.audio)
-    if heard.any():
-        rows = heard.cpu()
-        partner_audio[heard] = parts.encoders.audio_features(batch["partner_audio"][rows], frames, rate).to(
-            partner_audio.dtype)
+    partner_audio[heard] = parts.encoders.audio_features(batch["partner_audio"][heard.cpu()], frames, rate).to(
+        partner_audio.dtype)
     partner_motion = torch.zeros_like(latents)
     encoded = seen.any(1)
     if encoded.any():

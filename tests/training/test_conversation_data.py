@@ -31,7 +31,7 @@ from pipelines.schema.conversation import (
 from pipelines.schema.index import ShardIndex
 from pipelines.schema.sample import SampleRecord
 from training.config import load_run_config
-from training.data import batches, decode_clip, eval_pipeline, shard_urls, train_pipeline
+from training.data import batches, collate, decode_clip, eval_pipeline, shard_urls, train_pipeline
 
 GROUPS_WIDTH = 100 + 3 + 3 + 2 + 6 + 3
 
@@ -114,13 +114,19 @@ def _check_windows(batch: dict, samples: dict, config, seen: set) -> None:
             seen.add("heard only")
 
 
-def test_a_speaking_only_sample_is_all_speaking_without_partner(tmp_path, flame_shards):
+def test_a_speaking_only_sample_is_all_speaking_without_partner(tmp_path, flame_shards, conversation_shards):
     config = _data(tmp_path, flame_shards)
     batch = next(batches(train_pipeline(config, seed=0), config))
-    assert (batch["role"] == int(Role.SPEAKING)).all()
-    assert not batch["has_partner"].any() and not batch["partner_tracked"].any()
-    assert not batch["partner_audio"].any() and not batch["partner_motion"].any()
-    assert batch["partner_motion"].shape == batch["motion"].shape
+    assert (batch["role"] == int(Role.SPEAKING)).all() and not batch["has_partner"].any()
+    assert not {"partner_audio", "partner_motion", "partner_tracked"} & batch.keys()  # no zeros shipped
+    # Beside a conversation window, a speaking-only window's partner rows are zeros, untracked.
+    speaking = next(iter(train_pipeline(config, seed=0)))
+    conversation = next(iter(train_pipeline(_data(tmp_path, conversation_shards), seed=0)))
+    mixed = collate([speaking, conversation])
+    assert mixed["has_partner"].tolist() == [False, True] and mixed["role"][0].eq(int(Role.SPEAKING)).all()
+    assert not mixed["partner_audio"][0].any() and not mixed["partner_motion"][0].any()
+    assert not mixed["partner_tracked"][0].any() and mixed["partner_audio"][1].any()
+    assert mixed["partner_motion"].shape == mixed["motion"].shape
 
 
 def test_loader_workers_hand_over_the_conversation_fields_unchanged(tmp_path, conversation_shards):

@@ -20,22 +20,22 @@ from pipelines.conversation.pairing import PairingReport, pair_sessions
 from pipelines.conversation.summary import SessionSummary, actor_roles
 from pipelines.ingest import SourceRegistry
 from pipelines.reports import role_timelines_png
-from pipelines.schema.conversation import ROLE_NAMES
+from pipelines.schema.conversation import RoleSeconds
 
 MAX_TABLE_ROWS = 200  # actor rows in the UI table; the summaries on disk hold them all
 MAX_PLOTTED_SESSIONS = 8  # role timeline plots per materialisation, sessions paired this time first
+ROLES = tuple(RoleSeconds.model_fields)  # speaking, listening, both, silent
 
 
 def role_table(summaries: list[SessionSummary]) -> str:
     """Markdown: one row per actor sample with its seconds per role."""
-    roles = list(ROLE_NAMES.values())
-    lines = ["| session | actor | partner | sample | " + " | ".join(f"{r} s" for r in roles) + " |",
-             "|---|---|---|---|" + "---|" * len(roles)]
+    lines = ["| session | actor | partner | sample | " + " | ".join(f"{r} s" for r in ROLES) + " |",
+             "|---|---|---|---|" + "---|" * len(ROLES)]
     rows = [(summary, actor) for summary in summaries for actor in summary.actors]
     for summary, actor in rows[:MAX_TABLE_ROWS]:
         seconds = actor.info.role_seconds.model_dump()
         lines.append(f"| {summary.session} | {actor.info.actor} | {actor.info.partner or '-'} | {actor.key} | "
-                     + " | ".join(f"{seconds[r]:.2f}" for r in roles) + " |")
+                     + " | ".join(f"{seconds[r]:.2f}" for r in ROLES) + " |")
     if len(rows) > MAX_TABLE_ROWS:
         lines.append(f"| ... {len(rows) - MAX_TABLE_ROWS} more actor samples in the session summaries | |")
     return "\n".join(lines)
@@ -88,7 +88,7 @@ def conversations(context: dg.AssetExecutionContext, settings: PipelineSettings,
         "sessions": len(summaries),
         "sessions_by_status": dg.MetadataValue.json(dict(Counter(o.status for o in report.sessions))),
         "actor_samples": sum(len(s.actors) for s in summaries),
-        **{f"seconds_{role}": round(totals[role], 3) for role in ROLE_NAMES.values()},
+        **{f"seconds_{role}": round(totals[role], 3) for role in ROLES},
         "refused_sidecars": dg.MetadataValue.json(report.refused),
         "failed_sessions": dg.MetadataValue.json(report.failures),
         "role_seconds": dg.MetadataValue.md(role_table(summaries) if summaries else "no paired session"),

@@ -47,8 +47,8 @@ def test_definitions_list_the_graph():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"source_probe", "face_clips", "face_quality", "active_speakers", "speech_analysis", "flame_parameters",
-                    "expression_captions", "dataset_shards", "annotation_tasks", "human_scores", "judge_scores",
-                    "agreement_report"}
+                    "expression_captions", "conversations", "dataset_shards", "annotation_tasks", "human_scores",
+                    "judge_scores", "agreement_report"}
     assert {j.name for j in defs.jobs} >= {"process_sources", "build_dataset", "annotation_loop",
                                           "refresh_annotations", "train_job"}
     assert {"watch_input_folder", "new_annotations"} <= {s.name for s in defs.sensors}

@@ -110,7 +110,13 @@ def _segments(clips: list[dict], pieces: int) -> list[tuple[np.ndarray, np.ndarr
 
 def _passes(scorer: ActiveSpeakerScorer) -> list[int]:
     sizes: list[int] = []
-    scorer.model.model.visualEncoder.register_forward_hook(lambda module, args, out: sizes.append(out.shape[0]))
+    encode = scorer.model.encode_visual  # every visual pass, the module's or its folded copy's
+
+    def counted(video):
+        sizes.append(video.shape[0])
+        return encode(video)
+
+    scorer.model.encode_visual = counted
     return sizes
 
 

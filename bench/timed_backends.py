@@ -21,7 +21,7 @@ TIMED_METHODS: dict[str, tuple[str, ...]] = {
     "flame": ("predict",), "captions": ("caption",)}
 # The speech stage's backend holds one model per field.
 SPEECH_METHODS: dict[str, tuple[str, ...]] = {
-    "activity": ("activity",), "transcriber": ("transcribe", "detect_language"), "identifier": ("identify",)}
+    "activity": ("activity",), "transcriber": ("transcribe", "transcribe_clip", "detect_language"), "identifier": ("identify",)}
 
 
 class TimedCalls:

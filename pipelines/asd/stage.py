@@ -412,7 +412,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="5", build_backend=build_backend, run=run,
+    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="6", build_backend=build_backend, run=run,
     description="Light-ASD speaking probability per frame of every face track; segments cut to the speaking frames; "
                 "audio-video offset (config.sync): mouth opening vs audio energy, in the window Light-ASD's shifted scores allow.",
 )

@@ -32,10 +32,19 @@ whole segment) is kept with ``timed=False`` and its segment's span: no time is i
 
 Language: Whisper detects it from the audio (first 30 s) unless one is forced. The code is
 Whisper's own (ISO 639-1 for nearly all languages; a few are longer, e.g. "haw", "yue").
+
+One clip, one encoder pass per window (:meth:`WhisperxTranscriber.transcribe_clip`, what the
+speech stage runs per clip): faster-whisper's ``transcribe(language=None)`` encodes the first
+30 s window to detect the language and its decoder loop (``generate_segments``) encodes the
+same window again; ``detect_language(audio)`` beside it would be a third pass. Here the
+first window of the clip's speech is encoded once and that encoding serves both: its
+language (CTranslate2 ``Whisper.detect_language`` on encoder output) and the decoding
+(``generate_segments(..., encoder_output=...)``, which encodes only the later windows).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import os
@@ -148,6 +157,57 @@ def as_mono_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         g = gcd(int(sample_rate), SAMPLE_RATE)
         audio = resample_poly(audio, SAMPLE_RATE // g, int(sample_rate) // g).astype(np.float32)
     return np.ascontiguousarray(audio)
+
+
+def get_speech_timestamps(audio: np.ndarray, options) -> list[dict]:
+    """silero VAD's speech regions (sample indices) of 16 kHz ``audio``: faster_whisper.vad's, as
+    ``WhisperModel.transcribe(vad_filter=True)`` calls it (named here so the benches can time it)."""
+    from faster_whisper.vad import get_speech_timestamps as silero_regions
+
+    return silero_regions(audio, options)
+
+
+def first_window(model, features: np.ndarray) -> np.ndarray:
+    """The (n_mels, 3000) log-mel window ``generate_segments`` decodes first: the frames before the
+    extractor's last (padding) one, at most 30 s of them, padded with zeros (faster_whisper/transcribe.py,
+    v1.2.1, generate_segments at seek 0: ``segment_size = min(nb_max_frames, content_frames)``,
+    ``pad_or_trim``). Handing its encoding to generate_segments is only right for this window."""
+    from faster_whisper.audio import pad_or_trim
+
+    content_frames = features.shape[-1] - 1
+    return pad_or_trim(features[:, :min(model.feature_extractor.nb_max_frames, content_frames)])
+
+
+def language_of_encoding(model, encoding) -> tuple[str, float]:
+    """Whisper's most likely language token after start-of-transcript, from an encoder output
+    (CTranslate2 ``Whisper.detect_language``; faster-whisper's ``detect_language`` reads the same
+    top entry): (code, probability)."""
+    token, probability = model.model.detect_language(encoding)[0][0]
+    return token[2:-2], float(probability)  # "<|fr|>" -> "fr"
+
+
+def whisper_tokenizer(model, language: str):
+    """faster-whisper's tokenizer for transcribing ``language`` with ``model``, as transcribe() builds it."""
+    from faster_whisper.tokenizer import Tokenizer
+
+    return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+
+
+def _whisper_segment_words(segments, duration: float) -> tuple[list[str], list[Word]]:
+    """Texts and timed words of faster-whisper segments (a generator: decoding happens here), word
+    times clipped to [0, duration]."""
+    texts, words = [], []
+    for segment in segments:
+        if segment.text.strip():
+            texts.append(segment.text.strip())
+        for w in segment.words or []:
+            token = w.word.strip()
+            if not token:
+                continue
+            start = float(min(max(w.start, 0.0), duration))
+            end = float(min(max(w.end, start), duration))
+            words.append(Word(token, start, end, float(np.clip(w.probability, 0.0, 1.0))))
+    return texts, words
 
 
 def _patch_sentence_splitter() -> None:
@@ -294,6 +354,77 @@ class WhisperxTranscriber:
         language, probability, _ = model.detect_language(audio=audio)
         return language, float(probability)
 
+    # -- one clip: language and words from one encoding of its first window -------------------
+
+    def transcribe_clip(self, audio: np.ndarray,
+                        sample_rate: int = SAMPLE_RATE) -> tuple[Transcript, tuple[str, float] | None]:
+        """A clip's transcript and the spoken language Whisper hears in its own audio
+        ((code, probability); None for an English-only model or empty audio).
+
+        The clip's speech (what silero VAD keeps, with ``vad_filter``; the whole clip without)
+        is cut into 30 s windows as ``WhisperModel.transcribe`` cuts it; the first window is
+        encoded once, its encoding gives the language (the forced ``language``, when set,
+        is decoded with but the clip's own is still reported) and is decoded; only later
+        windows are encoded again, by the decoder loop. A clip in which the VAD finds no speech
+        has no words, and its language is Whisper's guess on the whole clip (one pass, as
+        :meth:`detect_language`). With a wav2vec2 aligner configured for the language,
+        whisperx's batched pipeline transcribes the clip (its own encoder passes) and the
+        aligner times the words.
+        """
+        audio = as_mono_16k(audio, sample_rate)
+        if audio.size == 0:
+            return Transcript("", [], self.name, self.language, None, self.language_capable, WORD_TIMING_NONE), None
+        model = self.whisper_model()
+        from faster_whisper.vad import VadOptions, collect_chunks
+
+        chunks, speech = None, audio
+        if self.vad_filter:
+            chunks = get_speech_timestamps(audio, VadOptions())  # transcribe(vad_filter=True)'s defaults
+            if not chunks:
+                heard = self.detect_language(audio) if model.model.is_multilingual else None
+                return (Transcript("", [], self.name, heard[0] if heard else self.language,
+                                   heard[1] if heard else None, self.language_capable, WORD_TIMING_NONE), heard)
+            speech = np.concatenate(collect_chunks(audio, chunks)[0])
+        features = model.feature_extractor(speech)
+        encoding = model.encode(first_window(model, features))
+        heard = language_of_encoding(model, encoding) if model.model.is_multilingual else None
+        language = self.language or (heard[0] if heard else "en")
+        probability = heard[1] if heard and self.language is None else None
+        if self.alignment_dir(language) is not None:
+            transcript = self.aligned_transcript(audio, language)
+            return replace(transcript, language_probability=probability), heard
+        segments = model.generate_segments(features, whisper_tokenizer(model, language),
+                                           self.transcription_options(model, language), False, encoding)
+        if chunks:
+            from faster_whisper.transcribe import restore_speech_timestamps
+
+            segments = restore_speech_timestamps(segments, chunks, SAMPLE_RATE)
+        texts, words = _whisper_segment_words(segments, audio.size / SAMPLE_RATE)
+        return (Transcript(" ".join(texts), words, self.name, language, probability, self.language_capable,
+                           WORD_TIMING_WHISPER if words else WORD_TIMING_NONE), heard)
+
+    def transcription_options(self, model, language: str):
+        """The ``TranscriptionOptions`` ``WhisperModel.transcribe(audio, language, word_timestamps=True,
+        **whisper_options())`` would build: its own defaults under our asr_options, mapped as it maps
+        them (faster_whisper/transcribe.py, v1.2.1, lines 963-1001: ``temperature`` becomes the list
+        ``temperatures``, ``suppress_tokens`` goes through ``get_suppressed_tokens``)."""
+        from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+
+        params = {name: p.default for name, p in inspect.signature(model.transcribe).parameters.items()
+                  if p.default is not inspect.Parameter.empty}
+        params.update(self.whisper_options(), word_timestamps=True)
+        temperature = params.pop("temperature")
+        params["temperatures"] = list(temperature) if isinstance(temperature, (list, tuple)) else [temperature]
+        if params["suppress_tokens"]:
+            params["suppress_tokens"] = get_suppressed_tokens(whisper_tokenizer(model, language),
+                                                              params["suppress_tokens"])
+        fields = [f.name for f in dataclasses.fields(TranscriptionOptions)]
+        missing = sorted(set(fields) - set(params))
+        if missing:
+            raise RuntimeError(f"faster-whisper's TranscriptionOptions has fields transcribe() does not take: {missing} "
+                               "(this code follows faster-whisper 1.2.1)")
+        return TranscriptionOptions(**{name: params[name] for name in fields})
+
     # -- transcription ---------------------------------------------------------------------
 
     def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Transcript:
@@ -313,11 +444,16 @@ class WhisperxTranscriber:
                 language, probability = "en", None
         if self.alignment_dir(language) is None:
             return replace(self.whisper_words(audio, language), language_probability=probability)
+        return replace(self.aligned_transcript(audio, language), language_probability=probability)
+
+    def aligned_transcript(self, audio: np.ndarray, language: str) -> Transcript:
+        """whisperx's batched pipeline in ``language`` on 16 kHz ``audio``, words timed by the
+        wav2vec2 aligner configured for it (no language probability: nothing detected here)."""
         result = self.pipeline().transcribe(audio, batch_size=self.batch_size, language=language)
         language = result.get("language") or language
         segments = [s for s in result["segments"] if s.get("text", "").strip()]
         words = self.words_for(segments, audio, language)
-        return Transcript(" ".join(s["text"].strip() for s in segments), words, self.name, language, probability,
+        return Transcript(" ".join(s["text"].strip() for s in segments), words, self.name, language, None,
                           self.language_capable, WORD_TIMING_WAV2VEC2 if words else WORD_TIMING_NONE)
 
     def whisper_options(self) -> dict:
@@ -336,18 +472,7 @@ class WhisperxTranscriber:
         model = self.whisper_model()
         segments, info = model.transcribe(audio, language=language, word_timestamps=True, vad_filter=self.vad_filter,
                                           **self.whisper_options())
-        duration = audio.size / SAMPLE_RATE
-        texts, words = [], []
-        for segment in segments:  # a generator: decoding happens here
-            if segment.text.strip():
-                texts.append(segment.text.strip())
-            for w in segment.words or []:
-                token = w.word.strip()
-                if not token:
-                    continue
-                start = float(min(max(w.start, 0.0), duration))
-                end = float(min(max(w.end, start), duration))
-                words.append(Word(token, start, end, float(np.clip(w.probability, 0.0, 1.0))))
+        texts, words = _whisper_segment_words(segments, audio.size / SAMPLE_RATE)
         detected = language is None and model.model.is_multilingual
         return Transcript(" ".join(texts), words, self.name, info.language or language,
                           float(info.language_probability) if detected else None, self.language_capable,

@@ -108,6 +108,14 @@ class TranscriptionBackend(Protocol):
     def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Transcript: ...
 
 
+class ClipTranscriptionBackend(TranscriptionBackend, Protocol):
+    """A transcriber that also hears the spoken language in a clip's own audio (Whisper): the
+    speech stage transcribes clip by clip with it, and each clip keeps its own language call."""
+
+    def transcribe_clip(self, audio: np.ndarray,
+                        sample_rate: int = SAMPLE_RATE) -> tuple[Transcript, tuple[str, float] | None]: ...
+
+
 class LanguageIdentifier(Protocol):
     """Language of a piece of text, as an ISO 639-1 code with a confidence, or None."""
 

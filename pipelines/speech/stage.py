@@ -2,19 +2,34 @@
 
 It reads the 16 kHz audio the face stage kept from its one decode pass, so the source is
 not decoded again, and writes ``speech.json`` beside the face record.
+
+What is transcribed:
+
+- subtitles beside the source: they are the transcript (no audio language);
+- a transcriber that hears languages (Whisper, ``transcribe_clip``): each candidate clip on
+  its own, so that every clip's language comes from its own audio (a French clip inside an
+  English source is found) from the same encoder pass that its words are decoded from: one
+  Whisper encoder pass per clip of up to 30 s of speech, none for speech outside the clips.
+  The source-level transcript in ``details["source"]`` is then the clips' words in time order
+  (where clips overlap, from the clip that starts first) and its language the one heard over
+  the most clip seconds (``transcript_scope: "clips"``);
+- any other transcriber (pocketsphinx): the whole source once (``transcript_scope: "source"``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from pipelines.config import PipelineConfig
 from pipelines.media.wav import read_wav_float
 from pipelines.models import ModelError, ModelStore
 from pipelines.schema.records import Segment, SourceRecord, SourceRef, StageResult
-from pipelines.speech.base import (SAMPLE_RATE, WORD_TIMING_NONE, ActivityBackend, LanguageIdentifier, SpeakerActivity,
-                                   Transcript, TranscriptionBackend, Turn)
+from pipelines.speech.base import (SAMPLE_RATE, WORD_TIMING_NONE, ActivityBackend, ClipTranscriptionBackend,
+                                   LanguageIdentifier, SpeakerActivity, Transcript, TranscriptionBackend, Turn)
 from pipelines.speech.decide import decide_segment
 from pipelines.speech.overlap import overlap_stats
 from pipelines.speech.sidecar import find_sidecar, read_sidecar
@@ -129,6 +144,60 @@ def assign_speakers(transcript: Transcript, turns: list[Turn]) -> Transcript:
     return replace(transcript, words=[replace(w, speaker=speaker_of(w)) for w in transcript.words])
 
 
+@dataclass
+class ClipSpeech:
+    """What one candidate clip is decided from: its transcript (source clock) and the language
+    heard in its own audio, when the transcriber hears languages."""
+
+    transcript: Transcript | None
+    audio_language: tuple[str, float] | None = None
+
+
+def clip_samples(segment: Segment, offset: float, samples: int) -> tuple[int, int]:
+    """[lo, hi) sample range of ``segment`` in the source audio, which starts at ``offset`` s."""
+    lo = int(max(0.0, segment.start_s - offset) * SAMPLE_RATE)
+    return min(lo, samples), min(max(lo, int(max(0.0, segment.end_s - offset) * SAMPLE_RATE)), samples)
+
+
+def transcribe_clips(audio: np.ndarray, offset: float, candidates: tuple[Segment, ...],
+                     transcriber: ClipTranscriptionBackend) -> dict[str, ClipSpeech]:
+    """Each candidate clip transcribed from its own audio, with its own language; a sample range
+    shared by several candidates is transcribed once."""
+    heard: dict[tuple[int, int], ClipSpeech] = {}
+    clips = {}
+    for segment in candidates:
+        lo, hi = clip_samples(segment, offset, len(audio))
+        if (lo, hi) not in heard:
+            transcript, language = transcriber.transcribe_clip(audio[lo:hi], SAMPLE_RATE)
+            heard[lo, hi] = ClipSpeech(_shift_transcript(transcript, offset + lo / SAMPLE_RATE), language)
+        clips[segment.key] = heard[lo, hi]
+    return clips
+
+
+def source_transcript(clips: list[tuple[Segment, Transcript]]) -> Transcript | None:
+    """The source's transcript made of its clips' transcripts: their words in time order, a
+    stretch covered by several clips taken from the one that starts first (a word of a later
+    clip whose midpoint lies in an earlier clip's span is left out); the language is the one
+    heard over the most clip seconds, without a probability (it is no single detection).
+    None without clips."""
+    if not clips:
+        return None
+    clips = sorted(clips, key=lambda item: (item[0].start_s, item[0].end_s))
+    words, spans, seconds = [], [], Counter()
+    for segment, transcript in clips:
+        words += [w for w in transcript.words
+                  if not any(a <= (w.start + w.end) / 2 < b for a, b in spans)]
+        spans.append((segment.start_s, segment.end_s))
+        if transcript.language:
+            seconds[transcript.language] += segment.end_s - segment.start_s
+    words.sort(key=lambda w: (w.start, w.end))
+    timings = Counter(t.word_timing for _, t in clips for _ in t.words)
+    first = clips[0][1]
+    return Transcript(" ".join(w.text for w in words), words, first.backend,
+                      seconds.most_common(1)[0][0] if seconds else None, None, first.language_capable,
+                      timings.most_common(1)[0][0] if words else WORD_TIMING_NONE)
+
+
 def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConfig, backends: SpeechBackends,
                    candidates: tuple[Segment, ...]) -> StageResult:
     """Run the speech backends over the source's audio and decide every candidate segment."""
@@ -137,25 +206,32 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
     duration = len(audio) / SAMPLE_RATE
     activity = _shift_activity(backends.activity.activity(audio, SAMPLE_RATE), offset)
 
-    transcript, sidecar = None, find_sidecar(source.path) if config.speech.sidecar_transcripts else None
-    if sidecar is not None:
-        transcript = read_sidecar(sidecar, duration)  # subtitle times are on the source clock already
-    elif backends.transcriber is not None:
-        transcript = _shift_transcript(backends.transcriber.transcribe(audio, SAMPLE_RATE), offset)
+    def with_speakers(transcript: Transcript | None) -> Transcript | None:
+        return assign_speakers(transcript, activity.turns) if transcript is not None and activity.turns else transcript
 
-    if transcript is not None and activity.turns:
-        transcript = assign_speakers(transcript, activity.turns)
+    sidecar = find_sidecar(source.path) if config.speech.sidecar_transcripts else None
+    per_clip = sidecar is None and hasattr(backends.transcriber, "transcribe_clip")
+    if per_clip:
+        clips = {key: replace(clip, transcript=with_speakers(clip.transcript))
+                 for key, clip in transcribe_clips(audio, offset, candidates, backends.transcriber).items()}
+        transcript = source_transcript([(s, clips[s.key].transcript) for s in candidates])
+        scope = "clips"
+    else:
+        transcript, scope = None, "sidecar" if sidecar is not None else "source"
+        if sidecar is not None:
+            transcript = read_sidecar(sidecar, duration)  # subtitle times are on the source clock already
+        elif backends.transcriber is not None:
+            transcript = _shift_transcript(backends.transcriber.transcribe(audio, SAMPLE_RATE), offset)
+        transcript = with_speakers(transcript)
+        clips = {segment.key: ClipSpeech(transcript) for segment in candidates}
+
     decisions = {}
     for segment in candidates:
-        start, end = segment.start_s, segment.end_s
-        audio_language = None
-        detect = getattr(backends.transcriber, "detect_language", None)
-        if sidecar is None and detect is not None:
-            lo, hi = int(max(0.0, start - offset) * SAMPLE_RATE), int(max(0.0, end - offset) * SAMPLE_RATE)
-            audio_language = detect(audio[lo:hi])
-        decisions[segment.key] = decide_segment(start, end, activity, transcript, backends.identifier,
-                                                config.speech, audio_language)
-    names = {**backends.names(), "transcription": transcript.backend if transcript else None}
+        clip = clips[segment.key]
+        decisions[segment.key] = decide_segment(segment.start_s, segment.end_s, activity, clip.transcript,
+                                                backends.identifier, config.speech, clip.audio_language)
+    backend = transcript.backend if transcript else backends.transcriber.name if per_clip else None
+    names = {**backends.names(), "transcription": backend}
     decisions = {key: d.model_copy(update={"payload": {**d.payload, "backends": names}}) for key, d in decisions.items()}
     whole = overlap_stats(activity)
     details = {
@@ -163,7 +239,8 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
         "audio_seconds": round(duration, 4),
         "source": {**whole.as_dict(), "transcript": transcript.text if transcript else None,
                    "language": transcript.language if transcript else None,
-                   "word_timing": transcript.word_timing if transcript else WORD_TIMING_NONE},
+                   "word_timing": transcript.word_timing if transcript else WORD_TIMING_NONE,
+                   "transcript_scope": scope},
         "activity": activity.as_dict(),
     }
     return StageResult(stage=STAGE, segments=decisions, details=details)
@@ -174,6 +251,6 @@ def run(ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("asd",), config_sections=("speech",), version="1", build_backend=build_backend, run=run,
+    name=STAGE, needs=("asd",), config_sections=("speech",), version="2", build_backend=build_backend, run=run,
     description="Speaker activity, transcript and language of one source; a speech decision per clip.",
 )

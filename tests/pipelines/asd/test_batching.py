@@ -58,9 +58,15 @@ def tracks(grid_clips: list[Path], scrfd_detector, weights) -> list[tuple[np.nda
 
 
 def _visual_encoder_calls(scorer: ActiveSpeakerScorer) -> list[int]:
-    """Batch sizes seen by the visual encoder, recorded by a torch forward hook."""
+    """Batch sizes seen by the visual encoder, recorded around LightASD.encode_visual."""
     sizes: list[int] = []
-    scorer.model.model.visualEncoder.register_forward_hook(lambda module, args, out: sizes.append(out.shape[0]))
+    encode = scorer.model.encode_visual  # every visual pass, the module's or its folded copy's
+
+    def counted(video):
+        sizes.append(video.shape[0])
+        return encode(video)
+
+    scorer.model.encode_visual = counted
     return sizes
 
 

@@ -22,6 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from speech_fixtures import WHISPER_SENTENCES, media_audio_16k  # noqa: E402
 
 import pipelines.fixtures.media as mf  # noqa: E402
+from pipelines.schema.records import Segment  # noqa: E402
 from pipelines.speech.base import SAMPLE_RATE, WORD_TIMING_WHISPER  # noqa: E402
 
 pytestmark = pytest.mark.real_weights
@@ -138,3 +139,57 @@ def test_grid_clip_in_english_with_word_times_in_its_speech(whisper, grid_dir):
     assert {"by", "now"} <= {_normalise(w.text) for w in transcript.words}, transcript.text
     assert all(0.0 <= w.start <= w.end <= 2.4 for w in transcript.words), transcript.words
     assert [w.start for w in transcript.words] == sorted(w.start for w in transcript.words)
+
+
+def test_each_clip_of_one_source_is_heard_in_its_own_language(whisper, speech, tmp_path, model_dir, monkeypatch):
+    """English then French inside one 30 s Whisper window of one source, a candidate clip each.
+
+    The speech stage transcribes clip by clip: each clip's language comes from its own audio (the
+    French clip is rejected, the English one kept, though the source's first window is mostly
+    both), and from the same encoder pass its words are decoded from: one pass per clip here
+    (each is shorter than 30 s), where a language call per clip beside one transcription of the
+    source took at least four (the source's first window twice, each clip once)."""
+    from faster_whisper import WhisperModel
+
+    from pipelines.config import load_config
+    from pipelines.media.wav import write_wav
+    from pipelines.models import ModelStore
+    from pipelines.schema.records import SourceRecord, SourceRef
+    from pipelines.speech.segmentation import PyannoteSegmentationActivity
+    from pipelines.speech.stage import SpeechBackends, analyse_speech
+    from pipelines.workdir import SOURCE_AUDIO_FILE, source_dir
+
+    pytest.importorskip("pyannote.audio")
+    config = load_config(paths={"data_dir": tmp_path / "data", "model_dir": model_dir})
+    audio = np.concatenate([speech["en"], speech["fr"]])
+    french_start = len(speech["en"]) / SAMPLE_RATE
+    assert len(audio) / SAMPLE_RATE < 30.0
+    source = SourceRef(source_id="mixed", relpath="mixed.mp4", sha256="0" * 64, size_bytes=0,
+                       path=tmp_path / "mixed.mp4")
+    folder = source_dir(config, source.source_id)
+    folder.mkdir(parents=True)
+    write_wav(folder / SOURCE_AUDIO_FILE, np.round(audio * 32767), SAMPLE_RATE)
+    clips = [Segment(key=key, track_id=0, start_s=start, end_s=end, status="accepted", numbers={})
+             for key, start, end in (("en", 0.0, french_start), ("fr", french_start, len(audio) / SAMPLE_RATE))]
+    record = SourceRecord(source=source.info(), status="accepted", numbers={"audio_start_s": 0.0}, segments=clips)
+    activity = PyannoteSegmentationActivity(ModelStore(model_dir).path("pyannote_segmentation_whisperx"),
+                                            onset=config.speech.segmentation_onset,
+                                            step_s=config.speech.segmentation_step_s)
+    passes = []
+    encode = WhisperModel.encode
+    monkeypatch.setattr(WhisperModel, "encode", lambda model, features: passes.append(1) or encode(model, features))
+
+    result = analyse_speech(source, record, config, SpeechBackends(activity, whisper, None), tuple(clips))
+    english, french = result.segments["en"], result.segments["fr"]
+    assert english.decision == "accepted" and english.numbers["language"] == "en", english.numbers
+    assert french.decision == "rejected" and french.reason == "non_english_speech", french.numbers
+    assert french.numbers["language"] == "fr" and french.numbers["language_source"] == f"asr:whisperx:{WHISPER_FOLDER}"
+    assert len(passes) == len(clips)
+    # Each clip's words are its own, in its own language, on the source clock inside the clip.
+    spoken = {code: {_normalise(t) for t in SENTENCES[code].split()} for code in ("en", "fr")}
+    for decision, code in ((english, "en"), (french, "fr")):
+        heard = {_normalise(w["text"]) for w in decision.payload["words"]}
+        assert len(heard & spoken[code]) >= len(spoken[code]) // 2, decision.payload["transcript"]
+    source_words = result.details["source"]["transcript"].split()
+    assert result.details["source"]["transcript_scope"] == "clips"
+    assert source_words == english.payload["transcript"].split() + french.payload["transcript"].split()

@@ -265,6 +265,7 @@ def role_seconds_png(seconds: list[dict[str, float]]) -> bytes:
         shares = [s["listening"] / total for s in seconds if (total := sum(s[r] for r in ROLE_COLOURS)) > 0]
         _hist(share_ax, shares, "listening share per actor sample", "listening / sample duration",
               "no actor sample", ROLE_COLOURS["listening"], bins=20, range=(0, 1))
+        share_ax.set_ylabel("actor samples")
     else:
         _no_data(totals_ax, "seconds per role", "no actor sample paired")
         _no_data(share_ax, "listening share per actor sample", "no actor sample paired")

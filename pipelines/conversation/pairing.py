@@ -57,7 +57,8 @@ from pipelines.conversation.summary import (
     summary_file_name,
 )
 from pipelines.media.wav import read_wav_float, read_wav_slice, write_wav
-from pipelines.runner import ModelBackends, decided_record, load_result, stage_fingerprints
+from pipelines.registry import STAGES
+from pipelines.runner import ModelBackends, decided_record, load_result, result_path, stage_fingerprints
 from pipelines.schema.conversation import (
     PARTNER_AUDIO_MEMBER,
     PARTNER_FLAME_MEMBER,
@@ -69,7 +70,7 @@ from pipelines.schema.conversation import (
 from pipelines.schema.records import ACCEPTED, Segment, SourceRecord, SourceRef
 from pipelines.schema.sample import SampleRecord
 from pipelines.stage_spec import digest
-from pipelines.workdir import SOURCE_AUDIO_FILE, load_record, source_dir, source_lock
+from pipelines.workdir import RECORD_FILE, SOURCE_AUDIO_FILE, load_record, source_dir, source_lock
 
 PAIRING_VERSION = "1"
 # What the pairing reads of the config: its own section, the ASD threshold, the clip rates, and the
@@ -89,7 +90,7 @@ class PairingError(ValueError):
 @dataclass
 class SessionOutcome:
     plan: SessionPlan
-    status: OutcomeStatus  # empty: no accepted sample; pending: a source's face stage has not run
+    status: OutcomeStatus  # empty: paired, no accepted sample; pending: a source's face stage has not run
     detail: str | None = None
     summary: SessionSummary | None = None
 
@@ -202,17 +203,41 @@ def _member_files(summaries: Iterable[SessionSummary]) -> set[tuple[str, str]]:
             for name in actor.files.values()}
 
 
-def _fingerprint(plan: SessionPlan, config: PipelineConfig, inputs: dict[str, str]) -> str:
-    return digest({"version": PAIRING_VERSION,
-                   "config": {name: getattr(config, name).model_dump(mode="json") for name in CONFIG_SECTIONS},
-                   "session": [plan.name, plan.input, plan.sidecar],
-                   "participants": [[p.id, p.source.source_id, p.start_s] for p in plan.participants],
-                   "inputs": inputs})
+def _settings(plan: SessionPlan, config: PipelineConfig) -> dict:
+    """What a session's pairing depends on besides its sources' stage outputs."""
+    return {"version": PAIRING_VERSION,
+            "config": {name: getattr(config, name).model_dump(mode="json") for name in CONFIG_SECTIONS},
+            "session": [plan.name, plan.input, plan.sidecar],
+            "participants": [[p.id, p.source.source_id, p.start_s] for p in plan.participants]}
+
+
+def _stamp(plan: SessionPlan, config: PipelineConfig) -> str:
+    """The settings and the identity of every stored output of the session's sources: a few stat calls.
+    Every stage writes its output under a new name and renames it, so a rewrite changes the inode."""
+    names = [RECORD_FILE] + [result_path(config, "-", spec.name).name for spec in STAGES
+                             if not spec.is_root and spec.enabled(config)]
+    files = {}
+    for participant in plan.participants:
+        folder = source_dir(config, participant.source.source_id)
+        for name in names:
+            try:
+                info = (folder / name).stat()
+                files[f"{participant.source.source_id}/{name}"] = [info.st_size, info.st_mtime_ns, info.st_ino]
+            except FileNotFoundError:
+                files[f"{participant.source.source_id}/{name}"] = None
+    return digest({**_settings(plan, config), "files": files})
 
 
 def _current(summary: SessionSummary, config: PipelineConfig) -> bool:
     return all((source_dir(config, actor.source_id) / name).is_file()
                for actor in summary.actors for name in actor.files.values())
+
+
+def _existing(path: Path) -> SessionSummary | None:
+    try:
+        return SessionSummary.load(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def _pair_session(plan: SessionPlan, config: PipelineConfig, backends: ModelBackends | None,
@@ -222,6 +247,10 @@ def _pair_session(plan: SessionPlan, config: PipelineConfig, backends: ModelBack
     with ExitStack() as stack:
         for source_id in sorted({ref.source_id for ref in plan.sources}):  # one order: no deadlock between pairings
             stack.enter_context(source_lock(config, source_id))
+        stamp = _stamp(plan, config)
+        existing = _existing(folder / summary_file_name(plan.input, plan.name))
+        if existing is not None and existing.stamp == stamp and _current(existing, config):
+            return SessionOutcome(plan, "unchanged", summary=existing)
         sources = {}
         for participant in plan.participants:
             record = load_record(config, participant.source.source_id)
@@ -229,23 +258,19 @@ def _pair_session(plan: SessionPlan, config: PipelineConfig, backends: ModelBack
                 return SessionOutcome(plan, "pending", f"{participant.source.source_id}: the face stage has not run")
             sources[participant.id] = _Source(participant, record, decided_record(config, record),
                                               source_dir(config, record.source_id))
-        if not any(source.accepted() for source in sources.values()):
-            return SessionOutcome(plan, "empty", "no accepted sample")
         inputs = {s.source_id: source_fingerprint(stage_fingerprints(config, s.source_id)) for s in sources.values()}
-        fingerprint = _fingerprint(plan, config, inputs)
-        path = folder / summary_file_name(plan.input, plan.name)
-        if path.is_file():
-            try:
-                existing = SessionSummary.load(path)
-            except (OSError, ValueError):
-                existing = None
-            if existing is not None and existing.fingerprint == fingerprint and _current(existing, config):
-                return SessionOutcome(plan, "unchanged", summary=existing)
-        if plan.input == "per_participant":
-            members, infos = _per_participant(plan, sources, config)
-        else:
-            (source,) = sources.values()
-            members, infos = _shared_video(plan, source, config, backends)
+        fingerprint = digest({**_settings(plan, config), "inputs": inputs})
+        if existing is not None and existing.fingerprint == fingerprint and _current(existing, config):
+            existing = existing.model_copy(update={"stamp": stamp})  # outputs rewritten, their content the same
+            existing.save(folder)
+            return SessionOutcome(plan, "unchanged", summary=existing)
+        members, infos = {}, {}
+        if any(source.accepted() for source in sources.values()):
+            if plan.input == "per_participant":
+                members, infos = _per_participant(plan, sources, config)
+            else:
+                (source,) = sources.values()
+                members, infos = _shared_video(plan, source, config, backends)
         actors = []
         for source in sources.values():
             for segment in source.accepted():
@@ -258,13 +283,14 @@ def _pair_session(plan: SessionPlan, config: PipelineConfig, backends: ModelBack
         if plan.input == "per_participant":
             participants = {p.id: p.source.source_id for p in plan.participants}
         else:  # the face tracks of the one source
+            (source,) = sources.values()
             participants = {f"track{s.track_id}": source.source_id for s in source.record.segments
                             if s.status == ACCEPTED}
         summary = SessionSummary(session=plan.name, input=plan.input, sidecar=plan.sidecar,
-                                 participants=dict(sorted(participants.items())),
-                                 fingerprint=fingerprint, inputs=inputs, actors=tuple(actors))
+                                 participants=dict(sorted(participants.items())), fingerprint=fingerprint,
+                                 inputs=inputs, stamp=stamp, actors=tuple(actors))
         summary.save(folder)
-        return SessionOutcome(plan, "ran", summary=summary)
+        return SessionOutcome(plan, "ran" if actors else "empty", summary=summary)
 
 
 def _per_participant(plan: SessionPlan, sources: dict[str, _Source],

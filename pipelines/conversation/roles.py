@@ -68,8 +68,8 @@ def levels_dbfs(samples: np.ndarray, sample_rate: int, hop_s: float = LEVEL_HOP_
     """RMS level of each whole ``hop_s`` of float samples in [-1, 1), in dB relative to full scale."""
     hop = max(1, int(round(hop_s * sample_rate)))
     count = len(samples) // hop
-    frames = np.asarray(samples[: count * hop], dtype=np.float64).reshape(count, hop)
-    rms = np.sqrt((frames ** 2).mean(axis=1))
+    frames = np.asarray(samples[: count * hop]).reshape(count, hop)
+    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / hop)  # no squared copy of an hour
     with np.errstate(divide="ignore"):
         return np.maximum(20 * np.log10(rms), SILENCE_DBFS)
 

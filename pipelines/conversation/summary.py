@@ -71,6 +71,8 @@ class SessionSummary(StrictModel):
     participants: dict[str, str] = Field(description="Participant id -> source id.")
     fingerprint: str = Field(description="Of the pairing's version, the config it reads, the sidecar and `inputs`.")
     inputs: dict[str, str] = Field(description="Source id -> digest of its stage fingerprints the pairing read.")
+    stamp: str = Field(description="Identity (size, mtime, inode) of every stage output the pairing read, with the "
+                                   "config and the sidecar: equal on the next run, the session is not read again.")
     actors: tuple[ActorSummary, ...] = ()
 
     model_config = StrictModel.model_config | {"populate_by_name": True}

@@ -245,12 +245,7 @@ def test_pairing_and_shards_are_unchanged_on_a_rerun_and_follow_a_changed_sideca
 
     # A copy whose sidecar moves b by one more frame: the session is paired again, both sources re-packed.
     root = tmp_path / "copy"
-    shutil.copytree(config.paths.input_dir, root / "input")
-    shutil.copytree(config.paths.data_dir, root / "data")
-    copy = load_config(paths={"input_dir": root / "input", "data_dir": root / "data",
-                              "model_dir": config.paths.model_dir},
-                       **{name: getattr(config, name).model_dump() for name in ("asd", "captions", "speech",
-                                                                                "conversation")})
+    copy = _copy(per_participant, root)
     sidecar = root / "input" / "duo.session.json"
     document = json.loads(sidecar.read_text())
     document["participants"][1]["start_s"] = LATE_S + 1 / FPS
@@ -262,17 +257,35 @@ def test_pairing_and_shards_are_unchanged_on_a_rerun_and_follow_a_changed_sideca
     assert repacked.added and repacked.unpackable == {}
 
 
-def test_a_stale_pairing_is_not_packed(per_participant, tmp_path):
-    """Stage outputs that changed after the pairing: the session's samples wait (unpackable) until it runs
-    again, the partner's too (its partner streams came from the changed source)."""
-    config = per_participant.config
-    root = tmp_path / "copy"
+def _copy(run: Run, root: Path) -> PipelineConfig:
+    """The run's inputs and data folder copied under ``root``, with its config pointing there."""
+    config = run.config
     shutil.copytree(config.paths.input_dir, root / "input")
     shutil.copytree(config.paths.data_dir, root / "data")
-    copy = load_config(paths={"input_dir": root / "input", "data_dir": root / "data",
+    return load_config(paths={"input_dir": root / "input", "data_dir": root / "data",
                               "model_dir": config.paths.model_dir},
                        **{name: getattr(config, name).model_dump() for name in ("asd", "captions", "speech",
                                                                                 "conversation")})
+
+
+def test_a_stage_output_rewritten_unchanged_is_not_paired_again(per_participant, tmp_path):
+    copy = _copy(per_participant, tmp_path / "copy")
+    speech = copy.paths.work_dir / "sources" / per_participant.sources["b"] / "speech.json"
+    before = SessionSummary.load(conversations_dir(copy) / "per_participant.duo.json")
+    speech.write_bytes(speech.read_bytes())  # what a forced re-run with the same result leaves
+    (outcome,) = pair_sessions(copy, scan(copy).values()).sessions
+    after = SessionSummary.load(conversations_dir(copy) / "per_participant.duo.json")
+    assert outcome.status == "unchanged" and after.stamp != before.stamp
+    assert after.model_copy(update={"stamp": before.stamp}) == before
+    summary = write_shards(per_participant.shards.source_records, copy)
+    assert summary.added == [] and summary.retired == {}
+
+
+def test_a_stale_pairing_is_not_packed(per_participant, tmp_path):
+    """Stage outputs that changed after the pairing: the session's samples wait (unpackable) until it runs
+    again, the partner's too (its partner streams came from the changed source)."""
+    root = tmp_path / "copy"
+    copy = _copy(per_participant, root)
     source_id = per_participant.sources["a"]
     speech = root / "data" / "work" / "sources" / source_id / "speech.json"
     result = json.loads(speech.read_text())

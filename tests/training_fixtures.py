@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.fixtures.conversation_shards import build_conversation_shards
+from pipelines.fixtures.conversation_shards import build_conversation_shards, build_pipeline_conversation_shards
 from pipelines.fixtures.encoders import build_tiny_encoders
 from pipelines.fixtures.shards import build_flame_shards
 
@@ -68,6 +68,14 @@ def conversation_shards_fixture(tmp_path_factory, flame_shards) -> Path:
     each other, and one actor whose partner is heard but never seen (see conversation_shards.py)."""
     return _once("conversation", lambda: build_conversation_shards(tmp_path_factory.mktemp("conversation"),
                                                                    flame_shards))
+
+
+@pytest.fixture(scope="session", name="pipeline_conversation_shards")
+def pipeline_conversation_shards_fixture(tmp_path_factory, grid_dir, model_dir) -> Path:
+    """Shards of the pipeline's conversation mode: two GRID speakers taking turns, one recording each."""
+    pytest.importorskip("pyannote.audio")  # the speech activity the per-participant roles come from
+    return _once("pipeline-conversation", lambda: build_pipeline_conversation_shards(
+        tmp_path_factory.mktemp("pipeline-conversation"), grid_dir, model_dir))
 
 
 @pytest.fixture(scope="session", name="conversation_flow_run")

@@ -1,12 +1,16 @@
-"""Conversations end to end on CPU: SFT (VAE + flow with partner streams) and RL on conversation shards,
-RL restricted to listener latents by rl.listener_only, evaluation split by role."""
+"""Conversations end to end on CPU: SFT (VAE + flow with partner streams) and RL on conversation shards (the
+scripted ones and the pipeline's conversation mode's), RL restricted to listener latents by rl.listener_only,
+evaluation split by role."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from training_fixtures import (  # noqa: F401
@@ -14,23 +18,26 @@ from training_fixtures import (  # noqa: F401
     conversation_shards_fixture,
     flame_shards_fixture,
     flow_run_fixture,
+    pipeline_conversation_shards_fixture,
     tiny_config,
     tiny_encoders_fixture,
     vae_run_fixture,
 )
 
-from pipelines.schema.conversation import actor_listens
+from pipelines.schema.conversation import ROLE_MEMBER, Role, actor_listens
 from training.checkpoint import checkpoint_dirs, load_weights
 from training.config import load_run_config
-from training.data import batches, train_pipeline
+from training.data import batches, finite_clips, shard_urls, train_pipeline
+from training.evaluate import evaluate_flow, evaluate_run
 from training.flow import MOSTLY, latent_share
 from training.rl import RLRun, log_probs, rl_loss, run_rl, step_means
+from training.sft import run_sft
 from training.trainer_base import LOG_FILE
 
 
-def _rl_config(tmp_path, shards, flow_dir, name="rl", **rl):
+def _rl_config(tmp_path, shards, flow_dir, name="rl", steps=2, **rl):
     return load_run_config(None, **tiny_config(
-        "rl", tmp_path / name, shards, steps=2, save_every=2, data={"batch_size": 2},
+        "rl", tmp_path / name, shards, steps=steps, save_every=steps, data={"batch_size": 2},
         optim={"lr": 1e-3, "weight_decay": 0.0, "grad_clip": None},
         rl={"init_run": str(flow_dir), "group_size": 4, "window_start": 1, **rl}))
 
@@ -107,7 +114,6 @@ def test_rl_on_conversation_shards_trains_every_weight_and_counts_listener_laten
 
 def test_the_trained_flow_model_uses_the_partner_and_is_evaluated_by_role(conversation_shards,
                                                                           conversation_flow_run):
-    from training.evaluate import evaluate_flow
     from training.flow_parts import build_flow, flow_inputs, flow_parts
 
     config = load_run_config(conversation_flow_run / "config.yaml", data={"eval_shards": str(conversation_shards)},
@@ -134,3 +140,30 @@ def test_the_trained_flow_model_uses_the_partner_and_is_evaluated_by_role(conver
     assert "lve" not in out["listening"]
     assert out["expressive"]["windows"] == 2 and out["expressive"]["share"] == 0.5
     assert out["expressive"]["speaking"]["frames"] > 0
+
+
+def test_sft_rl_and_evaluation_run_on_conversation_shards_made_by_the_pipeline(tmp_path, pipeline_conversation_shards,
+                                                                               tiny_encoders):
+    """The pipeline's conversation mode (two speakers taking turns, one recording each) feeds every trainer."""
+    shards = pipeline_conversation_shards
+    config = load_run_config(None, **tiny_config("vae", tmp_path / "vae", shards, steps=10, save_every=10))
+    clips = list(finite_clips(str(shards), config.data, per_node=False))
+    stored = {}
+    for url in shard_urls(str(shards)):
+        with tarfile.open(url) as tar:
+            stored.update({m.name.split(".", 1)[0]: np.load(io.BytesIO(tar.extractfile(m).read()))
+                           for m in tar.getmembers() if m.name.endswith("." + ROLE_MEMBER)})
+    assert len(clips) == 2 and {c.key for c in clips} == set(stored)
+    for clip in clips:
+        assert np.array_equal(clip.role, stored[clip.key]) and clip.partner_audio is not None
+        assert int(clip.partner_tracked.sum()) == clip.record.conversation.partner_flame_frames > 0
+        assert {int(Role.SPEAKING), int(Role.LISTENING)} <= set(clip.role.tolist())
+    run_sft(config)
+    flow_dir = tmp_path / "flow"
+    flow = run_sft(load_run_config(None, **tiny_config("flow", flow_dir, shards, tiny_encoders, tmp_path / "vae",
+                                                       steps=2, save_every=2)))
+    assert len(flow) == 2 and all(math.isfinite(r["loss"]) for r in flow)
+    rows = run_rl(_rl_config(tmp_path, shards, flow_dir, name="rl-pipeline", steps=1))
+    assert rows[0]["listener_latents"] > 0 and math.isfinite(rows[0]["loss"])
+    out = evaluate_run(flow_dir, str(shards), progress=False)
+    assert out["windows"] == 2 and out["speaking"]["frames"] > 0 and out["listening"]["frames"] > 0

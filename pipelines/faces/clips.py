@@ -20,7 +20,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pipelines import __version__
@@ -108,11 +107,8 @@ class TrackCropper:
             cx, cy, side = window_mean(np.asarray(self.params[lo: hi + 1]), i - lo, self.radius)
             square = fit_square(cx, cy, side, self.frame_w, self.frame_h)
             obs = self.track.observations[i]
-            frame = frames[obs.frame_index]
-            # Only the square is converted to RGB, at full resolution.
-            crop = frame.region_rgb(square.x, square.y, square.x + square.side, square.y + square.side)
-            interp = cv2.INTER_AREA if square.side > self.size_px else cv2.INTER_CUBIC
-            crop = cv2.resize(crop, (self.size_px, self.size_px), interpolation=interp)
+            # Only the square is read, scaled straight to the encoder's picture (Frame.crop).
+            crop = frames[obs.frame_index].crop(square.x, square.y, square.side, self.size_px)
             self.encoder.add(obs.time_s, obs.duration_s, crop)
             self.crops.append((square.x, square.y, square.side))
             self.next_pos += 1
@@ -208,7 +204,7 @@ def extract_face_clips(
     def close_track(track: Track) -> None:
         cropper = croppers.pop(track.track_id)
         cropper.emit(frames, final=True)
-        cropper.encoder.finish()  # its ffmpeg exits now: one live encoder per open track, not per shot
+        cropper.encoder.finish()  # its x264 ends now: one live encoder per open track, not per shot
         finished.append(cropper)
 
     def track_frame(frame: Frame) -> None:
@@ -245,7 +241,7 @@ def extract_face_clips(
             decoded_until = frame.time_s + frame.duration_s
             frame_h, frame_w = frame.height, frame.width
             waiting.append(frame)
-            cut_frames.update(shots.step(frame.index, frame.detection_rgb))
+            cut_frames.update(shots.step_frame(frame))
             while waiting and waiting[0].index <= frame.index - shots.delay_frames:
                 track_frame(waiting.popleft())
             if progress and time.monotonic() - last_report > 5:

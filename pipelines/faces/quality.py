@@ -155,7 +155,13 @@ def _box_sharpness(face_rgb: np.ndarray) -> float:
     height, width = face_rgb.shape[:2]
     if width < 3 or height < 3:
         return 0.0
-    grey = cv2.cvtColor(np.ascontiguousarray(face_rgb), cv2.COLOR_RGB2GRAY)
+    return _grey_sharpness(cv2.cvtColor(np.ascontiguousarray(face_rgb), cv2.COLOR_RGB2GRAY))
+
+
+def _grey_sharpness(grey: np.ndarray) -> float:
+    height, width = grey.shape
+    if width < 3 or height < 3:
+        return 0.0
     longer = max(width, height)
     if longer > SHARPNESS_MAX_SIDE_PX:
         # An integer-factor area reduction first (OpenCV's fast path; a fractional INTER_AREA
@@ -180,12 +186,13 @@ def face_sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> f
 
 
 def frame_face_sharpness(frame: Frame, box: tuple[float, float, float, float]) -> float:
-    """:func:`face_sharpness` on a decoded frame, converting only the face box to RGB at full
-    resolution: the measure is calibrated on source pixels (quality.min_sharpness)."""
+    """:func:`face_sharpness` on a decoded frame, from the face box's grey pixels at full resolution
+    (the measure is calibrated on source pixels, quality.min_sharpness): read from the luma plane
+    where the frame's colours allow (:meth:`Frame.region_grey`), no RGB conversion."""
     x1, y1, x2, y2 = _sharpness_box(box, frame.width, frame.height)
     if x2 - x1 < 3 or y2 - y1 < 3:
         return 0.0
-    return _box_sharpness(frame.region_rgb(x1, y1, x2, y2))
+    return _grey_sharpness(np.ascontiguousarray(frame.region_grey(x1, y1, x2, y2)))
 
 
 def measure_face(rgb: np.ndarray, detection: Detection) -> FaceMeasure:

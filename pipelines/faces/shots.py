@@ -2,11 +2,12 @@
 
 Two complementary signals end a face track at a cut:
 
-* :class:`ShotCutDetector` feeds the decoded frames, shrunk to ``shots.analysis_width_px``,
-  to one of PySceneDetect's detectors. It finds cuts where the whole picture changes, but not
-  reliably a cut between two people framed alike in front of the same backdrop: on GRID
-  bbaf2n -> brbk7n, content and histogram at their defaults miss it (adaptive and hash catch
-  that pair; the issue's author measured a pair that all four miss), see bench/eval_cuts.py.
+* :class:`ShotCutDetector` feeds the decoded frames, shrunk to ``shots.analysis_width_px``
+  (straight from the decoded planes), to one of PySceneDetect's detectors. It finds cuts
+  where the whole picture changes, but not reliably a cut between two people framed alike
+  in front of the same backdrop: on GRID bbaf2n -> brbk7n, content and histogram at their
+  defaults miss it (adaptive and hash catch that pair; the issue's author measured a pair
+  that all four miss), see bench/eval_cuts.py.
 * :func:`face_signature` / :func:`signature_distance` describe the face itself, so the tracker
   (pipelines/faces/tracking.py) refuses an IoU match when the face changes abruptly.
 
@@ -39,6 +40,7 @@ from scenedetect.detectors import AdaptiveDetector, ContentDetector, HashDetecto
 
 from pipelines.config import ShotConfig
 from pipelines.faces.detectors import Detection
+from pipelines.media.decode import Frame, shrunk_rgb_to_bgr
 
 TEMPLATE_PX = 32
 # The recommended shots.max_face_distance: the geometric mean of the worst same-speaker and the
@@ -142,10 +144,27 @@ class ShotCutDetector:
             return int(self._detector.window_width)
         return 0
 
+    def analysis_size(self, width: int, height: int) -> tuple[int, int]:
+        """The picture the detector compares for a width x height frame: ``analysis_width_px`` wide
+        (never enlarged), same aspect."""
+        analysed = min(width, self.config.analysis_width_px)
+        return analysed, max(1, int(round(height * analysed / width)))
+
     def step(self, frame_index: int, rgb: np.ndarray) -> list[int]:
+        """Feed one whole RGB frame (any size: it is shrunk to the analysis size here)."""
         if self._detector is None:
             return []
-        cuts = self._detector.process_frame(FrameTimecode(frame_index, fps=self.fps), self._analysis_frame(rgb))
+        return self._step(frame_index, shrunk_rgb_to_bgr(rgb, *self.analysis_size(rgb.shape[1], rgb.shape[0])))
+
+    def step_frame(self, frame: Frame) -> list[int]:
+        """Feed one decoded frame: its analysis picture is made from the decoded planes in one
+        libswscale call (:meth:`Frame.shrunk_bgr`), no full or detection-size RGB frame."""
+        if self._detector is None:
+            return []
+        return self._step(frame.index, frame.shrunk_bgr(*self.analysis_size(frame.width, frame.height)))
+
+    def _step(self, frame_index: int, bgr: np.ndarray) -> list[int]:
+        cuts = self._detector.process_frame(FrameTimecode(frame_index, fps=self.fps), bgr)
         out = []
         for cut in sorted(int(tc.frame_num) for tc in cuts):
             if self._last_cut is not None and cut - self._last_cut < self._min_gap_frames - 1e-9:
@@ -153,15 +172,3 @@ class ShotCutDetector:
             self._last_cut = cut
             out.append(cut)
         return out
-
-    def _analysis_frame(self, rgb: np.ndarray) -> np.ndarray:
-        h, w = rgb.shape[:2]
-        width = min(w, self.config.analysis_width_px)
-        if width < w:
-            # Shrink before the colour conversion. Every step-th pixel first (a view, no copy), so the
-            # area filter reads about 1/step^2 of a 1080p frame: the frame statistics the detectors
-            # compare do not need the anti-aliasing of the full-resolution area average.
-            step = max(1, w // (2 * width))
-            rgb = cv2.resize(rgb[::step, ::step], (width, max(1, int(round(h * width / w)))),
-                             interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)

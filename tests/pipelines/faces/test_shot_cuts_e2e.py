@@ -106,21 +106,21 @@ def test_a_short_cutaway_and_back_is_two_shots_not_a_bridged_gap(composed, tmp_p
 
 def test_a_track_ended_by_a_cut_closes_its_encoder_before_the_next_shot_encodes(
         composed, tmp_path: Path, model_dir: Path, scrfd_detector, monkeypatch):
-    """One live x264 process per open track: a source of many shots must not keep an encoder per
+    """One live x264 encoder per open track: a source of many shots must not keep an encoder per
     shot until it ends (memory grew with the number of shots before)."""
     from pipelines.media.encode import ClipEncoder
 
-    spawned: list[ClipEncoder] = []
-    alive_at_spawn: list[int] = []
-    real_spawn = ClipEncoder._spawn
+    started: list[ClipEncoder] = []
+    alive_at_start: list[int] = []
+    real_start = ClipEncoder._start
 
-    def watched_spawn(encoder: ClipEncoder) -> None:
-        alive_at_spawn.append(sum(e._proc.poll() is None for e in spawned))
-        real_spawn(encoder)
-        spawned.append(encoder)
+    def watched_start(encoder: ClipEncoder) -> None:
+        alive_at_start.append(sum(e.running for e in started))
+        real_start(encoder)
+        started.append(encoder)
 
-    monkeypatch.setattr(ClipEncoder, "_spawn", watched_spawn)
+    monkeypatch.setattr(ClipEncoder, "_start", watched_start)
     record, folder = _faces(tmp_path, composed["hard"], model_dir, scrfd_detector)
-    assert len([s for s in record.segments if s.status == ACCEPTED]) == len(spawned) == 2
-    assert alive_at_spawn == [0, 0]  # the first shot's encoder had exited when the second one started
+    assert len([s for s in record.segments if s.status == ACCEPTED]) == len(started) == 2
+    assert alive_at_start == [0, 0]  # the first shot's encoder had ended when the second one started
     assert all((folder / s.files["mp4"]).is_file() for s in record.segments if s.status == ACCEPTED)

@@ -2,6 +2,7 @@
 
     python bench/scale_parts.py --keep /tmp/bench-scale-profile [--scale 1] [--stages asd,speech]
         [--repeat 3] [--json OUT] [--label NAME]
+    python bench/scale_parts.py --compare BEFORE.json AFTER.json [--out-dir bench/results]
 
 ``--keep`` is the folder a ``bench_scale.py --keep`` run left (its face_clips and quality
 stages must have run there). Each stage runs in this process through the stage runner
@@ -13,7 +14,9 @@ table says which part holds which. Wall time depends on the machine's load, prin
 the figures; CPU seconds much less so.
 
 A part that the code measured does not have (a function renamed or removed by a change) is
-left out, so the same script times the code before and after a change.
+left out, so the same script times the code before and after a change (run a copy of it in a
+worktree of the earlier commit). ``--compare`` puts two such JSON files side by side in
+``scale_parts.{json,md}``.
 """
 
 from __future__ import annotations
@@ -184,16 +187,53 @@ def markdown(result: dict, source_s: float, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare(before: dict, after: dict) -> str:
+    """Markdown: per stage and part, calls and CPU/wall seconds before and after, CPU after / before."""
+    lines = [f"Source: {after['source_s']:.1f} s ({after['scale']}x). Before: {before['label']}; after: {after['label']}.",
+             ""]
+    for old, new in zip(before["results"], after["results"]):
+        if old["stage"] != new["stage"]:
+            raise ValueError(f"the two runs measured different stages: {old['stage']} and {new['stage']}")
+        lines += [f"### {new['stage']} (median of {new['repeat']}; load 1m before {old['load_1m']}, after "
+                  f"{new['load_1m']})", "",
+                  "| part | inside | calls before | calls after | CPU s before | CPU s after | CPU after / before "
+                  "| wall s before | wall s after |", "|---|---|---|---|---|---|---|---|---|"]
+        for name in dict.fromkeys([*old["parts"], *new["parts"]]):
+            a, b = old["parts"].get(name), new["parts"].get(name)
+            cell = lambda part, key, fmt: fmt.format(part[key]) if part else "-"  # noqa: E731
+            ratio = f"{b['cpu_s'] / a['cpu_s']:.2f}" if a and b and a["cpu_s"] > 0 else "-"
+            lines.append(f"| {name} | {(a or b)['inside']} | {cell(a, 'calls', '{}')} | {cell(b, 'calls', '{}')} | "
+                         f"{cell(a, 'cpu_s', '{:.3f}')} | {cell(b, 'cpu_s', '{:.3f}')} | {ratio} | "
+                         f"{cell(a, 'wall_s', '{:.3f}')} | {cell(b, 'wall_s', '{:.3f}')} |")
+        lines.append(f"| (x264/ffmpeg children, CPU) | stage | | | {old['children_cpu_s']:.3f} | "
+                     f"{new['children_cpu_s']:.3f} | | | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", type=Path, required=True, help="the --keep folder of a bench_scale.py run")
+    parser.add_argument("--keep", type=Path, help="the --keep folder of a bench_scale.py run")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
+                        help="write scale_parts.{json,md} comparing two --json outputs; runs nothing")
+    parser.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--stages", default="asd,speech")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--label", default="", help="what is measured (e.g. a commit), for the table")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
+    if args.compare:
+        before, after = (json.loads(path.read_text()) for path in args.compare)
+        text = "# Speech and ASD stages part by part (bench/scale_parts.py)\n\n" + compare(before, after)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "scale_parts.json").write_text(json.dumps({"before": before, "after": after}, indent=1))
+        (args.out_dir / "scale_parts.md").write_text(text)
+        print(text)
+        return 0
+    if args.keep is None:
+        parser.error("--keep is required (or --compare)")
     from pipelines.config import load_config
     from pipelines.media import decode as media
 

@@ -98,7 +98,8 @@ class ConversationInfo(StrictModel):
     partner: str | None = Field(description="Participant id of the partner; none when nobody else was found.")
     partner_key: str | None = Field(None, description="Sample key of the partner's own sample, when it has one.")
     actor_audio: AudioDerivation = Field(description="How the sample's wav was obtained.")
-    partner_audio: AudioDerivation | None = Field(description="How partner.wav was obtained; none without partner.")
+    partner_audio: AudioDerivation | None = Field(description="How partner.wav was obtained; none when there is no partner.wav. A shared video "
+        "always has one: off-screen voices are the partner's audio even when no partner face was tracked.")
     partner_flame_frames: int = Field(0, ge=0, description="Frames where partner.flame.npz holds a tracked face.")
     role_seconds: RoleSeconds
     role_source: str = Field(description="What decided the roles, e.g. 'light_asd+speech_activity'.")

@@ -50,7 +50,10 @@ class StageSpec:
 
     name: str
     needs: tuple[str, ...]
-    config_sections: tuple[str, ...]  # the first is the stage's own (its ``enabled`` switch, if it has one)
+    # The first is the stage's own (its ``enabled`` switch, if it has one). A dotted name
+    # ("conversation.mode") takes one field of a section: a stage that reads only that field does
+    # not re-run when the section's other settings change.
+    config_sections: tuple[str, ...]
     version: str
     build_backend: Callable[[PipelineConfig], Any]
     run: Callable[[StageContext], SourceRecord | StageResult]
@@ -71,8 +74,15 @@ class StageSpec:
         """Stage version + the config sections it reads (assets/stages.py chains it with the
         needed stages' into the Dagster ``code_version``)."""
         return digest({"stage": self.name, "version": self.version,
-                       "config": {name: getattr(config, name).model_dump(mode="json")
-                                  for name in self.config_sections}})
+                       "config": {name: _config_value(config, name) for name in self.config_sections}})
+
+
+def _config_value(config: PipelineConfig, name: str) -> Any:
+    """The JSON-able value of a config section, or of one field given as ``section.field``."""
+    value: Any = config
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
 def digest(value: Any) -> str:

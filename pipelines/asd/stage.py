@@ -334,15 +334,18 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path,
     frame, kept runs)."""
     fps, threshold = config.crops.fps, config.asd.threshold
     min_frames = max(1, int(np.ceil(config.asd.min_segment_s * fps)))
+    # Conversation mode keeps every frame of the track (the pairing gives each frame its role
+    # later); the sync check is measured and flagged only, since a listener's lips follow no audio.
+    whole_tracks = config.conversation.mode == "conversation"
     decisions, plots = {}, {}
     for item, item_lost in zip(scored, lost_to_rivals(scored, config)):
         speaking = item.smooth >= threshold
         keep = speaking & ~item_lost
-        runs = kept_runs(keep, min_frames)
+        runs = [(0, len(item.smooth))] if whole_tracks else kept_runs(keep, min_frames)
         n = len(item.smooth)
         kept = sum(b - a for a, b in runs)
         measure = item.sync
-        shift = corrects(measure, config)
+        shift = corrects(measure, config) and not whole_tracks
         numbers = {"mean_probability": round(float(item.raw.mean()), 4), "max_probability": round(float(item.raw.max()), 4),
                    "kept_s": round(kept / fps, 4), "dropped_s": round((n - kept) / fps, 4),
                    "threshold": threshold, "lost_to_other_face_s": round(float((speaking & ~keep).sum()) / fps, 4)}
@@ -364,7 +367,7 @@ def decide(scored: list[ScoredSegment], config: PipelineConfig, folder: Path,
             reason = ("no_active_speaker" if not speaking.any()
                       else "another_face_speaking" if (speaking & ~keep).any() and not keep.any()
                       else "active_speech_too_short")
-        elif measure is not None or item.syncnet is not None:
+        elif (measure is not None or item.syncnet is not None) and not whole_tracks:
             reason = sync_rejection(measure, config, item.syncnet)
         if reason is not None:
             if "av_corrected" in numbers:  # nothing is written for a rejected clip, so nothing was corrected
@@ -412,7 +415,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync"), version="6", build_backend=build_backend, run=run,
+    name=STAGE, needs=("quality",), config_sections=("asd", "encode", "sync", "conversation.mode"), version="7", build_backend=build_backend, run=run,
     description="Light-ASD speaking probability per frame of every face track; segments cut to the speaking frames; "
                 "audio-video offset (config.sync): mouth opening vs audio energy, in the window Light-ASD's shifted scores allow.",
 )

@@ -74,6 +74,16 @@ class Transcript:
         return asdict(self)
 
 
+def run_lengths(values: np.ndarray) -> list[list[int]]:
+    """``values`` as [value, repeats] pairs in order."""
+    values = np.asarray(values)
+    if not len(values):
+        return []
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1])
+    ends = np.concatenate([starts[1:], [len(values)]])
+    return [[int(values[a]), int(b - a)] for a, b in zip(starts, ends)]
+
+
 @dataclass
 class SpeakerActivity:
     """How many speakers are active in each frame, on a regular grid of ``step_s``.
@@ -89,7 +99,9 @@ class SpeakerActivity:
 
     def as_dict(self) -> dict:
         return {"start_s": self.start_s, "step_s": self.step_s, "frames": int(len(self.counts)),
-                "backend": self.backend, "turns": [asdict(t) for t in self.turns]}
+                "backend": self.backend, "turns": [asdict(t) for t in self.turns],
+                # [count, frames] runs: the conversation pairing reads the speaker count from here.
+                "counts": run_lengths(self.counts)}
 
 
 class ActivityBackend(Protocol):

@@ -54,7 +54,9 @@ def call_language(transcript: Transcript | None, start: float, end: float, ident
 
 def decide_segment(start: float, end: float, activity: SpeakerActivity, transcript: Transcript | None,
                    identifier: LanguageIdentifier | None, config: SpeechConfig,
-                   audio_language: tuple[str, float] | None = None) -> StageDecision:
+                   audio_language: tuple[str, float] | None = None, overlap_gate: bool = True) -> StageDecision:
+    """The speech decision of one segment. ``overlap_gate`` False (conversation mode): overlapping
+    speech is data (the BOTH role), not a reason to reject; it is still measured."""
     overlap = overlap_stats(activity, start, end)
     language = call_language(transcript, start, end, identifier, config, audio_language)
     words = transcript.words_in(start, end) if transcript else []
@@ -77,7 +79,7 @@ def decide_segment(start: float, end: float, activity: SpeakerActivity, transcri
         "language_detail": language.detail,
     }
     flags = []
-    if overlap.ratio > config.max_overlap_ratio:
+    if overlap_gate and overlap.ratio > config.max_overlap_ratio:
         return StageDecision(decision=REJECTED, reason="overlapping_speech", numbers=numbers, flags=flags,
                              payload=payload)
     if language.language == UNKNOWN_LANGUAGE:

@@ -229,7 +229,8 @@ def analyse_speech(source: SourceRef, record: SourceRecord, config: PipelineConf
     for segment in candidates:
         clip = clips[segment.key]
         decisions[segment.key] = decide_segment(segment.start_s, segment.end_s, activity, clip.transcript,
-                                                backends.identifier, config.speech, clip.audio_language)
+                                                backends.identifier, config.speech, clip.audio_language,
+                                                overlap_gate=config.conversation.mode != "conversation")
     backend = transcript.backend if transcript else backends.transcriber.name if per_clip else None
     names = {**backends.names(), "transcription": backend}
     decisions = {key: d.model_copy(update={"payload": {**d.payload, "backends": names}}) for key, d in decisions.items()}
@@ -251,6 +252,6 @@ def run(ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("asd",), config_sections=("speech",), version="2", build_backend=build_backend, run=run,
+    name=STAGE, needs=("asd",), config_sections=("speech", "conversation.mode"), version="3", build_backend=build_backend, run=run,
     description="Speaker activity, transcript and language of one source; a speech decision per clip.",
 )

@@ -326,9 +326,6 @@ def test_speaking_only_mode_on_the_same_inputs_gives_todays_clips(speaking_only,
         {k: {m: hash(v) for m, v in s.items()} for k, s in samples.items()}
 
 
-ASD_WIRING = "ASD keeps whole tracks only after the lead wires conversation mode into pipelines/asd/stage.py"
-
-
 @pytest.fixture(scope="module")
 def shared_video(tmp_path_factory, conversation, models, scrfd_detector) -> Run:
     """The two recordings side by side (a left, b right) with their microphones mixed, ASD on."""
@@ -349,7 +346,6 @@ def _two_shot_actors(run: Run, conversation: ComposedConversation) -> dict[str, 
     return actors
 
 
-@pytest.mark.xfail(strict=True, reason=ASD_WIRING)
 def test_shared_video_gives_each_face_its_whole_track_and_the_partner_streams(shared_video, conversation):
     frames = int(np.floor(conversation.duration_s * FPS + 1e-9))
     mix = _decode(shared_video.config.paths.input_dir / "two_shot.mp4")
@@ -374,7 +370,7 @@ def test_shared_video_gives_each_face_its_whole_track_and_the_partner_streams(sh
             assert placed[PARTNER_TRACKED_ARRAY].all() and info.partner_flame_frames == frames
 
 
-@pytest.mark.xfail(strict=True, reason=ASD_WIRING + "; with that change emulated, Light-ASD's probability on this "
+@pytest.mark.xfail(strict=True, reason="Light-ASD's probability on this "
                    "two-shot moves each turn change by 2-11 frames and stays under asd.threshold through b's last turn, "
                    "whose quiet end the speaker count also misses (a: 34, b: 40 of 94 frames differ), so this also "
                    "waits for a sharper speaking-face signal")

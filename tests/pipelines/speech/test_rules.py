@@ -57,6 +57,9 @@ def test_segment_with_heavy_overlap_is_rejected_with_its_numbers():
     assert decision.decision == "rejected" and decision.reason == "overlapping_speech"
     assert decision.numbers["overlap_ratio"] == pytest.approx(2.5 / 3, abs=0.01)
     assert decision.numbers["max_overlap_ratio"] == 0.10
+    # Conversation mode: the overlap is the BOTH role, measured but not a reason to reject.
+    kept = decide_segment(0, 3, activity, ENGLISH, FixedIdentifier("en"), SpeechConfig(), overlap_gate=False)
+    assert kept.decision == "accepted" and kept.numbers["overlap_ratio"] == decision.numbers["overlap_ratio"]
 
 
 def test_overlap_is_judged_per_segment_not_per_source():

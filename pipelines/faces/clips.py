@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,9 @@ from pipelines.workdir import SOURCE_AUDIO_FILE
 # detection schedule skipped (pipelines/faces/schedule.py) has its box and keypoints interpolated
 # between two detections, score INTERPOLATED_SCORE, and is measured like a detected frame.
 INTERPOLATED_SCORE = -2.0
+# The clips of a source are muxed this many at a time once its decode is over: the AAC encoder
+# releases the GIL, so two muxes use both of this machine's cores (12 ms per second of audio each).
+MUX_THREADS = 2
 BOXES_COLUMNS = ["t_out", "x1", "y1", "x2", "y2", "score_-1_bridged_-2_interpolated", "crop_x", "crop_y", "crop_side",
                  "face_px", "upscale", "sharpness", "yaw_deg", "pitch_deg", "roll_deg", "shot"]
 UNMEASURED = FaceMeasure(face_px=float("nan"), sharpness=float("nan"), yaw_deg=float("nan"), pitch_deg=float("nan"),
@@ -204,7 +208,8 @@ def extract_face_clips(
     def close_track(track: Track) -> None:
         cropper = croppers.pop(track.track_id)
         cropper.emit(frames, final=True)
-        cropper.encoder.finish()  # its x264 ends now: one live encoder per open track, not per shot
+        # Its x264 flushes now, in its thread: one live encoder per open track, not per shot.
+        cropper.encoder.close()
         finished.append(cropper)
 
     def track_frame(frame: Frame) -> None:
@@ -318,53 +323,65 @@ def _finalise_segments(source: SourceRef, probe_info: ProbeInfo, detector: FaceD
     crop_cfg = config.crops
     ordered = sorted(finished, key=lambda c: (c.track.observations[0].time_s, c.boxes[0][0]))
     segments: list[Segment] = []
-    for number, cropper in enumerate(ordered):
-        obs = cropper.track.observations
-        start_s, end_s = obs[0].time_s, obs[-1].end_s
-        key = f"{source.source_id}_s{number:03d}"
-        numbers = {"duration_s": round(end_s - start_s, 4), **_summarise_track(cropper)}
-        encoded = cropper.encoder.finish()
-        tmp_video = cropper.encoder.path
-        if not encoded or end_s - start_s < config.tracking.min_segment_s:
-            tmp_video.unlink(missing_ok=True)
-            segments.append(Segment(key=key, track_id=cropper.track.track_id, start_s=round(start_s, 6),
-                                    end_s=round(end_s, 6), status=REJECTED, reason="segment_too_short",
-                                    numbers={**numbers, "min_segment_s": config.tracking.min_segment_s}))
-            continue
-        n_expected = frames_needed(start_s, end_s, crop_cfg.fps)
-        samples, padded = read_wav_slice(sink.path, sink.sample_rate, start_s, end_s, sink.start_time_s or 0.0)
-        wav_path = out_dir / f"{key}.wav"
-        write_wav(wav_path, samples, sink.sample_rate)
-        mux_clip(tmp_video, wav_path, out_dir / f"{key}.mp4", config)
-        out_times = start_s + (np.arange(cropper.encoder.frames_out) + 0.5) / crop_cfg.fps
-        src_times = np.array([o.time_s for o in obs])
-        src_pos = np.clip(np.searchsorted(src_times, out_times, side="right") - 1, 0, len(obs) - 1)
-        boxes = np.asarray(cropper.boxes, dtype=np.float32)[src_pos]
-        crops = np.asarray(cropper.crops, dtype=np.float32)[src_pos]
-        table = np.concatenate([out_times[:, None].astype(np.float32), boxes, crops,
-                                _quality_columns(cropper, crop_cfg.size_px)[src_pos]], axis=1)
-        np.save(out_dir / f"{key}.boxes.npy", table)
-        sample = SampleRecord(
-            key=key, pipeline_version=__version__, config_hash=config.content_hash(), source=source.info(),
-            source_probe=probe_info.as_dict(),
-            time_range_s=TimeRange(start=round(start_s, 6), end=round(end_s, 6), duration=round(end_s - start_s, 6)),
-            video=VideoInfo(file=f"{key}.mp4", width=crop_cfg.size_px, height=crop_cfg.size_px, fps=crop_cfg.fps,
-                            frames=cropper.encoder.frames_out, codec="h264", frames_expected=n_expected),
-            fps_conversion=FpsConversion(
-                source_fps=round(probe_info.frame_rate, 6), output_fps=crop_cfg.fps, source_frames=len(obs),
-                output_frames=cropper.encoder.frames_out,
-                method="output frame k shows the source frame displayed at start+(k+0.5)/fps"),
-            audio=AudioInfo(file=f"{key}.wav", sample_rate=sink.sample_rate, channels=1, samples=int(len(samples)),
-                            padded_samples=int(padded)),
-            faces=FaceTrackInfo(detector=detector.name, detector_sha256=detector.model_sha256,
-                                track_id=cropper.track.track_id, frame_size=(frame_w, frame_h),
-                                crop_scale=crop_cfg.scale, smoothing_window_s=crop_cfg.smoothing_window_s,
-                                boxes_file=f"{key}.boxes.npy", boxes_columns=BOXES_COLUMNS, **numbers),
-            filters=[FilterEntry(stage="faces", decision=ACCEPTED, numbers=numbers)],
-        )
-        (out_dir / f"{key}.json").write_bytes(sample.dumps())
-        segments.append(Segment(key=key, track_id=cropper.track.track_id, start_s=round(start_s, 6),
-                                end_s=round(end_s, 6), status=ACCEPTED, numbers=numbers,
-                                files={"mp4": f"{key}.mp4", "wav": f"{key}.wav", "json": f"{key}.json",
-                                       "boxes.npy": f"{key}.boxes.npy"}))
+    muxes: list[Future] = []
+    with ThreadPoolExecutor(max_workers=MUX_THREADS, thread_name_prefix="mux") as pool:
+        for number, cropper in enumerate(ordered):
+            segments.append(_finalise_segment(source, probe_info, detector, config, out_dir, number, cropper, sink,
+                                              frame_w, frame_h, pool, muxes))
+        for mux in muxes:
+            mux.result()
     return segments
+
+
+def _finalise_segment(source: SourceRef, probe_info: ProbeInfo, detector: FaceDetector, config: PipelineConfig,
+                      out_dir: Path, number: int, cropper: TrackCropper, sink: WavSink, frame_w: int, frame_h: int,
+                      pool: ThreadPoolExecutor, muxes: list[Future]) -> Segment:
+    """The segment of one finished track: rejected when too short, else its wav, boxes table and
+    sample JSON written here and its mp4 muxed by ``pool`` (appended to ``muxes``)."""
+    crop_cfg = config.crops
+    obs = cropper.track.observations
+    start_s, end_s = obs[0].time_s, obs[-1].end_s
+    key = f"{source.source_id}_s{number:03d}"
+    numbers = {"duration_s": round(end_s - start_s, 4), **_summarise_track(cropper)}
+    encoded = cropper.encoder.finish()
+    tmp_video = cropper.encoder.path
+    if not encoded or end_s - start_s < config.tracking.min_segment_s:
+        tmp_video.unlink(missing_ok=True)
+        return Segment(key=key, track_id=cropper.track.track_id, start_s=round(start_s, 6), end_s=round(end_s, 6),
+                       status=REJECTED, reason="segment_too_short",
+                       numbers={**numbers, "min_segment_s": config.tracking.min_segment_s})
+    n_expected = frames_needed(start_s, end_s, crop_cfg.fps)
+    samples, padded = read_wav_slice(sink.path, sink.sample_rate, start_s, end_s, sink.start_time_s or 0.0)
+    wav_path = out_dir / f"{key}.wav"
+    write_wav(wav_path, samples, sink.sample_rate)
+    muxes.append(pool.submit(mux_clip, tmp_video, wav_path, out_dir / f"{key}.mp4", config))
+    out_times = start_s + (np.arange(cropper.encoder.frames_out) + 0.5) / crop_cfg.fps
+    src_times = np.array([o.time_s for o in obs])
+    src_pos = np.clip(np.searchsorted(src_times, out_times, side="right") - 1, 0, len(obs) - 1)
+    boxes = np.asarray(cropper.boxes, dtype=np.float32)[src_pos]
+    crops = np.asarray(cropper.crops, dtype=np.float32)[src_pos]
+    table = np.concatenate([out_times[:, None].astype(np.float32), boxes, crops,
+                            _quality_columns(cropper, crop_cfg.size_px)[src_pos]], axis=1)
+    np.save(out_dir / f"{key}.boxes.npy", table)
+    sample = SampleRecord(
+        key=key, pipeline_version=__version__, config_hash=config.content_hash(), source=source.info(),
+        source_probe=probe_info.as_dict(),
+        time_range_s=TimeRange(start=round(start_s, 6), end=round(end_s, 6), duration=round(end_s - start_s, 6)),
+        video=VideoInfo(file=f"{key}.mp4", width=crop_cfg.size_px, height=crop_cfg.size_px, fps=crop_cfg.fps,
+                        frames=cropper.encoder.frames_out, codec="h264", frames_expected=n_expected),
+        fps_conversion=FpsConversion(
+            source_fps=round(probe_info.frame_rate, 6), output_fps=crop_cfg.fps, source_frames=len(obs),
+            output_frames=cropper.encoder.frames_out,
+            method="output frame k shows the source frame displayed at start+(k+0.5)/fps"),
+        audio=AudioInfo(file=f"{key}.wav", sample_rate=sink.sample_rate, channels=1, samples=int(len(samples)),
+                        padded_samples=int(padded)),
+        faces=FaceTrackInfo(detector=detector.name, detector_sha256=detector.model_sha256,
+                            track_id=cropper.track.track_id, frame_size=(frame_w, frame_h),
+                            crop_scale=crop_cfg.scale, smoothing_window_s=crop_cfg.smoothing_window_s,
+                            boxes_file=f"{key}.boxes.npy", boxes_columns=BOXES_COLUMNS, **numbers),
+        filters=[FilterEntry(stage="faces", decision=ACCEPTED, numbers=numbers)],
+    )
+    (out_dir / f"{key}.json").write_bytes(sample.dumps())
+    return Segment(key=key, track_id=cropper.track.track_id, start_s=round(start_s, 6), end_s=round(end_s, 6),
+                   status=ACCEPTED, numbers=numbers, files={"mp4": f"{key}.mp4", "wav": f"{key}.wav",
+                                                            "json": f"{key}.json", "boxes.npy": f"{key}.boxes.npy"})

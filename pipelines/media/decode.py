@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import queue
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -166,15 +168,18 @@ DETECTION_INTERPOLATION = "AREA"
 # a track's slowly changing crop keeps hitting one.
 _CUT_STEP_PX = 32
 _MAX_REFORMATTERS = 32
-_REFORMATTERS: dict[tuple, VideoReformatter] = {}
+# Per thread: a libswscale context must not be used by two threads at once (decode_source converts
+# small frames in its decoding thread while the caller converts regions and crops).
+_THREAD_STATE = threading.local()
 
 
 def _reformatter(key: tuple) -> VideoReformatter:
-    reformatter = _REFORMATTERS.get(key)
+    reformatters: dict[tuple, VideoReformatter] = _THREAD_STATE.__dict__.setdefault("reformatters", {})
+    reformatter = reformatters.get(key)
     if reformatter is None:
-        if len(_REFORMATTERS) >= _MAX_REFORMATTERS:
-            del _REFORMATTERS[next(iter(_REFORMATTERS))]
-        reformatter = _REFORMATTERS[key] = VideoReformatter()
+        if len(reformatters) >= _MAX_REFORMATTERS:
+            del reformatters[next(iter(reformatters))]
+        reformatter = reformatters[key] = VideoReformatter()
     return reformatter
 
 
@@ -496,6 +501,11 @@ class DecodeOutcome:
     error_at_end_of_file: bool = False
 
 
+# Frames the decoding thread may hold ready for the caller (8 x 3 MiB at 1080p): enough that the
+# decoder keeps working through a detector call (about 40 ms on 2 cores) instead of waiting for it.
+_DECODE_AHEAD_FRAMES = 8
+
+
 def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
                   outcome: DecodeOutcome | None = None, detection_max_px: int | None = None) -> Iterator[Frame]:
     """Decode video and audio of ``path`` in one demux pass.
@@ -506,6 +516,10 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
     resampled to the sink's rate, mono, and written to the sink on the way. A corrupt or
     cut-off stream ends the iteration early with the decoder's error in ``outcome``, so
     the caller can weigh how much decoded before deciding (truncated vs corrupt).
+
+    Decoding runs in a thread of its own up to ``_DECODE_AHEAD_FRAMES`` ahead of the caller
+    (libavcodec releases the GIL), so it goes on while the caller works on earlier frames. The
+    sink and ``outcome`` are the thread's until the iteration ends.
     """
     DECODE_COUNTS[str(path)] += 1
     outcome = outcome if outcome is not None else DecodeOutcome()
@@ -514,44 +528,82 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
         container = av.open(str(path), metadata_errors="replace")
     except av.error.FFmpegError as error:
         raise MediaRejection("unreadable_container", str(error)) from None
-    with container:
-        video = container.streams.video[0]
-        audio = container.streams.audio[0]
-        video.thread_type = "AUTO"
-        origin = (container.start_time or 0) / av.time_base
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_sink.sample_rate)
-        pending: Frame | None = None
-        nominal = float(video.average_rate) if video.average_rate else 25.0
-        size = Path(path).stat().st_size
-        packet = None
+    ready: queue.Queue = queue.Queue(maxsize=_DECODE_AHEAD_FRAMES)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        end: BaseException | None = None
         try:
-            for packet in container.demux(video, audio):
-                for decoded in packet.decode():
-                    if packet.stream.type == "audio":
-                        t = decoded.time - origin if decoded.time is not None else None
-                        for out in resampler.resample(decoded):
-                            audio_sink.write(t, out.to_ndarray().reshape(-1))
-                        continue
-                    if decoded.time is None:
-                        continue
-                    frame = Frame(outcome.frames, decoded.time - origin, 1.0 / nominal, decoded, rotation_deg,
-                                  detection_max_px)
-                    outcome.frames += 1
-                    if pending is not None:
-                        # A frame lasts until the next one starts (variable frame rate safe).
-                        step = frame.time_s - pending.time_s
-                        if step > 0:
-                            pending.duration_s = step
-                        yield pending
-                    pending = frame
-            for out in resampler.resample(None):
-                audio_sink.write(None, out.to_ndarray().reshape(-1))
-        except av.error.FFmpegError as error:
-            outcome.error = f"{type(error).__name__}: {error}"
-            outcome.error_at_end_of_file = packet is not None and (packet.pos is not None and packet.pos >= 0
-                                                              and packet.pos + packet.size >= size)
-        if pending is not None:
-            yield pending
+            with container:
+                for frame in _decoded_frames(container, Path(path), audio_sink, rotation_deg, outcome,
+                                             detection_max_px):
+                    if not offer(frame):
+                        return
+        except BaseException as error:  # raised again in the caller's thread
+            end = error
+        offer(end)
+
+    thread = threading.Thread(target=produce, name=f"decode {Path(path).name}", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _decoded_frames(container, path: Path, audio_sink: WavSink, rotation_deg: int, outcome: DecodeOutcome,
+                    detection_max_px: int | None) -> Iterator[Frame]:
+    """:func:`decode_source`'s demux and decode loop (in its thread)."""
+    video = container.streams.video[0]
+    audio = container.streams.audio[0]
+    video.thread_type = "AUTO"
+    origin = (container.start_time or 0) / av.time_base
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_sink.sample_rate)
+    pending: Frame | None = None
+    nominal = float(video.average_rate) if video.average_rate else 25.0
+    size = path.stat().st_size
+    packet = None
+    try:
+        for packet in container.demux(video, audio):
+            for decoded in packet.decode():
+                if packet.stream.type == "audio":
+                    t = decoded.time - origin if decoded.time is not None else None
+                    for out in resampler.resample(decoded):
+                        audio_sink.write(t, out.to_ndarray().reshape(-1))
+                    continue
+                if decoded.time is None:
+                    continue
+                frame = Frame(outcome.frames, decoded.time - origin, 1.0 / nominal, decoded, rotation_deg,
+                              detection_max_px)
+                outcome.frames += 1
+                if pending is not None:
+                    # A frame lasts until the next one starts (variable frame rate safe).
+                    step = frame.time_s - pending.time_s
+                    if step > 0:
+                        pending.duration_s = step
+                    yield pending
+                pending = frame
+        for out in resampler.resample(None):
+            audio_sink.write(None, out.to_ndarray().reshape(-1))
+    except av.error.FFmpegError as error:
+        outcome.error = f"{type(error).__name__}: {error}"
+        outcome.error_at_end_of_file = packet is not None and (packet.pos is not None and packet.pos >= 0
+                                                          and packet.pos + packet.size >= size)
+    if pending is not None:
+        yield pending
 
 
 def frames_needed(start_s: float, end_s: float, fps: float) -> int:

@@ -60,6 +60,7 @@ class ClipEncoder:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._aborted = False
+        self._closed = False
         self._finished: bool | None = None
 
     @property
@@ -126,6 +127,8 @@ class ClipEncoder:
                 continue
 
     def _write(self, picture: np.ndarray | av.VideoFrame) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self.path.name}: a picture after the stream was closed")
         if self._thread is None:
             self._pending.append(picture)
             if len(self._pending) < self.start_after:
@@ -145,29 +148,42 @@ class ClipEncoder:
             self._write(picture)
             self.frames_out += 1
 
-    def finish(self) -> bool:
-        """Close the stream; False when too few frames arrived to be worth encoding. Called as soon
-        as a track ends, so a source with many shots never holds an encoder per shot; later calls
-        return the first answer."""
-        if self._finished is None:
-            self._finished = self._close()
-        return self._finished
+    @property
+    def closed(self) -> bool:
+        """Whether the stream has ended (:meth:`close`): no picture is taken after this."""
+        return self._closed
 
-    def _close(self) -> bool:
+    def close(self) -> None:
+        """End the stream without waiting: x264 flushes in its thread while the caller goes on.
+        Called as soon as a track ends, so a source of many shots never holds an encoder per shot."""
+        if self._closed:
+            return
+        self._closed = True
         if self._thread is None:
             self._pending = []
-            return False
-        self._put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise RuntimeError(f"x264 encoder failed for {self.path}: {self._error}") from self._error
-        return True
+        else:
+            self._put(None)
+
+    def finish(self) -> bool:
+        """Close the stream and wait for the file; False when too few frames arrived to be worth
+        encoding. Later calls return the first answer."""
+        if self._finished is None:
+            self.close()
+            if self._thread is not None:
+                self._thread.join()
+                if self._error is not None:
+                    raise RuntimeError(f"x264 encoder failed for {self.path}: {self._error}") from self._error
+            self._finished = self._thread is not None
+        return self._finished
 
     def abort(self) -> None:
         """Stop without flushing (the caller removes the file); never raises."""
         self._aborted = True
         if self.running:
-            self._queue.put(None)  # the thread takes it: it skips the pictures before it, or drains after an error
+            if not self._closed:
+                # The thread takes it: it skips the pictures before it, or drains after an error.
+                self._queue.put(None)
+            self._closed = True
             self._thread.join()
 
 

@@ -89,6 +89,16 @@ def test_the_same_crops_give_the_same_bytes(grid_crops, tmp_path: Path):
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
 
 
+def test_close_ends_the_stream_without_waiting_and_finish_waits_for_the_file(grid_crops, tmp_path: Path):
+    encoder = _encode(tmp_path / "clip.mp4", grid_crops)
+    encoder.close()
+    assert encoder.closed
+    with pytest.raises(RuntimeError, match="after the stream was closed"):
+        encoder.add(len(grid_crops) / FPS, 1 / FPS, grid_crops[0])
+    assert encoder.finish() and not encoder.running
+    assert len(read_video_frames(tmp_path / "clip.mp4")) == len(grid_crops)
+
+
 def test_too_few_frames_start_no_encoder(grid_crops, tmp_path: Path):
     encoder = _encode(tmp_path / "short.mp4", grid_crops[:5], start_after=24)
     assert not encoder.running

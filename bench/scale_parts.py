@@ -1,21 +1,22 @@
 """Where the ASD and speech stages spend their time on a bench_scale data folder, part by part.
 
     python bench/scale_parts.py --keep /tmp/bench-scale-profile [--scale 1] [--stages asd,speech]
-        [--repeat 3] [--json OUT] [--label NAME]
-    python bench/scale_parts.py --compare BEFORE.json AFTER.json [--out-dir bench/results]
+        [--repeat 3] [--no-warmup] [--json OUT] [--label NAME]
+    python bench/scale_parts.py --compare BEFORE.json AFTER.json [BEFORE.json AFTER.json ...]
+        [--out-dir bench/results]
 
 ``--keep`` is the folder a ``bench_scale.py --keep`` run left (its face_clips and quality
 stages must have run there). Each stage runs in this process through the stage runner
-(``force=True``), after its models are loaded and once for warm-up; then ``--repeat`` times
-with the parts below wrapped in timers. Per part: calls, wall seconds and process CPU
-seconds (all threads of this process; x264 and ffmpeg children are counted apart), the
-median over the repeats. Parts nest (the visual encoder is inside the shifted scores): the
+(``force=True``), after its models are loaded and once for warm-up (unless ``--no-warmup``);
+then ``--repeat`` times with the parts below wrapped in timers. Per part: calls, wall seconds
+and process CPU seconds (all threads of this process; x264 and ffmpeg children are counted
+apart), the median over the repeats. Parts nest (the visual encoder is inside the shifted scores): the
 table says which part holds which. Wall time depends on the machine's load, printed with
 the figures; CPU seconds much less so.
 
 A part that the code measured does not have (a function renamed or removed by a change) is
 left out, so the same script times the code before and after a change (run a copy of it in a
-worktree of the earlier commit). ``--compare`` puts two such JSON files side by side in
+worktree of the earlier commit). ``--compare`` puts pairs of such JSON files side by side in
 ``scale_parts.{json,md}``.
 """
 
@@ -142,7 +143,7 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def profile_stage(stage: str, config, repeat: int) -> dict:
+def profile_stage(stage: str, config, repeat: int, warmup: bool = True) -> dict:
     from bench.timed_backends import TimedBackends
     from bench.scale_stages import _load_models, _scan
     from pipelines import runner
@@ -150,7 +151,7 @@ def profile_stage(stage: str, config, repeat: int) -> dict:
     refs = _scan(config)
     backends = TimedBackends(config)
     _load_models(stage, backends)
-    for ref in refs:  # warm-up: first-call costs (lazy imports, allocator) are not the stage's
+    for ref in refs if warmup else ():  # first-call costs (lazy imports, allocator) are not the stage's
         runner.run_stage(stage, ref, config, backends, force=True)
     timers = Timers()
     labels = install(PARTS[stage], timers)
@@ -189,12 +190,13 @@ def markdown(result: dict, source_s: float, label: str) -> str:
 
 def compare(before: dict, after: dict) -> str:
     """Markdown: per stage and part, calls and CPU/wall seconds before and after, CPU after / before."""
-    lines = [f"Source: {after['source_s']:.1f} s ({after['scale']}x). Before: {before['label']}; after: {after['label']}.",
-             ""]
+    lines = [f"## {after['scale']}x source ({after['source_s']:.1f} s)", "",
+             f"Before: {before['label']}. After: {after['label']}.", ""]
     for old, new in zip(before["results"], after["results"]):
         if old["stage"] != new["stage"]:
             raise ValueError(f"the two runs measured different stages: {old['stage']} and {new['stage']}")
-        lines += [f"### {new['stage']} (median of {new['repeat']}; load 1m before {old['load_1m']}, after "
+        lines += [f"### {new['stage']}, {after['scale']}x (median of {new['repeat']}; "
+                  f"load 1m before {old['load_1m']}, after "
                   f"{new['load_1m']})", "",
                   "| part | inside | calls before | calls after | CPU s before | CPU s after | CPU after / before "
                   "| wall s before | wall s after |", "|---|---|---|---|---|---|---|---|---|"]
@@ -215,20 +217,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, help="the --keep folder of a bench_scale.py run")
-    parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"),
-                        help="write scale_parts.{json,md} comparing two --json outputs; runs nothing")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="JSON",
+                        help="BEFORE AFTER [BEFORE AFTER ...]: write scale_parts.{json,md} comparing --json outputs "
+                             "pairwise; runs nothing")
+    parser.add_argument("--notes", type=Path, help="with --compare: a text file whose lines go under the title")
     parser.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--stages", default="asd,speech")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-warmup", action="store_true",
+                        help="skip the untimed first run (a long source is its own warm-up)")
     parser.add_argument("--label", default="", help="what is measured (e.g. a commit), for the table")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if args.compare:
-        before, after = (json.loads(path.read_text()) for path in args.compare)
-        text = "# Speech and ASD stages part by part (bench/scale_parts.py)\n\n" + compare(before, after)
+        if len(args.compare) % 2:
+            parser.error("--compare takes pairs: BEFORE AFTER [BEFORE AFTER ...]")
+        runs = [json.loads(path.read_text()) for path in args.compare]
+        pairs = [{"before": before, "after": after} for before, after in zip(runs[::2], runs[1::2])]
+        notes = args.notes.read_text().strip() + "\n\n" if args.notes else ""
+        text = ("# Speech and ASD stages part by part (bench/scale_parts.py)\n\n" + notes
+                + "\n".join(compare(pair["before"], pair["after"]) for pair in pairs))
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / "scale_parts.json").write_text(json.dumps({"before": before, "after": after}, indent=1))
+        (args.out_dir / "scale_parts.json").write_text(json.dumps({"pairs": pairs, "notes": notes.strip()}, indent=1))
         (args.out_dir / "scale_parts.md").write_text(text)
         print(text)
         return 0
@@ -244,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in [s.strip() for s in args.stages.split(",") if s.strip()]:
         if stage not in PARTS:
             parser.error(f"--stages: {stage!r} is not one of {', '.join(PARTS)}")
-        result = profile_stage(stage, config, args.repeat)
+        result = profile_stage(stage, config, args.repeat, warmup=not args.no_warmup)
         results.append(result)
         print(markdown(result, source_s, args.label or "this tree"), flush=True)
     if args.json is not None:

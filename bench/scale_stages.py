@@ -18,6 +18,7 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import SourceRegistry
 from pipelines.media import decode as media
 from pipelines.schema.records import ACCEPTED, SourceRecord, SourceRef
+from pipelines.speech.base import SAMPLE_RATE as SPEECH_RATE
 from pipelines.shards import write_shards
 from pipelines.workdir import load_record, source_dir
 
@@ -35,8 +36,15 @@ def _load_models(name: str, backends: TimedBackends) -> Any:
     backend = backends.get(name)
     if name == "faces":
         backend.detect(np.zeros((288, 360, 3), np.uint8))  # session initialisation, not charged to the video
-    elif name == "speech" and backend.identifier is not None:
-        backend.identifier.identify("warm up the language models with a sentence")  # lingua loads lazily
+    elif name == "speech":
+        if backend.identifier is not None:
+            backend.identifier.identify("warm up the language models with a sentence")  # lingua loads lazily
+        # Whisper, silero VAD and the first CTranslate2 and torch calls initialise on first use:
+        # one second of silence through each, not charged to the video (as the detector above).
+        silence = np.zeros(SPEECH_RATE, np.float32)
+        backend.activity.activity(silence, SPEECH_RATE)
+        if backend.transcriber is not None:
+            getattr(backend.transcriber, "transcribe_clip", backend.transcriber.transcribe)(silence, SPEECH_RATE)
     elif name == "flame" and backend is not None:
         backend.module  # noqa: B018 -- the TorchScript file loads on first use
     elif name == "captions" and backend is not None:

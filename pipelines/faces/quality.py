@@ -25,7 +25,7 @@ import numpy as np
 
 from pipelines.config import QualityConfig
 from pipelines.faces.detectors import Detection
-from pipelines.media.decode import Frame
+from pipelines.media.decode import Frame, area_shrunk
 
 Orientation = Literal["frontal", "side", "profile"]
 
@@ -150,26 +150,18 @@ def _sharpness_box(box: tuple[float, float, float, float], width: int, height: i
             min(int(math.ceil(box[2])), width), min(int(math.ceil(box[3])), height))
 
 
-def _box_sharpness(face_rgb: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey face box pixels (see SHARPNESS_MAX_SIDE_PX)."""
-    height, width = face_rgb.shape[:2]
-    if width < 3 or height < 3:
-        return 0.0
-    return _grey_sharpness(cv2.cvtColor(np.ascontiguousarray(face_rgb), cv2.COLOR_RGB2GRAY))
+def _reduction(width: int, height: int) -> int:
+    """The integer area reduction a face box gets first (see SHARPNESS_MAX_SIDE_PX); 1: none."""
+    longer = max(width, height)
+    return longer // SHARPNESS_MAX_SIDE_PX if longer > SHARPNESS_MAX_SIDE_PX else 1
 
 
-def _grey_sharpness(grey: np.ndarray) -> float:
-    height, width = grey.shape
-    if width < 3 or height < 3:
-        return 0.0
+def _grey_sharpness(grey: np.ndarray, width: int, height: int) -> float:
+    """The measure on a width x height face box's grey pixels, already area-reduced by
+    :func:`_reduction` (an integer factor: OpenCV's fast path; a fractional INTER_AREA on a 500 px
+    face costs ~1 ms): the small remainder to the exact size, then the Laplacian's variance."""
     longer = max(width, height)
     if longer > SHARPNESS_MAX_SIDE_PX:
-        # An integer-factor area reduction first (OpenCV's fast path; a fractional INTER_AREA
-        # on a 500 px face costs ~1 ms), then the small remainder to the exact size.
-        k = longer // SHARPNESS_MAX_SIDE_PX
-        if k > 1:
-            gh, gw = grey.shape
-            grey = cv2.resize(grey[:gh // k * k, :gw // k * k], (gw // k, gh // k), interpolation=cv2.INTER_AREA)
         factor = SHARPNESS_MAX_SIDE_PX / longer
         size = (max(3, round(width * factor)), max(3, round(height * factor)))
         # At most a 2x reduction is left: bilinear is close to area here and ~4x cheaper.
@@ -177,6 +169,15 @@ def _grey_sharpness(grey: np.ndarray) -> float:
     # meanStdDev on the int16 Laplacian: numpy's .var() on a float copy costs more than the filter.
     std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_16S, ksize=1))[1]
     return float(std[0, 0]) ** 2
+
+
+def _box_sharpness(face_rgb: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey face box pixels (see SHARPNESS_MAX_SIDE_PX)."""
+    height, width = face_rgb.shape[:2]
+    if width < 3 or height < 3:
+        return 0.0
+    grey = cv2.cvtColor(np.ascontiguousarray(face_rgb), cv2.COLOR_RGB2GRAY)
+    return _grey_sharpness(area_shrunk(grey, _reduction(width, height)), width, height)
 
 
 def face_sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> float:
@@ -188,11 +189,13 @@ def face_sharpness(rgb: np.ndarray, box: tuple[float, float, float, float]) -> f
 def frame_face_sharpness(frame: Frame, box: tuple[float, float, float, float]) -> float:
     """:func:`face_sharpness` on a decoded frame, from the face box's grey pixels at full resolution
     (the measure is calibrated on source pixels, quality.min_sharpness): read from the luma plane
-    where the frame's colours allow (:meth:`Frame.region_grey`), no RGB conversion."""
+    where the frame's colours allow, area-reduced there before the grey mapping
+    (:meth:`Frame.region_grey`), no RGB conversion."""
     x1, y1, x2, y2 = _sharpness_box(box, frame.width, frame.height)
-    if x2 - x1 < 3 or y2 - y1 < 3:
+    width, height = x2 - x1, y2 - y1
+    if width < 3 or height < 3:
         return 0.0
-    return _grey_sharpness(np.ascontiguousarray(frame.region_grey(x1, y1, x2, y2)))
+    return _grey_sharpness(frame.region_grey(x1, y1, x2, y2, shrink=_reduction(width, height)), width, height)
 
 
 def measure_face(rgb: np.ndarray, detection: Detection) -> FaceMeasure:

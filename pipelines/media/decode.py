@@ -9,8 +9,6 @@ from __future__ import annotations
 import collections
 import functools
 import math
-import queue
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -168,18 +166,15 @@ DETECTION_INTERPOLATION = "AREA"
 # a track's slowly changing crop keeps hitting one.
 _CUT_STEP_PX = 32
 _MAX_REFORMATTERS = 32
-# Per thread: a libswscale context must not be used by two threads at once (decode_source converts
-# small frames in its decoding thread while the caller converts regions and crops).
-_THREAD_STATE = threading.local()
+_REFORMATTERS: dict[tuple, VideoReformatter] = {}
 
 
 def _reformatter(key: tuple) -> VideoReformatter:
-    reformatters: dict[tuple, VideoReformatter] = _THREAD_STATE.__dict__.setdefault("reformatters", {})
-    reformatter = reformatters.get(key)
+    reformatter = _REFORMATTERS.get(key)
     if reformatter is None:
-        if len(reformatters) >= _MAX_REFORMATTERS:
-            del reformatters[next(iter(reformatters))]
-        reformatter = reformatters[key] = VideoReformatter()
+        if len(_REFORMATTERS) >= _MAX_REFORMATTERS:
+            del _REFORMATTERS[next(iter(_REFORMATTERS))]
+        reformatter = _REFORMATTERS[key] = VideoReformatter()
     return reformatter
 
 
@@ -213,6 +208,16 @@ def shrunk_rgb_to_bgr(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
         step = max(1, w // (2 * width))
         rgb = cv2.resize(rgb[::step, ::step], (width, height), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def area_shrunk(image: np.ndarray, factor: int) -> np.ndarray:
+    """``image`` area-averaged by an integer factor (cv2's INTER_AREA fast path), its rows and columns
+    past the last whole block dropped; the image itself for a factor of 1."""
+    if factor <= 1:
+        return image
+    height, width = image.shape[:2]
+    return cv2.resize(image[:height // factor * factor, :width // factor * factor], (width // factor, height // factor),
+                      interpolation=cv2.INTER_AREA)
 
 
 def scaled_crop_rgb(region: np.ndarray, size_px: int) -> np.ndarray:
@@ -300,17 +305,21 @@ class PlanarYuvPixels:
         rgb = _converted(self._cut(ax0, ay0, ax1, ay1))[sy0 - ay0: sy1 - ay0, sx0 - ax0: sx1 - ax0]
         return np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
 
-    def region_grey(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray | None:
+    def region_grey(self, x0: int, y0: int, x1: int, y1: int, shrink: int = 1) -> np.ndarray | None:
         """Grey pixels of the display rectangle read from the luma plane (see :func:`_grey_table`),
-        or None where the frame's matrix makes grey more than luma (then convert RGB)."""
+        area-averaged by ``shrink`` first (:func:`area_shrunk`, on the luma, so the table maps the
+        few pixels left), or None where the frame's matrix makes grey more than luma."""
         if self._grey_table is None:
             return None
         sx0, sy0, sx1, sy1 = self._stored_rect(x0, y0, x1, y1)
+        luma = self._planes[0].view("<u2") if self._sample_bytes == 2 else self._planes[0]
+        luma = luma[sy0:sy1, sx0:sx1]
+        if self._turns:
+            luma = np.ascontiguousarray(np.rot90(luma, self._turns))
+        luma = area_shrunk(luma, shrink)
         if self._sample_bytes == 2:
-            return self._grey_table[np.rot90(self._planes[0].view("<u2")[sy0:sy1, sx0:sx1], self._turns)]
-        luma = self._planes[0][sy0:sy1, sx0:sx1]
-        # cv2.LUT reads a strided view in place (0.03 ms for a 400 px face; numpy's gather: 0.4 ms).
-        return cv2.LUT(np.ascontiguousarray(np.rot90(luma, self._turns)) if self._turns else luma, self._grey_table)
+            return self._grey_table[luma]
+        return cv2.LUT(luma, self._grey_table)
 
     def crop(self, x0: int, y0: int, side: int, size_px: int) -> av.VideoFrame:
         """The display square [x0, x0 + side)^2 scaled to size_px, in the encoder's picture format and
@@ -322,10 +331,30 @@ class PlanarYuvPixels:
         pixels, as cv2.resize of the RGB region does."""
         sx0, sy0, sx1, sy1 = self._stored_rect(x0, y0, x0 + side, y0 + side)
         interpolation = Interpolation.AREA if side > size_px else Interpolation.BICUBIC
-        picture = _reformatter(("crop", self._frame.format.name, size_px, interpolation)).reformat(
-            self._cut(sx0, sy0, sx1, sy1), width=size_px, height=size_px, format=ENCODER_PIXEL_FORMAT,
+        if side >= 2 * size_px and self._frame.format.name in ("yuv420p", "yuvj420p"):
+            cut = self._halved_cut(sx0, sy0, side)
+        else:
+            cut = self._cut(sx0, sy0, sx1, sy1)
+        picture = _reformatter(("crop", cut.format.name, size_px, interpolation)).reformat(
+            cut, width=size_px, height=size_px, format=ENCODER_PIXEL_FORMAT,
             interpolation=interpolation | EXACT_SCALING, threads=1, **ENCODER_COLOURS)
         return _turned(picture, self._turns) if self._turns else picture
+
+    def _halved_cut(self, x0: int, y0: int, side: int) -> av.VideoFrame:
+        """A 4:2:0 square shrunk 2x as a yuv444p frame: the luma area-averaged 2x by cv2 (its fast
+        path) straight from the plane, the chroma planes' own samples as they are. A crop that
+        shrinks 2x or more reads and scales a quarter of the pixels (an area average of an area
+        average: the same picture within rounding). An odd side drops its last row and column."""
+        half = side // 2
+        luma = area_shrunk(self._planes[0][y0: y0 + 2 * half, x0: x0 + 2 * half], 2)
+        cut = av.VideoFrame(half, half, "yuvj444p" if self._frame.format.name == "yuvj420p" else "yuv444p")
+        cut.colorspace = self._frame.colorspace
+        cut.color_range = self._frame.color_range
+        rows = [luma, self._planes[1][y0 >> 1: (y0 >> 1) + half, x0 >> 1: (x0 >> 1) + half],
+                self._planes[2][y0 >> 1: (y0 >> 1) + half, x0 >> 1: (x0 >> 1) + half]]
+        for plane, source in zip(cut.planes, rows):
+            _plane_rows(plane)[:, :half] = source
+        return cut
 
 
 # AVColorSpace values whose luma weights are BT.601's, which cv2's RGB -> grey uses (unspecified:
@@ -448,12 +477,14 @@ class Frame:
             return np.zeros((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
         return self.pixels.region(x0, y0, x1, y1)
 
-    def region_grey(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
-        """Grey (cv2's RGB -> grey) pixels of [x0, x1) x [y0, y1) at full resolution, inside the frame:
-        from the luma plane where the matrix allows it (no RGB conversion), else from RGB."""
-        grey = self.pixels.region_grey(x0, y0, x1, y1) if isinstance(self.pixels, PlanarYuvPixels) else None
+    def region_grey(self, x0: int, y0: int, x1: int, y1: int, shrink: int = 1) -> np.ndarray:
+        """Grey (cv2's RGB -> grey) pixels of [x0, x1) x [y0, y1) at full resolution, inside the frame,
+        area-averaged by the integer ``shrink`` (:func:`area_shrunk`): from the luma plane where the
+        matrix allows it (no RGB conversion), else from RGB."""
+        grey = self.pixels.region_grey(x0, y0, x1, y1, shrink) if isinstance(self.pixels, PlanarYuvPixels) else None
         if grey is None:
-            grey = cv2.cvtColor(np.ascontiguousarray(self.region_rgb(x0, y0, x1, y1)), cv2.COLOR_RGB2GRAY)
+            rgb = np.ascontiguousarray(self.region_rgb(x0, y0, x1, y1))
+            grey = area_shrunk(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), shrink)
         return grey
 
     def crop(self, x0: int, y0: int, side: int, size_px: int) -> av.VideoFrame:
@@ -501,11 +532,6 @@ class DecodeOutcome:
     error_at_end_of_file: bool = False
 
 
-# Frames the decoding thread may hold ready for the caller (8 x 3 MiB at 1080p): enough that the
-# decoder keeps working through a detector call (about 40 ms on 2 cores) instead of waiting for it.
-_DECODE_AHEAD_FRAMES = 8
-
-
 def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
                   outcome: DecodeOutcome | None = None, detection_max_px: int | None = None) -> Iterator[Frame]:
     """Decode video and audio of ``path`` in one demux pass.
@@ -516,10 +542,6 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
     resampled to the sink's rate, mono, and written to the sink on the way. A corrupt or
     cut-off stream ends the iteration early with the decoder's error in ``outcome``, so
     the caller can weigh how much decoded before deciding (truncated vs corrupt).
-
-    Decoding runs in a thread of its own up to ``_DECODE_AHEAD_FRAMES`` ahead of the caller
-    (libavcodec releases the GIL), so it goes on while the caller works on earlier frames. The
-    sink and ``outcome`` are the thread's until the iteration ends.
     """
     DECODE_COUNTS[str(path)] += 1
     outcome = outcome if outcome is not None else DecodeOutcome()
@@ -528,82 +550,44 @@ def decode_source(path: Path, audio_sink: WavSink, rotation_deg: int = 0,
         container = av.open(str(path), metadata_errors="replace")
     except av.error.FFmpegError as error:
         raise MediaRejection("unreadable_container", str(error)) from None
-    ready: queue.Queue = queue.Queue(maxsize=_DECODE_AHEAD_FRAMES)
-    stop = threading.Event()
-
-    def offer(item) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        end: BaseException | None = None
+    with container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        video.thread_type = "AUTO"
+        origin = (container.start_time or 0) / av.time_base
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_sink.sample_rate)
+        pending: Frame | None = None
+        nominal = float(video.average_rate) if video.average_rate else 25.0
+        size = Path(path).stat().st_size
+        packet = None
         try:
-            with container:
-                for frame in _decoded_frames(container, Path(path), audio_sink, rotation_deg, outcome,
-                                             detection_max_px):
-                    if not offer(frame):
-                        return
-        except BaseException as error:  # raised again in the caller's thread
-            end = error
-        offer(end)
-
-    thread = threading.Thread(target=produce, name=f"decode {Path(path).name}", daemon=True)
-    thread.start()
-    try:
-        while (item := ready.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _decoded_frames(container, path: Path, audio_sink: WavSink, rotation_deg: int, outcome: DecodeOutcome,
-                    detection_max_px: int | None) -> Iterator[Frame]:
-    """:func:`decode_source`'s demux and decode loop (in its thread)."""
-    video = container.streams.video[0]
-    audio = container.streams.audio[0]
-    video.thread_type = "AUTO"
-    origin = (container.start_time or 0) / av.time_base
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=audio_sink.sample_rate)
-    pending: Frame | None = None
-    nominal = float(video.average_rate) if video.average_rate else 25.0
-    size = path.stat().st_size
-    packet = None
-    try:
-        for packet in container.demux(video, audio):
-            for decoded in packet.decode():
-                if packet.stream.type == "audio":
-                    t = decoded.time - origin if decoded.time is not None else None
-                    for out in resampler.resample(decoded):
-                        audio_sink.write(t, out.to_ndarray().reshape(-1))
-                    continue
-                if decoded.time is None:
-                    continue
-                frame = Frame(outcome.frames, decoded.time - origin, 1.0 / nominal, decoded, rotation_deg,
-                              detection_max_px)
-                outcome.frames += 1
-                if pending is not None:
-                    # A frame lasts until the next one starts (variable frame rate safe).
-                    step = frame.time_s - pending.time_s
-                    if step > 0:
-                        pending.duration_s = step
-                    yield pending
-                pending = frame
-        for out in resampler.resample(None):
-            audio_sink.write(None, out.to_ndarray().reshape(-1))
-    except av.error.FFmpegError as error:
-        outcome.error = f"{type(error).__name__}: {error}"
-        outcome.error_at_end_of_file = packet is not None and (packet.pos is not None and packet.pos >= 0
-                                                          and packet.pos + packet.size >= size)
-    if pending is not None:
-        yield pending
+            for packet in container.demux(video, audio):
+                for decoded in packet.decode():
+                    if packet.stream.type == "audio":
+                        t = decoded.time - origin if decoded.time is not None else None
+                        for out in resampler.resample(decoded):
+                            audio_sink.write(t, out.to_ndarray().reshape(-1))
+                        continue
+                    if decoded.time is None:
+                        continue
+                    frame = Frame(outcome.frames, decoded.time - origin, 1.0 / nominal, decoded, rotation_deg,
+                                  detection_max_px)
+                    outcome.frames += 1
+                    if pending is not None:
+                        # A frame lasts until the next one starts (variable frame rate safe).
+                        step = frame.time_s - pending.time_s
+                        if step > 0:
+                            pending.duration_s = step
+                        yield pending
+                    pending = frame
+            for out in resampler.resample(None):
+                audio_sink.write(None, out.to_ndarray().reshape(-1))
+        except av.error.FFmpegError as error:
+            outcome.error = f"{type(error).__name__}: {error}"
+            outcome.error_at_end_of_file = packet is not None and (packet.pos is not None and packet.pos >= 0
+                                                              and packet.pos + packet.size >= size)
+        if pending is not None:
+            yield pending
 
 
 def frames_needed(start_s: float, end_s: float, fps: float) -> int:

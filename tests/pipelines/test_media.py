@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -83,28 +82,6 @@ def test_decode_grid_clip_once(grid_clip: Path, tmp_path: Path):
     assert rate == 16000 and len(stored) == sink.samples
     samples = stored.astype(np.float64)
     assert np.sqrt(np.mean(samples ** 2)) > 100, "GRID clips contain speech: the audio must not be silent"
-
-
-def _decoding_threads(path: Path) -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == f"decode {path.name}" and thread.is_alive()]
-
-
-def test_decoding_thread_ends_with_the_iteration(grid_clip: Path, tmp_path: Path):
-    """decode_source decodes ahead in a thread; a caller that stops early (or raises) ends it."""
-    sink = WavSink(tmp_path / "audio.wav", 16000)
-    frames = decode_source(grid_clip, sink)
-    first = next(frames)
-    assert first.index == 0 and len(_decoding_threads(grid_clip)) == 1
-    frames.close()
-    assert _decoding_threads(grid_clip) == []
-    sink.close()
-    sink = WavSink(tmp_path / "audio2.wav", 16000)
-    with pytest.raises(RuntimeError, match="the caller's own error"):
-        for frame in decode_source(grid_clip, sink):
-            if frame.index == 3:
-                raise RuntimeError("the caller's own error")
-    assert _decoding_threads(grid_clip) == []
-    sink.close()
 
 
 def test_decode_honours_display_rotation(composed, grid_clip: Path, tmp_path: Path):

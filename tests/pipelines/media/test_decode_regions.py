@@ -21,8 +21,8 @@ from av.video.reformatter import VideoReformatter
 from pipelines.config import FaceDetectionConfig
 from pipelines.faces.clips import detect_frame
 from pipelines.fixtures import media as mf
-from pipelines.media.decode import (Frame, PlanarYuvPixels, RgbPixels, decode_source, detection_size, probe,
-                                    scaled_crop_rgb, shrunk_rgb_to_bgr)
+from pipelines.media.decode import (Frame, PlanarYuvPixels, RgbPixels, area_shrunk, decode_source, detection_size,
+                                    probe, scaled_crop_rgb, shrunk_rgb_to_bgr)
 from pipelines.media.encode import ClipEncoder
 from pipelines.media.wav import WavSink
 
@@ -259,7 +259,7 @@ def test_small_and_unplanar_frames_crop_from_rgb(composed, grid_clip: Path, tmp_
 def test_region_grey_is_the_grey_of_the_rgb_region(composed, grid_clip: Path, tmp_path: Path, name: str):
     """Grey read from the luma plane (BT.601 sources) is cv2's grey of the RGB region up to
     libswscale's constant offset of about one level and clipping; other matrices convert RGB."""
-    from pipelines.faces.quality import _grey_sharpness
+    from pipelines.faces.quality import _box_sharpness, frame_face_sharpness
 
     frame = _frames(_source(composed, grid_clip, name), tmp_path, 1)[0]
     x0, y0 = frame.width // 3 + 1, frame.height // 4 + 1
@@ -267,14 +267,20 @@ def test_region_grey_is_the_grey_of_the_rgb_region(composed, grid_clip: Path, tm
     grey = frame.region_grey(x0, y0, x1, y1)
     expected = cv2.cvtColor(np.ascontiguousarray(frame.region_rgb(x0, y0, x1, y1)), cv2.COLOR_RGB2GRAY)
     assert grey.shape == expected.shape and grey.dtype == np.uint8
+    shrunk = frame.region_grey(x0, y0, x1, y1, shrink=3)
+    assert shrunk.shape == ((y1 - y0) // 3, (x1 - x0) // 3)
     difference = grey.astype(np.int16) - expected
-    if name == "bt709_1080p.mp4" or name == "bgr0.mkv":
-        assert not difference.any()
+    shrunk_difference = shrunk.astype(np.int16) - area_shrunk(expected, 3)
+    if name in ("bt709_1080p.mp4", "bgr0.mkv"):
+        assert not difference.any() and not shrunk_difference.any()
         return
     offset = np.median(difference)
     assert abs(offset) <= 2 and np.mean(np.abs(difference - offset) > 1) < 0.02
+    assert np.mean(np.abs(shrunk_difference - offset) > 1) < 0.02
     # The sharpness measure read from either is the same figure within a few percent.
-    assert _grey_sharpness(grey) == pytest.approx(_grey_sharpness(expected), rel=0.05)
+    box = (x0 + 0.3, y0 + 0.6, x1 - 0.2, y1 - 0.4)
+    assert frame_face_sharpness(frame, box) == pytest.approx(_box_sharpness(frame.region_rgb(x0, y0, x1, y1)),
+                                                             rel=0.05)
 
 
 def test_shot_detector_picture_straight_from_the_planes(composed, grid_clip: Path, tmp_path: Path):

@@ -119,9 +119,9 @@ class Timers:
             timer.calls, timer.wall_s, timer.cpu_s = 0, 0.0, 0.0
 
 
-def install(parts: tuple[Part, ...], timers: Timers) -> list[str]:
-    """Wrap every part that exists; the labels wrapped."""
-    wrapped = []
+def install(parts: tuple[Part, ...], timers: Timers) -> tuple[list[str], Callable[[], None]]:
+    """Wrap every part that exists; the labels wrapped and a function that puts the originals back."""
+    wrapped, originals = [], []
     for part in parts:
         module_name, _, class_name = part.owner.partition(":")
         try:
@@ -133,9 +133,19 @@ def install(parts: tuple[Part, ...], timers: Timers) -> list[str]:
         fn = getattr(owner, part.attribute, None) if owner is not None else None
         if fn is None:
             continue
+        # The owner's own entry (None: inherited), so that restoring copies nothing down a class tree.
+        originals.append((owner, part.attribute, vars(owner).get(part.attribute)))
         setattr(owner, part.attribute, timers.wrap(part.label, fn))
         wrapped.append(part.label)
-    return wrapped
+
+    def restore() -> None:
+        for owner, attribute, original in reversed(originals):
+            if original is None:
+                delattr(owner, attribute)
+            else:
+                setattr(owner, attribute, original)
+
+    return wrapped, restore
 
 
 def children_cpu_s() -> float:
@@ -144,6 +154,7 @@ def children_cpu_s() -> float:
 
 
 def profile_stage(stage: str, config, repeat: int, warmup: bool = True) -> dict:
+    """Part-by-part figures of ``stage`` over every source of ``config``'s input folder (see the module)."""
     from bench.timed_backends import TimedBackends
     from bench.scale_stages import _load_models, _scan
     from pipelines import runner
@@ -154,17 +165,21 @@ def profile_stage(stage: str, config, repeat: int, warmup: bool = True) -> dict:
     for ref in refs if warmup else ():  # first-call costs (lazy imports, allocator) are not the stage's
         runner.run_stage(stage, ref, config, backends, force=True)
     timers = Timers()
-    labels = install(PARTS[stage], timers)
+    labels, restore = install(PARTS[stage], timers)
     runs = []
-    for _ in range(repeat):
-        timers.reset()
-        children, wall, cpu = children_cpu_s(), time.perf_counter(), time.process_time()
-        for ref in refs:
-            runner.run_stage(stage, ref, config, backends, force=True)
-        whole = {"calls": len(refs), "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
-        runs.append({"children_cpu_s": children_cpu_s() - children, "load_1m": os.getloadavg()[0],
-                     "parts": {"stage": whole, **{label: vars(timer).copy() for label, timer in timers.by_label.items()}}})
-    runner.close_backends()
+    try:
+        for _ in range(repeat):
+            timers.reset()
+            children, wall, cpu = children_cpu_s(), time.perf_counter(), time.process_time()
+            for ref in refs:
+                runner.run_stage(stage, ref, config, backends, force=True)
+            whole = {"calls": len(refs), "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+            runs.append({"children_cpu_s": children_cpu_s() - children, "load_1m": os.getloadavg()[0],
+                         "parts": {"stage": whole,
+                                   **{label: vars(timer).copy() for label, timer in timers.by_label.items()}}})
+    finally:
+        restore()
+        runner.close_backends()
     parts = {}
     for part in (Part("stage", "", ""), *PARTS[stage]):
         if part.label in parts or part.label not in ("stage", *labels):

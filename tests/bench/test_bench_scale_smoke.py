@@ -93,3 +93,24 @@ def test_child_process_reports_peak_memory_and_the_payload_is_json(one_clip_run)
     assert set(decoded["models"]) >= {"faces", "asd", "speech", "flame", "captions"}
     table = markdown(decoded)
     assert all(f"| {stage} |" in table for stage in STAGES)
+
+
+def test_scale_parts_times_the_asd_and_speech_parts(one_clip_run):
+    """bench/scale_parts.py on the same folder: every part it names exists in the stages' code (a
+    renamed function would silently drop out of the table), and the timers come off afterwards."""
+    from bench.bench_scale import scale_config
+    from bench.scale_parts import PARTS, profile_stage
+    from pipelines.asd.model import LightASD
+
+    work, config, *_ = one_clip_run
+    cfg = scale_config(config, work / "x1")
+    visual = LightASD.encode_visual
+    for stage in ("asd", "speech"):
+        result = profile_stage(stage, cfg, repeat=1, warmup=False)
+        assert set(result["parts"]) == {"stage", *(part.label for part in PARTS[stage])}, stage
+        assert result["parts"]["stage"]["calls"] == 1
+        for label, part in result["parts"].items():
+            assert math.isfinite(part["cpu_s"]) and part["wall_s"] >= 0, (stage, label)
+    parts = result["parts"]
+    assert parts["Whisper encoder pass"]["calls"] == parts["language from encoder output"]["calls"] >= 1
+    assert LightASD.encode_visual is visual

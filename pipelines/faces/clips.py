@@ -42,7 +42,8 @@ from pipelines.workdir import SOURCE_AUDIO_FILE
 
 # One row per output frame. Columns after crop_side are the quality figures of the source frame
 # shown: face_px is the box's longer side in source pixels, upscale = crops.size_px / crop_side;
-# sharpness and the head pose are NaN on bridged frames (no detection to measure). A frame the
+# sharpness and the head pose are NaN on bridged frames (no detection to measure). Source frames
+# no output frame shows (the rate conversion drops them) are neither cropped nor measured. A frame the
 # detection schedule skipped (pipelines/faces/schedule.py) has its box and keypoints interpolated
 # between two detections, score INTERPOLATED_SCORE, and is measured like a detected frame.
 INTERPOLATED_SCORE = -2.0
@@ -88,7 +89,9 @@ class TrackCropper:
             det = obs[pos].detection
             if det is not None:
                 box, score = np.array(det.box), INTERPOLATED_SCORE if obs[pos].interpolated else det.score
-                self.measures.append(measure_frame_face(frames[obs[pos].frame_index], det))
+                # A frame no output frame shows is in no boxes table row: it is not measured.
+                shown = self.encoder.shows(obs[pos].time_s, obs[pos].duration_s)
+                self.measures.append(measure_frame_face(frames[obs[pos].frame_index], det) if shown else UNMEASURED)
             else:
                 w = (obs[pos].time_s - t0) / (obs[last].time_s - t0)
                 box, score = start_box + w * (end_box - start_box), -1.0
@@ -111,9 +114,10 @@ class TrackCropper:
             cx, cy, side = window_mean(np.asarray(self.params[lo: hi + 1]), i - lo, self.radius)
             square = fit_square(cx, cy, side, self.frame_w, self.frame_h)
             obs = self.track.observations[i]
-            # Only the square is read, scaled straight to the encoder's picture (Frame.crop).
-            crop = frames[obs.frame_index].crop(square.x, square.y, square.side, self.size_px)
-            self.encoder.add(obs.time_s, obs.duration_s, crop)
+            if self.encoder.shows(obs.time_s, obs.duration_s):
+                # Only the square is read, scaled straight to the encoder's picture (Frame.crop).
+                crop = frames[obs.frame_index].crop(square.x, square.y, square.side, self.size_px)
+                self.encoder.add(obs.time_s, obs.duration_s, crop)
             self.crops.append((square.x, square.y, square.side))
             self.next_pos += 1
 

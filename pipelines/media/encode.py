@@ -7,6 +7,7 @@ process per track and another per clip cost more to start than the work of a sho
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from fractions import Fraction
@@ -139,6 +140,22 @@ class ClipEncoder:
                 self._put(item)
             return
         self._put(picture)
+
+    def _slots_before(self, time_s: float) -> int:
+        """Output frames whose slot centre comes before ``time_s`` (add()'s own comparison)."""
+        fps = self.config.crops.fps
+        slots = max(0, math.ceil((time_s - self.start_s) * fps - 0.5))
+        while slots > 0 and not self.start_s + (slots - 0.5) / fps < time_s:
+            slots -= 1
+        while self.start_s + (slots + 0.5) / fps < time_s:
+            slots += 1
+        return slots
+
+    def shows(self, time_s: float, duration_s: float) -> bool:
+        """Whether a picture shown from ``time_s`` for ``duration_s`` fills an output frame: at 24 fps
+        one source frame in 25 is never shown (one in 5 of 30 fps, more than half of 60 fps), and
+        its crop need not be made."""
+        return self._slots_before(time_s + duration_s) > self._slots_before(time_s)
 
     def add(self, time_s: float, duration_s: float, picture: np.ndarray | av.VideoFrame) -> None:
         """The source picture shown from ``time_s`` for ``duration_s``."""

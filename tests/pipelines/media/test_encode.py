@@ -99,6 +99,22 @@ def test_close_ends_the_stream_without_waiting_and_finish_waits_for_the_file(gri
     assert len(read_video_frames(tmp_path / "clip.mp4")) == len(grid_crops)
 
 
+@pytest.mark.parametrize("source_fps", [25.0, 30.0, 60.0, 24000 / 1001, 12.5])
+def test_shows_is_whether_add_writes_the_picture(grid_crops, tmp_path: Path, source_fps: float):
+    """The face stage crops and measures only the source frames an output frame shows."""
+    encoder = ClipEncoder(tmp_path / "unstarted.mp4", CONFIG, 1.0, start_after=1000)
+    shown_count = 0
+    for number in range(120):
+        time_s, duration_s = 1.0 + number / source_fps, 1 / source_fps
+        written_before = encoder.frames_out
+        shown = encoder.shows(time_s, duration_s)
+        encoder.add(time_s, duration_s, grid_crops[0])
+        assert shown == (encoder.frames_out > written_before)
+        shown_count += shown
+    assert shown_count == min(120, encoder.frames_out)  # slower sources repeat frames, faster ones drop some
+    assert encoder.finish() is False
+
+
 def test_too_few_frames_start_no_encoder(grid_crops, tmp_path: Path):
     encoder = _encode(tmp_path / "short.mp4", grid_crops[:5], start_after=24)
     assert not encoder.running

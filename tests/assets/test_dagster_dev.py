@@ -46,7 +46,7 @@ def test_dagster_dev_serves_every_asset(tmp_path):
         assert nodes, f"dagster dev did not answer: {(tmp_path / 'dagster-dev.log').read_text()[-3000:]}"
         by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
         assert set(by_key) == {"source_probe", "face_clips", "face_quality", "active_speakers", "speech_analysis", "flame_parameters",
-                               "expression_captions", "dataset_shards", "annotation_tasks", "human_scores",
+                               "expression_captions", "conversations", "dataset_shards", "annotation_tasks", "human_scores",
                                "judge_scores", "agreement_report"}
         assert by_key["agreement_report"]["groupName"] == "annotation"
         assert by_key["speech_analysis"]["isPartitioned"] and by_key["speech_analysis"]["groupName"] == "speech"

@@ -177,17 +177,16 @@ def transcribe_clips(audio: np.ndarray, offset: float, candidates: tuple[Segment
 def source_transcript(clips: list[tuple[Segment, Transcript]]) -> Transcript | None:
     """The source's transcript made of its clips' transcripts: their words in time order, a
     stretch covered by several clips taken from the one that starts first (a word of a later
-    clip whose midpoint lies in an earlier clip's span is left out); the language is the one
-    heard over the most clip seconds, without a probability (it is no single detection).
-    None without clips."""
+    clip whose midpoint lies before the end of an earlier clip is left out); the language is
+    the one heard over the most clip seconds, without a probability (it is no single
+    detection). None without clips."""
     if not clips:
         return None
     clips = sorted(clips, key=lambda item: (item[0].start_s, item[0].end_s))
-    words, spans, seconds = [], [], Counter()
+    words, covered_until, seconds = [], -np.inf, Counter()
     for segment, transcript in clips:
-        words += [w for w in transcript.words
-                  if not any(a <= (w.start + w.end) / 2 < b for a, b in spans)]
-        spans.append((segment.start_s, segment.end_s))
+        words += [w for w in transcript.words if (w.start + w.end) / 2 >= covered_until]
+        covered_until = max(covered_until, segment.end_s)
         if transcript.language:
             seconds[transcript.language] += segment.end_s - segment.start_s
     words.sort(key=lambda w: (w.start, w.end))

@@ -136,3 +136,28 @@ def test_vtt_and_plain_text(tmp_path):
     bad.write_text("no cues here")
     with pytest.raises(ValueError, match="no subtitle cues"):
         read_sidecar(bad, 3.0)
+
+
+def test_source_transcript_of_clips_takes_each_stretch_once_and_the_most_heard_language():
+    """The source-level transcript when each clip was transcribed on its own: where two clips
+    overlap, the words come from the one that starts first; the language is the one heard over
+    the most clip seconds, with no probability (no single detection gave it)."""
+    from pipelines.schema.records import Segment
+    from pipelines.speech.stage import source_transcript
+
+    def clip(key, start, end):
+        return Segment(key=key, track_id=0, start_s=start, end_s=end, status="accepted", numbers={})
+
+    english = Transcript("good morning", [Word("good", 0.2, 0.5), Word("morning", 0.6, 1.1)], "w", "en", 0.9,
+                         word_timing="whisper_word_timestamps")
+    french = Transcript("matin bonjour", [Word("matin", 0.8, 1.0), Word("bonjour", 1.3, 1.8)], "w", "fr", 0.8,
+                        word_timing="whisper_word_timestamps")
+    spanish = Transcript("hola", [Word("hola", 3.0, 3.4)], "w", "es", 0.7, word_timing="whisper_word_timestamps")
+    merged = source_transcript([(clip("fr", 0.7, 2.5), french), (clip("es", 2.9, 3.5), spanish),
+                                (clip("en", 0.0, 1.2), english)])
+    # "matin" (midpoint 0.9 s) lies in the English clip, which starts first: left out.
+    assert [w.text for w in merged.words] == ["good", "morning", "bonjour", "hola"]
+    assert merged.text == "good morning bonjour hola"
+    assert (merged.language, merged.language_probability) == ("fr", None)  # 1.8 s of French, 1.2 of English
+    assert merged.word_timing == "whisper_word_timestamps"
+    assert source_transcript([]) is None

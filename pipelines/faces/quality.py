@@ -46,6 +46,7 @@ MODEL_POINTS = np.array([
 ], dtype=np.float64)
 # MediaPipe's mouth "corners" are both the mouth centre: fit that one point instead.
 MOUTH_CENTRE = np.array([0.0, 150.0, 125.0])
+_MOUTH_CENTRE_MODEL = np.vstack([MODEL_POINTS[:3], MOUTH_CENTRE])
 # The camera is unknown: assume the subject stands about 12 eye-to-mouth distances away
 # (~0.8 m for a 65 mm eye-mouth distance). Under weak perspective the angles barely depend on it.
 FOCAL_PER_FACE = 12.0
@@ -116,12 +117,13 @@ def head_pose(keypoints) -> tuple[float, float, float]:
     """
     image = np.asarray(keypoints, dtype=np.float64).reshape(5, 2)
     model = MODEL_POINTS
-    if np.allclose(image[3], image[4], atol=1e-3):
+    # np.allclose(image[3], image[4], atol=1e-3), without its per-call overhead (called per frame).
+    if (np.abs(image[3] - image[4]) <= 1e-3 + 1e-5 * np.abs(image[4])).all():
         image = np.vstack([image[:3], image[3:4]])
-        model = np.vstack([MODEL_POINTS[:3], MOUTH_CENTRE])
+        model = _MOUTH_CENTRE_MODEL
     eyes = (image[0] + image[1]) / 2
     mouth_px = image[3:].mean(axis=0)
-    scale = max(float(np.linalg.norm(image[1] - image[0])), float(np.linalg.norm(mouth_px - eyes)), 1.0)
+    scale = max(math.hypot(*(image[1] - image[0])), math.hypot(*(mouth_px - eyes)), 1.0)
     focal = FOCAL_PER_FACE * scale
     centre = image.mean(axis=0)
     camera = np.array([[focal, 0, centre[0]], [0, focal, centre[1]], [0, 0, 1]], dtype=np.float64)

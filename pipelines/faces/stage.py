@@ -105,7 +105,7 @@ def run(ctx: StageContext) -> SourceRecord:
 
 
 SPEC = StageSpec(
-    name="faces", needs=(), config_sections=("faces", "ingest", "tracking", "shots", "detection_schedule", "crops", "audio", "encode"), version="4",
+    name="faces", needs=(), config_sections=("faces", "ingest", "tracking", "shots", "detection_schedule", "crops", "audio", "encode"), version="5",
     build_backend=build_backend, run=run,
     description="Face tracks of one source, cut where the face is missing over the max gap, as square crops.",
 )

@@ -15,7 +15,7 @@ compose_1080p) and on the six GRID clips themselves, this
   stage's decisions (segments accepted or rejected with their times and reasons, shot cuts);
 * times the parts per frame in this process (thread CPU), the previous way and this way.
 
-    flock /tmp/bench.lock python bench/bench_decode_less.py [--repeat 3] [--baseline-rev REV] [--no-spinning]
+    flock /tmp/bench.lock python bench/bench_decode_less.py [--repeat 3] [--baseline-rev REV] [--spinning]
         [--out bench/results/decode_less]
 """
 
@@ -100,28 +100,28 @@ class _Replayed:
 
 
 def worker(tree: Path, videos: list[Path], data_root: Path, model_dir: Path, record: Path | None = None,
-           replay: Path | None = None, no_spinning: bool = False) -> dict:
+           replay: Path | None = None, spinning: bool = False) -> dict:
     """The face stage on ``videos`` with the code of ``tree`` and the default config; the outputs
     stay in ``data_root``. ``record``: the detector's answers are pickled there; ``replay``: the
-    detector gives the answers pickled there instead of running; ``no_spinning``: the detector's
-    onnxruntime session is built with ``session.intra_op.allow_spinning`` 0 (its threads sleep
-    between calls instead of spin-waiting)."""
+    detector gives the answers pickled there instead of running; ``spinning``: the detector's
+    onnxruntime session is built with ``session.intra_op.allow_spinning`` 1 (its threads spin-wait
+    between calls, onnxruntime's default; pipelines.devices turns it off)."""
     sys.path.insert(0, str(tree))
     import pickle
 
-    if no_spinning:
+    if spinning:
         import onnxruntime
 
         import pipelines.devices
 
         limited = pipelines.devices.onnx_session_options
 
-        def sleeping_session_options():
+        def spinning_session_options():
             options = limited() or onnxruntime.SessionOptions()
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1")
             return options
 
-        pipelines.devices.onnx_session_options = sleeping_session_options
+        pipelines.devices.onnx_session_options = spinning_session_options
 
     from bench.timed_backends import TimedBackends
     from pipelines.config import load_config
@@ -187,15 +187,15 @@ def worker(tree: Path, videos: list[Path], data_root: Path, model_dir: Path, rec
 
 
 def run_worker(tree: Path, label: str, videos: list[Path], data_root: Path, model_dir: Path,
-               record: Path | None = None, replay: Path | None = None, no_spinning: bool = False) -> StageRun:
+               record: Path | None = None, replay: Path | None = None, spinning: bool = False) -> StageRun:
     """:func:`worker` in a fresh process (its own imports, its peak RSS)."""
     out = data_root / "worker.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree), "--data-root", str(data_root),
            "--model-dir", str(model_dir), "--worker-json", str(out), *map(str, videos)]
     if record or replay:
         cmd += ["--record", str(record)] if record else ["--replay", str(replay)]
-    if no_spinning:
-        cmd.append("--no-spinning")
+    if spinning:
+        cmd.append("--spinning")
     proc = subprocess.Popen(cmd, cwd=tree)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -453,8 +453,9 @@ def markdown(payload: dict) -> str:
         "(detection schedule on) in both trees.",
         f"Before: `{payload['baseline_rev']}` ({payload['baseline_commit'][:10]}); after: the working tree; "
         "replayed: the working tree with the detector giving the answers it gave in after 1 (no model time, the same "
-        "decisions); no spinning (with --no-spinning): the working tree, the detector's onnxruntime threads sleeping "
-        "between calls. Each repeat runs before, the floor, after, replayed (, no spinning), each in its own process; "
+        "decisions); spinning (with --spinning): the working tree, the detector's onnxruntime threads spin-waiting "
+        "between calls (onnxruntime's default). Each repeat runs before, the floor, after, replayed (, spinning), "
+        "each in its own process; "
         "loadavg (1 min) "
         "recorded after each run. Stage CPU: user + sys of the timed work (threads and children included).",
         f"Host: {payload['host']['cpus']} CPUs, loadavg at start {payload['host']['loadavg_start']}, "
@@ -467,7 +468,7 @@ def markdown(payload: dict) -> str:
     floors, floor_cpus = v["floor_runs_s"], v["floor_runs_cpu_s"]
     for number in range(len(floors)):
         for label, key in (("before", "before_runs"), ("after", "after_runs"), ("replayed", "replayed_runs"),
-                           ("no spinning", "no_spinning_runs")):
+                           ("spinning", "spinning_runs")):
             if number >= len(v[key]):
                 continue
             run = v[key][number]
@@ -482,9 +483,9 @@ def markdown(payload: dict) -> str:
                   + ", ".join(f"{x:.2f}" for x in replayed["wall_over_floor_per_repeat"]) + "; stage CPU / floor CPU "
                   + ", ".join(f"{x:.2f}" for x in replayed["cpu_over_floor_cpu_per_repeat"])
                   + f" (same decisions as after: {v['replayed_same_decisions']})."
-                  + (" Detector threads sleeping between calls: non-model / floor " + ", ".join(
-                      f"{r['non_model_s'] / f:.2f}" for r, f in zip(v["no_spinning_runs"], floors))
-                     + f" (same decisions: {v['no_spinning_same_decisions']})." if v["no_spinning_runs"] else "")
+                  + (" Detector threads spin-waiting between calls: non-model / floor " + ", ".join(
+                      f"{r['non_model_s'] / f:.2f}" for r, f in zip(v["spinning_runs"], floors))
+                     + f" (same decisions: {v['spinning_same_decisions']})." if v["spinning_runs"] else "")
                   + " Detector calls: "
                   f"{v['after_runs'][0]['detected_frames']} of {v['after_runs'][0]['source_frames']} frames.", "",
               "## Per-frame parts (ms of thread CPU, this process, 1080p; encoder and mux: process CPU)", "",
@@ -528,13 +529,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-json", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--no-spinning", action="store_true",
-                        help="also run the working tree with the detector's onnxruntime threads sleeping between "
-                             "calls (session.intra_op.allow_spinning 0) each repeat")
+    parser.add_argument("--spinning", action="store_true",
+                        help="also run the working tree with the detector's onnxruntime threads spin-waiting between "
+                             "calls (session.intra_op.allow_spinning 1, onnxruntime's default) each repeat")
     args = parser.parse_args(argv)
     if args.worker:
         result = worker(args.worker, args.videos, args.data_root, args.model_dir, args.record, args.replay,
-                        args.no_spinning)
+                        args.spinning)
         args.worker_json.write_text(json.dumps(result))
         return 0
 
@@ -551,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
         video = compose_1080p(args.media_dir, 4, work / "grid_1080p.mp4")
-        before_runs, after_runs, replay_runs, sleeping_runs, floors, floor_cpus = [], [], [], [], [], []
+        before_runs, after_runs, replay_runs, spinning_runs, floors, floor_cpus = [], [], [], [], [], []
         answers = work / "answers.pkl"
         for number in range(args.repeat):
             before_runs.append(run_worker(baseline, "before", [video], work / f"before{number}", args.model_dir))
@@ -562,9 +563,9 @@ def main(argv: list[str] | None = None) -> int:
                                          record=None if number else answers))
             replay_runs.append(run_worker(REPO, "replayed", [video], work / f"replay{number}", args.model_dir,
                                           replay=answers))
-            if args.no_spinning:
-                sleeping_runs.append(run_worker(REPO, "no spinning", [video], work / f"sleeping{number}",
-                                                args.model_dir, no_spinning=True))
+            if args.spinning:
+                spinning_runs.append(run_worker(REPO, "spinning", [video], work / f"spinning{number}",
+                                                args.model_dir, spinning=True))
             print(f"repeat {number + 1}: non-model / floor: before {before_runs[-1].non_model_s / floors[-1]:.2f}, "
                   f"after {after_runs[-1].non_model_s / floors[-1]:.2f} (non-model {after_runs[-1].non_model_s:.2f} s, "
                   f"floor {floors[-1]:.2f} s, load {after_runs[-1].loadavg_1m:.1f}); detector replayed: wall "
@@ -585,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
                 "after_runs": [asdict(r) | {"outputs": len(r.outputs)} for r in after_runs],
                 "floor_runs_s": floors, "floor_runs_cpu_s": floor_cpus,
                 "replayed_runs": [asdict(r) | {"outputs": len(r.outputs)} for r in replay_runs],
-                "no_spinning_runs": [asdict(r) | {"outputs": len(r.outputs)} for r in sleeping_runs],
+                "spinning_runs": [asdict(r) | {"outputs": len(r.outputs)} for r in spinning_runs],
                 "replayed": {
                     "wall_over_floor_per_repeat": [r.wall_s / f for r, f in zip(replay_runs, floors)],
                     "cpu_over_floor_cpu_per_repeat": [r.stage_cpu_s / c for r, c in zip(replay_runs, floor_cpus)]},
@@ -593,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                 "outputs": compare_outputs(before_runs[0], after_runs[0]),
                 "same_decisions": all(same_decisions(b, a) for b, a in zip(before_runs, after_runs)),
                 "replayed_same_decisions": all(same_decisions(after_runs[0], r) for r in replay_runs),
-                "no_spinning_same_decisions": all(same_decisions(after_runs[0], r) for r in sleeping_runs),
+                "spinning_same_decisions": all(same_decisions(after_runs[0], r) for r in spinning_runs),
             },
             "grid": {"before_wall_s": grid_before.wall_s, "after_wall_s": grid_after.wall_s,
                      "outputs": compare_outputs(grid_before, grid_after),

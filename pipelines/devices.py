@@ -104,12 +104,18 @@ def thread_limit() -> int | None:
 
 
 def onnx_session_options():
-    """onnxruntime SessionOptions with the process's thread limit (None when there is none)."""
-    if _thread_limit is None:
-        return None
+    """onnxruntime SessionOptions: the process's thread limit where one is set, and intra-op threads
+    that sleep between runs instead of spin-waiting (``session.intra_op.allow_spinning`` 0).
+
+    The face stage calls the detector between stretches of Python decode and crop work; spinning
+    threads keep a core busy through those stretches and take it from the Python thread
+    (bench/results/decode_less.md: face-stage non-model time / ffmpeg floor 1.55-1.75 spinning,
+    1.29-1.48 sleeping, on 2 cores)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = _thread_limit
-    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if _thread_limit is not None:
+        options.intra_op_num_threads = _thread_limit
+        options.inter_op_num_threads = 1
     return options

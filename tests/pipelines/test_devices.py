@@ -103,3 +103,20 @@ print(torch.get_num_threads(), options.intra_op_num_threads)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1", "1"]
+
+
+def test_detector_threads_sleep_between_runs_with_or_without_a_thread_limit(model_dir, scrfd_model):
+    # Spinning intra-op threads take a core from the Python decode/crop work between detector calls.
+    script = f"""
+from pathlib import Path
+from pipelines.devices import set_thread_limit
+from pipelines.faces.detectors import ScrfdDetector
+def spinning():
+    detector = ScrfdDetector(Path({str(scrfd_model)!r}), 640, 0.5)
+    return detector._model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+print(spinning())
+set_thread_limit(1)
+print(spinning())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "0"]

@@ -38,10 +38,17 @@ class DataConfig(StrictModel):
                                        "(mixes one clip's windows with other clips'); 1: off.")
     num_workers: int = Field(0, ge=0)
     stats_eps: float = Field(1e-4, gt=0, description="Floor on a channel's std (constant channels stay finite).")
+    expression_coefficients: int | None = Field(
+        None, ge=1, description="Leading FLAME expression coefficients read (GDPO-Listener: 50, its d = 67 with jaw, "
+        "neck, eyelids, eye pose and global rotation); none: every stored one (SHeaP writes 100).")
 
 
 class VAEConfig(StrictModel):
     latent_rate: int = Field(8, ge=1, description="Frames per latent: 200 frames -> 25 latents.")
+    encoder_attention: Literal["full", "causal", "chunk"] = Field(
+        "causal", description="What encoder latent j sees: every latent (full: a teacher-forced history latent "
+        "then carries frames after it), latents <= j (causal) or its own frames only (chunk); "
+        "bench/results/vae_history.md measured the choice.")
     latent_dim: int = Field(64, ge=1)
     width: int = Field(256, ge=8)
     layers: int = Field(4, ge=1)
@@ -62,6 +69,12 @@ class FlowConfig(StrictModel):
                                   "(conversations, GDPO-Listener); off: the speaking-only layout, partner data unread.")
     partner_drop: float = Field(0.1, ge=0, le=1, description="Condition dropout of both partner streams (for CFG): "
                                 "the sample is trained as if it had no partner.")
+    audio_tokens: Literal["pooled", "frames"] = Field(
+        "pooled", description="Audio prefix tokens: one per latent (the features averaged over its frames) or one "
+        "per motion frame (GDPO-Listener; needs positions: tmrope).")
+    positions: Literal["learned", "tmrope"] = Field(
+        "learned", description="Learned position embedding per latent, or time-aligned rotary positions "
+        "(TMRoPE: text t=0, audio frame i at t=i, latent j at t=j*rate+rate//2).")
     guidance_scale: float = Field(2.0, description="CFG scale at sampling on frames where the actor speaks "
                                   "(omega_speak; speaking-only data has no other); 1 = no guidance.")
     guidance_listen: float | None = Field(None, description="CFG scale on listening and silent frames "
@@ -69,6 +82,13 @@ class FlowConfig(StrictModel):
                                           "its frames.")
     sample_steps: int = Field(10, ge=1, description="Euler steps per latent.")
     vae_run: str | None = Field(None, description="Run directory of the trained VAE (checkpoint + stats).")
+
+    @model_validator(mode="after")
+    def _frame_tokens_need_time_positions(self) -> FlowConfig:
+        if self.audio_tokens == "frames" and self.positions != "tmrope":
+            raise ValueError("flow.audio_tokens: frames needs flow.positions: tmrope (the learned position table "
+                             "has one entry per latent)")
+        return self
 
     @property
     def listen_scale(self) -> float:
@@ -125,10 +145,19 @@ class RLConfig(StrictModel):
 
 
 class MetricsConfig(StrictModel):
-    flame_model: str | None = Field(None, description="Linear blendshape npz for LVE/MHD (see training/metrics.py).")
+    flame_model: str | None = Field(None, description="FLAME model npz (training/flame_model.py converts the FLAME "
+                                    "2020 pickle) for LVE, MHD and vertex-space FDD/PDD/JDD (training/metrics.py).")
+    guidance_scale: float = Field(1.0, description="CFG scale of the sampled windows the metrics score "
+                                  "(omega_speak; the papers report at 1.0, no guidance).")
+    guidance_listen: float | None = Field(None, description="CFG scale on listening and silent frames "
+                                          "(omega_listen); none: guidance_scale.")
     max_windows: int = Field(64, ge=1)
     expressive_share: float = Field(0.25, gt=0, le=1, description="Share of the evaluated windows, the most "
                                     "expressive by ground-truth variance, reported again as the expressive subset.")
+
+    @property
+    def listen_scale(self) -> float:
+        return self.guidance_scale if self.guidance_listen is None else self.guidance_listen
 
 
 class RunConfig(StrictModel):

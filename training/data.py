@@ -86,6 +86,7 @@ from pipelines.schema.sample import SampleRecord
 from training.config import DataConfig
 
 FLAME_MEMBER = "flame.npz"
+EXPRESSION_GROUP = "expression"
 # The members a training sample needs; the others (mp4, boxes.npy, ...) are never read.
 USED_MEMBERS = frozenset({"json", "wav", FLAME_MEMBER, *CONVERSATION_MEMBERS})
 # int16 full scale: stored PCM / 32768 lies in [-1, 1) (as pipelines/media/wav.read_wav_float).
@@ -390,9 +391,24 @@ def _concatenated(parts: list[np.ndarray], label: str) -> np.ndarray:
     return np.concatenate([p[:frames] for p in parts], axis=1).astype(np.float32, copy=False)
 
 
+def _kept_columns(parts: list[np.ndarray], config: DataConfig, label: str) -> list[np.ndarray]:
+    """The groups' arrays (config order) with only the leading ``data.expression_coefficients``
+    columns of the expression group (FLAME's expression basis is ordered by variance)."""
+    keep = config.expression_coefficients
+    if keep is None or EXPRESSION_GROUP not in config.groups:
+        return parts
+    index = config.groups.index(EXPRESSION_GROUP)
+    stored = parts[index].shape[-1] if parts[index].ndim == 2 else 0
+    if stored < keep:
+        raise SampleDecodeError(f"{label}: {stored} expression coefficients stored, "
+                                f"data.expression_coefficients asks for {keep}")
+    return [part[:, :keep] if i == index else part for i, part in enumerate(parts)]
+
+
 def motion_array(npz_bytes: bytes, config: DataConfig, label: str = FLAME_MEMBER) -> np.ndarray:
     """(frames, dims) float32: the configured groups concatenated in config order."""
-    return _concatenated(_npz_arrays(npz_bytes, [f"{config.array_prefix}/{g}" for g in config.groups], label), label)
+    parts = _npz_arrays(npz_bytes, [f"{config.array_prefix}/{g}" for g in config.groups], label)
+    return _concatenated(_kept_columns(parts, config, label), label)
 
 
 def partner_motion_array(npz_bytes: bytes, config: DataConfig,
@@ -403,7 +419,7 @@ def partner_motion_array(npz_bytes: bytes, config: DataConfig,
                                   + [PARTNER_TRACKED_ARRAY], label)
     if tracked.dtype != np.bool_:
         raise SampleDecodeError(f"{label}/{PARTNER_TRACKED_ARRAY}: dtype {tracked.dtype}, expected bool")
-    return _concatenated(parts, label), tracked
+    return _concatenated(_kept_columns(parts, config, label), label), tracked
 
 
 def group_slices(groups: tuple[str, ...], dims: dict[str, int]) -> dict[str, slice]:
@@ -417,7 +433,8 @@ def group_slices(groups: tuple[str, ...], dims: dict[str, int]) -> dict[str, sli
 
 def group_dims(npz_bytes: bytes, config: DataConfig) -> dict[str, int]:
     parts = _npz_arrays(npz_bytes, [f"{config.array_prefix}/{group}" for group in config.groups], FLAME_MEMBER)
-    return {group: int(part.shape[1]) for group, part in zip(config.groups, parts)}
+    return {group: int(part.shape[1]) for group, part in zip(config.groups, _kept_columns(parts, config,
+                                                                                          FLAME_MEMBER))}
 
 
 def caption_for(captions: dict | None, start: int, end: int) -> str:
@@ -578,14 +595,19 @@ def resolve_rates(config: DataConfig, spec: str | None = None) -> DataConfig:
 
 
 def inherit_rates(config: DataConfig, source: DataConfig, source_name: str) -> DataConfig:
-    """``config`` expecting the rates ``source`` was trained on (a flow run its VAE's, RL its SFT
-    run's); ValueError when ``config`` states other ones."""
+    """``config`` expecting the rates and the expression width ``source`` was trained on (a flow
+    run its VAE's, RL its SFT run's); ValueError when ``config`` states other ones."""
     update = {}
     for field in ("fps", "sample_rate"):
         mine, theirs = getattr(config, field), getattr(source, field)
         if mine is not None and theirs is not None and mine != theirs:
             raise ValueError(f"data.{field} is {mine} but {source_name} was trained at {theirs}")
         update[field] = mine if mine is not None else theirs
+    # None is a width too (every stored coefficient): unset here means "the source's".
+    mine, theirs = config.expression_coefficients, source.expression_coefficients
+    if mine is not None and mine != theirs:
+        raise ValueError(f"data.expression_coefficients is {mine} but {source_name} was trained with {theirs}")
+    update["expression_coefficients"] = theirs
     return config.model_copy(update=update)
 
 

@@ -1,8 +1,9 @@
 """Frozen condition encoders loaded from local folders (never downloaded).
 
 Audio: a wav2vec2-family model (``AutoModel.from_pretrained(audio_path)``); its last hidden
-states (about 50 Hz) are linearly resampled to the motion frame rate and averaged over the
-``rate`` frames of each latent, giving one feature vector per latent.
+states (about 50 Hz) are linearly resampled to the motion frame rate and either averaged over
+the ``rate`` frames of each latent (one feature vector per latent) or kept per frame, grouped
+by latent (``flow.audio_tokens: frames``).
 Text: a T5-family encoder (``T5EncoderModel`` + ``AutoTokenizer`` from ``text_path``); the
 caption embedding is the mask-weighted mean of its last hidden states.
 """
@@ -41,14 +42,16 @@ class FrozenEncoders(nn.Module):
         return super().train(False)  # frozen: dropout stays off whatever the trainer asks
 
     @torch.no_grad()
-    def audio_features(self, audio: torch.Tensor, frames: int, rate: int) -> torch.Tensor:
-        """(B, samples) 16 kHz -> (B, frames // rate, audio_dim)."""
+    def audio_features(self, audio: torch.Tensor, frames: int, rate: int, per_frame: bool = False) -> torch.Tensor:
+        """(B, samples) 16 kHz -> (B, frames // rate, audio_dim), or (B, frames // rate, rate, audio_dim)
+        with ``per_frame``."""
         device = next(self.audio.parameters()).device
         hidden = self.audio(audio.to(device)).last_hidden_state  # (B, T_a, H)
-        per_frame = nn.functional.interpolate(hidden.transpose(1, 2), size=frames, mode="linear",
+        at_frames = nn.functional.interpolate(hidden.transpose(1, 2), size=frames, mode="linear",
                                               align_corners=False)
         latents = frames // rate
-        return per_frame[..., :latents * rate].reshape(hidden.shape[0], -1, latents, rate).mean(-1).transpose(1, 2)
+        grouped = at_frames[..., :latents * rate].reshape(hidden.shape[0], -1, latents, rate)  # (B, H, L, rate)
+        return grouped.permute(0, 2, 3, 1) if per_frame else grouped.mean(-1).transpose(1, 2)
 
     @torch.no_grad()
     def text_features(self, captions: list[str]) -> torch.Tensor:

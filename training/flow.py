@@ -7,8 +7,14 @@ from 1 to 0.
 One sequence per window of L latents:
 ``[text (1)] [audio (L)] [partner audio (L)] [partner motion (L)] [history (L)] [noisy (L)]``
 (with ``flow.partner_streams`` off the two partner blocks are left out: the speaking-only
-layout ``[text] [audio] [history] [noisy]``). Each block has its own token type; per-latent
-blocks share the position embedding. Attention mask: the prefix (text, audio, partner) attends
+layout ``[text] [audio] [history] [noisy]``). Each block has its own token type. Positions
+(``flow.positions``): ``learned``, one embedding per latent shared by the per-latent blocks; or
+``tmrope``, time-aligned rotary positions (Qwen2.5-Omni's TMRoPE on one time axis, as
+GDPO-Listener uses it) in frames: the text token at t = 0, audio token i at its frame t = i,
+latent j (history, noisy, partner motion) at the middle of its frames, t = j * rate + rate // 2.
+Audio tokens (``flow.audio_tokens``): ``pooled``, one per latent (the audio block is L tokens),
+or ``frames``, one per motion frame (the audio blocks are L * rate tokens; needs ``tmrope``).
+Attention mask: the prefix (text, audio, partner) attends
 within the prefix; history token j (the clean latent j) attends to the prefix and history
 <= j; noisy token i (latent i at noise level tau_i) attends to the prefix, history < i and
 itself. So the velocity at position i depends only on the conditions, the latents before i and
@@ -40,7 +46,7 @@ from torch import nn
 
 from pipelines.schema.conversation import actor_speaks
 from training.config import FlowConfig
-from training.layers import seeded, sinusoid, transformer
+from training.layers import RotaryTransformer, seeded, sinusoid, transformer
 
 TAU_SALT, NOISE_SALT, DROP_SALT, PARTNER_DROP_SALT = 21, 22, 23, 24
 TEXT, AUDIO, HISTORY, NOISY = range(4)  # rows of token_type
@@ -67,9 +73,10 @@ def role_guidance(roles: torch.Tensor, rate: int, speak: float, listen: float) -
 class Conditions:
     """What a window is conditioned on, one row per sample. Per-latent fields have L columns."""
 
-    audio: torch.Tensor  # (B, L, Da) the actor's audio features per latent
+    # (B, L, Da) the actor's audio features per latent (pooled), or (B, L, rate, Da) per frame of each latent
+    audio: torch.Tensor
     text: torch.Tensor  # (B, Dt) caption embedding
-    partner_audio: torch.Tensor | None = None  # (B, L, Da) the partner's audio features
+    partner_audio: torch.Tensor | None = None  # the partner's audio features, shaped as ``audio``
     partner_motion: torch.Tensor | None = None  # (B, L, D) VAE latents (means) of the normalised partner motion
     partner_heard: torch.Tensor | None = None  # (B,) bool: the sample has a partner
     partner_seen: torch.Tensor | None = None  # (B, L) bool: the latent's partner face is mostly tracked
@@ -93,9 +100,12 @@ class Conditions:
         return self._map(lambda t: t[:, start:end], self.PER_LATENT)
 
 
-def attention_mask(length: int, device: torch.device | None = None, partner: bool = False) -> torch.Tensor:
-    """Boolean (S, S) mask, S = (5 if partner else 3) * L + 1, True where attention is NOT allowed (layout above)."""
-    prefix = 1 + (3 if partner else 1) * length
+def attention_mask(length: int, device: torch.device | None = None, partner: bool = False,
+                   audio_per_latent: int = 1) -> torch.Tensor:
+    """Boolean (S, S) mask, True where attention is NOT allowed (layout above); the prefix holds
+    1 + A (+ A + L with partner) tokens, A = L * ``audio_per_latent`` audio tokens."""
+    audio = length * audio_per_latent
+    prefix = 1 + (2 * audio + length if partner else audio)
     size = prefix + 2 * length
     allowed = torch.zeros(size, size, dtype=torch.bool, device=device)
     allowed[:prefix, :prefix] = True
@@ -114,12 +124,17 @@ def _no_guidance(scale: float | torch.Tensor) -> bool:
 
 
 class MotionFlow(nn.Module):
-    def __init__(self, latent_dim: int, audio_dim: int, text_dim: int, length: int, config: FlowConfig) -> None:
+    def __init__(self, latent_dim: int, audio_dim: int, text_dim: int, length: int, config: FlowConfig,
+                 rate: int = 1) -> None:
+        """``rate``: frames per latent (the VAE's), the time unit of ``tmrope`` and the audio
+        tokens per latent with ``audio_tokens: frames``."""
         super().__init__()
         width = config.width
-        self.latent_dim, self.length, self.width = latent_dim, length, width
+        self.latent_dim, self.length, self.width, self.rate = latent_dim, length, width, rate
         self.audio_drop, self.text_drop, self.partner_drop = config.audio_drop, config.text_drop, config.partner_drop
         self.partner = config.partner_streams
+        self.rotary = config.positions == "tmrope"
+        self.audio_per_latent = rate if config.audio_tokens == "frames" else 1
         self.audio_proj = nn.Linear(audio_dim, width)
         self.text_proj = nn.Linear(text_dim, width)
         self.null_audio = nn.Parameter(torch.randn(width) * 0.02)
@@ -127,9 +142,11 @@ class MotionFlow(nn.Module):
         self.history_proj = nn.Linear(latent_dim, width)
         self.noisy_proj = nn.Linear(latent_dim, width)
         self.time_mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
-        self.position = nn.Parameter(torch.randn(length, width) * 0.02)
+        if not self.rotary:
+            self.position = nn.Parameter(torch.randn(length, width) * 0.02)
         self.token_type = nn.Parameter(torch.randn(4, width) * 0.02)
-        self.blocks = transformer(width, config.layers, config.heads, config.dropout)
+        self.blocks = RotaryTransformer(width, config.layers, config.heads, config.dropout) if self.rotary else \
+            transformer(width, config.layers, config.heads, config.dropout)
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, latent_dim)
         if self.partner:
@@ -141,29 +158,54 @@ class MotionFlow(nn.Module):
         # Latent standardisation (per-channel mean, one scale), set once from the first training batch.
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
-        self.register_buffer("mask", attention_mask(length, partner=self.partner), persistent=False)
+        self.register_buffer("mask", attention_mask(length, partner=self.partner,
+                                                    audio_per_latent=self.audio_per_latent), persistent=False)
 
     def forward(self, method: str, *args):
         # Losses and replayed velocities go through forward so that DDP synchronises gradients.
         return getattr(self, method)(*args)
 
-    def _partner_tokens(self, cond: Conditions, drop: torch.Tensor, pos: torch.Tensor,
+    def _audio_tokens(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, L, Da) or (B, L, rate, Da) -> (B, A, Da): one row per audio token, in time order."""
+        per_frame = self.audio_per_latent > 1
+        if audio.dim() != (4 if per_frame else 3) or (per_frame and audio.shape[2] != self.rate):
+            expected = f"(B, L, {self.rate}, Da): one per frame" if per_frame else "(B, L, Da): one per latent"
+            raise ValueError(f"audio features of shape {tuple(audio.shape)}; the model takes {expected}")
+        return audio.flatten(1, 2) if per_frame else audio
+
+    def token_times(self, n: int, device: torch.device) -> torch.Tensor:
+        """(S,) time of every token in frames (``tmrope``; layout in the module docstring)."""
+        latent = torch.arange(n, device=device) * self.rate + self.rate // 2
+        audio = torch.arange(n * self.rate, device=device) if self.audio_per_latent > 1 else latent
+        blocks = [torch.zeros(1, dtype=latent.dtype, device=device), audio]
+        blocks += [audio, latent] if self.partner else []
+        return torch.cat(blocks + [latent, latent])
+
+    def _positions(self, n: int) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """Added to (latent tokens, audio tokens): the learned table, or nothing under rotary positions."""
+        if self.rotary:
+            return 0.0, 0.0
+        return self.position[:n], self.position[:n]
+
+    def _partner_tokens(self, cond: Conditions, drop: torch.Tensor, pos: torch.Tensor | float,
+                        audio_pos: torch.Tensor | float,
                         like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(partner audio tokens, partner motion tokens, (B, 2n) True where a token is masked out)."""
+        """(partner audio tokens, partner motion tokens, (B, A + n) True where a token is masked out)."""
         batch, n = like.shape[0], like.shape[1]
+        tokens = n * self.audio_per_latent
         heard = torch.zeros(batch, dtype=torch.bool, device=like.device) if cond.partner_heard is None else \
             cond.partner_heard & ~drop
         seen = torch.zeros(batch, n, dtype=torch.bool, device=like.device) if cond.partner_seen is None else \
             cond.partner_seen & heard[:, None]
-        zeros_audio = like.new_zeros(batch, n, self.partner_audio_proj.in_features)
-        audio = zeros_audio if cond.partner_audio is None else torch.where(heard[:, None, None], cond.partner_audio,
-                                                                            zeros_audio)
+        zeros_audio = like.new_zeros(batch, tokens, self.partner_audio_proj.in_features)
+        audio = zeros_audio if cond.partner_audio is None else torch.where(
+            heard[:, None, None], self._audio_tokens(cond.partner_audio), zeros_audio)
         zeros_motion = like.new_zeros(batch, n, self.latent_dim)
         motion = zeros_motion if cond.partner_motion is None else torch.where(
             seen[..., None], self.standardise(cond.partner_motion), zeros_motion)
-        a = self.partner_audio_proj(audio) + pos + self.partner_token_type[PARTNER_AUDIO]
+        a = self.partner_audio_proj(audio) + audio_pos + self.partner_token_type[PARTNER_AUDIO]
         m = self.partner_motion_proj(motion) + pos + self.partner_token_type[PARTNER_MOTION]
-        return a, m, torch.cat([~heard[:, None].expand(batch, n), ~seen], dim=1)
+        return a, m, torch.cat([~heard[:, None].expand(batch, tokens), ~seen], dim=1)
 
     def velocity(self, noisy: torch.Tensor, tau: torch.Tensor, history: torch.Tensor, cond: Conditions,
                  drop_audio: torch.Tensor, drop_text: torch.Tensor,
@@ -174,9 +216,9 @@ class MotionFlow(nn.Module):
         the conditions of the window's latents; drop_* (B,) bools (drop_partner None: none dropped).
         """
         batch, n = noisy.shape[0], noisy.shape[1]
-        pos = self.position[:n]
-        a = self.audio_proj(cond.audio)
-        a = torch.where(drop_audio[:, None, None], self.null_audio.expand_as(a), a) + pos + self.token_type[AUDIO]
+        pos, audio_pos = self._positions(n)
+        a = self.audio_proj(self._audio_tokens(cond.audio))
+        a = torch.where(drop_audio[:, None, None], self.null_audio.expand_as(a), a) + audio_pos + self.token_type[AUDIO]
         t = self.text_proj(cond.text)
         t = torch.where(drop_text[:, None], self.null_text.expand_as(t), t) + self.token_type[TEXT]
         h = self.history_proj(history) + pos + self.token_type[HISTORY]
@@ -185,14 +227,17 @@ class MotionFlow(nn.Module):
         masked = None
         if self.partner:
             drop = drop_partner if drop_partner is not None else torch.zeros_like(drop_audio)
-            pa, pm, partner_masked = self._partner_tokens(cond, drop, pos, noisy)
+            pa, pm, partner_masked = self._partner_tokens(cond, drop, pos, audio_pos, noisy)
             tokens = torch.cat([t[:, None], a, pa, pm, h, x], dim=1)
             masked = torch.zeros(batch, tokens.shape[1], dtype=torch.bool, device=noisy.device)
-            masked[:, 1 + n:1 + 3 * n] = partner_masked
+            masked[:, 1 + a.shape[1]:1 + a.shape[1] + partner_masked.shape[1]] = partner_masked
         else:
             tokens = torch.cat([t[:, None], a, h, x], dim=1)
-        mask = self.mask if n == self.length else attention_mask(n, noisy.device, self.partner)
-        out = self.blocks(tokens, mask=mask, src_key_padding_mask=masked)
+        mask = self.mask if n == self.length else attention_mask(n, noisy.device, self.partner, self.audio_per_latent)
+        if self.rotary:
+            out = self.blocks(tokens, self.token_times(n, noisy.device), mask=mask, src_key_padding_mask=masked)
+        else:
+            out = self.blocks(tokens, mask=mask, src_key_padding_mask=masked)
         return self.out(self.norm(out[:, -n:]))
 
     def guided_velocity(self, noisy: torch.Tensor, tau: torch.Tensor, history: torch.Tensor, cond: Conditions,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from training.checkpoint import load_weights
 from training.config import RunConfig, load_run_config
@@ -20,15 +21,21 @@ from training.vae import MotionVAE
 
 @dataclass
 class FlowParts:
-    """What a flow model needs around it: frozen VAE and encoders, and the motion statistics."""
+    """What a flow model needs around it: frozen VAE and encoders, and the motion statistics.
+    ``audio_per_frame``: the flow model takes one audio token per frame (``flow.audio_tokens: frames``)."""
     vae: MotionVAE
     encoders: torch.nn.Module
     stats: MotionStats
     vae_config: RunConfig
+    audio_per_frame: bool = False
 
 
 def load_vae(vae_run: str | Path) -> tuple[MotionVAE, MotionStats, RunConfig]:
-    vae_config = load_run_config(Path(vae_run) / "config.yaml")
+    path = Path(vae_run) / "config.yaml"
+    stated = (yaml.safe_load(path.read_text()) or {}).get("vae") or {}
+    # VAE runs saved before vae.encoder_attention existed were trained with full attention.
+    legacy = {} if "encoder_attention" in stated else {"vae": {"encoder_attention": "full"}}
+    vae_config = load_run_config(path, **legacy)
     stats = MotionStats.load(Path(vae_run))
     vae = MotionVAE(len(stats.mean), vae_config.vae)
     load_weights(Path(vae_run), vae)
@@ -39,19 +46,21 @@ def flow_parts(config: RunConfig, device: torch.device) -> FlowParts:
     if not config.flow.vae_run:
         raise ValueError("flow.vae_run is not set: train a VAE first (kind: vae) and point at its run folder")
     vae, stats, vae_config = load_vae(config.flow.vae_run)
-    return FlowParts(vae.to(device), FrozenEncoders(config.encoders).to(device), stats, vae_config)
+    return FlowParts(vae.to(device), FrozenEncoders(config.encoders).to(device), stats, vae_config,
+                     config.flow.audio_tokens == "frames")
 
 
 def build_flow(config: RunConfig, parts: FlowParts) -> MotionFlow:
-    length = config.data.window_frames // parts.vae_config.vae.latent_rate
-    return MotionFlow(parts.vae_config.vae.latent_dim, parts.encoders.audio_dim, parts.encoders.text_dim, length,
-                      config.flow)
+    rate = parts.vae_config.vae.latent_rate
+    return MotionFlow(parts.vae_config.vae.latent_dim, parts.encoders.audio_dim, parts.encoders.text_dim,
+                      config.data.window_frames // rate, config.flow, rate)
 
 
 def flow_inputs(parts: FlowParts, batch: dict, device: torch.device, partner: bool = True) -> dict:
     """What a flow model is fed from a loader batch: ``latents`` (the frozen VAE's means of the
     normalised motion), ``motion`` (normalised), ``roles`` (B, T) and ``conditions``: audio
-    features per latent, caption embeddings and, with ``partner``, the partner streams.
+    features per latent (or per frame, grouped by latent: ``parts.audio_per_frame``), caption
+    embeddings and, with ``partner``, the partner streams.
 
     Partner motion is normalised with the actor's statistics, untracked frames set to 0 there
     (the mean pose) before the VAE encodes it; a partner-motion latent is attended when its
@@ -61,7 +70,7 @@ def flow_inputs(parts: FlowParts, batch: dict, device: torch.device, partner: bo
     rate = parts.vae_config.vae.latent_rate
     with torch.no_grad():
         latents, _ = parts.vae.encode(motion)
-        audio = parts.encoders.audio_features(batch["audio"], motion.shape[1], rate)
+        audio = parts.encoders.audio_features(batch["audio"], motion.shape[1], rate, parts.audio_per_frame)
         cond = Conditions(audio, parts.encoders.text_features(batch["caption"]))
         if partner:
             cond = _with_partner(parts, batch, cond, latents, device)
@@ -77,8 +86,8 @@ def _with_partner(parts: FlowParts, batch: dict, cond: Conditions, latents: torc
     tracked = batch["partner_tracked"].to(device) & heard[:, None]
     seen = latent_share(tracked, rate) > MOSTLY
     partner_audio = torch.zeros_like(cond.audio)
-    partner_audio[heard] = parts.encoders.audio_features(batch["partner_audio"][heard.cpu()], frames, rate).to(
-        partner_audio.dtype)
+    partner_audio[heard] = parts.encoders.audio_features(batch["partner_audio"][heard.cpu()], frames, rate,
+                                                         parts.audio_per_frame).to(partner_audio.dtype)
     partner_motion = torch.zeros_like(latents)
     encoded = seen.any(1)
     if encoded.any():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from training.config import DataConfig
-from training.data import finite_clips
+from training.data import EXPRESSION_GROUP, finite_clips
 
 STATS_FILE = "stats.json"
 
@@ -81,4 +81,11 @@ def _group_widths(flame: dict | None, config: DataConfig) -> dict[str, int]:
     missing = [g for g in config.groups if g not in groups]
     if missing:
         raise ValueError(f"sample record lacks FLAME group widths for {missing}")
-    return {g: int(groups[g]) for g in config.groups}
+    widths = {g: int(groups[g]) for g in config.groups}
+    keep = config.expression_coefficients
+    if keep is not None and EXPRESSION_GROUP in widths:
+        if widths[EXPRESSION_GROUP] < keep:
+            raise ValueError(f"data.expression_coefficients {keep} > the {widths[EXPRESSION_GROUP]} expression "
+                             "coefficients the shards store")
+        widths[EXPRESSION_GROUP] = keep
+    return widths

@@ -1,7 +1,12 @@
 """Transformer VAE: (frames, channels) normalised FLAME motion <-> (frames / rate, latent_dim) latents.
 
 Encoder: linear -> strided conv (kernel = stride = rate: one latent per ``rate`` frames) ->
-transformer -> mean and log-variance. Decoder: linear -> transformer -> transposed conv
+transformer -> mean and log-variance. The strided conv makes latent j a function of its own
+``rate`` frames; ``vae.encoder_attention`` sets what the transformer adds: every latent
+(``full``), latents <= j (``causal``: latent j never sees a frame after its own) or none
+(``chunk``). SFT feeds the encoder's means of ground-truth motion as the flow model's history,
+while sampling feeds generated latents that know nothing of later frames: with ``causal`` or
+``chunk`` the teacher-forced history holds no look-ahead either. Decoder: linear -> transformer -> transposed conv
 (back to frame rate) -> transformer -> linear. Loss: MSE of positions plus
 ``velocity_weight`` x MSE of frame-to-frame velocities plus ``kl_weight`` x KL to N(0, I).
 """
@@ -17,12 +22,22 @@ from training.layers import seeded, sinusoid, transformer
 NOISE_SALT = 11
 
 
+def encoder_mask(attention: str, length: int, device: torch.device) -> torch.Tensor | None:
+    """(length, length) bool, True where latent i may NOT attend to latent j; None: full attention."""
+    if attention == "full":
+        return None
+    allowed = torch.ones(length, length, dtype=torch.bool, device=device)
+    allowed = torch.tril(allowed) if attention == "causal" else torch.eye(length, dtype=torch.bool, device=device)
+    return ~allowed
+
+
 class MotionVAE(nn.Module):
     def __init__(self, channels: int, config: VAEConfig) -> None:
         super().__init__()
         width, rate = config.width, config.latent_rate
         self.channels, self.rate, self.latent_dim, self.width = channels, rate, config.latent_dim, width
         self.kl_weight, self.velocity_weight = config.kl_weight, config.velocity_weight
+        self.encoder_attention = config.encoder_attention
         self.inp = nn.Linear(channels, width)
         self.down = nn.Conv1d(width, width, rate, stride=rate)
         self.encoder = transformer(width, config.layers, config.heads, config.dropout)
@@ -39,7 +54,7 @@ class MotionVAE(nn.Module):
     def encode(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, C) -> mean and log-variance, each (B, T // rate, latent_dim)."""
         h = self.down(self.inp(motion).transpose(1, 2)).transpose(1, 2)
-        h = self.encoder(h + self._pos(h.shape[1], h))
+        h = self.encoder(h + self._pos(h.shape[1], h), mask=encoder_mask(self.encoder_attention, h.shape[1], h.device))
         mean, logvar = self.to_stats(h).chunk(2, dim=-1)
         return mean, logvar.clamp(-20, 10)
 

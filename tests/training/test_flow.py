@@ -10,27 +10,35 @@ from training_fixtures import (  # noqa: F401
     vae_run_fixture,
 )
 
+import pytest
+
 from training.config import FlowConfig, load_run_config
 from training.flow import Conditions, MotionFlow, sample_long, sample_window
+from training.layers import rotary
 
-L, D, DA, DT = 5, 4, 6, 3
+L, D, DA, DT, RATE = 5, 4, 6, 3, 4
+# (positions, audio tokens): today's layout, rotary positions with pooled audio, GDPO-Listener's frame-rate audio
+LAYOUTS = [("learned", "pooled"), ("tmrope", "pooled"), ("tmrope", "frames")]
 
 
-def _model() -> MotionFlow:
+def _model(positions: str = "learned", audio_tokens: str = "pooled", **config) -> MotionFlow:
     torch.manual_seed(0)
-    return MotionFlow(D, DA, DT, L, FlowConfig(width=16, layers=2, heads=2)).eval()
+    return MotionFlow(D, DA, DT, L, FlowConfig(width=16, layers=2, heads=2, positions=positions,
+                                               audio_tokens=audio_tokens, **config), RATE).eval()
 
 
-def _inputs(batch: int = 2):
+def _inputs(batch: int = 2, audio_tokens: str = "pooled"):
     gen = torch.Generator().manual_seed(1)
+    audio_shape = (batch, L, RATE, DA) if audio_tokens == "frames" else (batch, L, DA)
     return [torch.randn(batch, L, D, generator=gen), torch.rand(batch, L, generator=gen),
-            torch.randn(batch, L, D, generator=gen), torch.randn(batch, L, DA, generator=gen),
+            torch.randn(batch, L, D, generator=gen), torch.randn(*audio_shape, generator=gen),
             torch.randn(batch, DT, generator=gen)]
 
 
-def test_position_i_sees_only_earlier_history_and_its_own_noisy_input():
-    model = _model()
-    noisy, tau, history, audio, text = _inputs()
+@pytest.mark.parametrize("positions,audio_tokens", LAYOUTS)
+def test_position_i_sees_only_earlier_history_and_its_own_noisy_input(positions, audio_tokens):
+    model = _model(positions, audio_tokens)
+    noisy, tau, history, audio, text = _inputs(audio_tokens=audio_tokens)
     keep = torch.zeros(2, dtype=torch.bool)
     base = model.velocity(noisy, tau, history, Conditions(audio, text), keep, keep)
     i = 2
@@ -52,6 +60,55 @@ def test_position_i_sees_only_earlier_history_and_its_own_noisy_input():
                               base[:, i])
 
 
+def test_tmrope_times_text_at_zero_audio_frames_at_their_frame_latents_at_their_middle_frame():
+    # rate 4: latent j spans frames 4j..4j+3, its time is 4j + 2; frame-rate audio token i is at i.
+    latent = [2, 6, 10, 14, 18]
+    speaking = _model("tmrope", "frames", partner_streams=False).token_times(L, torch.device("cpu"))
+    assert speaking.tolist() == [0, *range(20), *latent, *latent]  # text, audio, history, noisy
+    conversation = _model("tmrope", "frames").token_times(L, torch.device("cpu"))
+    assert conversation.tolist() == [0, *range(20), *range(20), *latent, *latent, *latent]  # + partner audio, motion
+    pooled = _model("tmrope", "pooled", partner_streams=False).token_times(L, torch.device("cpu"))
+    assert pooled.tolist() == [0, *latent, *latent, *latent]
+
+
+def test_rotary_positions_make_attention_depend_on_time_differences_only():
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(6, 8, generator=gen), torch.randn(6, 8, generator=gen)
+    times = torch.tensor([0.0, 1, 2, 5, 9, 30])
+    scores = rotary(q, times) @ rotary(k, times).T
+    shifted = rotary(q, times + 17.0) @ rotary(k, times + 17.0).T
+    torch.testing.assert_close(shifted, scores, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(rotary(q, times) @ rotary(k, times * 2).T, scores, atol=1e-3)
+    # The model: shifting every token's time by whole windows leaves the velocity as it was.
+    model = _model("tmrope", "frames")
+    noisy, tau, history, audio, text = _inputs(audio_tokens="frames")
+    keep = torch.zeros(2, dtype=torch.bool)
+    base = model.velocity(noisy, tau, history, Conditions(audio, text), keep, keep)
+    original = model.token_times
+    model.token_times = lambda n, device: original(n, device) + 40
+    torch.testing.assert_close(model.velocity(noisy, tau, history, Conditions(audio, text), keep, keep), base,
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_frame_rate_audio_tokens_resolve_the_order_of_frames_that_pooling_averages_away():
+    noisy, tau, history, audio, text = _inputs(audio_tokens="frames")
+    reordered = audio.flip(2)  # each latent's frames in reverse order: the same mean per latent
+    keep = torch.zeros(2, dtype=torch.bool)
+    frames = _model("tmrope", "frames")
+    assert not torch.allclose(frames.velocity(noisy, tau, history, Conditions(reordered, text), keep, keep),
+                              frames.velocity(noisy, tau, history, Conditions(audio, text), keep, keep), atol=1e-5)
+    pooled = _model("tmrope", "pooled")
+    torch.testing.assert_close(pooled.velocity(noisy, tau, history, Conditions(reordered.mean(2), text), keep, keep),
+                               pooled.velocity(noisy, tau, history, Conditions(audio.mean(2), text), keep, keep))
+    with pytest.raises(ValueError, match="one per frame"):
+        frames.velocity(noisy, tau, history, Conditions(audio.mean(2), text), keep, keep)
+
+
+def test_frame_rate_audio_needs_time_aligned_positions():
+    with pytest.raises(ValueError, match="tmrope"):
+        FlowConfig(audio_tokens="frames")
+
+
 def test_guidance_mixes_conditional_and_unconditional_velocities():
     model = _model()
     noisy, tau, history, audio, text = _inputs()
@@ -65,10 +122,12 @@ def test_guidance_mixes_conditional_and_unconditional_velocities():
                                uncond + 3.0 * (cond - uncond))
 
 
-def test_long_sequences_slide_a_window_over_the_audio():
-    model = _model()
+@pytest.mark.parametrize("positions,audio_tokens", LAYOUTS)
+def test_long_sequences_slide_a_window_over_the_audio(positions, audio_tokens):
+    model = _model(positions, audio_tokens)
     gen = torch.Generator().manual_seed(2)
-    audio, text = torch.randn(1, L + 3, DA, generator=gen), torch.randn(1, DT, generator=gen)
+    shape = (1, L + 3, RATE, DA) if audio_tokens == "frames" else (1, L + 3, DA)
+    audio, text = torch.randn(*shape, generator=gen), torch.randn(1, DT, generator=gen)
     out = sample_long(model, Conditions(audio, text), steps=3, scale=1.5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (1, L + 3, D) and torch.isfinite(out).all()
     first = sample_window(model, Conditions(audio[:, :L], text), 3, 1.5, torch.Generator().manual_seed(0))

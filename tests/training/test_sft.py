@@ -1,4 +1,5 @@
-"""SFT on pipeline shards: overfitting, gradient accumulation, exact resume, the command line."""
+"""SFT on pipeline shards: overfitting, gradient accumulation, exact resume, the command line, history
+latents without look-ahead."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 from training_fixtures import (  # noqa: F401
     REPO_ROOT,
+    copy_run,
     flame_shards_fixture,
     tiny_config,
     tiny_encoders_fixture,
@@ -17,10 +20,12 @@ from training_fixtures import (  # noqa: F401
 )
 
 from training.checkpoint import checkpoint_dirs
-from training.config import load_run_config
+from training.config import VAEConfig, load_run_config
 from training.data import batches, train_pipeline
+from training.flow_parts import flow_inputs, flow_parts, load_vae
 from training.sft import run_sft
 from training.trainer_base import LOG_FILE
+from training.vae import MotionVAE
 
 
 def test_overfitting_one_batch_cuts_the_flow_loss_by_90_percent(tmp_path, flame_shards, tiny_encoders, vae_run):
@@ -91,3 +96,47 @@ def test_the_sft_command_dry_run_builds_everything_and_runs_one_step(tmp_path, f
     assert "done: 1 step(s)" in done.stdout
     assert (tmp_path / "run" / "stats.json").exists() and (tmp_path / "run" / "config.yaml").exists()
     assert checkpoint_dirs(tmp_path / "run") == []
+
+
+def _changed_after(motion: torch.Tensor, frame: int) -> torch.Tensor:
+    changed = motion.clone()
+    changed[:, frame:] += torch.linspace(0.5, 3.0, changed.shape[1] - frame)[None, :, None]
+    return changed
+
+
+@pytest.mark.parametrize("attention,leaks", [("causal", False), ("chunk", False), ("full", True)])
+def test_encoder_latents_before_j_see_no_frame_from_latent_j_on(attention, leaks):
+    torch.manual_seed(0)
+    vae = MotionVAE(7, VAEConfig(latent_rate=4, latent_dim=5, width=16, layers=2, heads=2,
+                                 encoder_attention=attention)).eval()
+    motion = torch.randn(2, 24, 7, generator=torch.Generator().manual_seed(1))
+    j = 3
+    with torch.no_grad():
+        before, _ = vae.encode(motion)
+        after, _ = vae.encode(_changed_after(motion, j * 4))
+    assert not torch.allclose(after[:, j], before[:, j])  # latent j itself encodes its frames
+    assert torch.allclose(after[:, :j], before[:, :j], atol=1e-6) != leaks
+
+
+def test_sft_history_latents_before_j_ignore_later_frames(tmp_path, flame_shards, tiny_encoders, vae_run):
+    """The flow model's teacher-forced history (the VAE means of the ground truth, flow_inputs) under
+    the default encoder: a change to the frames of latent j and after changes no history latent before j."""
+    config = load_run_config(None, **tiny_config("flow", tmp_path / "run", flame_shards, tiny_encoders, vae_run))
+    assert config.vae.encoder_attention == load_run_config(vae_run / "config.yaml").vae.encoder_attention == "causal"
+    parts = flow_parts(config, torch.device("cpu"))
+    batch = next(batches(train_pipeline(config.data, seed=0), config.data))
+    j = 2
+    changed = {**batch, "motion": _changed_after(batch["motion"], j * parts.vae_config.vae.latent_rate)}
+    history = flow_inputs(parts, batch, torch.device("cpu"), partner=False)["latents"]
+    history_changed = flow_inputs(parts, changed, torch.device("cpu"), partner=False)["latents"]
+    torch.testing.assert_close(history_changed[:, :j], history[:, :j], atol=1e-6, rtol=0)
+    assert (history_changed[:, j:] - history[:, j:]).abs().amax() > 1e-3
+
+
+def test_vae_runs_saved_before_the_encoder_option_load_with_full_attention(tmp_path, vae_run):
+    old = copy_run(vae_run, tmp_path / "old-vae")
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["vae"]["encoder_attention"]
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert load_vae(old)[0].encoder_attention == "full"
+    assert load_vae(vae_run)[0].encoder_attention == "causal"

@@ -259,6 +259,12 @@ class SpeechConfig(StrictModel):
         "registered faster_whisper_base, sha256-pinned.")
     whisper_compute_type: str = "int8"
     whisper_batch_size: int = Field(8, ge=1)
+    whisper_short_window_s: float = Field(
+        10.0, ge=0, le=30, description="A clip whose speech fits in this many seconds is first encoded in a window "
+        "this long instead of Whisper's 30 s (7x less encoder work at 10 s); 0: always 30 s.")
+    whisper_short_window_min_probability: float = Field(
+        0.8, ge=0, le=1, description="The short window is kept only when the language it gives is at least this "
+        "likely; otherwise the clip is encoded again in the 30 s window.")
     alignment_model: str | None = Field(
         None, description="wav2vec2 alignment folder inside the model dir; unset: Whisper's own word timestamps.")
     diarization_pipeline: str = Field("pyannote-diarization", description="pyannote pipeline folder (config.yaml).")
@@ -327,9 +333,20 @@ class JudgeConfig(StrictModel):
     kinds: tuple[Literal["holistic", "aspects", "specialist", "pairwise_direct", "pairwise_in_context",
                          "pairwise_multi_agent"], ...] = (
         "holistic", "aspects", "specialist", "pairwise_direct", "pairwise_in_context", "pairwise_multi_agent")
-    in_context_examples: int = Field(
-        2, ge=1, description="pairwise_in_context: solved pairs shown, taken from the unanimous pairs of other samples.")
-    frames_per_video: int = Field(8, ge=1, description="Frames sampled uniformly from each clip for the judge.")
+    media: Literal["video", "frames"] = Field(
+        "video", description="video: the clip itself, with its soundtrack where the backend hears it (Gemini, "
+        "vLLM Qwen2.5-Omni/Qwen3-Omni), falling back to the clip without sound and then to frames where the "
+        "server answers that it cannot take that input; frames: always frames_per_video JPEG frames.")
+    frames_per_video: int = Field(8, ge=1, description="Frames sampled uniformly from each clip when the judge "
+                                  "is shown frames.")
+    max_output_tokens: int = Field(
+        8192, ge=16, description="The model's answer budget (max_tokens / maxOutputTokens); Gemini 2.5 spends its "
+        "thinking from it too, so a small budget can leave no room for the answer.")
+    thinking_budget: int | None = Field(
+        None, ge=0, description="gemini: generationConfig.thinkingConfig.thinkingBudget (0 turns thinking off where "
+        "the model allows it); unset: the model's default.")
+    pairwise_ties: bool = Field(
+        False, description="Pairwise judges may answer tie; off: a forced choice, as FlowPortrait's Direct-Comp.")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
     backoff_s: float = Field(1.0, ge=0)
@@ -337,18 +354,45 @@ class JudgeConfig(StrictModel):
     seed: int = Field(0, description="Seeds the presentation order of compared videos.")
 
 
+class GoldClip(StrictModel):
+    """A clip whose rating on one aspect is known (e.g. a version with its audio shifted by a second
+    has lip_sync 1): an annotator's rating within ``tolerance`` of ``score`` counts as correct."""
+
+    sample: str
+    version: str
+    aspect: str = Field(description="One of annotation.aspects.ASPECTS (checked when the report is made).")
+    score: int = Field(ge=1, le=5)
+    tolerance: int = Field(1, ge=0, le=4, description="Largest distance from score still counted correct.")
+
+
 class AnnotationConfig(StrictModel):
     """Human ratings in a local Label Studio, and the judges compared with them."""
 
     server_dir: Path | None = Field(None, description="Label Studio state (SQLite, logs, token); default <data_dir>/labelstudio.")
-    port: int = Field(8080, ge=1, le=65535, description="Loopback port of the local server.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the local server.")
+    host: str = Field("127.0.0.1", description="Address the local server binds; keep loopback behind a reverse "
+                      "proxy (README), 0.0.0.0 exposes it to the network as is.")
+    public_url: str | None = Field(
+        None, description="The address annotators open (e.g. https://ratings.example.org behind a proxy): Label "
+        "Studio's host and trusted CSRF origin; unset: reached on the bind address only.")
     url: str | None = Field(None, description="An already running server; default http://127.0.0.1:<port>.")
     token_env: str = Field("LABEL_STUDIO_API_KEY", description="Variable with the API token; else <server_dir>/api_token.")
     project_title: str = "talkinghead-ratings"
     versions_dir: Path | None = Field(
         None, description="Folder of versions to rate, <sample>/<version>.mp4; unset: the accepted clips in the shards.")
-    max_versions: int = Field(4, ge=1, le=20, description="Rank choices 1..N shown to annotators.")
-    min_annotators: int = Field(2, ge=1, description="A pair counts as unanimous only with this many rankers.")
+    max_versions: int = Field(4, ge=1, le=20, description="Most versions one sample may have (videos side by side).")
+    annotators_per_task: int = Field(
+        3, ge=1, description="Distinct annotators the queue offers each task to (the projects' maximum_annotations).")
+    task_sampling: Literal["uniform", "sequential"] = Field(
+        "uniform", description="Label Studio's queue order: uniform: a random task for each request (each annotator "
+        "sees their own order); sequential: the import order (itself shuffled with the seed).")
+    seed: int = Field(0, description="Task import order and where each version sits in the ranking view; "
+                      "recorded in the blinding file.")
+    min_annotators: int = Field(
+        3, ge=1, description="A pair counts as unanimous (every annotator prefers the same video) only when at least "
+        "this many annotators ranked it; FlowPortrait's unit is 3.")
+    gold: tuple[GoldClip, ...] = Field(
+        (), description="Clips with a known answer; each annotator's accuracy on them is in the agreement report.")
     judges: JudgeConfig = JudgeConfig()
 
     @field_validator("server_dir", "versions_dir")

@@ -109,6 +109,8 @@ def build_backend(config: PipelineConfig) -> SpeechBackends:
         transcriber = WhisperxTranscriber(
             whisper_dir, device=ctranslate2_device(speech.device), compute_type=speech.whisper_compute_type,
             batch_size=speech.whisper_batch_size, cpu_threads=thread_limit(),
+            short_window_s=speech.whisper_short_window_s,
+            short_window_min_probability=speech.whisper_short_window_min_probability,
             alignment_model_dir=model_dir / speech.alignment_model if speech.alignment_model else None)
     identifier = None
     if speech.language_identifier == "lingua":
@@ -251,6 +253,6 @@ def run(ctx: StageContext) -> StageResult:
 
 
 SPEC = StageSpec(
-    name=STAGE, needs=("asd",), config_sections=("speech", "conversation.mode"), version="3", build_backend=build_backend, run=run,
+    name=STAGE, needs=("asd",), config_sections=("speech", "conversation.mode"), version="4", build_backend=build_backend, run=run,
     description="Speaker activity, transcript and language of one source; a speech decision per clip.",
 )

@@ -193,3 +193,58 @@ def test_each_clip_of_one_source_is_heard_in_its_own_language(whisper, speech, t
     source_words = result.details["source"]["transcript"].split()
     assert result.details["source"]["transcript_scope"] == "clips"
     assert source_words == english.payload["transcript"].split() + french.payload["transcript"].split()
+
+
+@pytest.fixture(scope="module")
+def short_and_full(whisper):
+    """Transcribers of the same folder: the config's short first window, and always 30 s."""
+    from pipelines.config import load_config
+    from pipelines.speech.asr_whisperx import WhisperxTranscriber
+
+    speech = load_config().speech
+    assert speech.whisper_short_window_s > 0, "the default config encodes short clips in a short window"
+    return tuple(WhisperxTranscriber(whisper.model_dir, cpu_threads=2, short_window_s=seconds,
+                                     short_window_min_probability=speech.whisper_short_window_min_probability)
+                 for seconds in (speech.whisper_short_window_s, 0.0))
+
+
+def _encoder_frames(monkeypatch) -> list[int]:
+    from faster_whisper import WhisperModel
+
+    frames: list[int] = []
+    encode = WhisperModel.encode
+    monkeypatch.setattr(WhisperModel, "encode",
+                        lambda model, features: frames.append(features.shape[-1]) or encode(model, features))
+    return frames
+
+
+def test_a_short_clip_heard_surely_costs_one_short_encoder_pass(short_and_full, grid_dir, monkeypatch):
+    short, full = short_and_full
+    clip = grid_dir / "brbk7n.mpg"  # "bin red by k seven now": about 2.8 s of speech
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found")
+    audio = media_audio_16k(clip)
+    frames = _encoder_frames(monkeypatch)
+    transcript, heard = short.transcribe_clip(audio)
+    assert frames == [round(short.short_window_s * 100)], frames  # one pass, 100 log-mel frames a second
+    assert heard[0] == "en" and heard[1] >= short.short_window_min_probability, heard
+    assert transcript.language == "en" and {"by", "now"} <= {_normalise(w.text) for w in transcript.words}
+    assert all(0.0 <= w.start <= w.end <= 2.4 for w in transcript.words), transcript.words
+    frames.clear()
+    full_transcript, full_heard = full.transcribe_clip(audio)
+    assert frames == [3000] and full_heard[0] == "en"
+    assert [_normalise(w.text) for w in transcript.words] == [_normalise(w.text) for w in full_transcript.words]
+
+
+def test_a_clip_the_short_window_is_unsure_of_is_heard_in_the_30s_window(short_and_full, grid_dir, monkeypatch):
+    short, full = short_and_full
+    clip = grid_dir / "lwbsza.mpg"  # measured: en 0.56 in a 10 s window, 0.75 in the 30 s one
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found")
+    audio = media_audio_16k(clip)
+    frames = _encoder_frames(monkeypatch)
+    transcript, heard = short.transcribe_clip(audio)
+    assert frames == [round(short.short_window_s * 100), 3000], frames
+    full_transcript, full_heard = full.transcribe_clip(audio)
+    assert heard == full_heard and heard[0] == "en"
+    assert transcript.text == full_transcript.text

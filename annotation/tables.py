@@ -10,12 +10,13 @@ from pathlib import Path
 from pipelines.atomic import atomic_write_text
 
 HUMAN_COLUMNS = ("annotator", "task_id", "sample", "version", "aspect", "score")
-SCORE_COLUMNS = ("judge", "sample", "version", "aspect", "score", "error")
-PAIR_COLUMNS = ("judge", "sample", "a", "b", "prediction", "a_shown_first", "error")
+SCORE_COLUMNS = ("judge", "sample", "version", "aspect", "score", "input", "error")
+PAIR_COLUMNS = ("judge", "sample", "a", "b", "prediction", "a_shown_first", "input", "error")
 
 HUMAN_SCORES_FILE = "human_scores.csv"
 JUDGE_SCORES_FILE = "judge_scores.csv"
 JUDGE_PAIRS_FILE = "judge_pairs.csv"
+JUDGE_CACHE_FILE = "judge_cache.jsonl"
 
 
 def write_table(path: Path, rows: Iterable[dict], columns: Sequence[str]) -> Path:

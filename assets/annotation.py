@@ -8,15 +8,16 @@ the config's ``annotation.url`` points at).
 
 import dagster as dg
 
-from annotation.agreement import unanimous_pairs
-from annotation.judging import not_configured, run_judges
+from annotation.judge_cache import JudgeCache
+from annotation.judging import not_configured, run_judges, solved_pairs
 from annotation.labelstudio_client import AnnotationClient, pull_human_rows, push_tasks
 from annotation.locations import annotation_dir, server_token, server_url
-from annotation.report import REPORT_PLOT, rankings_from_rows, report_markdown
+from annotation.report import REPORT_PLOT, monitoring_markdown, report_markdown
 from annotation.report import agreement_report as write_agreement_report
 from annotation.tables import (
     HUMAN_COLUMNS,
     HUMAN_SCORES_FILE,
+    JUDGE_CACHE_FILE,
     JUDGE_PAIRS_FILE,
     JUDGE_SCORES_FILE,
     PAIR_COLUMNS,
@@ -74,52 +75,69 @@ def human_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) 
 def judge_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     """Every configured MLLM judge over the same versions: scores per clip and verdicts per pair.
 
-    The in-context pairwise judge is shown unanimous human pairs from other samples, so it
-    depends on the human scores."""
+    The in-context pairwise judge is shown solved human pairs from other samples, so it depends
+    on the human scores. Results are cached in ``judge_cache.jsonl`` by clip sha256, judge kind,
+    prompt version and model: after new annotations only the comparisons they change are asked."""
     config = settings.load()
     judges = config.annotation.judges
     out = annotation_dir(config)
     clips = collect_versions(config)
     if judges.backend == "none":
         context.log.warning("annotation.judges.backend is 'none': no judge ran (every row says so)")
-    humans = read_table(out / HUMAN_SCORES_FILE)
-    pairs = unanimous_pairs(rankings_from_rows(humans), config.annotation.min_annotators)
+    solved = solved_pairs(read_table(out / HUMAN_SCORES_FILE), config.annotation.min_annotators)
+    cache = JudgeCache(out / JUDGE_CACHE_FILE)
     done = {"n": 0}
 
     def progress(kind, item):
         done["n"] += 1
         if done["n"] % 10 == 0:
-            context.log.info(f"{done['n']} judge call(s) done (now {kind})")
+            context.log.info(f"{done['n']} judgement(s) done (now {kind})")
 
-    score_rows, pair_rows = run_judges(clips, judges, pairs, progress)
+    score_rows, pair_rows = run_judges(clips, judges, solved, progress, cache)
     write_table(out / JUDGE_SCORES_FILE, score_rows, SCORE_COLUMNS)
     write_table(out / JUDGE_PAIRS_FILE, pair_rows, PAIR_COLUMNS)
     failed = sum(1 for r in score_rows + pair_rows if r.get("error") and not not_configured(r))
+    inputs: dict[str, int] = {}
+    for r in score_rows + pair_rows:
+        if r.get("input"):
+            inputs[r["input"]] = inputs.get(r["input"], 0) + 1
     return dg.MaterializeResult(metadata={
         "backend": judges.backend,
         "judges": ", ".join(judges.kinds) if judges.backend != "none" else "none (judge_backend_not_configured)",
         "score_rows": len(score_rows),
         "pair_rows": len(pair_rows),
         "failed_calls": failed,
+        "cached_results": cache.hits,
+        "new_results": cache.misses,
+        "inputs": ", ".join(f"{k}: {v}" for k, v in sorted(inputs.items())) or "none",
     })
 
 
 @dg.asset(group_name=GROUP, deps=[human_scores, judge_scores], kinds={"json", "markdown"})
 def agreement_report(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    """Krippendorff's alpha per aspect, unanimous pairs, each judge's accuracy, mean scores, plots."""
+    """Krippendorff's alpha per aspect, unanimous pairs, each judge's accuracy and coverage, mean
+    scores, per-annotator monitoring (leave-one-out alpha, majority agreement, score
+    distributions, time per task, gold clips), plots."""
     config = settings.load()
     out = annotation_dir(config)
+    gold = [g.model_dump() for g in config.annotation.gold]
     report = write_agreement_report(read_table(out / HUMAN_SCORES_FILE), read_table(out / JUDGE_SCORES_FILE),
                                     read_table(out / JUDGE_PAIRS_FILE), out / "report",
-                                    config.annotation.min_annotators)
+                                    config.annotation.min_annotators, gold)
     metadata = {
         "report": dg.MetadataValue.md(report_markdown(report)),
+        "annotators": dg.MetadataValue.md(monitoring_markdown(report)),
         "plot": dg.MetadataValue.path(str(out / "report" / REPORT_PLOT)),
         "pairs_unanimous": report["pairs_unanimous"],
+        "pairs_all_tie": report["pairs_all_tie"],
         "pairs_total": report["pairs_total"],
     }
     for aspect, alpha in report["alpha_ordinal"].items():
         metadata[f"alpha_{aspect}"] = dg.MetadataValue.float(alpha if alpha is not None else float("nan"))
+    for name, numbers in report["judges"].items():
+        for key in ("accuracy", "coverage"):
+            value = numbers[key]
+            metadata[f"{name}_{key}"] = dg.MetadataValue.float(value if value is not None else float("nan"))
     return dg.MaterializeResult(metadata=metadata)
 
 

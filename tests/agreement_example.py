@@ -24,28 +24,30 @@ RANKINGS = {
 # s1: (g1,g2)   2<4,2<4,2<3           -> A,A,A     unanimous A
 #     (g1,g3)   2<4,2<3,2<3           -> A,A,A     unanimous A
 #     (g1,orig) 2>1 for all           -> B,B,B     unanimous B
-#     (g2,g3)   3<4, 4>3, 3=3         -> A,B,tie   DROPPED
+#     (g2,g3)   3<4, 4>3, 3=3         -> A,B,tie   disagreed
 #     (g2,orig) B,B,B                              unanimous B
 #     (g3,orig) B,B,B                              unanimous B
 # s2: (g1,g2)   1<3,1<3,2<3           -> A,A,A     unanimous A
 #     (g1,g3)   A,A,A                              unanimous A
-#     (g1,orig) 1<2, 1<2, 2>1         -> A,A,B     DROPPED
-#     (g2,g3)   3=3 for all           -> tie x3    unanimous tie
+#     (g1,orig) 1<2, 1<2, 2>1         -> A,A,B     disagreed
+#     (g2,g3)   3=3 for all           -> tie x3    all-tie: no preferred video, excluded
 #     (g2,orig) B,B,B                              unanimous B
 #     (g3,orig) B,B,B                              unanimous B
 EXPECTED_UNANIMOUS = [
     ("s1", "g1", "g2", "A"), ("s1", "g1", "g3", "A"), ("s1", "g1", "orig", "B"),
     ("s1", "g2", "orig", "B"), ("s1", "g3", "orig", "B"),
-    ("s2", "g1", "g2", "A"), ("s2", "g1", "g3", "A"), ("s2", "g2", "g3", "tie"),
+    ("s2", "g1", "g2", "A"), ("s2", "g1", "g3", "A"),
     ("s2", "g2", "orig", "B"), ("s2", "g3", "orig", "B"),
 ]
+EXPECTED_ALL_TIE = [("s2", "g2", "g3")]
+EXPECTED_DISAGREED = 2
 
 # Automatic evaluator scores (higher = better).
 SCORES = {
     ("s1", "orig"): 0.9, ("s1", "g1"): 0.5, ("s1", "g2"): 0.5, ("s1", "g3"): 0.7,
     ("s2", "orig"): 0.8, ("s2", "g1"): 0.6, ("s2", "g2"): 0.4, ("s2", "g3"): 0.45,
 }
-# Predictions on the 10 unanimous pairs and their credit:
+# Predictions on the 9 unanimous pairs and their credit:
 #   s1 (g1,g2)   .5 vs .5   -> tie  (human A)   0.5
 #   s1 (g1,g3)   .5 vs .7   -> B    (human A)   0
 #   s1 (g1,orig) .5 vs .9   -> B    (human B)   1
@@ -53,22 +55,22 @@ SCORES = {
 #   s1 (g3,orig) .7 vs .9   -> B    (human B)   1
 #   s2 (g1,g2)   .6 vs .4   -> A    (human A)   1
 #   s2 (g1,g3)   .6 vs .45  -> A    (human A)   1
-#   s2 (g2,g3)   .4 vs .45  -> B    (human tie) 0   (non-tied prediction on a human tie)
 #   s2 (g2,orig) .4 vs .8   -> B    (human B)   1
 #   s2 (g3,orig) .45 vs .8  -> B    (human B)   1
-# credit = 0.5 + 0 + 1 + 1 + 1 + 1 + 1 + 0 + 1 + 1 = 7.5  -> accuracy = 7.5 / 10 = 0.75
-# non-tied predictions = 10 - 1 = 9; correct among them = 3 (s1) + 4 (s2) = 7
-#   -> accuracy_non_tied = 7 / 9; coverage = 9 / 10 = 0.9
+# (the all-tie pair s2 (g2,g3) is not scored: no video is preferred)
+# credit = 0.5 + 0 + 7 * 1 = 7.5 -> accuracy = 7.5 / 9; every pair answered -> coverage = 1
+# answers picking a video = 9 - 1 tie = 8, correct among them = 7 -> accuracy_decided = 7 / 8
 
 
 # The same evaluator on the 1-5 scale of a score-based judge: the order and the ties of
 # SCORES are kept (s1: g1 = g2 < g3 < orig; s2: g2 < g3 < g1 < orig), so every prediction,
-# and with it accuracy 0.75, accuracy on non-tied 7/9 and coverage 0.9, is unchanged.
+# and with it every number below, is unchanged.
 JUDGE_SCORES = {
     ("s1", "orig"): 5, ("s1", "g1"): 3, ("s1", "g2"): 3, ("s1", "g3"): 4,
     ("s2", "orig"): 5, ("s2", "g1"): 4, ("s2", "g2"): 2, ("s2", "g3"): 3,
 }
-EXPECTED_JUDGE = {"accuracy": 0.75, "accuracy_non_tied": 7 / 9, "coverage": 0.9, "n_pairs": 10, "n_non_tied": 9}
+EXPECTED_JUDGE = {"accuracy": 7.5 / 9, "coverage": 1.0, "accuracy_answered": 7.5 / 9, "accuracy_decided": 7 / 8,
+                  "n_pairs": 9, "n_answered": 9, "n_failed": 0, "n_ties": 1, "n_decided": 8, "n_correct": 7}
 
 # Ratings. The 8 clips in order: (s1,g1) (s1,g2) (s1,g3) (s1,orig) (s2,g1) (s2,g2) (s2,g3) (s2,orig).
 # lip_sync and motion_quality: the three annotators agree on every clip -> alpha = 1.

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from annotation.aspects import ASPECT_TITLES, ASPECTS, BY_NAME, SCALE, rubric_text
-from annotation.judges import AspectJudge, PairwiseJudge, Video, aspect_messages
+from annotation.judges import PairwiseJudge, Video, all_aspects_messages, aspect_messages
 from annotation.rubric import labeling_config
 
 
@@ -28,7 +28,7 @@ class Recorder:
         return '{"winner": "first"}'
 
 
-VIDEO = Video([np.zeros((8, 8, 3), np.uint8)], "hello")
+VIDEO = Video(frames=[np.zeros((8, 8, 3), np.uint8)], transcript="hello")
 
 
 def test_every_aspect_anchors_every_score():
@@ -49,9 +49,9 @@ def test_humans_read_the_rubric_text():
 
 
 def test_judges_read_the_same_rubric_text():
-    everything = prompt_text(AspectJudge(Recorder()).messages(VIDEO))
+    everything = prompt_text(all_aspects_messages(VIDEO)[0])
     for aspect in ASPECTS:
-        assert rubric_text(aspect) in prompt_text(aspect_messages(VIDEO, aspect))
+        assert rubric_text(aspect) in prompt_text(aspect_messages(VIDEO, aspect)[0])
         assert rubric_text(aspect) in everything
     recorder = Recorder()
     PairwiseJudge(recorder, mode="multi_agent").compare(VIDEO, VIDEO)

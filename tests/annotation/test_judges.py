@@ -10,7 +10,7 @@ from judge_server import ScriptedServer
 from PIL import Image
 
 from annotation.aspects import ASPECT_TITLES, ASPECTS
-from annotation.judge_answers import JudgeParseError, parse_judgement
+from annotation.judge_answers import FORCED_WINNERS, JudgeParseError, parse_judgement
 from annotation.judges import AspectJudge, HolisticJudge, PairExample, PairwiseJudge, SpecialistJudge, Video
 from pipelines.captions.backends import CaptionRetriesExhausted
 from pipelines.chat_http import ChatClient, GeminiChatClient
@@ -18,8 +18,8 @@ from pipelines.chat_http import ChatClient, GeminiChatClient
 BRIGHT, DARK = 230, 20
 
 
-def video(level: int, n: int = 2, audio: str | None = "a calm greeting") -> Video:
-    return Video([np.full((16, 16, 3), level, np.uint8) for _ in range(n)], audio)
+def video(level: int, n: int = 2, transcript: str | None = "a calm greeting") -> Video:
+    return Video(frames=[np.full((16, 16, 3), level, np.uint8) for _ in range(n)], transcript=transcript)
 
 
 def level_of(jpeg: bytes) -> float:
@@ -51,6 +51,25 @@ def test_parse_good_answers():
     assert parse_judgement(text, ["score"]) == {"score": 5}
     three = '{"lip_sync": 5, "expressiveness": "3", "motion_quality": 2.0, "extra": 9}'
     assert parse_judgement(three, ASPECTS) == {"lip_sync": 5, "expressiveness": 3, "motion_quality": 2}
+
+
+def test_parse_python_literals_and_scores_out_of_five():
+    """FlowPortrait's prompts show the answer as a Python dict; models copy it."""
+    assert parse_judgement("<think>lips lag</think> {'score': 4}", ["score"]) == {"score": 4}
+    assert parse_judgement("Final: {'score': '2/5', 'why': 'jaw } frozen'}", ["score"]) == {"score": 2}
+    assert parse_judgement('{"score": "4 out of 5"}', ["score"]) == {"score": 4}
+    assert parse_judgement("{'winner': 'Second', 'sure': True}", ["winner"]) == {"winner": "second"}
+    # a later JSON object still wins over an earlier Python one
+    assert parse_judgement("{'score': 1} then {\"score\": 5}", ["score"]) == {"score": 5}
+    for bad in ("{'score': '6/5'}", "{'score': '4/10'}", "{'score': 4", "{score: 4}"):
+        with pytest.raises(JudgeParseError):
+            parse_judgement(bad, ["score"])
+
+
+def test_forced_choice_refuses_tie():
+    with pytest.raises(JudgeParseError, match="not one of \\['first', 'second'\\]"):
+        parse_judgement('{"winner": "tie"}', ["winner"], FORCED_WINNERS)
+    assert parse_judgement('{"winner": "tie"}', ["winner"]) == {"winner": "tie"}
 
 
 @pytest.mark.parametrize("text, keys", [
@@ -194,6 +213,21 @@ def test_pairwise_multi_agent_specialists_then_aggregator(server):
         # the aggregator always says "first": mapped back through the presentation order
         assert result.winner == ("a" if result.a_shown_first else "b")
         assert "aggregate" in result.reasoning
+
+
+def test_pairwise_forced_choice_and_optional_ties(server):
+    server.script.extend(['<think>same</think>{"winner": "tie"}', '<think>still same</think>{"winner": "tie"}'])
+    with pytest.raises(JudgeParseError):
+        PairwiseJudge(make_backend(server), mode="direct").compare(video(BRIGHT), video(DARK))
+    first = server.texts(server.requests[0][1])
+    assert '"tie" is not an answer' in first and '"winner": "first" | "second"}' in first
+    assert '"first" | "second"' in server.texts(server.requests[1][1])  # the format reminder
+    server.script.append('<think>same</think>{"winner": "tie"}')
+    tied = PairwiseJudge(make_backend(server), mode="direct", allow_ties=True).compare(video(BRIGHT), video(DARK))
+    assert tied.winner == "tie"
+    assert '"winner": "first" | "second" | "tie"}' in server.texts(server.requests[2][1])
+    with pytest.raises(ValueError, match="example winner"):
+        PairwiseJudge(None, mode="in_context", examples=[PairExample(video(DARK), video(BRIGHT), "tie")])
 
 
 def test_pairwise_rejects_bad_mode():

@@ -32,6 +32,16 @@ def clip(tmp_path_factory, grid_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def other_clip(tmp_path_factory, grid_dir) -> Path:
+    """Another second of another recording: a clip with other bytes than ``clip``."""
+    out = tmp_path_factory.mktemp("clip") / "other.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(grid_dir / "brbk7n.mpg"), "-t", "1",
+                    "-vf", "scale=96:-2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(out)],
+                   check=True)
+    return out
+
+
 def test_versions_from_folder_validates(tmp_path, clip):
     with pytest.raises(AnnotationInputError, match="does not exist"):
         versions_from_folder(tmp_path / "nope")
@@ -103,12 +113,12 @@ def test_tables_round_trip(tmp_path):
     assert read_table(tmp_path / "missing.csv") == []
 
 
-def test_judge_failures_are_rows_not_exceptions(tmp_path, clip):
+def test_judge_failures_are_rows_not_exceptions(tmp_path, clip, other_clip):
     srv = ScriptedServer("openai")
     try:
         srv.default = 500  # every call fails after its retries
         srv.script.extend(['<think>ok</think>{"score": 4}'])
-        clips = [VersionClip("s1", "g1", clip), VersionClip("s1", "orig", clip)]
+        clips = [VersionClip("s1", "g1", clip), VersionClip("s1", "orig", other_clip)]
         cfg = JudgeConfig(backend="openai_chat", base_url=srv.base_url, model="m", api_key_env="",
                           kinds=("holistic", "pairwise_direct", "pairwise_in_context"), frames_per_video=2,
                           timeout_s=5, max_retries=1, backoff_s=0.01)
@@ -116,12 +126,15 @@ def test_judge_failures_are_rows_not_exceptions(tmp_path, clip):
     finally:
         srv.close()
     assert [(r["version"], r["score"], bool(r["error"])) for r in scores] == [("g1", 4.0, False), ("orig", None, True)]
+    assert scores[0]["input"] == "video+audio" and scores[1]["input"] is None
     assert pairs[0]["judge"] == "pairwise_direct" and pairs[0]["prediction"] is None and "500" in pairs[0]["error"]
     # no other sample to borrow solved pairs from: recorded, not called
     assert pairs[1]["error"] == "no solved pairs from other samples"
-    report = compute_agreement(human_rows(), scores, pairs)
+    report = compute_agreement(human_rows(), scores, pairs, min_annotators=3)
     assert report["judges"]["holistic"]["failed_calls"] == 1
-    assert report["judges"]["pairwise_direct"]["coverage"] == 0.0  # failed calls count as ties
+    # a failure is a failure: no coverage, no credit (as a tie it would have earned 0.5)
+    direct = report["judges"]["pairwise_direct"]
+    assert direct["coverage"] == 0.0 and direct["accuracy"] == 0.0 and direct["n_failed"] == 9
 
 
 def test_backend_none_makes_no_calls(clip):
@@ -145,18 +158,25 @@ def test_backend_none_makes_no_calls(clip):
         assert row["error"] == NOT_CONFIGURED_ERROR and "backend is 'none'" in row["error"]
         assert row.get("score") is None and row.get("prediction") is None
     # Rows that only say no judge ran are not judge failures: the report evaluates no judge.
-    assert compute_agreement(human_rows(), scores, pairs)["judges"] == {}
+    assert compute_agreement(human_rows(), scores, pairs, min_annotators=3)["judges"] == {}
 
 
 def test_report_files_from_the_hand_example(tmp_path):
-    scores = [{"judge": "holistic", "sample": s, "version": v, "aspect": "overall", "score": float(x), "error": None}
-              for (s, v), x in JUDGE_SCORES.items()]
-    report = agreement_report(human_rows(), scores, [], tmp_path / "report")
+    scores = [{"judge": "holistic", "sample": s, "version": v, "aspect": "overall", "score": float(x),
+               "input": "video+audio", "error": None} for (s, v), x in JUDGE_SCORES.items()]
+    report = agreement_report(human_rows(), scores, [], tmp_path / "report", min_annotators=3)
     assert report["alpha_ordinal"] == pytest.approx(EXPECTED_ALPHA)
     for key, value in EXPECTED_JUDGE.items():
         assert report["judges"]["holistic"][key] == pytest.approx(value)
+    assert report["judges"]["holistic"]["inputs"] == {"video+audio": 8}
     assert report["rated_clips"] == len(CLIPS) and report["pairs_total"] == 12
+    assert (report["pairs_unanimous"], report["pairs_all_tie"], report["pairs_disagreed"]) == (9, 1, 2)
     md = (tmp_path / "report" / "agreement.md").read_text()
-    assert "| holistic | 0.750 | 0.778 | 0.900 | 10 | 0 |" in md
-    assert json.loads((tmp_path / "report" / "agreement.json").read_text())["pairs_unanimous"] == 10
+    # accuracy 7.5/9, coverage 1, answered 7.5/9, decided 7/8
+    assert "| holistic | 0.833 | 1.000 | 0.833 | 0.875 | 9 | 0 | video+audio 8 |" in md
+    assert "9 are unanimous" in md and "1 all-tie (excluded)" in md
+    # per annotator: ann3 agrees with the others' majority on 10 of 11 pair outcomes
+    assert "| ann3 | 8 |" in md and "| 0.909 (11) |" in md
+    written = json.loads((tmp_path / "report" / "agreement.json").read_text())
+    assert written["pairs_unanimous"] == 9 and written["annotator_monitoring"]["ann3"]["rank_majority_n"] == 11
     assert (tmp_path / "report" / "agreement.png").read_bytes()[:4] == b"\x89PNG"

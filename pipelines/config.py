@@ -365,17 +365,6 @@ class GoldClip(StrictModel):
     tolerance: int = Field(1, ge=0, le=4, description="Largest distance from score still counted correct.")
 
 
-class GoldClip(StrictModel):
-    """A clip whose rating on one aspect is known (e.g. a version with its audio shifted by a second
-    has lip_sync 1): an annotator's rating within ``tolerance`` of ``score`` counts as correct."""
-
-    sample: str
-    version: str
-    aspect: str = Field(description="One of annotation.aspects.ASPECTS (checked when the report is made).")
-    score: int = Field(ge=1, le=5)
-    tolerance: int = Field(1, ge=0, le=4, description="Largest distance from score still counted correct.")
-
-
 class AnnotationConfig(StrictModel):
     """Human ratings in a local Label Studio, and the judges compared with them."""
 

@@ -126,7 +126,8 @@ class VideoChatClient(_MediaModes, ChatClient):
 
     def _part(self, part: dict) -> dict:
         if part["type"] == "video":
-            return {"type": "video_url", "video_url": {"url": f"data:{part['mime_type']};base64,{_base64(part['data'])}"}}
+            url = f"data:{part['mime_type']};base64,{_base64(part['data'])}"
+            return {"type": "video_url", "video_url": {"url": url}}
         return super()._part(part)
 
     def request_body(self, messages: Sequence[dict]) -> dict:

@@ -302,8 +302,9 @@ class PairwiseJudge:
             return a_first
 
     def _verdict_turn(self, first: Video, second: Video, focus: str, medium: str) -> dict:
-        prompt = P.PAIRWISE_PROMPT.format(pair_media=P.PAIR_MEDIA[medium], audio_line=_audio_line([first, second], medium),
-                                          focus=focus, tie_rule=self._tie_rule,
+        prompt = P.PAIRWISE_PROMPT.format(pair_media=P.PAIR_MEDIA[medium],
+                                          audio_line=_audio_line([first, second], medium), focus=focus,
+                                          tie_rule=self._tie_rule,
                                           answer_rules=_answer_rules(["winner"], self.winners))
         parts = ([text_part(P.FIRST_VIDEO_LABEL)] + first.parts(medium)
                  + [text_part(P.SECOND_VIDEO_LABEL)] + second.parts(medium) + [text_part(prompt)])

@@ -196,8 +196,8 @@ def run_judges(clips: Sequence[VersionClip], cfg: JudgeConfig, solved: Sequence[
         return _not_configured_rows(clips, cfg)
     cache = cache if cache is not None else JudgeCache()
     backend = make_judge_client(cfg)
-    videos = {(c.sample, c.version): Video(c.path, c.transcript, f"{c.sample}/{c.version}", n_frames=cfg.frames_per_video)
-              for c in clips}
+    videos = {(c.sample, c.version): Video(c.path, c.transcript, f"{c.sample}/{c.version}",
+                                           n_frames=cfg.frames_per_video) for c in clips}
     digests = {(c.sample, c.version): sha256_file(c.path) for c in clips}
     settings = {"prompt_version": P.PROMPT_VERSION, "backend": cfg.backend, "model": cfg.model, "media": cfg.media,
                 "frames_per_video": cfg.frames_per_video}

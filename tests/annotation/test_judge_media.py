@@ -354,3 +354,57 @@ def test_second_run_makes_no_calls_and_new_annotations_only_the_changed_ones(ser
     before = len(srv.requests)
     run_judges([VersionClip("s9", "g1", clips["clip5"], None)], other, cache=JudgeCache(cache_path))
     assert len(srv.requests) == before + 2  # the clip, refused; then its frames, refused
+
+
+# ---------------------------------------------------------------- the Dagster assets
+
+def test_judge_assets_ask_once_and_report_per_annotator(servers, clips, tmp_path):
+    """judge_scores twice (the second run is served from the cache) and agreement_report, on a
+    versions folder and a human table as human_scores writes it, without a Label Studio."""
+    dg = pytest.importorskip("dagster")
+    import yaml
+
+    from annotation.tables import HUMAN_SCORES_FILE, write_table
+    from assets.annotation import agreement_report, judge_scores
+    from assets.resources import PipelineSettings
+
+    srv = servers("openai")
+    versions = tmp_path / "versions"
+    for sample, version, name in (("s0", "g1", "clip0"), ("s0", "g2", "clip1"), ("s1", "g1", "clip2"),
+                                  ("s1", "g2", "clip3")):
+        (versions / sample).mkdir(parents=True, exist_ok=True)
+        shutil.copy(clips[name], versions / sample / f"{version}.mp4")
+    task_ids = {("s0", "g1"): 1, ("s0", "g2"): 2, ("s1", "g1"): 3, ("s1", "g2"): 4}
+    seconds = {"x": 12.0, "y": 30.0, "z": 30.0}
+    humans = [dict(r, task_id=task_ids[(r["sample"], r["version"])], lead_time_s=seconds[r["annotator"]])
+              for r in _human_rows({"s0": ("g1", "g2"), "s1": ("g2", "g1")})]
+    write_table(tmp_path / "data" / "annotation" / HUMAN_SCORES_FILE, humans,
+                ("annotator", "task_id", "sample", "version", "aspect", "score", "lead_time_s"))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"paths": {"data_dir": str(tmp_path / "data")}, "annotation": {
+        "versions_dir": str(versions),
+        "gold": [{"sample": "s0", "version": "g2", "aspect": "lip_sync", "score": 1, "tolerance": 1}],
+        "judges": {"backend": "openai_chat", "base_url": srv.base_url, "model": "omni", "api_key_env": "",
+                   "kinds": ["holistic", "pairwise_direct", "pairwise_in_context"], "timeout_s": 20,
+                   "max_retries": 0}}}))
+    settings = PipelineSettings(config_path=str(config))
+
+    def meta(result, key):
+        value = result.metadata[key]
+        return getattr(value, "value", value)
+
+    first = judge_scores(dg.build_asset_context(), settings)
+    # 4 clips scored, 2 pairs compared directly and 2 in context (each sample learns from the other)
+    assert (meta(first, "new_results"), meta(first, "cached_results"), meta(first, "failed_calls")) == (8, 0, 0)
+    assert meta(first, "inputs") == "video+audio: 8" and len(srv.requests) == 8
+    again = judge_scores(dg.build_asset_context(), settings)
+    assert (meta(again, "new_results"), meta(again, "cached_results")) == (0, 8) and len(srv.requests) == 8
+
+    report = agreement_report(dg.build_asset_context(), settings)
+    assert meta(report, "pairs_unanimous") == 2 and meta(report, "pairs_all_tie") == 0
+    # the server prefers the first video shown and scores every clip 4: ties for holistic (0.5 each)
+    assert meta(report, "holistic_accuracy") == pytest.approx(0.5) and meta(report, "holistic_coverage") == 1.0
+    annotators = meta(report, "annotators")
+    # x spends 12 s per task, y and z 30 s; everyone gave s0/g2 lip_sync 2, within 1 of the gold 1
+    assert "| x | 4 |" in annotators and "| 12.0 | 4 | 1.000 | 1 |" in annotators
+    assert "| z | 4 |" in annotators and "| 30.0 | 4 | 1.000 | 1 |" in annotators

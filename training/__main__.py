@@ -1,4 +1,5 @@
-"""``python -m training train {sft,rl,evaluate} ...``: the trainers' commands without the pipeline's."""
+"""``python -m training train {sft,rl,evaluate,generate,convert-flame} ...``: the trainers' commands without
+the pipeline's."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ VAE's), log.jsonl (losses per step) and checkpoints/ (resumed automatically).
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from accelerate import PartialState
 
 from training.config import RunConfig, load_run_config
 from training.data import batches, inherit_rates, resolve_rates, train_pipeline
-from training.evaluate import evaluate_flow
+from training.evaluate import run_evaluator
 from training.flow import MotionFlow
 from training.flow_parts import build_flow, flow_inputs, flow_parts
 from training.stats import STATS_FILE, MotionStats, compute_stats
@@ -74,22 +73,6 @@ def flow_task(config: RunConfig, device: torch.device):
     return model, loss, first_batch
 
 
-def flow_evaluator(config: RunConfig, device: torch.device):
-    """Held-out metrics of the (EMA, when kept) flow weights, or None for VAE runs."""
-    if config.kind != "flow" or not config.data.eval_shards:
-        return None
-    parts = flow_parts(config, device)
-
-    def run(trainer: Trainer) -> dict:
-        model = trainer.unwrapped
-        if trainer.ema is not None:
-            model = copy.deepcopy(model)
-            trainer.ema.copy_to(model)
-        return evaluate_flow(model.eval(), parts, config)
-
-    return run
-
-
 def with_data_rates(config: RunConfig) -> RunConfig:
     """``config`` with the frame and sample rate every training sample must have: as stated, a
     flow run's VAE's, else the first sample's (config.yaml of the run then records them)."""
@@ -112,7 +95,7 @@ def run_sft(config: RunConfig, dry_run: bool = False, fixed_batch: dict | None =
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     model, loss_fn, first_batch = TASKS[config.kind](config, accelerator.device)
     trainer = Trainer(config, model, accelerator)
-    evaluate = flow_evaluator(config, accelerator.device)
+    evaluate = run_evaluator(config, accelerator.device)
     resumed = None if dry_run else trainer.resume()
     accum = config.optim.grad_accum
     stream = (iter(lambda: fixed_batch, None) if fixed_batch is not None else

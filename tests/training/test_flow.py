@@ -146,4 +146,4 @@ def test_held_out_metrics_of_a_trained_flow_run(tmp_path, flame_shards, flow_run
     out = evaluate_flow(model.eval(), parts, config)
     assert out["windows"] == 3
     assert all(out[k] >= 0 for k in ("dd_upper_face", "dd_jaw", "dd_head_pose"))
-    assert out["vertex_metrics"] == "skipped: metrics.flame_model is not set"
+    assert out["vertex_metrics"].startswith("skipped: metrics.flame_model is not set")

@@ -5,7 +5,7 @@ the Dagster UI, stable across renames of the folder, and distinct for distinct c
 Hashes are cached by (path, size, mtime) so a sensor tick does not re-read every file.
 
 Every other file in the input folder is accounted for too: the scan records why it is not
-a source (``unsupported_extension``, ``sidecar_transcript``, ``duplicate_content``,
+a source (``unsupported_extension``, ``sidecar_transcript``, ``session_sidecar``, ``duplicate_content``,
 ``symlink_outside_input``, ``broken_symlink``, ``not_a_regular_file``), and the manifest lists it. Only hidden
 files (a leading dot: partial downloads, editor files) are passed over silently.
 """
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from pipelines.atomic import atomic_write_text, file_lock
 from pipelines.config import IngestConfig
+from pipelines.conversation.session import SIDECAR_SUFFIX as SESSION_SIDECAR_SUFFIX
 from pipelines.media.decode import MediaRejection, ProbeInfo
 from pipelines.models import sha256_file
 from pipelines.schema.manifest import FileRow
@@ -81,6 +82,8 @@ def classify_files(input_dir: Path, extensions: tuple[str, ...]) -> tuple[list[P
             candidates.append(path)
         elif path.suffix.lower() in SIDECAR_EXTENSIONS and path.with_suffix("") in stems:
             skipped[relpath] = _skip("sidecar_transcript", "transcript of the video with the same name")
+        elif path.name.lower().endswith(SESSION_SIDECAR_SUFFIX):
+            skipped[relpath] = _skip("session_sidecar", "links the videos of one conversation (conversation mode)")
         else:
             skipped[relpath] = _skip("unsupported_extension",
                                      f"{path.suffix or 'no extension'} is not one of ingest.extensions")

@@ -23,6 +23,7 @@ def _folder(tmp_path: Path) -> tuple[Path, Path]:
     (inputs / "talk.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
     (inputs / "sub" / "other.MOV").write_bytes(b"other video bytes")
     (inputs / "notes.txt").write_text("not a transcript of anything")
+    (inputs / "duo.session.json").write_text('{"participants": []}')  # listed as what it is, even when invalid
     (inputs / ".partial.mp4").write_bytes(b"a download in progress")
     (inputs / "copy of talk.mp4").write_bytes(b"talk video bytes")
     (inputs / "link inside.mp4").symlink_to(inputs / "sub" / "other.MOV")
@@ -42,7 +43,7 @@ def test_classify_files_gives_each_non_source_a_reason(tmp_path):
     assert [p.relative_to(inputs).as_posix() for p in candidates] == [
         "copy of talk.mp4", "sub/other.MOV", "talk.mp4", "link inside.mp4"]
     assert {k: v["reason"] for k, v in skipped.items()} == {
-        "talk.srt": "sidecar_transcript", "notes.txt": "unsupported_extension",
+        "talk.srt": "sidecar_transcript", "notes.txt": "unsupported_extension", "duo.session.json": "session_sidecar",
         "link outside.mp4": "symlink_outside_input", "dangling.mp4": "broken_symlink",
         "library": "symlink_outside_input", "pipe.mp4": "not_a_regular_file"}
 
@@ -56,7 +57,7 @@ def test_scan_registers_content_once_and_records_the_rest(tmp_path):
     reasons = {row.relpath: row.reason for row in skipped_file_rows(registry.path)}
     assert reasons == {"talk.mp4": "duplicate_content", "link inside.mp4": "duplicate_content",
                        "talk.srt": "sidecar_transcript", "notes.txt": "unsupported_extension",
-                       "link outside.mp4": "symlink_outside_input", "dangling.mp4": "broken_symlink",
+                       "duo.session.json": "session_sidecar", "link outside.mp4": "symlink_outside_input", "dangling.mp4": "broken_symlink",
                        "library": "symlink_outside_input", "pipe.mp4": "not_a_regular_file"}
     # The file outside was never registered or hashed into the registry.
     assert "private" not in registry.path.read_text()

@@ -114,6 +114,10 @@ class OptimConfig(StrictModel):
 
 
 class RewardWeights(StrictModel):
+    """Weight of each reward term of one FLAME group (training/rewards.py defines the terms)."""
+
+    pos_sigma: float = 0.0
+    vel_sigma: float = 0.0
     pos_var: float = 0.0
     vel_var: float = 0.0
     drift: float = 0.0
@@ -121,27 +125,63 @@ class RewardWeights(StrictModel):
 
 
 def _default_reward_weights() -> dict[str, RewardWeights]:
-    return {"expression": RewardWeights(pos_var=1.0, vel_var=1.0, drift=0.5, mse=1.0),
-            "jaw": RewardWeights(pos_var=1.0, vel_var=1.0, drift=0.5, mse=1.0),
-            "global_rotation": RewardWeights(pos_var=0.5, vel_var=0.5, drift=0.5, mse=0.5)}
+    # GDPO-Listener's four penalties on every motion group, equal weights (its per-term weights are not restated here).
+    return {group: RewardWeights(pos_sigma=1.0, vel_sigma=1.0, drift=1.0, mse=1.0) for group in DEFAULT_GROUPS}
 
 
 class RLConfig(StrictModel):
     init_run: str | None = Field(None, description="SFT flow run directory whose checkpoint starts the policy.")
-    sde: Literal["em", "cps"] = Field("em", description="Euler-Maruyama or coefficients-preserving sampling.")
-    window: int = Field(1, ge=1, description="Denoising steps that are stochastic (the SDE window).")
+    sde: Literal["em", "cps", "em_constant"] = Field(
+        "em", description="Stochastic sampler of the SDE window (training/sde.py): em, Flow-GRPO's "
+        "marginal-preserving Euler-Maruyama; cps, coefficients-preserving sampling (FlowPortrait); em_constant, "
+        "GDPO-Listener's Euler-Maruyama with constant sigma and no drift correction.")
+    window: int | None = Field(1, ge=1, description="Denoising steps that are stochastic (the SDE window); none: "
+                               "every step that can carry noise (GDPO-Listener: all; cps: all but the last).")
     window_start: int | None = Field(None, ge=0, description="First SDE step; none: random per rollout batch.")
-    eta: float = Field(0.5, gt=0, description="Noise level of the SDE steps.")
+    eta: float = Field(0.5, gt=0, description="Noise level of the SDE steps: the noise scale of em, cps's eta, "
+                       "em_constant's sigma.")
+    sample_steps: int | None = Field(None, ge=1, description="Denoising steps per latent in RL rollouts "
+                                     "(GDPO-Listener: 4); none: flow.sample_steps, the inference count (10).")
+    cfg: bool = Field(False, description="Classifier-free guidance in rollouts and replays (flow.guidance_scale and "
+                      "flow.guidance_listen); off (FlowPortrait): one conditional pass, null embeddings frozen.")
     group_size: int = Field(4, ge=2, description="Rollouts per condition (G).")
     clip_range: float = Field(1e-3, gt=0, description="PPO clip of the importance ratio.")
     kl_beta: float = Field(0.01, ge=0)
-    inner_epochs: int = Field(1, ge=1, description="Updates replayed from each cached rollout batch.")
-    advantage: Literal["grpo", "gdpo"] = "gdpo"
+    inner_epochs: int = Field(2, ge=1, description="Optimizer updates replayed from each cached rollout batch "
+                              "(after the first the ratio moves and the clip acts).")
+    behaviour_sync_every: int = Field(8, ge=1, description="RL steps between copies of the policy into the "
+                                      "behaviour policy, which samples the rollouts and gives the old log-probs "
+                                      "(FlowPortrait: 8); 1: on-policy at every step's first update.")
+    advantage: Literal["grpo", "gdpo", "gdpo_mean"] = Field(
+        "gdpo_mean", description="grpo: the weighted sum normalised per group; gdpo: each column normalised per "
+        "group, weighted sum, batch normalisation; gdpo_mean (GDPO-Listener Eq. 8-9): each column normalised per "
+        "group, then sum(w_i A_i) / (sum(w_i) + adv_eps).")
+    reward_columns: Literal["per_group", "per_term"] = Field(
+        "per_group", description="per_group (GDPO-Listener): one reward R_i per FLAME group, the weighted sum of "
+        "its terms, weighted by group_weights in the advantage; per_term: one column per (group, term) with a "
+        "non-zero weight, weighted by that term weight.")
+    group_weights: dict[str, float] = Field(default_factory=dict, description="lambda_i of each group in "
+                                            "per_group columns; a group not named: 1.")
     listener_only: bool = Field(True, description="GDPO-Listener's setting: the policy loss and the KL count only "
                                 "latents mostly listening, rewards use listening frames only; a batch without "
                                 "listening frame is an error. Off (speaking-only data): every latent and frame.")
-    adv_eps: float = Field(1e-6, gt=0, description="Added to the std (ddof=0) in every normalisation.")
-    rewards: dict[str, RewardWeights] = Field(default_factory=_default_reward_weights)
+    adv_eps: float = Field(1e-6, gt=0, description="Relative epsilon of every normalisation: the std plus adv_eps "
+                           "times the set's mean |reward| (scale-free: any spread well above rounding keeps unit "
+                           "advantages, a set constant up to rounding gets about 0).")
+    rewards: dict[str, RewardWeights] = Field(default_factory=_default_reward_weights,
+                                              description="Term weights per FLAME group, scored on normalised "
+                                              "channels.")
+
+    @model_validator(mode="after")
+    def _weighted_groups_are_scored(self) -> RLConfig:
+        unknown = sorted(set(self.group_weights) - set(self.rewards))
+        if unknown:
+            raise ValueError(f"rl.group_weights names {unknown}, which rl.rewards does not score")
+        if any(weight < 0 for weight in self.group_weights.values()):
+            raise ValueError("rl.group_weights must not be negative")
+        if self.window is None and self.window_start is not None:
+            raise ValueError("rl.window_start needs an rl.window (none: every step is stochastic)")
+        return self
 
 
 class MetricsConfig(StrictModel):

@@ -68,8 +68,8 @@ def _per_latent_gradient(tmp_path, shards, flow_dir, listener_only: bool, term: 
                 parameter.add_(0.05 * torch.randn_like(parameter))
     rollouts.inputs = rollouts.inputs.clone().requires_grad_(True)
     with torch.enable_grad():
-        old = log_probs(step_means(run.trainer.model, rollouts, config), rollouts).detach()
-        losses = rl_loss(run.trainer.model, run.reference, rollouts, old, advantages, config, slice(None))
+        old = log_probs(step_means(run.policy_velocity, rollouts, config), rollouts).detach()
+        losses = rl_loss(run.policy_velocity, run.reference_velocity, rollouts, old, advantages, config, slice(None))
         gradient = torch.autograd.grad(losses["loss"], rollouts.inputs)[0]
     roles = batch["role"].repeat_interleave(config.rl.group_size, 0)
     listener = latent_share(actor_listens(roles), 8) > MOSTLY

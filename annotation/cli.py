@@ -7,9 +7,10 @@
 :func:`register` adds the same commands as an ``annotation`` group to another command line
 (``talkinghead annotation server start``); the parent parser provides ``--config``.
 
-Paths, port and token variable come from the pipeline config (``annotation`` section,
-``--config`` or $TALKINGHEAD_CONFIG). The server binds 127.0.0.1 only; its state (SQLite,
-logs, ``api_token`` and ``admin_password``, both mode 0600) lives in the server folder.
+Paths, bind address, port, public address and token variable come from the pipeline config
+(``annotation`` section, ``--config`` or $TALKINGHEAD_CONFIG). The server binds 127.0.0.1 unless
+``annotation.host`` says otherwise (README: remote annotators through a reverse proxy); its state
+(SQLite, logs, ``api_token`` and ``admin_password``, both mode 0600) lives in the server folder.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .labelstudio_server import (
     stop_recorded_server,
     write_pidfile,
 )
-from .locations import media_folder, media_root, server_dir
+from .locations import blind_media_folder, media_root, server_dir
 
 PASSWORD_FILE = "admin_password"
 
@@ -45,14 +46,15 @@ def server_start(args: argparse.Namespace) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     token = os.environ.get(config.annotation.token_env, "").strip() or load_or_create_token(folder)
     password = private_secret(folder / PASSWORD_FILE, lambda: secrets.token_urlsafe(16))
-    media = media_folder(config)
-    media.mkdir(parents=True, exist_ok=True)
+    blind_media_folder(config).mkdir(parents=True, exist_ok=True)
     server = LabelStudioServer(folder, port=config.annotation.port, password=password, token=token,
-                               media_root=media_root(config), start_timeout=args.timeout)
+                               media_root=media_root(config), start_timeout=args.timeout,
+                               host=config.annotation.host, public_url=config.annotation.public_url)
     print(f"starting Label Studio on {server.url} (state in {folder}; first start takes about a minute)")
     server.start()
     write_pidfile(server)
-    print(f"running: {server.url} (pid {server.pid})")
+    print(f"running: {server.url} (pid {server.pid}, bound to {server.host})"
+          + (f"; annotators open {server.public_url}" if server.public_url else ""))
     print(f"log in as {server.username}; password in {folder / PASSWORD_FILE}, API token in "
           f"{folder / 'api_token'} (or ${config.annotation.token_env})")
     return 0

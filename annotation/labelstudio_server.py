@@ -1,11 +1,16 @@
 """The local Label Studio server: its process, pid file, API token and annotator accounts.
 
 :class:`LabelStudioServer` runs ``label-studio start`` (the ``annotation`` extra: label-studio
-1.23.2, label-studio-sdk 2.1.2) as a subprocess bound to 127.0.0.1, with all of its state
+1.23.2, label-studio-sdk 2.1.2) as a subprocess bound to ``host`` (127.0.0.1 unless configured), with all of its state
 (SQLite database, media uploads, logs) under ``data_dir`` through ``LABEL_STUDIO_BASE_DATA_DIR``;
 nothing goes to ``~/.local/share/label-studio``. The admin's API token is passed with
 ``--user-token`` and needs ``--enable-legacy-api-token`` (without it a fresh 1.23 instance
 answers 401 to ``Authorization: Token <t>``).
+
+Remote annotators: with ``public_url`` (the address they open, e.g. behind a reverse proxy) the
+server gets ``LABEL_STUDIO_HOST`` (the links it builds) and ``CSRF_TRUSTED_ORIGINS`` (Django
+refuses a login form posted from an origin it does not trust, label_studio/core/settings/base.py
+in 1.23.2); an https address also marks the session cookie secure (``SESSION_COOKIE_SECURE``).
 
 Media are not uploaded: the server runs with ``LOCAL_FILES_SERVING_ENABLED=true`` and
 ``LOCAL_FILES_DOCUMENT_ROOT=<media_root>`` and serves the clips from disk (see
@@ -31,13 +36,18 @@ import urllib.error
 import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from pipelines.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "api_token"
+
+
+def local_address(host: str) -> str:
+    """The address a process on this machine reaches a server bound to ``host`` at."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "localhost", "") else host
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,8 +76,16 @@ def load_or_create_token(data_dir: Path) -> str:
     return private_secret(data_dir / TOKEN_FILE, lambda: secrets.token_hex(20))  # the legacy 40-hex format
 
 
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` (what a browser sends as Origin)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"public_url must be an http(s) address, got {url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class LabelStudioServer:
-    """``label-studio start`` on 127.0.0.1 with its state under ``data_dir``."""
+    """``label-studio start`` on ``host`` with its state under ``data_dir``."""
 
     def __init__(
         self,
@@ -78,6 +96,8 @@ class LabelStudioServer:
         token: str | None = None,
         media_root: Path | str | None = None,
         start_timeout: float = 180.0,
+        host: str = "127.0.0.1",
+        public_url: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -87,13 +107,15 @@ class LabelStudioServer:
         self.token = token or load_or_create_token(self.data_dir)
         self.media_root = Path(media_root).resolve() if media_root else None
         self.start_timeout = start_timeout
+        self.host = host
+        self.public_url = public_url.rstrip("/") if public_url else None
         self.log_path = self.data_dir / "server.log"
         self._proc: subprocess.Popen | None = None
         self._log_file = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{local_address(self.host)}:{self.port}"
 
     def _command(self) -> list[str]:
         exe = Path(sys.executable).with_name("label-studio")
@@ -101,7 +123,7 @@ class LabelStudioServer:
             str(exe) if exe.exists() else "label-studio",
             "start",
             "--no-browser",
-            "--internal-host", "127.0.0.1",
+            "--internal-host", self.host,
             "--port", str(self.port),
             "--username", self.username,
             "--password", self.password,
@@ -117,6 +139,11 @@ class LabelStudioServer:
         if self.media_root is not None:
             env["LOCAL_FILES_SERVING_ENABLED"] = "true"
             env["LOCAL_FILES_DOCUMENT_ROOT"] = str(self.media_root)
+        if self.public_url:
+            env["LABEL_STUDIO_HOST"] = self.public_url
+            env["CSRF_TRUSTED_ORIGINS"] = origin(self.public_url)
+            if self.public_url.startswith("https://"):
+                env["SESSION_COOKIE_SECURE"] = "1"
         return env
 
     @property

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipelines.config import AnnotationConfig, PipelineConfig
 
-from .labelstudio_server import TOKEN_FILE
+from .labelstudio_server import TOKEN_FILE, local_address
 
 
 def annotation_dir(config: PipelineConfig) -> Path:
@@ -20,19 +20,33 @@ def server_dir(config: PipelineConfig) -> Path:
 
 
 def media_root(config: PipelineConfig) -> Path:
-    """Label Studio's LOCAL_FILES_DOCUMENT_ROOT: the parent of the folder its storage serves."""
-    return media_folder(config).parent
+    """Label Studio's LOCAL_FILES_DOCUMENT_ROOT. It holds nothing but :func:`blind_media_folder`."""
+    return annotation_dir(config) / "media"
 
 
-def media_folder(config: PipelineConfig) -> Path:
-    """The folder attached as the project's local-files storage (a strict subfolder of the root)."""
-    if config.annotation.versions_dir is not None:
-        return config.annotation.versions_dir
-    return annotation_dir(config) / "media" / "clips"
+def blind_media_folder(config: PipelineConfig) -> Path:
+    """The folder attached as both projects' local-files storage (a strict subfolder of the root):
+    one link per clip, named by the clip's opaque id, to the real file."""
+    return media_root(config) / "blind"
+
+
+def extracted_clips_folder(config: PipelineConfig) -> Path:
+    """Where the shards' clips are unpacked to be rated (outside the document root: never served)."""
+    return annotation_dir(config) / "clips"
+
+
+def blinding_file(config: PipelineConfig) -> Path:
+    """The private map from opaque ids to samples, versions and annotators (:mod:`annotation.blinding`)."""
+    return annotation_dir(config) / "private" / "blinding.json"
+
+
+def export_folder(config: PipelineConfig) -> Path:
+    """Label Studio's own JSON export of each project, next to the tidy tables."""
+    return annotation_dir(config) / "labelstudio_export"
 
 
 def server_url(cfg: AnnotationConfig) -> str:
-    return (cfg.url or f"http://127.0.0.1:{cfg.port}").rstrip("/")
+    return (cfg.url or f"http://{local_address(cfg.host)}:{cfg.port}").rstrip("/")
 
 
 def server_token(config: PipelineConfig) -> str:

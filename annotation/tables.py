@@ -1,4 +1,11 @@
-"""The annotation loop's CSV tables: human scores, judge scores and judge verdicts on pairs."""
+"""The annotation loop's CSV tables: human scores, rejected annotations, judge scores and judge verdicts on pairs.
+
+Human rows: ``annotator`` is an opaque rater id (:mod:`annotation.blinding`), never an email;
+``task_id`` the Label Studio task (a clip's rating task, or the sample's ranking task for
+``aspect == "rank"``); ``lead_time_s`` Label Studio's time on the task for the whole annotation
+(repeated on each of its rows); ``annotated_at`` when it was last saved; ``rubric_version`` the
+hash of the form the annotator saw (:func:`annotation.rubric.rubric_version`).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,14 @@ from pathlib import Path
 
 from pipelines.atomic import atomic_write_text
 
-HUMAN_COLUMNS = ("annotator", "task_id", "sample", "version", "aspect", "score")
+HUMAN_COLUMNS = ("annotator", "task_id", "sample", "version", "aspect", "score", "lead_time_s", "annotated_at",
+                 "rubric_version")
+REJECTION_COLUMNS = ("annotator", "task_id", "annotation_id", "form", "sample", "reason")
 SCORE_COLUMNS = ("judge", "sample", "version", "aspect", "score", "input", "error")
 PAIR_COLUMNS = ("judge", "sample", "a", "b", "prediction", "a_shown_first", "input", "error")
 
 HUMAN_SCORES_FILE = "human_scores.csv"
+HUMAN_REJECTIONS_FILE = "human_rejections.csv"
 JUDGE_SCORES_FILE = "judge_scores.csv"
 JUDGE_PAIRS_FILE = "judge_pairs.csv"
 JUDGE_CACHE_FILE = "judge_cache.jsonl"
@@ -39,7 +49,7 @@ def read_table(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for key in ("score", "task_id"):
+        for key in ("score", "task_id", "lead_time_s", "annotation_id"):
             if key in row:
                 row[key] = float(row[key]) if row[key] not in ("", None) else None
         if "a_shown_first" in row:

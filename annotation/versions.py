@@ -3,7 +3,8 @@
 * :func:`versions_from_folder` - ``<versions_dir>/<sample>/<version>.mp4`` (e.g. the original
   and three generators per sample);
 * :func:`versions_from_shards` - the accepted clips in the shards, one version
-  (``original``) per sample, extracted next to Label Studio's media root;
+  (``original``) per sample, extracted to ``<annotation_dir>/clips`` (outside Label Studio's
+  document root: annotators reach clips only through their blinded links);
 * :func:`collect_versions` - whichever of the two the config asks for.
 """
 
@@ -19,7 +20,7 @@ from pipelines.config import PipelineConfig
 from pipelines.schema.index import INDEX_FILE, MissingShardIndexError, ShardIndex, ShardIndexError, shards_lock
 from pipelines.schema.sample import SampleRecord
 
-from .locations import media_folder
+from .locations import extracted_clips_folder
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".m4v")
 SHARDS_VERSION = "original"
@@ -105,4 +106,4 @@ def versions_from_shards(shards_dir: Path, out_folder: Path) -> list[VersionClip
 def collect_versions(config: PipelineConfig) -> list[VersionClip]:
     if config.annotation.versions_dir is not None:
         return versions_from_folder(config.annotation.versions_dir)
-    return versions_from_shards(config.paths.shards_dir, media_folder(config))
+    return versions_from_shards(config.paths.shards_dir, extracted_clips_folder(config))

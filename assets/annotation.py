@@ -10,17 +10,25 @@ import dagster as dg
 
 from annotation.judge_cache import JudgeCache
 from annotation.judging import not_configured, run_judges, solved_pairs
-from annotation.labelstudio_client import AnnotationClient, pull_human_rows, push_tasks
-from annotation.locations import annotation_dir, server_token, server_url
+from annotation.labelstudio_client import (
+    AnnotationClient,
+    project_titles,
+    pull_study,
+    push_tasks,
+    write_snapshot,
+)
+from annotation.locations import annotation_dir, export_folder, server_token, server_url
 from annotation.report import REPORT_PLOT, monitoring_markdown, report_markdown
 from annotation.report import agreement_report as write_agreement_report
 from annotation.tables import (
     HUMAN_COLUMNS,
+    HUMAN_REJECTIONS_FILE,
     HUMAN_SCORES_FILE,
     JUDGE_CACHE_FILE,
     JUDGE_PAIRS_FILE,
     JUDGE_SCORES_FILE,
     PAIR_COLUMNS,
+    REJECTION_COLUMNS,
     SCORE_COLUMNS,
     read_table,
     write_table,
@@ -38,36 +46,55 @@ def _client(config):
 
 @dg.asset(group_name=GROUP, deps=[dataset_shards], kinds={"labelstudio"})
 def annotation_tasks(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    """One Label Studio task per (sample, version), pushed idempotently: re-runs add only new keys."""
+    """The study's two projects: a blind rating task per clip, a side-by-side ranking task per sample;
+    pushed idempotently (re-runs add only new clips), imported in a seeded shuffled order."""
     config = settings.load()
     clips = collect_versions(config)
     pushed = push_tasks(_client(config), config, clips)
-    context.log.info(f"{pushed['added']} new task(s); the project has {pushed['tasks']}")
+    context.log.info(f"{pushed['rating_added']} new rating task(s), {pushed.get('ranking_added', 0)} new "
+                     f"ranking task(s); each offered to {pushed['annotators_per_task']} annotators")
+    urls = {f"{kind}_url": dg.MetadataValue.url(f"{server_url(config.annotation)}/projects/{pushed[f'{kind}_project_id']}")
+            for kind in project_titles(config) if f"{kind}_project_id" in pushed}
     return dg.MaterializeResult(metadata={
         **pushed,
+        **urls,
         "source": "versions folder" if config.annotation.versions_dir else "shards",
-        "url": dg.MetadataValue.url(f"{server_url(config.annotation)}/projects/{pushed['project_id']}"),
+        "blinding_file": dg.MetadataValue.path(pushed["blinding_file"]),
     })
 
 
-@dg.asset(group_name=GROUP, deps=[annotation_tasks], kinds={"labelstudio", "csv"})
+@dg.asset(group_name=GROUP, deps=[annotation_tasks], kinds={"labelstudio", "csv", "json"})
 def human_scores(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
-    """Tidy table of every submitted annotation: annotator x task x aspect (ratings 1-5 and the rank)."""
+    """Tidy table of every submitted annotation (rater id x clip x aspect, the rank as aspect ``rank``),
+    the rejected ones with their reasons, and Label Studio's raw JSON export of both projects."""
     config = settings.load()
-    rows = pull_human_rows(_client(config), config)
-    path = write_table(annotation_dir(config) / HUMAN_SCORES_FILE, rows, HUMAN_COLUMNS)
-    per_annotator: dict[str, int] = {}
-    for r in rows:
-        if r["aspect"] == "rank":
-            per_annotator[r["annotator"]] = per_annotator.get(r["annotator"], 0) + 1
-    table = "\n".join(["| annotator | tasks annotated |", "|---|---|"]
-                      + [f"| {k} | {v} |" for k, v in sorted(per_annotator.items())])
+    export = pull_study(_client(config), config)
+    out = annotation_dir(config)
+    path = write_table(out / HUMAN_SCORES_FILE, export.rows, HUMAN_COLUMNS)
+    write_table(out / HUMAN_REJECTIONS_FILE, export.rejections, REJECTION_COLUMNS)
+    manifest = write_snapshot(export_folder(config), export, config.annotation.seed)
+    done: dict[str, dict[str, set]] = {}
+    for r in export.rows:
+        form = "ranking" if r["aspect"] == "rank" else "rating"
+        done.setdefault(r["annotator"], {"rating": set(), "ranking": set()})[form].add(r["task_id"])
+    table = "\n".join(["| annotator | rating tasks | ranking tasks |", "|---|---|---|"]
+                      + [f"| {k} | {len(v['rating'])} | {len(v['ranking'])} |" for k, v in sorted(done.items())])
+    rejected = "\n".join(["| annotator | form | sample | reason |", "|---|---|---|---|"]
+                         + [f"| {r['annotator']} | {r['form']} | {r['sample']} | {r['reason']} |"
+                            for r in export.rejections])
+    if export.rejections:
+        context.log.warning(f"{len(export.rejections)} annotation(s) rejected (see {HUMAN_REJECTIONS_FILE})")
     return dg.MaterializeResult(metadata={
-        "rows": len(rows),
-        "annotators": len({r["annotator"] for r in rows}),
-        "tasks_annotated": len({r["task_id"] for r in rows}),
-        "per_annotator": dg.MetadataValue.md(table if rows else "no annotations yet"),
+        "rows": len(export.rows),
+        "annotators": len(done),
+        "tasks_annotated": len({r["task_id"] for r in export.rows}),
+        "per_annotator": dg.MetadataValue.md(table if export.rows else "no annotations yet"),
+        "rejected": len(export.rejections),
+        "rejections": dg.MetadataValue.md(rejected if export.rejections else "none"),
+        "superseded": export.superseded,
+        **{f"{kind}_rubric_version": p["rubric_version"] for kind, p in export.projects.items()},
         "path": dg.MetadataValue.path(str(path)),
+        "labelstudio_export": dg.MetadataValue.path(str(manifest)),
     })
 
 
@@ -154,15 +181,17 @@ refresh_annotations_job = dg.define_asset_job(
 
 
 def annotation_fingerprint(client, config) -> str | None:
-    """Changes whenever an annotation is added, edited or removed; None before the project exists."""
-    for project in client.ls.projects.list(title=config.annotation.project_title):
-        if project.title != config.annotation.project_title:
+    """Changes whenever an annotation is added, edited or removed in either project of the study;
+    None before the projects exist."""
+    parts = []
+    for title in project_titles(config).values():
+        project = client.find_project(title)
+        if project is None:
             continue
-        stamps = []
-        for task in client.tasks(project):
-            stamps.append(f"{task.id}:{getattr(task, 'total_annotations', 0)}:{getattr(task, 'updated_at', '')}")
-        return f"{project.id}|" + ",".join(sorted(stamps))
-    return None
+        stamps = [f"{task.id}:{getattr(task, 'total_annotations', 0)}:{getattr(task, 'updated_at', '')}"
+                  for task in client.tasks(project)]
+        parts.append(f"{project.id}|" + ",".join(sorted(stamps)))
+    return ";".join(parts) or None
 
 
 @dg.sensor(job=refresh_annotations_job, minimum_interval_seconds=60,

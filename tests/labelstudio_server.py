@@ -39,6 +39,7 @@ def write_config(path: Path, data_dir: Path, port: int, versions: Path | None, t
 
 
 def media_versions_folder(data_dir: Path) -> Path:
-    """Where a versions folder must live to share the server's media root with the shards' clips
-    (``annotation.locations.media_folder``: ``<data_dir>/annotation/media/clips``)."""
+    """A versions folder inside the server's document root (``<data_dir>/annotation/media``) yet
+    under no storage: Label Studio must not serve it (tests/annotation/test_labelstudio_study.py
+    checks), annotators reach the clips only through their blinded links."""
     return data_dir / "annotation" / "media" / "versions"

@@ -1,21 +1,21 @@
 """The whole annotation loop against a real Label Studio server started by the CLI.
 
 One server for the session (tests/annotation/conftest.py: ``python -m annotation server start``),
-then the Dagster assets called directly (tasks pushed twice, human scores, judge scores from a
-local chat-completions server, agreement report), three annotator accounts submitting through
-the API with their own tokens, the sensor, a restart through the CLI, and a screenshot of the
-labeling interface in headless Chromium.
+then the Dagster assets called directly: tasks pushed twice, three annotator accounts working
+through both queues with their own tokens (tests/labelstudio_annotator.py), the sensor, a
+restart through the CLI, human scores, judge scores from a local chat-completions server, the
+agreement report; and screenshots of both forms in headless Chromium.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 import shutil
 import stat
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -32,16 +32,20 @@ from agreement_example import (
     EXPECTED_UNANIMOUS,
     JUDGE_SCORES,
     RANKINGS,
+    SAMPLES,
+    VERSIONS,
     ratings,
 )
 from judge_server import ScriptedServer
+from labelstudio_annotator import Annotator
 from labelstudio_server import LOOP_PROJECT, cli, write_config
 
 from annotation.aspects import ASPECT_TITLES
-from annotation.judging import sample_frames
-from annotation.labelstudio_client import AnnotationClient
+from annotation.blinding import load_blinding
+from annotation.labelstudio_client import RANKING, RATING
 from annotation.labelstudio_server import create_annotator_account, pid_alive, read_pidfile
-from annotation.locations import annotation_dir, server_token, server_url
+from annotation.locations import annotation_dir, blinding_file, server_token, server_url
+from annotation.rubric import ranking_result, rating_result
 from annotation.tables import read_table
 from assets.annotation import (
     agreement_report,
@@ -51,12 +55,12 @@ from assets.annotation import (
     new_annotations,
 )
 from assets.resources import PipelineSettings
-from pipelines.chat_http import encode_jpeg
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOT = REPO / "data" / "artifacts" / "labeling_interface.png"
+ARTIFACTS = REPO / "data" / "artifacts"
+NAMES = re.compile(r"\b(" + "|".join(re.escape(n) for n in VERSIONS + SAMPLES) + r")\b")
 
 
 def email(annotator: str) -> str:
@@ -72,28 +76,38 @@ def metadata(result: dg.MaterializeResult, key: str):
     return getattr(value, "value", value)
 
 
-def judge_answer(srv: ScriptedServer, score_of_frame: dict[str, int]):
-    """A deterministic "judge": looks each shown video up by its first frame, answers with the
-    hand example's score; pairwise verdicts compare those scores; the aggregator takes the
-    majority of the panel's verdicts."""
+def sent_videos(body: dict) -> list[bytes]:
+    """The clips a chat request carries as ``video_url`` data URLs, in order."""
+    out = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") == "video_url":
+                out.append(base64.b64decode(part["video_url"]["url"].split(",", 1)[1]))
+    return out
 
-    def score(jpeg: bytes) -> int:
-        return score_of_frame[hashlib.sha1(jpeg).hexdigest()]
+
+def judge_answer(srv: ScriptedServer, score_of_video: dict[str, int]):
+    """A deterministic "judge": looks each judged clip up by its bytes and answers with the hand
+    example's score; pairwise verdicts compare those scores (the last two clips of a request are
+    the judged pair, solved examples come first); the aggregator takes the panel's majority."""
+
+    def score(video: bytes) -> int:
+        return score_of_video[hashlib.sha1(video).hexdigest()]
 
     def answer(body):
         text = srv.texts(body)
-        images = srv.images(body)
+        videos = sent_videos(body)
         if "lead a panel" in text:
             verdicts = re.findall(r"verdict: (first|second|tie)", text)
             best = max(("first", "second", "tie"), key=verdicts.count)
             return '<think>majority of the panel</think>{"winner": "%s"}' % best
         if "SECOND video:" in text:
-            half = len(images) // 2
-            a, b = score(images[0]), score(images[half])
+            a, b = score(videos[-2]), score(videos[-1])
             winner = "first" if a > b else "second" if b > a else "tie"
             return '<think>compared the two</think>{"winner": "%s"}' % winner
-        s = score(images[0])
-        return ('<think>looked at the frames</think>'
+        s = score(videos[-1])
+        return ('<think>watched the clip</think>'
                 + json.dumps({"score": s, "lip_sync": s, "expressiveness": s, "motion_quality": s}))
 
     return answer
@@ -117,15 +131,15 @@ def test_annotation_loop_against_a_real_server(ls):
     config = settings.load()
     url = server_url(config.annotation)
 
-    # tasks: 2 samples x 4 versions, pushed twice -> no duplicates
+    # tasks: 8 rating tasks (2 samples x 4 versions) and 2 ranking tasks, pushed twice -> no duplicates
     first = annotation_tasks(dg.build_asset_context(), settings)
-    assert metadata(first, "added") == 8 and metadata(first, "tasks") == 8
+    assert (metadata(first, "rating_added"), metadata(first, "ranking_added")) == (8, 2)
     again = annotation_tasks(dg.build_asset_context(), settings)
-    assert metadata(again, "added") == 0 and metadata(again, "tasks") == 8
-    admin = AnnotationClient(url, server_token(config))
-    project_id = metadata(first, "project_id")
-    keys = admin.task_keys(project_id)
-    assert sorted(keys) == sorted(CLIPS)
+    assert (metadata(again, "rating_tasks"), metadata(again, "ranking_tasks")) == (8, 2)
+    assert (metadata(again, "rating_added"), metadata(again, "ranking_added")) == (0, 0)
+    pid = {kind: metadata(first, f"{kind}_project_id") for kind in (RATING, RANKING)}
+    blinding = load_blinding(blinding_file(config), config.annotation.seed)
+    assert sorted(blinding.clips.values()) == sorted(CLIPS)
 
     # the sensor: a first tick requests a run, an unchanged project is skipped
     with dg.build_sensor_context(resources={"settings": settings}) as ctx:
@@ -135,18 +149,17 @@ def test_annotation_loop_against_a_real_server(ls):
     with dg.build_sensor_context(cursor=cursor, resources={"settings": settings}) as ctx:
         assert isinstance(new_annotations(ctx), dg.SkipReason)
 
-    # three annotator accounts, each submitting with its own token
+    # three annotators work through both queues, each answering as the hand example says
     for a, annotator in enumerate(ANNOTATORS):
-        token = create_annotator_account(url, email(annotator), f"pw-{annotator}-0123456789")
-        assert token != server_token(config)
-        client = AnnotationClient(url, token)
-        if a == 0:  # media reach an annotator through local-file serving
-            video = admin.tasks(project_id)[0].data["video"]
-            req = urllib.request.Request(url + video, headers={"Authorization": f"Token {token}"})
-            with urllib.request.urlopen(req, timeout=30) as r:
-                assert r.status == 200 and r.headers["Content-Type"] == "video/mp4"
-        for c, (sample, version) in enumerate(CLIPS):
-            client.annotate(keys[(sample, version)], ratings(a, c), rank=RANKINGS[annotator][sample][version])
+        person = Annotator(url, email(annotator))
+        assert person.token != server_token(config)
+        rated = person.label_all(pid[RATING], lambda task, a=a: rating_result(
+            ratings(a, CLIPS.index(blinding.clips[task["data"]["clip"]]))))
+        ranked = person.label_all(pid[RANKING], lambda task, a=a: ranking_result({
+            slot: RANKINGS[ANNOTATORS[a]][blinding.items[task["data"]["item"]].sample][blinding.clips[cid][1]]
+            for slot, cid in enumerate(blinding.items[task["data"]["item"]].clips, start=1)}))
+        assert (len(rated), len(ranked)) == (8, 2)
+        assert NAMES.search("".join(person.received)) is None
 
     with dg.build_sensor_context(cursor=cursor, resources={"settings": settings}) as ctx:
         assert isinstance(new_annotations(ctx), dg.RunRequest)  # new annotations -> a run
@@ -158,44 +171,42 @@ def test_annotation_loop_against_a_real_server(ls):
     assert cli(config_path, "status").returncode == 3
     restarted = cli(config_path, "start")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
-    assert metadata(annotation_tasks(dg.build_asset_context(), settings), "added") == 0
+    assert metadata(annotation_tasks(dg.build_asset_context(), settings), "rating_added") == 0
 
-    # human scores: every annotation exported, one row per annotator x task x aspect (+ rank)
+    # human scores: one row per rater x clip x aspect, the rank from the side-by-side task; rater ids, no emails
     result = human_scores(dg.build_asset_context(), settings)
     assert metadata(result, "rows") == 3 * 8 * 4 and metadata(result, "annotators") == 3
+    assert metadata(result, "rejected") == 0
     rows = read_table(annotation_dir(config) / "human_scores.csv")
+    rater = {a: load_blinding(blinding_file(config), config.annotation.seed).annotator_id(email(a))
+             for a in ANNOTATORS}
     got = sorted((r["annotator"], r["sample"], r["version"], r["aspect"], r["score"]) for r in rows)
     expected = []
     for a, annotator in enumerate(ANNOTATORS):
         for c, (sample, version) in enumerate(CLIPS):
-            expected += [(email(annotator), sample, version, k, float(v)) for k, v in ratings(a, c).items()]
-            expected.append((email(annotator), sample, version, "rank", float(RANKINGS[annotator][sample][version])))
+            expected += [(rater[annotator], sample, version, k, float(v)) for k, v in ratings(a, c).items()]
+            expected.append((rater[annotator], sample, version, "rank", float(RANKINGS[annotator][sample][version])))
     assert got == sorted(expected)
 
-    # judges: every kind against a local chat-completions server
-    score_of_frame = {}
-    for sample, version in CLIPS:
-        frame = sample_frames(ls["versions"] / sample / f"{version}.mp4", 4)[0]
-        score_of_frame[hashlib.sha1(encode_jpeg(frame, 90)).hexdigest()] = JUDGE_SCORES[(sample, version)]
-    assert len(score_of_frame) == 8  # every version shows a different first frame
+    # judges: every kind against a local chat-completions server, given each clip itself
+    score_of_video = {hashlib.sha1((ls["versions"] / s / f"{v}.mp4").read_bytes()).hexdigest(): JUDGE_SCORES[(s, v)]
+                      for s, v in CLIPS}
+    assert len(score_of_video) == 8
     srv = ScriptedServer("openai")
     try:
-        srv.default = judge_answer(srv, score_of_frame)
+        srv.default = judge_answer(srv, score_of_video)
         write_config(config_path, ls["data"], config.annotation.port, ls["versions"], LOOP_PROJECT, judges={
             "backend": "openai_chat", "base_url": srv.base_url, "model": "judge", "api_key_env": "",
-            "frames_per_video": 4, "timeout_s": 20, "backoff_s": 0.01, "max_concurrency": 2})
+            "pairwise_ties": True, "timeout_s": 20, "backoff_s": 0.01, "max_concurrency": 2})
         judged = judge_scores(dg.build_asset_context(), settings)
     finally:
         srv.close()
     assert metadata(judged, "failed_calls") == 0
-    assert metadata(judged, "score_rows") == 8 + 8 * 4 + 8 * 4  # holistic, aspects, specialist
-    assert metadata(judged, "pair_rows") == 3 * 12  # direct, in-context, multi-agent
-    in_context = [r for r in srv.requests if "solved comparisons" in srv.texts(r[1])]
-    assert len(in_context) == 12
 
-    # the report's numbers equal the hand-computed example
+    # the report's numbers equal the hand-computed example; it names raters, never emails
     report_result = agreement_report(dg.build_asset_context(), settings)
-    report = json.loads((annotation_dir(config) / "report" / "agreement.json").read_text())
+    report_dir = annotation_dir(config) / "report"
+    report = json.loads((report_dir / "agreement.json").read_text())
     assert report["alpha_ordinal"] == pytest.approx(EXPECTED_ALPHA, abs=1e-9)
     assert [(p["sample"], p["a"], p["b"], p["winner"]) for p in report["unanimous_pairs"]] == EXPECTED_UNANIMOUS
     assert set(report["judges"]) == {"holistic", "aspects", "specialist", "pairwise_direct",
@@ -206,10 +217,12 @@ def test_annotation_loop_against_a_real_server(ls):
             assert numbers[key] == pytest.approx(value), (name, key)
     cell = next(r for r in report["mean_scores"] if r["version"] == "g1" and r["aspect"] == "lip_sync")
     assert cell["human"] == pytest.approx((5 + 3) / 2) and cell["aspects"] == pytest.approx((3 + 4) / 2)
-    assert metadata(report_result, "pairs_unanimous") == 10
-    png = annotation_dir(config) / "report" / "agreement.png"
+    assert metadata(report_result, "pairs_unanimous") == len(EXPECTED_UNANIMOUS)
+    png = report_dir / "agreement.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
-    assert "| expressiveness | 0.836 |" in (png.parent / "agreement.md").read_text()
+    assert "| expressiveness | 0.836 |" in (report_dir / "agreement.md").read_text()
+    for file in sorted(report_dir.iterdir()) + [annotation_dir(config) / "human_scores.csv"]:
+        assert b"@example.com" not in file.read_bytes(), file
 
 
 def _chromium() -> tuple[str, str] | None:
@@ -218,23 +231,23 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-def test_labeling_interface_screenshot(ls):
-    """What an annotator sees: the video, the three rubrics with 1-5 stars, and the rank."""
+def test_labeling_interface_screenshots(ls, tmp_path):
+    """What an annotator sees in the labelling stream: the rating form (one blinded clip, the three
+    rubrics with every level, 1-5 stars) and the ranking form (all four versions side by side, a
+    rank under each); both saved as PNGs (the README shows the copies in docs/)."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (extra: dev)")
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     tools = _chromium()
     if tools is None:
         pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
-    settings = settings_for(ls["config"])
+    settings = settings_for(write_config(tmp_path / "config.yaml", ls["data"], ls["port"], ls["versions"],
+                                         "screenshots"))
     config = settings.load()
     url = server_url(config.annotation)
     pushed = annotation_tasks(dg.build_asset_context(), settings)
-    admin = AnnotationClient(url, server_token(config))
-    task_id = admin.task_keys(metadata(pushed, "project_id"))[("s1", "orig")]
     viewer, password = "viewer@example.com", "pw-viewer-0123456789"
     create_annotator_account(url, viewer, password)
 
@@ -243,31 +256,41 @@ def test_labeling_interface_screenshot(ls):
     # Offline: no background traffic, no first-run or sync pages that try to reach the network.
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--disable-extensions", "--no-first-run", "--mute-audio",
-                 "--window-size=1400,2300"):
+                 "--disable-default-apps", "--disable-extensions", "--no-first-run", "--mute-audio"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(tools[1]), options=options)
+    seen = {}
     try:
         driver.get(url + "/user/login/")
         driver.find_element(By.NAME, "email").send_keys(viewer)
         driver.find_element(By.NAME, "password").send_keys(password)
         driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
         WebDriverWait(driver, 60).until(lambda d: "/user/login" not in d.current_url)
-        driver.get(f"{url}/projects/{metadata(pushed, 'project_id')}/data?task={task_id}")
-        WebDriverWait(driver, 120).until(EC.presence_of_element_located((By.TAG_NAME, "video")))
-        # the browser itself fetched the clip: metadata (duration) loaded from local-file serving
-        WebDriverWait(driver, 60).until(
-            lambda d: d.execute_script("const v = document.querySelector('video'); return v && v.readyState >= 1"))
-        duration = driver.execute_script("return document.querySelector('video').duration")
-        time.sleep(2)  # let the rating widgets finish rendering
-        text = driver.execute_script("return document.body.innerText")
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(SCREENSHOT))
+        for kind, videos, height in ((RATING, 1, 2300), (RANKING, 4, 1500)):
+            driver.set_window_size(1400, height)
+            driver.get(f"{url}/projects/{metadata(pushed, f'{kind}_project_id')}/data?labeling=1")
+            # the browser itself fetched every clip: metadata (duration) loaded from local-file serving
+            WebDriverWait(driver, 120).until(lambda d, n=videos: d.execute_script(
+                "const v = [...document.querySelectorAll('video')];"
+                "return v.length === arguments[0] && v.every(e => e.readyState >= 1)", n))
+            durations = driver.execute_script("return [...document.querySelectorAll('video')].map(v => v.duration)")
+            time.sleep(2)  # let the rating widgets finish rendering
+            shot = ARTIFACTS / ("labeling_interface.png" if kind == RATING else "ranking_interface.png")
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(shot))
+            seen[kind] = (driver.execute_script("return document.body.innerText"), durations, shot)
     finally:
         driver.quit()
-    assert 1.0 < duration < 2.0
-    assert "Sample s1, version orig" in text
-    for title in ASPECT_TITLES.values():
-        assert title in text
-    assert "Rank" in text
-    assert SCREENSHOT.read_bytes()[:4] == b"\x89PNG" and SCREENSHOT.stat().st_size > 50_000
+    text, durations, shot = seen[RATING]
+    assert len(durations) == 1 and 1.0 < durations[0] < 2.0
+    assert re.search(r"Clip [0-9a-f]{10}", text)
+    assert all(title in text for title in ASPECT_TITLES.values())
+    assert "4 = a good match with a few small slips in shape or timing" in text  # every level has its words
+    text_ranking, durations_ranking, shot_ranking = seen[RANKING]
+    assert len(durations_ranking) == 4 and all(1.0 < d < 2.0 for d in durations_ranking)
+    assert re.search(r"Item [0-9a-f]{10}: rank the 4 versions", text_ranking)
+    assert all(f"Video {letter}" in text_ranking for letter in "ABCD")
+    for words in (text, text_ranking):
+        assert NAMES.search(words) is None
+    for png in (shot, shot_ranking):
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 50_000

@@ -8,7 +8,7 @@ import numpy as np
 
 from annotation.aspects import ASPECT_TITLES, ASPECTS, BY_NAME, SCALE, rubric_text
 from annotation.judges import PairwiseJudge, Video, all_aspects_messages, aspect_messages
-from annotation.rubric import labeling_config
+from annotation.rubric import rating_config
 
 
 def prompt_text(messages: list[dict]) -> str:
@@ -40,7 +40,7 @@ def test_every_aspect_anchors_every_score():
 
 
 def test_humans_read_the_rubric_text():
-    view = ET.fromstring(labeling_config(4))
+    view = ET.fromstring(rating_config())
     for aspect in ASPECTS:
         (text,) = [t for t in view.iter("Text") if t.get("name") == f"{aspect}_rubric"]
         assert text.get("value") == rubric_text(aspect)

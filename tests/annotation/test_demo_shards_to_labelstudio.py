@@ -1,6 +1,7 @@
 """The default annotation source end to end: the demo's own shards (a real Dagster run on GRID clips,
-``annotation.versions_dir`` unset) become Label Studio tasks on the real server, and every task's
-media reaches an annotator as a playable mp4 of the clip's length."""
+``annotation.versions_dir`` unset) become blinded Label Studio rating tasks on the real server (one
+version per sample: no ranking task), and every task's media reaches an annotator as a playable
+mp4 of the clip's length."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import graph_runs
 import pytest
 from labelstudio_server import write_config
 
+from annotation.blinding import load_blinding
 from annotation.labelstudio_client import AnnotationClient
 from annotation.labelstudio_server import create_annotator_account
-from annotation.locations import server_token, server_url
+from annotation.locations import blinding_file, server_token, server_url
 from annotation.versions import SHARDS_VERSION, collect_versions
 from assets.annotation import annotation_tasks
 from assets.resources import PipelineSettings
@@ -73,9 +75,10 @@ def test_demo_shards_become_tasks_whose_media_play(ls, tmp_path, tmp_path_factor
 
     pushed = annotation_tasks(dg.build_asset_context(), settings)
     assert _metadata(pushed, "source") == "shards"
-    assert _metadata(pushed, "added") == len(members) and _metadata(pushed, "tasks") == len(members)
+    assert _metadata(pushed, "rating_added") == len(members) and _metadata(pushed, "rating_tasks") == len(members)
+    assert "ranking_project_id" not in pushed.metadata  # nothing to rank with one version per sample
     again = annotation_tasks(dg.build_asset_context(), settings)
-    assert _metadata(again, "added") == 0 and _metadata(again, "tasks") == len(members)
+    assert _metadata(again, "rating_added") == 0 and _metadata(again, "rating_tasks") == len(members)
 
     # Each version carries the speech stage's transcript from its sample record (the judges' context).
     transcripts = {c.sample: c.transcript for c in collect_versions(config)}
@@ -84,12 +87,15 @@ def test_demo_shards_become_tasks_whose_media_play(ls, tmp_path, tmp_path_factor
 
     url = server_url(config.annotation)
     admin = AnnotationClient(url, server_token(config))
-    project_id = _metadata(pushed, "project_id")
-    assert sorted(admin.task_keys(project_id)) == sorted((key, SHARDS_VERSION) for key in members)
+    project_id = _metadata(pushed, "rating_project_id")
+    blinding = load_blinding(blinding_file(config), config.annotation.seed)
+    tasks = admin.tasks(project_id)
+    assert sorted(blinding.clips[t.data["clip"]] for t in tasks) == sorted((key, SHARDS_VERSION) for key in members)
 
     token = create_annotator_account(url, "shard-rater@example.com", "pw-shard-rater-0123456789")
-    for task in admin.tasks(project_id):
-        key = task.data["sample"]
+    for task in tasks:
+        key, _ = blinding.clips[task.data["clip"]]
+        assert key not in task.data["video"]
         request = urllib.request.Request(url + task.data["video"], headers={"Authorization": f"Token {token}"})
         with urllib.request.urlopen(request, timeout=60) as response:
             assert response.status == 200 and response.headers["Content-Type"] == "video/mp4"

@@ -285,7 +285,17 @@ class _Pairings:
         return actor
 
 
-def _pairings(config: PipelineConfig) -> _Pairings | None:
+def planned_bytes(folder: Path, segment: Segment, source_id: str, pairings: _Pairings | None) -> int:
+    """The bytes of the files packed into ``segment``'s sample (what the shard plan fills shards with): its
+    clip files and, in conversation mode, the pairing's members (partner audio and FLAME, roles)."""
+    names = list(segment.files.values())
+    if pairings is not None:
+        names += list(pairings.actor(source_id, segment.key).files.values())
+    return sum((folder / name).stat().st_size for name in names)
+
+
+def conversation_pairings(config: PipelineConfig) -> _Pairings | None:
+    """The pairing as the packer reads it in conversation mode; None in speaking-only mode."""
     return _Pairings(config) if config.conversation.mode == "conversation" else None
 
 
@@ -560,7 +570,7 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     shards_dir.mkdir(parents=True, exist_ok=True)
     old = _existing_index(shards_dir)
     _remove_unindexed(shards_dir, old, config)
-    pairings = _pairings(config)
+    pairings = conversation_pairings(config)
     decided = _decide(records, config, shards_dir, pairings)
     by_id = {record.source_id: record for record in records}
     current = {sid: sorted(decided[sid].accepted) for sid in sorted(decided)}
@@ -596,8 +606,8 @@ def _write_shards(records: list[SourceRecord], config: PipelineConfig, progress:
     for key in sorted(owner):
         folder = source_dir(config, owner[key])
         try:
-            sizes.append((key, sum((folder / name).stat().st_size for name in segments[key].files.values())))
-        except OSError as error:
+            sizes.append((key, planned_bytes(folder, segments[key], owner[key], pairings)))
+        except (OSError, ValueError) as error:
             unpackable.setdefault(owner[key], f"{key}: {error}")
     plan = _plan_shards(sizes, config.shards.max_samples_per_shard, config.shards.max_bytes_per_shard)
     stage_prints = {sid: sample_fingerprints(config, sid, pairings) for sid in to_pack}

@@ -39,7 +39,7 @@ from pipelines.schema.conversation import (
 )
 from pipelines.schema.index import ShardIndex
 from pipelines.schema.sample import SampleRecord
-from pipelines.shards import ShardSummary, iter_samples, write_shards
+from pipelines.shards import ShardSummary, conversation_pairings, iter_samples, planned_bytes, write_shards
 from stage_fixtures import SharedDetectorBackends, scan
 
 FPS = 24.0
@@ -255,6 +255,21 @@ def test_pairing_and_shards_are_unchanged_on_a_rerun_and_follow_a_changed_sideca
     repacked = write_shards(records, copy)
     assert sorted(repacked.retired) == sorted(per_participant.sources.values())
     assert repacked.added and repacked.unpackable == {}
+
+
+def test_the_shard_plan_counts_every_file_packed_into_a_sample(per_participant):
+    config = per_participant.config
+    pairings = conversation_pairings(config)
+    for record in per_participant.shards.source_records:
+        folder = config.paths.work_dir / "sources" / record.source_id
+        for segment in record.accepted_segments():
+            actor = pairings.actor(record.source_id, segment.key)
+            assert set(actor.files) == set(CONVERSATION_MEMBERS)
+            packed = [*segment.files.values(), *actor.files.values()]
+            clip_only = sum((folder / name).stat().st_size for name in segment.files.values())
+            planned = planned_bytes(folder, segment, record.source_id, pairings)
+            assert planned == sum((folder / name).stat().st_size for name in packed) > clip_only
+            assert planned_bytes(folder, segment, record.source_id, None) == clip_only  # speaking-only mode
 
 
 def _copy(run: Run, root: Path) -> PipelineConfig:

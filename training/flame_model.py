@@ -180,7 +180,8 @@ def convert_flame_pickle(flame: str | Path, masks: str | Path, out: str | Path,
     joints = len(parents)
     posedirs = model["posedirs"].reshape(vertex_count, 3, -1)
     if posedirs.shape[-1] != 9 * (joints - 1):
-        raise ValueError(f"{flame}: posedirs has {posedirs.shape[-1]} components, {joints} joints need {9 * (joints - 1)}")
+        raise ValueError(f"{flame}: posedirs has {posedirs.shape[-1]} components; {joints} joints need "
+                         f"{9 * (joints - 1)}")
     upper = _indices(regions, "forehead", "eye_region")
     lower = np.setdiff1d(_indices(regions, "face"), _indices(regions, "forehead", "eye_region", "nose"))
     head = np.setdiff1d(np.arange(vertex_count), _indices(regions, "left_eyeball", "right_eyeball"))

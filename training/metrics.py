@@ -110,7 +110,8 @@ def _meshes(face: FlameModel, motion: torch.Tensor, slices: dict[str, slice]) ->
     poses = {group: motion[:, columns] for group, columns in slices.items() if group != "expression"}
     if not poses:
         poses = {"global_rotation": motion.new_zeros(len(motion), 3)}  # every joint at rest
-    return {"face": face.vertices(expression, poses, FACE_JOINTS), "head": face.vertices(expression, poses, HEAD_JOINTS),
+    return {"face": face.vertices(expression, poses, FACE_JOINTS),
+            "head": face.vertices(expression, poses, HEAD_JOINTS),
             "pose": face.vertices(None, poses, POSE_JOINTS)}
 
 
@@ -180,7 +181,8 @@ def _face(face_model: str | None) -> tuple[FlameModel | None, str | None]:
 def vertex_figures(face: FlameModel, pred: torch.Tensor, true: torch.Tensor, roles: torch.Tensor,
                    slices: dict[str, slice]) -> VertexFigures:
     """The figures of windows (N, T, C) for all frames and each role of ``roles`` (N, T)."""
-    sets = {"all": torch.ones(roles.shape, dtype=torch.bool), **{role: of_role(roles) for role, of_role in ROLES.items()}}
+    sets = {"all": torch.ones(roles.shape, dtype=torch.bool),
+            **{role: of_role(roles) for role, of_role in ROLES.items()}}
     return VertexFigures(face, pred, true, slices, sets)
 
 

@@ -140,3 +140,25 @@ def test_vae_runs_saved_before_the_encoder_option_load_with_full_attention(tmp_p
     (old / "config.yaml").write_text(yaml.safe_dump(saved))
     assert load_vae(old)[0].encoder_attention == "full"
     assert load_vae(vae_run)[0].encoder_attention == "causal"
+
+
+def test_fifty_expression_coefficients_make_gdpo_listeners_67_channels(tmp_path, flame_shards, tiny_encoders):
+    from training.data import inherit_rates
+    from training.sft import with_data_rates
+    from training.stats import MotionStats
+
+    full = load_run_config(None, **tiny_config("vae", tmp_path / "full", flame_shards))
+    fifty = load_run_config(None, **tiny_config("vae", tmp_path / "vae", flame_shards, steps=1, save_every=1,
+                                                data={"expression_coefficients": 50}))
+    all_columns = next(batches(train_pipeline(full.data, seed=0), full.data))["motion"]
+    kept = next(batches(train_pipeline(fifty.data, seed=0), fifty.data))["motion"]
+    assert all_columns.shape[-1] == 117 and kept.shape[-1] == 67  # 100 or 50 expression + 3 + 3 + 2 + 6 + 3
+    torch.testing.assert_close(kept[..., :50], all_columns[..., :50])  # the leading coefficients
+    torch.testing.assert_close(kept[..., 50:], all_columns[..., 100:])  # the other groups as they were
+    run_sft(fifty)
+    assert MotionStats.load(tmp_path / "vae").dims["expression"] == 50
+    flow = load_run_config(None, **tiny_config("flow", tmp_path / "flow", flame_shards, tiny_encoders,
+                                               tmp_path / "vae"))
+    assert with_data_rates(flow).data.expression_coefficients == 50  # the flow run reads what its VAE learned
+    with pytest.raises(ValueError, match="expression_coefficients is 100"):
+        inherit_rates(flow.data.model_copy(update={"expression_coefficients": 100}), fifty.data, "the VAE run")

@@ -20,6 +20,7 @@ from training_fixtures import (  # noqa: F401
     flow_run_fixture,
     pipeline_conversation_shards_fixture,
     tiny_config,
+    REPO_ROOT,
     tiny_encoders_fixture,
     vae_run_fixture,
 )
@@ -88,6 +89,22 @@ def test_a_gradient_flows_from_listener_latents_only_when_listener_only_is_on(tm
     everywhere, listener_off, _ = _per_latent_gradient(tmp_path, conversation_shards, conversation_flow_run, False,
                                                        term)
     assert torch.equal(listener_off, listener) and (everywhere > 0).all()  # off: every latent counts
+
+
+@pytest.mark.parametrize("name", ["rl.yaml", "rl_cps.yaml"])
+def test_the_shipped_rl_configs_run_a_step_on_conversation_shards(tmp_path, conversation_shards,
+                                                                  conversation_flow_run, name):
+    """training/configs' RL settings as shipped (sampler, steps, rewards on all six groups, advantages, optimiser),
+    on the tiny conversation run: only the paths, the batch and the precision (bf16 is tested apart) differ."""
+    config = load_run_config(REPO_ROOT / "training" / "configs" / name, run_dir=str(tmp_path / "rl"), cpu=True,
+                             data={"shards": str(conversation_shards), "batch_size": 2},
+                             optim={"mixed_precision": "no"}, rl={"init_run": str(conversation_flow_run)})
+    run = RLRun(config)
+    out = run.step(next(run.stream(0)))
+    steps = config.rl.sample_steps or config.flow.sample_steps
+    assert len(out["rollouts"].levels) == (steps if config.rl.window is None else config.rl.window)
+    assert out["rewards"].shape == (8, 6) and out["first_ratio_dev"] == 0.0 and len(out["inner"]) == 2
+    assert out["listener_latents"] > 0 and math.isfinite(out["loss"]) and out["advantages"].abs().sum() > 0
 
 
 def test_listener_only_on_speaking_only_shards_is_an_error_naming_the_switch(tmp_path, flame_shards, flow_run):

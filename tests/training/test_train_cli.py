@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from training_fixtures import (  # noqa: F401
+    conversation_shards_fixture,
     flame_shards_fixture,
     flow_run_fixture,
     tiny_config,
@@ -146,3 +147,34 @@ def test_progress_bars_show_only_on_a_terminal_and_when_asked(monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     assert not progress_bar(5, "x", enabled=True).disable
     assert progress_bar(5, "x", enabled=False).disable
+
+
+def test_gdpo_listener_layout_trains_evaluates_generates_and_rolls_out(tmp_path, vae_run, tiny_encoders,
+                                                                       conversation_shards, grid_clip, capsys):
+    """Frame-rate audio tokens with TMRoPE and partner streams, on conversation shards: SFT steps, RL on
+    listening frames, evaluation and a generated sequence longer than one window."""
+    from accelerate.state import AcceleratorState
+
+    from training.rl import run_rl
+    from training.sft import run_sft
+
+    layout = {"audio_tokens": "frames", "positions": "tmrope"}
+    flow_dir = tmp_path / "flow"
+    AcceleratorState._reset_state()
+    rows = run_sft(load_run_config(None, **tiny_config("flow", flow_dir, conversation_shards, tiny_encoders, vae_run,
+                                                       steps=2, save_every=2, flow=layout)))
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+    AcceleratorState._reset_state()
+    rl = run_rl(load_run_config(None, **tiny_config("rl", tmp_path / "rl", conversation_shards, steps=1, save_every=1,
+                                                    data={"batch_size": 2}, rl={"init_run": str(flow_dir)})))
+    assert rl[0]["listener_latents"] > 0 and np.isfinite(rl[0]["loss"])
+    AcceleratorState._reset_state()
+    capsys.readouterr()
+    metrics = _evaluate(capsys, tmp_path / "rl", conversation_shards)
+    assert metrics["run"]["kind"] == "rl" and metrics["listening"]["frames"] > 0
+    audio = tmp_path / "speech.wav"
+    _cut_audio(grid_clip, 2.0, audio)
+    assert main(["train", "generate", "--run", str(tmp_path / "rl"), "--audio", str(audio), "--out",
+                 str(tmp_path / "motion.npz"), "--seconds", "5"]) == 0
+    with np.load(tmp_path / "motion.npz") as made:
+        assert made["smooth/jaw"].shape == (120, 3)

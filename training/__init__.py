@@ -16,8 +16,9 @@ Speaking-only shards (FlowPortrait) and conversation shards (GDPO-Listener; the 
 pipelines/schema/conversation.py) go through the same loader and models: a speaking-only sample
 is all speaking, without partner.
 
-Entry points: ``python -m training train {sft,rl,evaluate}`` (training/cli.py, also the
-``train`` group of the ``talkinghead`` command), ``python -m training.sft`` / ``training.rl``
+Entry points: ``python -m training train {sft,rl,evaluate,generate,convert-flame}``
+(training/cli.py, also the ``train`` group of the ``talkinghead`` command; ``generate`` turns
+audio into a FLAME sequence, training/generate.py), ``python -m training.sft`` / ``training.rl``
 for ``accelerate launch -m`` (several GPUs), and the Dagster job in assets/training.py.
 Configs: training/configs/ (validated by training/config.py). Frame rate and sample rate come
 from the samples' records, never from constants here (training/data.py).

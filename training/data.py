@@ -1,8 +1,9 @@
 """Shard reading: webdataset pipelines of fixed-length motion windows with aligned audio and caption.
 
 Members used (as written by pipelines/shards.py): ``flame.npz`` (``smooth/<group>`` or
-``raw/<group>``, float32 (frames, dims)), ``wav`` (16 kHz mono PCM), ``json`` (the sample
-record; captions under ``captions.windows[*]``). Samples without ``flame.npz`` (FLAME model
+``raw/<group>``, float32 (frames, dims); of ``expression`` only the leading
+``data.expression_coefficients`` columns when set), ``wav`` (16 kHz mono PCM), ``json`` (the
+sample record; captions under ``captions.windows[*]``). Samples without ``flame.npz`` (FLAME model
 not installed) or shorter than one window are skipped.
 
 Conversation samples (pipelines/schema/conversation.py) add ``role.npy`` (a role code per

@@ -77,18 +77,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                   "generate")
     commands = train.add_subparsers(dest="train_command", required=True,
                                     metavar="{sft,rl,evaluate,generate,convert-flame}")
-    sft = commands.add_parser("sft", help="supervised training (config kind: vae or flow)")
-    add_run_arguments(sft)
-    sft.set_defaults(func=_sft)
-    rl = commands.add_parser("rl", help="RL post-training of a flow run (config kind: rl)")
-    add_run_arguments(rl)
-    rl.set_defaults(func=_rl)
-    evaluate = commands.add_parser("evaluate", help="metrics of a flow or RL run on held-out shards, as JSON")
-    _add_evaluate_arguments(evaluate)
-    evaluate.set_defaults(func=_evaluate)
-    generate = commands.add_parser("generate", help="a FLAME sequence for an audio file (npz, shard array names)")
-    _add_generate_arguments(generate)
-    generate.set_defaults(func=_generate)
-    convert = commands.add_parser("convert-flame", help="FLAME 2020's pickles -> the metrics' FLAME model file")
-    _add_convert_arguments(convert)
-    convert.set_defaults(func=_convert_flame)
+    for name, description, add_arguments, run in (
+            ("sft", "supervised training (config kind: vae or flow)", add_run_arguments, _sft),
+            ("rl", "RL post-training of a flow run (config kind: rl)", add_run_arguments, _rl),
+            ("evaluate", "metrics of a flow or RL run on held-out shards, as JSON", _add_evaluate_arguments,
+             _evaluate),
+            ("generate", "a FLAME sequence for an audio file (npz, shard array names)", _add_generate_arguments,
+             _generate),
+            ("convert-flame", "FLAME 2020's pickles -> the metrics' FLAME model file", _add_convert_arguments,
+             _convert_flame)):
+        command = commands.add_parser(name, help=description)
+        add_arguments(command)
+        command.set_defaults(func=run)

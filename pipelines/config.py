@@ -74,6 +74,10 @@ class FaceDetectionConfig(StrictModel):
     backend: Literal["scrfd", "mediapipe"] = "scrfd"
     score_threshold: float = Field(0.5, ge=0, le=1)
     scrfd_input_size: int = Field(640, description="SCRFD letterbox size; the mirrored ONNX files are fixed at 640.")
+    scrfd_fit_input: bool = Field(
+        True, description="Run SCRFD at the detection frame's own size (sides rounded up to 32, never above "
+        "scrfd_input_size) instead of letterboxing every frame into the scrfd_input_size square: no padding "
+        "computed, no small source enlarged (bench/results/detector_input.md).")
     mediapipe_model: Literal["short_range", "full_range"] = "short_range"
     min_face_size_px: int = Field(24, ge=1, description="Detections whose longer side is smaller are ignored.")
     detection_frame_px: int = Field(

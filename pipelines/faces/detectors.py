@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,6 +14,7 @@ from pipelines.models import ModelStore
 
 
 Point = tuple[float, float]
+SCRFD_STRIDE = 32  # SCRFD's coarsest feature stride: its input sides are multiples of it
 
 
 @dataclass(frozen=True)
@@ -52,20 +54,34 @@ class ScrfdDetector:
     with outputs within 1.2e-6 of single images. InsightFace's ``det_500m.onnx`` (buffalo_sc)
     declares a dynamic batch and size. InsightFace's own ``SCRFD.batched`` flag only says that
     the outputs carry a leading batch axis; it always runs one image.
+
+    ``fit_input``: the network runs at the image's own size (:meth:`network_input`) from an
+    in-memory copy of the graph with a free height and width, instead of letterboxing every image
+    into the ``input_size`` square; on a 360x288 GRID frame that is a 384x288 input instead of
+    640x640 with the frame enlarged 1.78x (bench/results/detector_input.md).
     """
 
     def __init__(self, model_path, input_size: int, score_threshold: float, model_sha256: str | None = None,
-                 device: str = "cpu"):
-        from insightface.model_zoo import get_model
-
+                 device: str = "cpu", fit_input: bool = False):
         from pipelines.devices import onnx_providers, onnx_session_options
 
         self.name = f"insightface-scrfd:{model_path.name}"
         self.model_sha256 = model_sha256
         self.providers = onnx_providers(device)
+        self.input_size = int(input_size)
+        self.fit_input = bool(fit_input)
         options = onnx_session_options()
-        extra = {"sess_options": options} if options is not None else {}
-        self._model = get_model(str(model_path), providers=self.providers, **extra)
+        if self.fit_input:
+            import onnxruntime
+            from insightface.model_zoo.scrfd import SCRFD
+
+            session = onnxruntime.InferenceSession(_with_free_image_size(model_path), options,
+                                                   providers=self.providers)
+            self._model = SCRFD(model_file=None, session=session)
+        else:
+            from insightface.model_zoo import get_model
+
+            self._model = get_model(str(model_path), providers=self.providers, sess_options=options)
         if self._model is None:
             raise RuntimeError(f"insightface could not load {model_path} as a detector")
         # ctx_id < 0 makes insightface reset the session to the CPU provider alone.
@@ -81,9 +97,19 @@ class ScrfdDetector:
         """The providers onnxruntime actually placed the session on."""
         return list(self._model.session.get_providers())
 
+    def network_input(self, height: int, width: int) -> tuple[int, int]:
+        """(width, height) of the network input for an image of this size: the ``input_size`` square
+        the image is letterboxed into, or with ``fit_input`` the image's own size with each side
+        rounded up to SCRFD's coarsest stride (32), scaled down first to fit the square when larger."""
+        if not self.fit_input:
+            return self.input_size, self.input_size
+        scale = min(1.0, self.input_size / max(height, width))
+        return (int(math.ceil(width * scale / SCRFD_STRIDE)) * SCRFD_STRIDE,
+                int(math.ceil(height * scale / SCRFD_STRIDE)) * SCRFD_STRIDE)
+
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        boxes, kpss = self._model.detect(bgr)
+        boxes, kpss = self._model.detect(bgr, input_size=self.network_input(*rgb.shape[:2]))
         return _scrfd_detections(boxes, kpss)
 
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
@@ -103,7 +129,9 @@ class ScrfdDetector:
         from insightface.model_zoo.scrfd import distance2bbox, distance2kps
 
         model = self._model
-        width, height = model.input_size
+        width, height = self.network_input(*images[0].shape[:2])
+        if any(self.network_input(*image.shape[:2]) != (width, height) for image in images):
+            return [self.detect(image) for image in images]  # one forward pass takes one input size
         blobs, scales = [], []
         for rgb in images:
             canvas, scale = _letterbox(rgb, width, height)
@@ -136,6 +164,31 @@ class ScrfdDetector:
 
     def close(self) -> None:
         self._model = None
+
+
+def _with_free_image_size(model_path) -> bytes:
+    """The ONNX model's bytes with the height and width of its image input (and the anchor axis of its
+    outputs) made symbolic, so onnxruntime takes any size; the file itself is not changed.
+
+    The mirrored SCRFD files declare a fixed [1, 3, 640, 640] input, but their graphs compute every
+    reshape and upsampling size from the tensor's own shape (checked: each Reshape's and Resize's
+    size comes from a Concat of Shape values), as InsightFace's own det_500m.onnx, which declares a
+    dynamic size, runs at any multiple of 32 (its det_size)."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    if len(model.graph.input) != 1 or len(model.graph.input[0].type.tensor_type.shape.dim) != 4:
+        raise ValueError(f"{model_path}: expected one NCHW image input")
+    for axis, name in ((2, "height"), (3, "width")):
+        dim = model.graph.input[0].type.tensor_type.shape.dim[axis]
+        dim.ClearField("dim_value")
+        dim.dim_param = name
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) >= 2:
+            dims[len(dims) - 2].ClearField("dim_value")
+            dims[len(dims) - 2].dim_param = f"{output.name}_anchors"
+    return model.SerializeToString()
 
 
 def _letterbox(rgb: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
@@ -233,7 +286,8 @@ def build_detector(config: FaceDetectionConfig, models: ModelStore) -> FaceDetec
     if config.backend == "scrfd":
         status = models.status("scrfd_500m")
         path = models.path("scrfd_500m")
-        return ScrfdDetector(path, config.scrfd_input_size, config.score_threshold, status.sha256, config.device)
+        return ScrfdDetector(path, config.scrfd_input_size, config.score_threshold, status.sha256, config.device,
+                             fit_input=config.scrfd_fit_input)
     name = f"mediapipe_{config.mediapipe_model}"
     path = models.path(name)
     return MediaPipeDetector(path, config.score_threshold, models.status(name).sha256, config.device)

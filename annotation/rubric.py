@@ -38,6 +38,7 @@ from .aspects import ASPECT_TITLES, ASPECTS, SCORE_MAX, SCORE_MIN, rubric_text
 
 RANK_NAME = "rank"  # the aspect name rank rows carry in the tidy tables
 SLOT_LETTERS = "ABCDEFGHIJKLMNOPQRST"  # one per video of the ranking view (max_versions <= 20)
+RANKING_VIDEO_HEIGHT = 320  # px per player: two rows of four fit one screen (Label Studio's default is 600)
 
 GENERAL_INSTRUCTIONS = (
     "Watch the whole clip with sound before rating; replay it as often as you need. "
@@ -97,7 +98,7 @@ def ranking_config(n_versions: int) -> str:
         parts += [
             "    <View>",
             f'      <Header value="Video {slot_name(slot)}" size="4"/>',
-            f'      <Video name="video_{slot}" value="$video_{slot}" muted="false"/>',
+            f'      <Video name="video_{slot}" value="$video_{slot}" muted="false" height="{RANKING_VIDEO_HEIGHT}"/>',
             f'      <Choices name="{RANK_NAME}_{slot}" toName="video_{slot}" choice="single-radio" showInline="true">',
         ]
         parts += [f'        <Choice value="{r}"/>' for r in range(1, n_versions + 1)]

@@ -266,7 +266,7 @@ def test_labeling_interface_screenshots(ls, tmp_path):
         driver.find_element(By.NAME, "password").send_keys(password)
         driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
         WebDriverWait(driver, 60).until(lambda d: "/user/login" not in d.current_url)
-        for kind, videos, height in ((RATING, 1, 2300), (RANKING, 4, 1500)):
+        for kind, videos, height in ((RATING, 1, 1800), (RANKING, 4, 1450)):
             driver.set_window_size(1400, height)
             driver.get(f"{url}/projects/{metadata(pushed, f'{kind}_project_id')}/data?labeling=1")
             # the browser itself fetched every clip: metadata (duration) loaded from local-file serving

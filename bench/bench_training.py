@@ -1,6 +1,8 @@
-"""Trainer throughput: SFT steps/s (VAE and flow) and RL rollouts/s, on whatever device accelerate picks.
+"""Trainer throughput: SFT steps/s (VAE and flow) and RL rollouts/s and steps/s per sampler, on whatever
+device accelerate picks.
 
-    python bench/bench_training.py [--shards DIR] [--conversation] [--preset tiny|medium] [--steps N] [--json OUT]
+    python bench/bench_training.py [--shards DIR] [--conversation] [--preset tiny|medium] [--steps N]
+                                   [--rl-only] [--repeats R] [--json OUT]
 
 Without --shards it builds pipeline shards from the GRID clips in ../shared/media/grid
 (face stage with the real SCRFD weights, FLAME stage with the scripted SHeaP stand-in of
@@ -13,8 +15,11 @@ warm-up step: SFT steps/s = optimizer steps / s (batch of the preset, frozen VAE
 encoders included), for the flow model with its partner streams (the default) and without
 (``flow.partner_streams: false``, the speaking-only layout: what the partner tokens cost);
 RL rollouts/s = rollouts (conditions x group size) sampled per second, and RL steps/s for whole
-steps (rollouts, rewards, replay and update). CPU figures depend on the machine's load: the
-header prints it.
+steps (rollouts, rewards, replay and ``rl.inner_epochs`` updates), for each sampler of SAMPLERS
+(Flow-GRPO's em window and FlowPortrait's CPS window over the preset's inference steps,
+GDPO-Listener's constant-sigma EM on all of 4 RL steps), each with its ratio to the first; with
+--repeats R the samplers run R times in alternating order within the one process and the
+figures are medians. CPU figures depend on the machine's load: the header prints it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +50,12 @@ PRESETS = {
     "medium": {"vae": {"latent_dim": 32, "width": 128, "layers": 2, "heads": 4},
                "flow": {"width": 256, "layers": 4, "heads": 8, "sample_steps": 10},
                "batch": 16, "conditions": 4},
+}
+# RL samplers compared (rl.* overrides); the first is the ratios' denominator.
+SAMPLERS = {
+    "em_window1": {"sde": "em", "window": 1},
+    "cps_window1": {"sde": "cps", "window": 1},
+    "em_constant_all4": {"sde": "em_constant", "window": None, "sample_steps": 4},
 }
 
 
@@ -80,7 +92,7 @@ def time_sft(config) -> float:
 
 
 def time_rl(config) -> tuple[float, float]:
-    from training.flow import role_guidance
+    """(rollouts/s of sampling alone, whole RL steps/s), one warm-up step not counted."""
     from training.flow_parts import flow_inputs
     from training.rl import RLRun, collect_rollouts
 
@@ -93,15 +105,39 @@ def time_rl(config) -> tuple[float, float]:
     whole = time.perf_counter() - start
     for _ in range(steps):
         batch = next(stream)
-        policy, group = run.trainer.unwrapped, config.rl.group_size
-        inputs = flow_inputs(run.parts, batch, run.trainer.device, policy.partner)
-        guidance = role_guidance(inputs["roles"].repeat_interleave(group, 0), run.parts.vae_config.vae.latent_rate,
-                                 config.flow.guidance_scale, config.flow.listen_scale)
+        group = config.rl.group_size
+        inputs = flow_inputs(run.parts, batch, run.trainer.device, run.behaviour.partner)
+        guidance = run.guidance(inputs["roles"].repeat_interleave(group, 0))
         t0 = time.perf_counter()
-        collect_rollouts(policy, inputs["conditions"].repeat(group), guidance, config, torch.Generator().manual_seed(0))
+        collect_rollouts(run.behaviour_velocity, run.behaviour.latent_dim, inputs["conditions"].repeat(group),
+                         guidance, config, torch.Generator().manual_seed(0))
         sampling += time.perf_counter() - t0
         rollouts += len(batch["key"]) * group
     return rollouts / sampling, steps / whole
+
+
+def time_samplers(root: Path, shards: Path, encoders, preset: dict, steps: int, conversation: bool,
+                  repeats: int) -> dict:
+    """Rollouts/s and steps/s per sampler (medians over ``repeats`` alternating passes) and their ratios to the
+    first sampler's."""
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in SAMPLERS}
+    names = list(SAMPLERS)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            config = run_config("rl", root, shards, encoders, preset, steps, preset["conditions"],
+                                name=f"rl-{name}-{repeat}",
+                                rl={"init_run": str(root / "flow"), "listener_only": conversation, **SAMPLERS[name]})
+            figures[name].append(time_rl(config))
+    out: dict = {}
+    base = names[0]
+    for name in names:
+        rollouts = statistics.median(r for r, _ in figures[name])
+        steps_per_s = statistics.median(s for _, s in figures[name])
+        out[f"rl_{name}_rollouts_per_s"], out[f"rl_{name}_steps_per_s"] = rollouts, steps_per_s
+        if name != base:
+            out[f"rl_{name}_rollouts_ratio"] = rollouts / statistics.median(r for r, _ in figures[base])
+            out[f"rl_{name}_steps_ratio"] = steps_per_s / statistics.median(s for _, s in figures[base])
+    return out
 
 
 def main() -> None:
@@ -112,6 +148,8 @@ def main() -> None:
                         help="conversation shards (built ones, or --shards holding them): RL with listener_only on")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rl-only", action="store_true", help="train the SFT runs RL starts from, time RL only")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating passes over the RL samplers (medians)")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
@@ -123,18 +161,20 @@ def main() -> None:
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}, preset {args.preset}, window {WINDOW} frames, "
           f"{'conversation' if args.conversation else 'speaking-only'} shards")
-    figures = {"device": device, "preset": args.preset, "conversation": args.conversation}
+    figures = {"device": device, "preset": args.preset, "conversation": args.conversation,
+               "load_average_1min": os.getloadavg()[0]}
     vae = run_config("vae", root, shards, encoders, preset, args.steps, preset["batch"])
-    figures["vae_sft_steps_per_s"] = time_sft(vae)
     flow = run_config("flow", root, shards, encoders, preset, args.steps, preset["batch"],
                       flow={"vae_run": str(root / "vae")})
-    figures["flow_sft_steps_per_s"] = time_sft(flow)
-    without_partner = run_config("flow", root, shards, encoders, preset, args.steps, preset["batch"],
-                                 name="flow-no-partner", flow={"vae_run": str(root / "vae"), "partner_streams": False})
-    figures["flow_sft_no_partner_steps_per_s"] = time_sft(without_partner)
-    rl = run_config("rl", root, shards, encoders, preset, args.steps, preset["conditions"],
-                    rl={"init_run": str(root / "flow"), "listener_only": args.conversation})
-    figures["rl_rollouts_per_s"], figures["rl_steps_per_s"] = time_rl(rl)
+    vae_steps, flow_steps = time_sft(vae), time_sft(flow)
+    if not args.rl_only:
+        figures["vae_sft_steps_per_s"], figures["flow_sft_steps_per_s"] = vae_steps, flow_steps
+        without_partner = run_config("flow", root, shards, encoders, preset, args.steps, preset["batch"],
+                                     name="flow-no-partner",
+                                     flow={"vae_run": str(root / "vae"), "partner_streams": False})
+        figures["flow_sft_no_partner_steps_per_s"] = time_sft(without_partner)
+    figures.update(time_samplers(root, shards, encoders, preset, args.steps, args.conversation, args.repeats))
+    figures["load_average_1min_end"] = os.getloadavg()[0]
     for key, value in figures.items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     if args.json:

@@ -286,6 +286,13 @@ class RLRun:
         data = self.config.data
         return batches(train_pipeline(data, self.config.seed + self.trainer.accelerator.process_index), data, skip)
 
+    def guidance(self, roles: torch.Tensor) -> torch.Tensor:
+        """(N, L) CFG weights of rollouts and replays: from the roles with ``rl.cfg``, else 1 (no guidance)."""
+        config, rate = self.config, self.parts.vae_config.vae.latent_rate
+        if config.rl.cfg:
+            return role_guidance(roles, rate, config.flow.guidance_scale, config.flow.listen_scale)
+        return torch.ones(roles.shape[0], roles.shape[1] // rate, device=roles.device)
+
     def sync_behaviour(self) -> None:
         self.behaviour.load_state_dict(self.trainer.unwrapped.state_dict())
 
@@ -312,9 +319,7 @@ class RLRun:
                              f"batch ({', '.join(batch['key'])}) has no listening frame: speaking-only shards have "
                              "none. Set rl.listener_only: false to train on every frame.")
         cond = inputs["conditions"].repeat(group)
-        latents = roles.shape[1] // rate
-        guidance = role_guidance(roles, rate, config.flow.guidance_scale, config.flow.listen_scale) if config.rl.cfg \
-            else torch.ones(roles.shape[0], latents, device=device)
+        guidance = self.guidance(roles)
         generator = torch.Generator().manual_seed(
             rollout_seed(config.seed, trainer.accelerator.process_index, trainer.state.step))
         trainer.unwrapped.eval()  # no dropout in RL: rollouts and replays must compute the same function

@@ -11,11 +11,15 @@ projects/api.py ``ProjectNextTaskAPI``).
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+from agreement_example import ANNOTATORS, CLIPS, RANKINGS, ratings
 
 from annotation.labelstudio_server import create_annotator_account
+from annotation.rubric import ranking_result, rating_result
 
 
 class Annotator:
@@ -68,3 +72,25 @@ class Annotator:
             self.submit(project_id, task["id"], answer(task), lead_time=5.0 + len(done))
             done.append(task)
         return done
+
+
+def names_pattern(names: Iterable[str]) -> re.Pattern:
+    """Any of ``names`` as a whole word: how a leaked sample or version name would show."""
+    return re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b")
+
+
+def hand_example_answers(blinding, annotator_index: int) -> tuple[Callable, Callable]:
+    """What annotator ``annotator_index`` of tests/agreement_example.py answers to a rating task
+    and to a ranking task; the test looks the opaque ids up in the blinding file (a person would
+    watch the videos instead)."""
+    name = ANNOTATORS[annotator_index]
+
+    def rate(task: dict) -> list:
+        return rating_result(ratings(annotator_index, CLIPS.index(blinding.clips[task["data"]["clip"]])))
+
+    def rank(task: dict) -> list:
+        item = blinding.items[task["data"]["item"]]
+        return ranking_result({slot: RANKINGS[name][item.sample][blinding.clips[cid][1]]
+                               for slot, cid in enumerate(item.clips, start=1)})
+
+    return rate, rank

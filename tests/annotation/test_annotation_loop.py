@@ -37,7 +37,7 @@ from agreement_example import (
     ratings,
 )
 from judge_server import ScriptedServer
-from labelstudio_annotator import Annotator
+from labelstudio_annotator import Annotator, hand_example_answers, names_pattern
 from labelstudio_server import LOOP_PROJECT, cli, write_config
 
 from annotation.aspects import ASPECT_TITLES
@@ -45,7 +45,6 @@ from annotation.blinding import load_blinding
 from annotation.labelstudio_client import RANKING, RATING
 from annotation.labelstudio_server import create_annotator_account, pid_alive, read_pidfile
 from annotation.locations import annotation_dir, blinding_file, server_token, server_url
-from annotation.rubric import ranking_result, rating_result
 from annotation.tables import read_table
 from assets.annotation import (
     agreement_report,
@@ -60,7 +59,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "data" / "artifacts"
-NAMES = re.compile(r"\b(" + "|".join(re.escape(n) for n in VERSIONS + SAMPLES) + r")\b")
+NAMES = names_pattern(VERSIONS + SAMPLES)
 
 
 def email(annotator: str) -> str:
@@ -153,11 +152,8 @@ def test_annotation_loop_against_a_real_server(ls):
     for a, annotator in enumerate(ANNOTATORS):
         person = Annotator(url, email(annotator))
         assert person.token != server_token(config)
-        rated = person.label_all(pid[RATING], lambda task, a=a: rating_result(
-            ratings(a, CLIPS.index(blinding.clips[task["data"]["clip"]]))))
-        ranked = person.label_all(pid[RANKING], lambda task, a=a: ranking_result({
-            slot: RANKINGS[ANNOTATORS[a]][blinding.items[task["data"]["item"]].sample][blinding.clips[cid][1]]
-            for slot, cid in enumerate(blinding.items[task["data"]["item"]].clips, start=1)}))
+        rate, rank = hand_example_answers(blinding, a)
+        rated, ranked = person.label_all(pid[RATING], rate), person.label_all(pid[RANKING], rank)
         assert (len(rated), len(ranked)) == (8, 2)
         assert NAMES.search("".join(person.received)) is None
 

@@ -11,7 +11,6 @@ stores Label Studio's raw JSON next to them.
 from __future__ import annotations
 
 import json
-import re
 import stat
 from pathlib import Path
 
@@ -22,7 +21,7 @@ pytest.importorskip("label_studio", reason="label-studio not installed (extra: a
 pytest.importorskip("label_studio_sdk", reason="label-studio-sdk not installed (extra: annotation)")
 
 from agreement_example import ANNOTATORS, CLIPS, RANKINGS, SAMPLES, VERSIONS, ratings
-from labelstudio_annotator import Annotator
+from labelstudio_annotator import Annotator, hand_example_answers, names_pattern
 from labelstudio_server import write_config
 
 from annotation.blinding import load_blinding
@@ -36,7 +35,7 @@ from assets.resources import PipelineSettings
 
 pytestmark = pytest.mark.slow
 
-NAMES = re.compile(r"\b(" + "|".join(re.escape(n) for n in VERSIONS + SAMPLES) + r")\b")
+NAMES = names_pattern(VERSIONS + SAMPLES)
 
 
 def metadata(result: dg.MaterializeResult, key: str):
@@ -82,19 +81,10 @@ def test_queue_blinding_and_export(ls, tmp_path):
     assert len(slot_orders) == 2  # the two samples show their versions in different places
 
     # three annotators work through both queues with their own tokens
-    def rate(a):
-        return lambda task: rating_result(ratings(a, CLIPS.index(blinding.clips[task["data"]["clip"]])))
-
-    def rank(a):
-        def answer(task):
-            item = blinding.items[task["data"]["item"]]
-            return ranking_result({slot: RANKINGS[ANNOTATORS[a]][item.sample][blinding.clips[cid][1]]
-                                   for slot, cid in enumerate(item.clips, start=1)})
-        return answer
-
     annotators = [Annotator(url, email(a)) for a in ANNOTATORS]
     for a, annotator in enumerate(annotators):
-        got = {RATING: annotator.label_all(pid[RATING], rate(a)), RANKING: annotator.label_all(pid[RANKING], rank(a))}
+        rate, rank = hand_example_answers(blinding, a)
+        got = {RATING: annotator.label_all(pid[RATING], rate), RANKING: annotator.label_all(pid[RANKING], rank)}
         for kind in (RATING, RANKING):
             assert sorted(t["id"] for t in got[kind]) == [t.id for t in tasks[kind]], (annotator.email, kind)
         if a == 0:  # nobody else has started: every task came from the uniform random draw

@@ -43,8 +43,18 @@ def _masked_var(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     return _masked_mean((x - _masked_mean(x, frames)[:, None]) ** 2, frames)
 
 
-def _masked_std(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    return _masked_var(x, frames).sqrt()
+def _variance(x: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+    """(N, C) variance over the (masked) frames of (N, T, C)."""
+    return x.var(1, unbiased=False) if frames is None else _masked_var(x, frames)
+
+
+def _sigma(x: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+    return _variance(x, frames).sqrt()
+
+
+def _spread_gap(spread: Callable[..., torch.Tensor], pred: torch.Tensor, true: torch.Tensor,
+                frames: torch.Tensor | None) -> torch.Tensor:
+    return -(spread(pred, frames) - spread(true, frames)).abs().mean(-1)
 
 
 def _velocity_frames(frames: torch.Tensor | None) -> torch.Tensor | None:
@@ -53,23 +63,19 @@ def _velocity_frames(frames: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def pos_sigma(pred: torch.Tensor, true: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-    if frames is None:
-        return -(pred.std(1, unbiased=False) - true.std(1, unbiased=False)).abs().mean(-1)
-    return -(_masked_std(pred, frames) - _masked_std(true, frames)).abs().mean(-1)
+    return _spread_gap(_sigma, pred, true, frames)
 
 
 def vel_sigma(pred: torch.Tensor, true: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-    return pos_sigma(pred.diff(dim=1), true.diff(dim=1), _velocity_frames(frames))
+    return _spread_gap(_sigma, pred.diff(dim=1), true.diff(dim=1), _velocity_frames(frames))
 
 
 def pos_var(pred: torch.Tensor, true: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-    if frames is None:
-        return -(pred.var(1, unbiased=False) - true.var(1, unbiased=False)).abs().mean(-1)
-    return -(_masked_var(pred, frames) - _masked_var(true, frames)).abs().mean(-1)
+    return _spread_gap(_variance, pred, true, frames)
 
 
 def vel_var(pred: torch.Tensor, true: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-    return pos_var(pred.diff(dim=1), true.diff(dim=1), _velocity_frames(frames))
+    return _spread_gap(_variance, pred.diff(dim=1), true.diff(dim=1), _velocity_frames(frames))
 
 
 def drift(pred: torch.Tensor, true: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:

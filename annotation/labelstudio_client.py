@@ -177,6 +177,10 @@ class AnnotationClient:
         project, or repeated, are skipped. Returns how many were added."""
         pid = _get(project, "id", project)
         seen = set(self.task_keys(pid, key_field))
+        if "None" in seen:
+            raise AnnotationInputError(
+                f"project {pid} holds tasks without {key_field!r} in their data (made before blinding, or by "
+                "hand): rate in a new project (annotation.project_title)")
         new = []
         for data in datas:
             if key_field not in data:

@@ -157,3 +157,9 @@ def test_queue_blinding_and_export(ls, tmp_path):
     for file in shared:
         assert "@" not in Path(file).read_text(), file
     assert set(rater.values()) <= set(blinding.annotators) and blinding.annotators[rater["ann1"]] == email("ann1")
+
+    # a project holding tasks from before blinding (no clip id) is refused, not mixed in
+    legacy = admin.ensure_project("legacy-study-test", rating_config(), 3, "uniform")
+    admin.ls.projects.import_tasks(id=legacy.id, request=[{"data": {"sample": "s1", "version": "g1", "video": "x"}}])
+    with pytest.raises(AnnotationInputError, match="holds tasks without 'clip' in their data"):
+        admin.import_tasks(legacy, [{"clip": "0123456789", "video": "y"}], "clip")

@@ -352,7 +352,7 @@ def export_rows(raw: list[dict], kind: str, blinding: Blinding, users: Mapping[i
             for row in rows:
                 out.rows.append({"annotator": annotator, "task_id": task["id"], **row,
                                  "lead_time_s": ann.get("lead_time"), "annotated_at": ann.get("updated_at"),
-                                 "rubric_version": version})
+                                 "annotation_id": ann.get("id"), "rubric_version": version})
 
 
 def pull_study(client: AnnotationClient, config: PipelineConfig) -> StudyExport:

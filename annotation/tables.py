@@ -3,7 +3,8 @@
 Human rows: ``annotator`` is an opaque rater id (:mod:`annotation.blinding`), never an email;
 ``task_id`` the Label Studio task (a clip's rating task, or the sample's ranking task for
 ``aspect == "rank"``); ``lead_time_s`` Label Studio's time on the task for the whole annotation
-(repeated on each of its rows); ``annotated_at`` when it was last saved; ``rubric_version`` the
+(repeated on each of its rows); ``annotated_at`` when it was last saved and ``annotation_id`` its
+Label Studio id (together they order one person's annotations); ``rubric_version`` the
 hash of the form the annotator saw (:func:`annotation.rubric.rubric_version`).
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from pipelines.atomic import atomic_write_text
 
 HUMAN_COLUMNS = ("annotator", "task_id", "sample", "version", "aspect", "score", "lead_time_s", "annotated_at",
-                 "rubric_version")
+                 "annotation_id", "rubric_version")
 REJECTION_COLUMNS = ("annotator", "task_id", "annotation_id", "form", "sample", "reason")
 SCORE_COLUMNS = ("judge", "sample", "version", "aspect", "score", "input", "error")
 PAIR_COLUMNS = ("judge", "sample", "a", "b", "prediction", "a_shown_first", "input", "error")

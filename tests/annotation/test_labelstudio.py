@@ -207,6 +207,7 @@ def test_export_maps_ids_back_and_rejects_with_reasons(tmp_path):
         (one, "s1", "g1", "motion_quality", 4, "r1"),
         (one, "s1", "orig", "rank", 1, "r2"), (one, "s1", "g1", "rank", 2, "r2")])
     assert all(r["lead_time_s"] == 3.5 for r in out.rows)
+    assert sorted({(r["task_id"], r["annotation_id"]) for r in out.rows}) == [(1, 7), (4, 10)]
     assert [(r["annotator"], r["task_id"], r["sample"], r["reason"]) for r in out.rejections] == [
         (one, 2, "s1", "aspects not rated: expressiveness, motion_quality"),
         (one, 3, None, "clip id '0000000000' is not in the blinding file"),

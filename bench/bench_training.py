@@ -2,7 +2,7 @@
 device accelerate picks.
 
     python bench/bench_training.py [--shards DIR] [--conversation] [--preset tiny|medium] [--steps N]
-                                   [--rl-only] [--repeats R] [--json OUT]
+                                   [--rl-only] [--repeats R] [--threads T] [--json OUT]
 
 Without --shards it builds pipeline shards from the GRID clips in ../shared/media/grid
 (face stage with the real SCRFD weights, FLAME stage with the scripted SHeaP stand-in of
@@ -150,8 +150,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--rl-only", action="store_true", help="train the SFT runs RL starts from, time RL only")
     parser.add_argument("--repeats", type=int, default=1, help="alternating passes over the RL samplers (medians)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1: steadier figures on a shared machine)")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     root = Path(tempfile.mkdtemp(prefix="bench-training-"))
     shards, encoders = build_inputs(root, args.conversation) if not args.shards else (Path(args.shards),

@@ -66,6 +66,7 @@ from training.checkpoint import load_weights
 from training.config import DataConfig, RunConfig, load_run_config
 from training.data import batches, group_slices, inherit_rates, resolve_rates, train_pipeline
 from training.flow import MOSTLY, Conditions, MotionFlow, latent_share, role_guidance, tau_grid
+from training.evaluate import run_evaluator
 from training.flow_parts import FlowParts, build_flow, flow_inputs, flow_parts
 from training.rewards import reward_columns
 from training.sde import gaussian_kl, has_noise, log_prob, sde_step
@@ -370,6 +371,7 @@ class RLRun:
 
 def run_rl(config: RunConfig, dry_run: bool = False) -> list[dict]:
     run = RLRun(config)
+    evaluate = run_evaluator(run.config, run.trainer.accelerator.device)
     if not dry_run:
         run.trainer.resume()
     stream = run.stream(run.trainer.state.step)
@@ -383,6 +385,8 @@ def run_rl(config: RunConfig, dry_run: bool = False) -> list[dict]:
             bar.update(1)
             if not dry_run and (run.trainer.state.step % config.save_every == 0 or run.trainer.state.step == config.steps):
                 run.trainer.save()
+            if evaluate is not None and config.eval_every and run.trainer.state.step % config.eval_every == 0:
+                run.trainer.log({"eval": evaluate(run.trainer)})
     return rows
 
 

@@ -89,6 +89,25 @@ def test_train_evaluate_scores_an_rl_checkpoint(tmp_path, flow_run, flame_shards
                          torch.device("cpu")) is not None
 
 
+def test_an_rl_run_scores_itself_on_held_out_shards_every_eval_every_steps(tmp_path, flow_run, flame_shards):
+    from accelerate.state import AcceleratorState
+
+    from training.rl import run_rl
+
+    AcceleratorState._reset_state()
+    rl_dir = tmp_path / "rl"
+    run_rl(load_run_config(None, **tiny_config(
+        "rl", rl_dir, flame_shards, steps=2, eval_every=1, data={"batch_size": 2, "eval_shards": str(flame_shards)},
+        optim={"lr": 1e-2, "grad_clip": None}, rl={"init_run": str(flow_run), "listener_only": False})))
+    AcceleratorState._reset_state()
+    rows = [json.loads(line) for line in (rl_dir / "log.jsonl").read_text().splitlines()]
+    scored = [row for row in rows if "eval" in row]
+    assert [row["step"] for row in scored] == [1, 2]
+    assert all(row["eval"]["windows"] == 3 and row["eval"]["guidance"] == {"speak": 1.0, "listen": 1.0}
+               for row in scored)
+    assert scored[0]["eval"]["dd_jaw"] != scored[1]["eval"]["dd_jaw"]  # the policy moved between the two
+
+
 def _cut_audio(source, seconds: float, out) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-t", str(seconds), "-vn", "-ac", "2",
                     "-ar", "44100", str(out)], check=True)

@@ -71,9 +71,7 @@ def grid_audio(path: Path) -> np.ndarray:
 
 
 def check_faces(model_dir: Path, frames: list[np.ndarray], repeat: int, device: str) -> dict:
-    import onnx
-
-    from pipelines.faces.detectors import ScrfdDetector
+    from pipelines.faces.detectors import ScrfdDetector, scrfd_graph_with_free_axes
 
     source = model_dir / "scrfd" / "scrfd_500m_kps.onnx"
     if not source.is_file():
@@ -82,10 +80,7 @@ def check_faces(model_dir: Path, frames: list[np.ndarray], repeat: int, device: 
     result = {"status": "ok", "providers": detector.session_providers, "frames": len(frames),
               "per_image_fps": len(frames) / best_time(lambda: detector.detect_batch(frames), repeat)}
     with tempfile.TemporaryDirectory() as scratch:
-        model = onnx.load(str(source))
-        for value in [*model.graph.input, *model.graph.output]:
-            value.type.tensor_type.shape.dim[0].dim_param = "batch"
-        onnx.save(model, str(Path(scratch) / "dynamic.onnx"))
+        (Path(scratch) / "dynamic.onnx").write_bytes(scrfd_graph_with_free_axes(source, batch=True))
         dynamic = ScrfdDetector(Path(scratch) / "dynamic.onnx", 640, 0.5, device=device)
         for batch in (8, 32):
             def run():

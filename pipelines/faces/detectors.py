@@ -75,8 +75,8 @@ class ScrfdDetector:
             import onnxruntime
             from insightface.model_zoo.scrfd import SCRFD
 
-            session = onnxruntime.InferenceSession(_with_free_image_size(model_path), options,
-                                                   providers=self.providers)
+            graph = scrfd_graph_with_free_axes(model_path, image_size=True)
+            session = onnxruntime.InferenceSession(graph, options, providers=self.providers)
             self._model = SCRFD(model_file=None, session=session)
         else:
             from insightface.model_zoo import get_model
@@ -166,28 +166,33 @@ class ScrfdDetector:
         self._model = None
 
 
-def _with_free_image_size(model_path) -> bytes:
-    """The ONNX model's bytes with the height and width of its image input (and the anchor axis of its
-    outputs) made symbolic, so onnxruntime takes any size; the file itself is not changed.
+def scrfd_graph_with_free_axes(model_path, *, batch: bool = False, image_size: bool = False) -> bytes:
+    """The SCRFD ONNX model's bytes with its batch axis and/or the height and width of its image
+    input (with the anchor axis of its outputs) made symbolic, so onnxruntime takes any; the file
+    itself is not changed.
 
     The mirrored SCRFD files declare a fixed [1, 3, 640, 640] input, but their graphs compute every
     reshape and upsampling size from the tensor's own shape (checked: each Reshape's and Resize's
     size comes from a Concat of Shape values), as InsightFace's own det_500m.onnx, which declares a
-    dynamic size, runs at any multiple of 32 (its det_size)."""
+    dynamic batch and size, runs batches at any multiple of 32 (its det_size)."""
     import onnx
 
     model = onnx.load(str(model_path))
     if len(model.graph.input) != 1 or len(model.graph.input[0].type.tensor_type.shape.dim) != 4:
         raise ValueError(f"{model_path}: expected one NCHW image input")
-    for axis, name in ((2, "height"), (3, "width")):
-        dim = model.graph.input[0].type.tensor_type.shape.dim[axis]
-        dim.ClearField("dim_value")
-        dim.dim_param = name
-    for output in model.graph.output:
-        dims = output.type.tensor_type.shape.dim
-        if len(dims) >= 2:
-            dims[len(dims) - 2].ClearField("dim_value")
-            dims[len(dims) - 2].dim_param = f"{output.name}_anchors"
+    if batch:
+        for value in [*model.graph.input, *model.graph.output]:
+            value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    if image_size:
+        for axis, name in ((2, "height"), (3, "width")):
+            dim = model.graph.input[0].type.tensor_type.shape.dim[axis]
+            dim.ClearField("dim_value")
+            dim.dim_param = name
+        for output in model.graph.output:
+            dims = output.type.tensor_type.shape.dim
+            if len(dims) >= 2:
+                dims[len(dims) - 2].ClearField("dim_value")
+                dims[len(dims) - 2].dim_param = f"{output.name}_anchors"
     return model.SerializeToString()
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
 
-from pipelines.faces.detectors import MediaPipeDetector, ScrfdDetector
+from pipelines.faces.detectors import MediaPipeDetector, ScrfdDetector, scrfd_graph_with_free_axes
 from pipelines.media.decode import iter_video_frames
 
 pytestmark = pytest.mark.real_weights
@@ -30,10 +29,7 @@ def frames(grid_clips: list[Path]) -> list[np.ndarray]:
 def _dynamic_batch_copy(source: Path, target: Path) -> Path:
     """The ONNX file with its batch dimension made symbolic (every reshape in these graphs takes
     its shape from the tensor, so nothing else needs to change)."""
-    model = onnx.load(str(source))
-    for value in [*model.graph.input, *model.graph.output]:
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
-    onnx.save(model, str(target))
+    target.write_bytes(scrfd_graph_with_free_axes(source, batch=True))
     return target
 
 

@@ -408,9 +408,10 @@ class AnnotationConfig(StrictModel):
 class ConversationConfig(StrictModel):
     """Conversation mode (pipelines/conversation): every tracked participant is an actor with a role per frame.
 
-    Per participant, who speaks when comes from each microphone's level (the voice_* settings and
-    the noise floor below); in a shared video from the speech stage's speaker count on the mixed
-    track and Light-ASD's probability per face (asd.threshold). Why: pipelines/conversation/roles.py.
+    Per participant, who speaks when comes from each microphone's level (voice_margin_db and the
+    noise floor below); in a shared video from the speech stage's speaker count on the mixed track
+    and the voice turns (the voice_* settings from shared_video_voices on) or Light-ASD's
+    probability per face (asd.threshold). Why: pipelines/conversation/roles.py and voices.py.
     """
 
     mode: Literal["speaking_only", "conversation"] = Field(
@@ -428,6 +429,30 @@ class ConversationConfig(StrictModel):
         0.3, ge=0, description="Unvoiced gaps shorter than this between voiced stretches are bridged (pauses "
         "between words and stop consonants).")
     min_voice_s: float = Field(0.1, ge=0, description="Voiced stretches shorter than this are dropped (clicks).")
+    shared_video_voices: bool = Field(
+        True, description="Shared video: who speaks when comes from voice turns (GE2E voice vectors enrolled "
+        "where Light-ASD is sure, pipelines/conversation/voices.py); off: Light-ASD's probability per frame.")
+    voice_window_s: float = Field(
+        0.8, gt=0, description="Each time's voice vector is taken over this window centred on it.")
+    voice_step_s: float = Field(0.02, gt=0, description="Voice labels are this fine around a change of voice.")
+    voice_coarse_step_s: float = Field(
+        0.1, gt=0, description="Voice labels are first taken this far apart; cells between two that differ "
+        "are then labelled every voice_step_s.")
+    voice_enroll_margin: float = Field(
+        0.25, gt=0, lt=1, description="A face enrolls its voice where its Light-ASD probability exceeds every "
+        "other face's by this much.")
+    voice_enroll_erosion_s: float = Field(
+        0.125, ge=0, description="Enrollment leaves out this much at each edge of a stretch (Light-ASD's edges "
+        "are off by about 3 frames).")
+    voice_enroll_share: float = Field(
+        0.5, gt=0, le=1, description="... and where it reaches this share of the face's own speaking level (the "
+        "95th percentile of its probability over voiced time).")
+    voice_offscreen_share: float = Field(
+        0.25, gt=0, lt=1, description="Voiced time where every face stays under this share of its own speaking "
+        "level enrolls an off-screen voice (only beside a single face that speaks).")
+    voice_min_enroll_s: float = Field(
+        0.5, gt=0, description="A voice needs this much enrollment for a voiceprint; with fewer than two "
+        "voiceprints the per-frame Light-ASD rule decides.")
 
 
 class RuntimeConfig(StrictModel):

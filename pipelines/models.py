@@ -155,6 +155,19 @@ REGISTRY: dict[str, ModelSpec] = {
             licence="MIT",
         ),
         ModelSpec(
+            name="resemblyzer_voice_encoder",
+            task="voice_embedding",
+            description="Resemblyzer's GE2E speaker encoder (3-layer LSTM, 40 mel bands, 256-d voice vectors), "
+            "shipped inside the Resemblyzer wheel: whose voice holds when in a shared video "
+            "(pipelines/conversation/voices.py).",
+            candidates=(
+                ModelFile("package:resemblyzer/pretrained.pt",
+                          "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"),
+            ),
+            how_to_obtain="`pip install --no-deps resemblyzer==0.1.4` (scripts/setup.sh does this)",
+            licence="Apache-2.0 (resemble-ai/Resemblyzer)",
+        ),
+        ModelSpec(
             name="faster_whisper_base",
             task="speech_recognition",
             description="OpenAI Whisper base (multilingual, 74 M params) converted to CTranslate2 float16 by "

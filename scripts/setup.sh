@@ -39,6 +39,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/pip" install -q -c constraints.txt -e '.[dev,annotation,distributed]'
   # whisperx pins torch~=2.8 and friends; its code runs with the versions above.
   "$VENV/bin/pip" install -q --no-deps whisperx==3.8.6
+  # Resemblyzer's voice encoder weights ship in its wheel; its own imports (webrtcvad, typing) are
+  # never used: pipelines/conversation/voices.py builds the network and reads only the weights file.
+  "$VENV/bin/pip" install -q --no-deps resemblyzer==0.1.4
   # The registry's torchaudio is a CUDA build whose compiled libs cannot load on a CPU
   # machine; without them it imports in pure-Python mode and loads audio via torchcodec.
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

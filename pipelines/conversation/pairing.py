@@ -21,6 +21,7 @@ recomputed. Pure library code: ``talkinghead run`` and the ``conversations`` ass
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from collections.abc import Iterable
@@ -34,6 +35,7 @@ from tqdm import tqdm
 
 from pipelines.atomic import atomic_path, file_lock
 from pipelines.config import PipelineConfig
+from pipelines.devices import torch_device
 from pipelines.conversation.plan import PlannedParticipant, SessionPlan, plan_sessions
 from pipelines.conversation.roles import (
     Timeline,
@@ -46,7 +48,9 @@ from pipelines.conversation.roles import (
     sample_mask,
     shared_video_roles,
     voice_activity,
+    voice_turn_roles,
 )
+from pipelines.conversation.voices import NO_VOICE, VoiceTurns, enrollment_masks, voice_turns
 from pipelines.conversation.summary import (
     ActorSummary,
     INDEX_FILE,
@@ -72,12 +76,13 @@ from pipelines.schema.sample import SampleRecord
 from pipelines.stage_spec import digest
 from pipelines.workdir import RECORD_FILE, SOURCE_AUDIO_FILE, load_record, source_dir, source_lock
 
-PAIRING_VERSION = "1"
+PAIRING_VERSION = "2"
 # What the pairing reads of the config: its own section, the ASD threshold, the clip rates, and the
 # speech stage's activity settings (the speaker count it recomputes when the result lacks it).
 CONFIG_SECTIONS = ("conversation", "asd", "crops", "audio", "speech")
 ROLE_SOURCE_MICROPHONES = "own_microphone_level"
 ROLE_SOURCE_SHARED = "speaker_count+light_asd"
+ROLE_SOURCE_VOICES = "speaker_count+voice_turns+light_asd"
 MOTION_GROUPS = ("raw", "smooth")  # the per-frame arrays of flame.npz (meta/ is per clip)
 
 OutcomeStatus = Literal["ran", "unchanged", "empty", "pending", "failed"]
@@ -336,6 +341,12 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
     for segment in source.record.segments:  # every face the face stage tracked long enough
         if segment.status == ACCEPTED:
             faces.setdefault(segment.track_id, []).append((segment.start_s, segment.end_s))
+    tracks = sorted(probability)
+
+    def faces_at(times: np.ndarray) -> np.ndarray:
+        return np.stack([probability[track].at(times, 0.0) for track in tracks]) if tracks else np.zeros((0, len(times)))
+
+    turns = _voice_turns(config, source, speakers, faces_at) if config.conversation.shared_video_voices else None
     members, infos = {}, {}
     for segment in source.accepted():
         clip = _Clip.of(source, segment)
@@ -343,9 +354,16 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
         actor = segment.track_id
         if actor not in probability:
             raise PairingError(f"{segment.key}: the ASD result has no probability for face track {actor}")
-        others = [p for track, p in probability.items() if track != actor]
-        roles = shared_video_roles(speakers.at(times, 0), probability[actor].at(times, 0.0),
-                                   [p.at(times, 0.0) for p in others], config.asd.threshold)
+        if turns is not None:
+            row = tracks.index(actor)
+            sure = enrollment_masks(faces_at(times), turns.at(times) != NO_VOICE, config.conversation, 1 / clip.fps)
+            others_sure = np.any([m for k, m in enumerate(sure[:len(tracks)]) if k != row] or [np.zeros(len(times), bool)],
+                                 axis=0)
+            roles = voice_turn_roles(turns.at(times), row, speakers.at(times, 0) >= 2, sure[row], others_sure, NO_VOICE)
+        else:
+            others = [p for track, p in probability.items() if track != actor]
+            roles = shared_video_roles(speakers.at(times, 0), probability[actor].at(times, 0.0),
+                                       [p.at(times, 0.0) for p in others], config.asd.threshold)
         span = (segment.start_s, segment.start_s + clip.frames / clip.fps)
         partner_track = most_overlapping(span, {str(t): spans for t, spans in faces.items() if t != actor})
         audio, _ = read_wav_slice(source.folder / SOURCE_AUDIO_FILE, rate, segment.start_s,
@@ -360,8 +378,37 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
             session=plan.name, input="shared_video", actor=f"track{actor}",
             partner=f"track{partner_track}" if partner_track is not None else None, partner_key=partner_key,
             actor_audio="mix", partner_audio="mix_masked_by_speaker", partner_flame_frames=_tracked_frames(flame),
-            role_seconds=role_seconds(roles, clip.fps), role_source=ROLE_SOURCE_SHARED)
+            role_seconds=role_seconds(roles, clip.fps),
+            role_source=ROLE_SOURCE_VOICES if turns is not None else ROLE_SOURCE_SHARED)
     return members, infos
+
+
+def _voice_turns(config: PipelineConfig, source: _Source, speakers: Timeline, faces_at) -> VoiceTurns | None:
+    """The source's voice turns (pipelines/conversation/voices.py); None with fewer than two voices."""
+    from pipelines.conversation.voices import SAMPLE_RATE
+
+    encoder = voice_encoder(config)
+    return voice_turns(encoder, source.audio(SAMPLE_RATE), source.audio_start_s, speakers, faces_at,
+                       config.conversation)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_voice_encoder(path: str, device: str):
+    from pipelines.conversation.voices import VoiceEncoder
+
+    return VoiceEncoder(path, device)
+
+
+def voice_encoder(config: PipelineConfig):
+    """The GE2E voice encoder (registry ``resemblyzer_voice_encoder``), loaded once per process."""
+    from pipelines.models import ModelError, ModelStore
+
+    try:
+        path = ModelStore(config.paths.model_dir).path("resemblyzer_voice_encoder")
+    except ModelError as exc:
+        raise PairingError(f"a shared video's voice turns need the voice encoder ({exc}); or set "
+                           "conversation.shared_video_voices: false") from exc
+    return _cached_voice_encoder(str(path), torch_device(config.asd.device))
 
 
 def speaker_counts(config: PipelineConfig, source_id: str, audio_start_s: float, audio: np.ndarray,
@@ -373,10 +420,24 @@ def speaker_counts(config: PipelineConfig, source_id: str, audio_start_s: float,
     speech = load_result(config, source_id, "speech")
     activity = (speech.details.get("activity") or {}) if speech is not None else {}
     if activity.get("counts") is not None:
-        return Timeline(float(activity["start_s"]), float(activity["step_s"]), run_length_decode(activity["counts"]))
-    backend = (backends or ModelBackends(config)).get("speech").activity
-    found = backend.activity(audio, config.audio.sample_rate)
-    return Timeline(found.start_s + audio_start_s, found.step_s, np.asarray(found.counts))
+        counts = Timeline(float(activity["start_s"]), float(activity["step_s"]), run_length_decode(activity["counts"]))
+    else:
+        backend = (backends or ModelBackends(config)).get("speech").activity
+        found = backend.activity(audio, config.audio.sample_rate)
+        counts = Timeline(found.start_s + audio_start_s, found.step_s, np.asarray(found.counts))
+    return from_audio_start(counts, audio_start_s)
+
+
+def from_audio_start(counts: Timeline, audio_start_s: float) -> Timeline:
+    """``counts`` with its first cell's value held back to the start of the audio. A segmentation
+    model's cells are centred on its output frames, so the first cell starts half a frame in
+    (22.5 ms for pyannote segmentation v2), though that frame was computed from the audio's first
+    samples: without this, a clip's first output frame (centred at 20.8 ms) would have no count."""
+    lead = int(np.ceil((counts.start_s - audio_start_s) / counts.step_s - 1e-9))
+    if lead <= 0 or not len(counts.values):
+        return counts
+    values = np.concatenate([np.repeat(np.asarray(counts.values)[:1], lead), counts.values])
+    return Timeline(counts.start_s - lead * counts.step_s, counts.step_s, values)
 
 
 def run_length_decode(pairs: list) -> np.ndarray:

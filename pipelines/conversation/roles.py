@@ -8,8 +8,12 @@ shown at ``start_s + (k + 0.5) / fps`` (the face stage's rule). A role is a bit 
   microphone is voiced, someone else where another participant's microphone is. A microphone is
   voiced (:func:`voice_activity`) where its 10 ms level is over its noise floor by a margin,
   pauses between words bridged, clicks dropped (``config.conversation``).
-- Shared video (:func:`shared_video_roles`): one mixed track and the speech stage's speaker count
-  on it; the actor speaks where someone does (count >= 1) and the actor's face has a speaking
+- Shared video, by voice (:func:`voice_turn_roles`, ``conversation.shared_video_voices``): the
+  speech stage's speaker count says where anyone speaks, the voice turns (voices.py) whose voice
+  it is; the actor speaks where their voice holds, someone else where another face's or an
+  off-screen voice does.
+- Shared video, by face (:func:`shared_video_roles`; also where fewer than two voices could be
+  enrolled): the actor speaks where someone does (count >= 1) and the actor's face has a speaking
   probability at or over the ASD threshold; someone else speaks where someone does and the actor
   does not, or where voices overlap (count >= 2), or where another face's probability reaches the
   threshold.
@@ -137,6 +141,21 @@ def shared_video_roles(speakers: np.ndarray, actor_probability: np.ndarray,
     for probability in others_probability:
         other_face |= np.asarray(probability) >= threshold
     return role_codes(actor, voiced & (~actor | overlap | other_face))
+
+
+def voice_turn_roles(labels: np.ndarray, actor: int, overlap: np.ndarray, actor_sure: np.ndarray,
+                     others_sure: np.ndarray, no_voice: int) -> np.ndarray:
+    """Role codes from the voice turns (pipelines/conversation/voices.py): per frame the class of the
+    voice that holds (a face's row, the off-screen voice, or ``no_voice``), the actor's row, the
+    speaker count's overlap, and whether the actor's face / another face surely speaks (Light-ASD's
+    enrollment rule). The actor speaks where their voice holds, someone else where another voice
+    does; under overlap the second voice is counted only where its face surely speaks."""
+    labels = np.asarray(labels)
+    voiced = labels != no_voice
+    overlap = np.asarray(overlap, dtype=bool)
+    actor_speaks = voiced & ((labels == actor) | (overlap & np.asarray(actor_sure, dtype=bool)))
+    other_speaks = voiced & ((labels != actor) | (overlap & np.asarray(others_sure, dtype=bool)))
+    return role_codes(actor_speaks, other_speaks)
 
 
 def role_seconds(codes: np.ndarray, fps: float) -> RoleSeconds:

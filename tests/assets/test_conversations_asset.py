@@ -18,7 +18,7 @@ from assets.resources import PipelineSettings, StageModels
 from assets.sources import register_sources
 from pipelines.cli import main
 from pipelines.conversation.summary import load_summaries
-from pipelines.fixtures.conversation import plan_turns, write_session
+from pipelines.fixtures.conversation import grid_conversation, write_session
 from pipelines.fixtures.sheap import build_scripted_sheap
 from pipelines.schema.conversation import CONVERSATION_MEMBERS, ROLE_NAMES
 from pipelines.schema.index import ShardIndex
@@ -51,7 +51,7 @@ def session(tmp_path_factory, grid_dir: Path, model_dir: Path) -> tuple[Path, Pa
     root = tmp_path_factory.mktemp("conversations-asset")
     models = private_models(root / "models", model_dir, ("scrfd/scrfd_500m_kps.onnx",))
     build_scripted_sheap(models / "sheap" / "sheap.pt")
-    conversation = plan_turns({"a": grid_dir / "bbaf2n.mpg", "b": grid_dir / "lrwp9a.mpg"}, ["a", "b", "a", "b"])
+    conversation = grid_conversation(grid_dir)
     inputs = root / "input"
     write_session(conversation, inputs, late_s={"b": 0.4})
     # A sidecar naming a video that is not there: refused and reported, the rest goes on.

@@ -81,7 +81,7 @@ def test_report_covers_every_registered_model(tmp_path: Path):
     # Weights that ship inside an installed wheel are found whatever the model dir is.
     bundled = {name for name, spec in REGISTRY.items()
                if all(c.relpath.startswith(PACKAGE_PREFIX) for c in spec.candidates)}
-    assert bundled == {"pyannote_segmentation_whisperx"}
+    assert bundled == {"pyannote_segmentation_whisperx", "resemblyzer_voice_encoder"}
     assert {s.state for s in statuses if s.name not in bundled} == {"missing"}
     assert {s.state for s in statuses if s.name in bundled} == {"ok"}
     text = format_report(statuses, tmp_path)

@@ -5,8 +5,8 @@ a session sidecar, b's starting 0.4 s late; it goes through the real stages (SCR
 speech with the pyannote activity model, FLAME from the scripted SHeaP stand-in; ASD and captions
 off: per participant, the roles come from the microphones), the pairing and the shard writer.
 The same recordings in speaking-only mode (ASD on, as by default) give today's clips. The
-shared-video case (both side by side, one mixed track) needs Light-ASD to keep whole tracks,
-which it does only once conversation mode is wired into the ASD stage.
+shared-video cases (both side by side, or a's picture alone, with one mixed track) take the roles
+from the voice turns that Light-ASD enrolls (pipelines/conversation/voices.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import pytest
 from pipelines.config import PipelineConfig, load_config
 from pipelines.conversation.pairing import PairingReport, pair_sessions
 from pipelines.conversation.summary import ConversationIndex, SessionSummary, conversations_dir
-from pipelines.fixtures.conversation import ComposedConversation, plan_turns, two_shot, write_session
+from pipelines.fixtures.conversation import ComposedConversation, grid_conversation, two_shot, write_session
+from pipelines.fixtures.media import H264_AAC, run_ffmpeg
 from pipelines.fixtures.sheap import build_scripted_sheap
 from pipelines.media.wav import read_wav
 from pipelines.runner import run_sources
@@ -50,8 +51,7 @@ WEIGHTS = ("scrfd/scrfd_500m_kps.onnx", "light-asd/pretrain_AVA_CVPR.model")
 
 @pytest.fixture(scope="module")
 def conversation(grid_dir: Path) -> ComposedConversation:
-    # Two people: the b* clips show one speaker, the l* clips another.
-    return plan_turns({"a": grid_dir / "bbaf2n.mpg", "b": grid_dir / "lrwp9a.mpg"}, ["a", "b", "a", "b"])
+    return grid_conversation(grid_dir)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,8 @@ def test_one_sample_per_person_covering_their_whole_recording(per_participant, c
         recorded = conversation.duration_s - (LATE_S if actor == "b" else 0.0)
         assert record.source.source_id == per_participant.sources[actor]
         assert record.time_range_s.start == 0.0 and abs(record.time_range_s.end - recorded) <= 1 / FPS
-        assert record.video.frames == int(np.floor(recorded * FPS + 1e-9))
+        # The composed mp4's audio can run past its last picture: a frame more is the recording, not an error.
+        assert 0 <= record.video.frames - int(np.floor(recorded * FPS + 1e-9)) <= 1
         assert set(CONVERSATION_MEMBERS) <= set(members)
 
 
@@ -160,11 +161,13 @@ def test_role_timelines_match_the_composition_within_two_frames(per_participant,
         record = _record(members)
         roles = check_roles(np.load(io.BytesIO(members[ROLE_MEMBER])), record.video.frames)
         truth = conversation.roles(actor, FPS, offset_s=LATE_S if actor == "b" else 0.0)[:len(roles)]
-        assert len(truth) == len(roles)
+        assert len(roles) - len(truth) <= 1  # a frame past the conversation's end (see above): compare up to it
+        roles = roles[:len(truth)]
         assert set(np.unique(truth)) == {Role.SPEAKING, Role.LISTENING}
         assert _near_boundaries(roles, truth, tolerance=2).size == 0, (actor, roles.tolist(), truth.tolist())
         print(f"roles of {actor}: {int((roles != truth).sum())} of {len(roles)} frames differ from the composition")
         seconds = record.conversation.role_seconds
+        roles = check_roles(np.load(io.BytesIO(members[ROLE_MEMBER])), record.video.frames)
         assert seconds.speaking == pytest.approx((roles == Role.SPEAKING).sum() / FPS, abs=1e-3)
         assert seconds.listening == pytest.approx((roles == Role.LISTENING).sum() / FPS, abs=1e-3)
         assert seconds.speaking + seconds.listening + seconds.both + seconds.silent == \
@@ -230,8 +233,12 @@ def test_partner_flame_lies_on_the_actor_frames_with_the_tracked_mask(per_partic
                 assert not placed[name][~tracked].any()
         info = _record(members).conversation
         assert info.partner_flame_frames == int(tracked.sum())
-        # b started 0.4 s late: a's first 10 frames (centres before 0.4 s) have no partner face.
-        assert int((~tracked).sum()) == (10 if actor == "a" else 0)
+        # b started 0.4 s late: a's first 10 frames (centres before 0.4 s) have no partner face; b's
+        # recording can hold a frame past the end of a's.
+        if actor == "a":
+            assert int((~tracked).sum()) == 10 and not tracked[:10].any()
+        else:
+            assert int((~tracked).sum()) <= 1 and tracked[:-1].all()
 
 
 def test_pairing_and_shards_are_unchanged_on_a_rerun_and_follow_a_changed_sidecar(per_participant, tmp_path):
@@ -385,13 +392,46 @@ def test_shared_video_gives_each_face_its_whole_track_and_the_partner_streams(sh
             assert placed[PARTNER_TRACKED_ARRAY].all() and info.partner_flame_frames == frames
 
 
-@pytest.mark.xfail(strict=True, reason="Light-ASD's probability on this "
-                   "two-shot moves each turn change by 2-11 frames and stays under asd.threshold through b's last turn, "
-                   "whose quiet end the speaker count also misses (a: 34, b: 40 of 94 frames differ), so this also "
-                   "waits for a sharper speaking-face signal")
 def test_shared_video_role_timelines_match_the_composition_within_two_frames(shared_video, conversation):
     for actor, (key, members) in _two_shot_actors(shared_video, conversation).items():
         record = _record(members)
         roles = check_roles(np.load(io.BytesIO(members[ROLE_MEMBER])), record.video.frames)
         truth = conversation.roles(actor, FPS)[:len(roles)]
+        assert record.conversation.role_source == "speaker_count+voice_turns+light_asd"
         assert _near_boundaries(roles, truth, tolerance=2).size == 0, (actor, roles.tolist(), truth.tolist())
+        print(f"two-shot roles of {actor}: {int((roles != truth).sum())} of {len(roles)} frames differ")
+
+
+@pytest.fixture(scope="module")
+def partner_off_screen(tmp_path_factory, conversation, models, scrfd_detector) -> Run:
+    """a's picture alone with both microphones mixed: b speaks off screen (a talk-show guest and its host)."""
+    root = tmp_path_factory.mktemp("off-screen")
+    recordings = root / "recordings"
+    write_session(conversation, recordings)
+    (root / "input").mkdir()
+    run_ffmpeg(["-i", str(recordings / "duo_a.mp4"), "-i", str(recordings / "duo_b.mp4"), "-filter_complex",
+                "[0:a][1:a]amix=inputs=2:duration=longest:normalize=0[a]", "-map", "0:v", "-map", "[a]",
+                *H264_AAC, str(root / "input" / "guest.mp4")])
+    return _run(root, root / "input", models, scrfd_detector, "conversation")
+
+
+def test_a_partner_off_screen_gives_listening_frames(partner_off_screen, conversation):
+    samples = partner_off_screen.samples()
+    assert len(samples) == 1
+    (members,) = samples.values()
+    record = _record(members)
+    info = record.conversation
+    assert info.partner is None and info.role_source == "speaker_count+voice_turns+light_asd"
+    roles = check_roles(np.load(io.BytesIO(members[ROLE_MEMBER])), record.video.frames)
+    truth = conversation.roles("a", FPS)[:len(roles)]
+    assert (truth == Role.LISTENING).sum() > 2 * FPS  # b's two turns
+    assert _near_boundaries(roles, truth, tolerance=2).size == 0, (roles.tolist(), truth.tolist())
+    # The per-frame Light-ASD rule, for comparison: the same stage outputs paired again.
+    by_face = partner_off_screen.config.model_copy(update={"conversation": partner_off_screen.config.conversation.model_copy(
+        update={"shared_video_voices": False})})
+    (outcome,) = pair_sessions(by_face, scan(by_face).values()).sessions
+    (actor,) = outcome.summary.actors
+    face_roles = np.load(by_face.paths.work_dir / "sources" / actor.source_id / actor.files[ROLE_MEMBER])
+    print(f"off-screen partner: {int((roles != truth).sum())} frames differ by voice, "
+          f"{int((face_roles != truth).sum())} by face")
+    assert actor.info.role_source == "speaker_count+light_asd"

@@ -30,9 +30,11 @@ input are rebuilt here to the published code, github.com/resemble-ai/Resemblyzer
 ``normalize_volume`` to -30 dBFS, increase only) and ``resemblyzer/hparams.py``. The package's own
 ``__init__`` is never imported (it needs webrtcvad, for silence trimming we do not use).
 
-Limits, measured (bench/results/two_shot_roles.md): voiceprints of two GRID sentences by the same
-man are further apart (cosine 0.61) than his and a woman's (0.78), so a voiceprint is only compared
-with voices of the same recording, never across sources; the composed conversations are all a man
+Limits, measured while building this (issue 16): voiceprints of two GRID sentences by the same man,
+from separate recordings, are further apart (cosine 0.61) than his and a woman's (0.78), so a
+voiceprint is only compared with voices of the same recording, never across sources; within one
+mix, halves of one person's turn give 0.83-0.89 and halves of two people's 0.55-0.84, too close to
+tell an off-screen voice from a face's own by a threshold (hence off-screen only beside one face); the composed conversations are all a man
 and a woman from separate GRID recordings, so same-gender pairs in one room are not measured. A
 second voice under the one that holds (overlap) is seen only where its face speaks (pairing).
 """

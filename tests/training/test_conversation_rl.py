@@ -183,4 +183,5 @@ def test_sft_rl_and_evaluation_run_on_conversation_shards_made_by_the_pipeline(t
     rows = run_rl(_rl_config(tmp_path, shards, flow_dir, name="rl-pipeline", steps=1))
     assert rows[0]["listener_latents"] > 0 and math.isfinite(rows[0]["loss"])
     out = evaluate_run(flow_dir, str(shards), progress=False)
-    assert out["windows"] == 2 and out["speaking"]["frames"] > 0 and out["listening"]["frames"] > 0
+    tiles = sum(len(clip.motion) // config.data.window_frames for clip in clips)  # eval_pipeline's windows
+    assert out["windows"] == tiles >= 2 and out["speaking"]["frames"] > 0 and out["listening"]["frames"] > 0

@@ -36,7 +36,13 @@ if str(REPO) not in sys.path:  # `python bench/...` puts bench/, not the repo, o
 from pipelines.config import MODEL_DIR_ENV, PipelineConfig, load_config  # noqa: E402
 from pipelines.conversation.pairing import pair_sessions  # noqa: E402
 from pipelines.conversation.summary import conversations_dir  # noqa: E402
-from pipelines.fixtures.conversation import ComposedConversation, plan_turns, two_shot, write_session  # noqa: E402
+from pipelines.fixtures.conversation import (  # noqa: E402
+    ComposedConversation,
+    frames_off_beyond,
+    plan_turns,
+    two_shot,
+    write_session,
+)
 from pipelines.fixtures.media import H264_AAC, run_ffmpeg  # noqa: E402
 from pipelines.ingest import SourceRegistry  # noqa: E402
 from pipelines.runner import ModelBackends, close_backends, run_sources  # noqa: E402
@@ -48,16 +54,6 @@ WOMEN = ("lbax4n", "lbbc2a", "lrwp9a", "lwbsza")
 FPS = 24.0
 TOLERANCE = 2
 WEIGHTS = ("scrfd/scrfd_500m_kps.onnx", "light-asd/pretrain_AVA_CVPR.model")
-
-
-def beyond_tolerance(got: np.ndarray, truth: np.ndarray, tolerance: int = TOLERANCE) -> int:
-    """Frames where ``got`` differs from ``truth`` at least ``tolerance`` frames away from every change of ``truth``."""
-    wrong = np.flatnonzero(got != truth)
-    changes = np.flatnonzero(np.diff(truth.astype(np.int64))) + 0.5
-    if not len(changes):
-        return int(len(wrong))
-    distance = np.abs(wrong[:, None] - changes[None, :]).min(axis=1) - 0.5
-    return int((distance >= tolerance).sum())
 
 
 def compose(man: str, woman: str, first: str, clips: Path, folder: Path) -> tuple[ComposedConversation, dict[str, Path]]:
@@ -116,7 +112,8 @@ def evaluate(conversation: ComposedConversation, inputs: dict[str, Path], model_
                 # The composed video can run a frame past the conversation (its mixed audio's length).
                 roles, truth = roles[: len(truth)], truth[: len(roles)]
                 rows.append({"view": view, "voices": voices, "actor": actor, "frames": len(roles),
-                             "beyond": beyond_tolerance(roles, truth), "differ": int((roles != truth).sum()),
+                             "beyond": len(frames_off_beyond(roles, truth, TOLERANCE)),
+                             "differ": int((roles != truth).sum()),
                              "source": outcome.summary.actors[0].info.role_source, "pairing_cpu_s": cpu})
     return rows
 

@@ -50,7 +50,7 @@ from pipelines.conversation.roles import (
     voice_activity,
     voice_turn_roles,
 )
-from pipelines.conversation.voices import NO_VOICE, VoiceTurns, enrollment_masks, voice_turns
+from pipelines.conversation.voices import NO_VOICE, enrollment_masks, voice_turns
 from pipelines.conversation.summary import (
     ActorSummary,
     INDEX_FILE,
@@ -335,7 +335,8 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
     if asd is None or asd.skipped:
         raise PairingError(f"{source.source_id}: no ASD result ({asd.skipped if asd else 'the stage has not run'})")
     rate = config.audio.sample_rate
-    speakers = speaker_counts(config, source.source_id, source.audio_start_s, source.audio(rate), backends)
+    audio = source.audio(rate)
+    speakers = speaker_counts(config, source.source_id, source.audio_start_s, audio, backends)
     probability = _track_probabilities(asd.details.get("plots") or {}, source)
     faces = {}
     for segment in source.record.segments:  # every face the face stage tracked long enough
@@ -346,7 +347,8 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
     def faces_at(times: np.ndarray) -> np.ndarray:
         return np.stack([probability[track].at(times, 0.0) for track in tracks]) if tracks else np.zeros((0, len(times)))
 
-    turns = _voice_turns(config, source, speakers, faces_at) if config.conversation.shared_video_voices else None
+    turns = (voice_turns(voice_encoder(config), audio, source.audio_start_s, speakers, faces_at, config.conversation)
+             if config.conversation.shared_video_voices else None)
     members, infos = {}, {}
     for segment in source.accepted():
         clip = _Clip.of(source, segment)
@@ -357,8 +359,7 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
         if turns is not None:
             row = tracks.index(actor)
             sure = enrollment_masks(faces_at(times), turns.at(times) != NO_VOICE, config.conversation, 1 / clip.fps)
-            others_sure = np.any([m for k, m in enumerate(sure[:len(tracks)]) if k != row] or [np.zeros(len(times), bool)],
-                                 axis=0)
+            others_sure = np.delete(np.stack(sure[:len(tracks)]), row, axis=0).any(axis=0)
             roles = voice_turn_roles(turns.at(times), row, speakers.at(times, 0) >= 2, sure[row], others_sure, NO_VOICE)
         else:
             others = [p for track, p in probability.items() if track != actor]
@@ -381,15 +382,6 @@ def _shared_video(plan: SessionPlan, source: _Source, config: PipelineConfig,
             role_seconds=role_seconds(roles, clip.fps),
             role_source=ROLE_SOURCE_VOICES if turns is not None else ROLE_SOURCE_SHARED)
     return members, infos
-
-
-def _voice_turns(config: PipelineConfig, source: _Source, speakers: Timeline, faces_at) -> VoiceTurns | None:
-    """The source's voice turns (pipelines/conversation/voices.py); None with fewer than two voices."""
-    from pipelines.conversation.voices import SAMPLE_RATE
-
-    encoder = voice_encoder(config)
-    return voice_turns(encoder, source.audio(SAMPLE_RATE), source.audio_start_s, speakers, faces_at,
-                       config.conversation)
 
 
 @functools.lru_cache(maxsize=2)

@@ -33,10 +33,11 @@ input are rebuilt here to the published code, github.com/resemble-ai/Resemblyzer
 Limits, measured while building this (issue 16): voiceprints of two GRID sentences by the same man,
 from separate recordings, are further apart (cosine 0.61) than his and a woman's (0.78), so a
 voiceprint is only compared with voices of the same recording, never across sources; within one
-mix, halves of one person's turn give 0.83-0.89 and halves of two people's 0.55-0.84, too close to
-tell an off-screen voice from a face's own by a threshold (hence off-screen only beside one face); the composed conversations are all a man
-and a woman from separate GRID recordings, so same-gender pairs in one room are not measured. A
-second voice under the one that holds (overlap) is seen only where its face speaks (pairing).
+mix, halves of one person's turn give 0.83-0.89 and halves of two people's 0.55-0.84, too close
+to tell an off-screen voice from a face's own by a threshold (hence off-screen only beside one
+face); the composed conversations are all a man and a woman from separate GRID recordings, so
+same-gender pairs in one room are not measured. A second voice under the one that holds (overlap)
+is seen only where its face speaks (pairing).
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.config import ConversationConfig
+from pipelines.config import AUDIO_SAMPLE_RATE_HZ, ConversationConfig
 from pipelines.conversation.roles import Timeline, runs
 
 OFF_SCREEN = -1  # the label of a voice no face on screen speaks with
 NO_VOICE = -2  # unvoiced time
-SAMPLE_RATE = 16000  # resemblyzer/hparams.py sampling_rate
+SAMPLE_RATE = AUDIO_SAMPLE_RATE_HZ  # 16 kHz, resemblyzer/hparams.py sampling_rate too
 MEL_HOP_S = 0.01  # mel_window_step 10 ms
 MEL_BANDS = 40  # mel_n_channels
 NORM_TARGET_DBFS = -30.0  # audio_norm_target_dBFS
@@ -229,14 +230,8 @@ def voice_turns(encoder: VoiceEncoder, audio: np.ndarray, audio_start_s: float, 
     if len(voiced_cells):
         sampled = voiced_cells[::coarse]
         sampled_labels = label(sampled)
-        # Every voiced cell takes its nearest sampled cell's label ...
-        nearest = np.clip(np.searchsorted(sampled, voiced_cells), 1, len(sampled) - 1) if len(sampled) > 1 else None
-        if nearest is None:
-            labels[voiced_cells] = sampled_labels[0]
-        else:
-            left = sampled[nearest - 1]
-            pick = np.where(np.abs(voiced_cells - left) <= np.abs(sampled[nearest] - voiced_cells), nearest - 1, nearest)
-            labels[voiced_cells] = sampled_labels[pick]
+        # Every voiced cell takes its nearest sampled cell's label (a tie: the earlier one) ...
+        labels[voiced_cells] = sampled_labels[np.searchsorted((sampled[1:] + sampled[:-1]) / 2, voiced_cells)]
         # ... then the cells between two sampled cells whose labels differ are labelled one by one.
         changes = np.flatnonzero(sampled_labels[1:] != sampled_labels[:-1])
         fine = np.unique(np.concatenate([np.arange(sampled[k], sampled[k + 1] + 1) for k in changes]

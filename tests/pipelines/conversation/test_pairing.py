@@ -24,7 +24,13 @@ import pytest
 from pipelines.config import PipelineConfig, load_config
 from pipelines.conversation.pairing import PairingReport, pair_sessions
 from pipelines.conversation.summary import ConversationIndex, SessionSummary, conversations_dir
-from pipelines.fixtures.conversation import ComposedConversation, grid_conversation, two_shot, write_session
+from pipelines.fixtures.conversation import (
+    ComposedConversation,
+    frames_off_beyond,
+    grid_conversation,
+    two_shot,
+    write_session,
+)
 from pipelines.fixtures.media import H264_AAC, run_ffmpeg
 from pipelines.fixtures.sheap import build_scripted_sheap
 from pipelines.media.wav import read_wav
@@ -132,16 +138,6 @@ def _by_actor(run: Run) -> dict[str, tuple[str, dict[str, bytes]]]:
     return out
 
 
-def _near_boundaries(got: np.ndarray, truth: np.ndarray, tolerance: int) -> np.ndarray:
-    """Frames where ``got`` differs from ``truth`` more than ``tolerance`` frames away from any change of ``truth``."""
-    wrong = np.flatnonzero(got != truth)
-    changes = np.flatnonzero(np.diff(truth.astype(np.int64))) + 0.5  # between frame i and i + 1
-    if not len(changes):
-        return wrong
-    distance = np.abs(wrong[:, None] - changes[None, :]).min(axis=1) - 0.5
-    return wrong[distance >= tolerance]
-
-
 def test_one_sample_per_person_covering_their_whole_recording(per_participant, conversation):
     samples = _by_actor(per_participant)
     assert sorted(samples) == ["a", "b"]
@@ -164,7 +160,7 @@ def test_role_timelines_match_the_composition_within_two_frames(per_participant,
         assert len(roles) - len(truth) <= 1  # a frame past the conversation's end (see above): compare up to it
         roles = roles[:len(truth)]
         assert set(np.unique(truth)) == {Role.SPEAKING, Role.LISTENING}
-        assert _near_boundaries(roles, truth, tolerance=2).size == 0, (actor, roles.tolist(), truth.tolist())
+        assert frames_off_beyond(roles, truth, tolerance=2).size == 0, (actor, roles.tolist(), truth.tolist())
         print(f"roles of {actor}: {int((roles != truth).sum())} of {len(roles)} frames differ from the composition")
         seconds = record.conversation.role_seconds
         roles = check_roles(np.load(io.BytesIO(members[ROLE_MEMBER])), record.video.frames)
@@ -398,7 +394,7 @@ def test_shared_video_role_timelines_match_the_composition_within_two_frames(sha
         roles = check_roles(np.load(io.BytesIO(members[ROLE_MEMBER])), record.video.frames)
         truth = conversation.roles(actor, FPS)[:len(roles)]
         assert record.conversation.role_source == "speaker_count+voice_turns+light_asd"
-        assert _near_boundaries(roles, truth, tolerance=2).size == 0, (actor, roles.tolist(), truth.tolist())
+        assert frames_off_beyond(roles, truth, tolerance=2).size == 0, (actor, roles.tolist(), truth.tolist())
         print(f"two-shot roles of {actor}: {int((roles != truth).sum())} of {len(roles)} frames differ")
 
 
@@ -425,7 +421,7 @@ def test_a_partner_off_screen_gives_listening_frames(partner_off_screen, convers
     roles = check_roles(np.load(io.BytesIO(members[ROLE_MEMBER])), record.video.frames)
     truth = conversation.roles("a", FPS)[:len(roles)]
     assert (truth == Role.LISTENING).sum() > 2 * FPS  # b's two turns
-    assert _near_boundaries(roles, truth, tolerance=2).size == 0, (roles.tolist(), truth.tolist())
+    assert frames_off_beyond(roles, truth, tolerance=2).size == 0, (roles.tolist(), truth.tolist())
     # The per-frame Light-ASD rule, for comparison: the same stage outputs paired again.
     by_face = partner_off_screen.config.model_copy(update={"conversation": partner_off_screen.config.conversation.model_copy(
         update={"shared_video_voices": False})})
